@@ -214,7 +214,7 @@ bitfield! {
     pub struct TxCmdTypeLen(u32);
     impl Debug;
     /// Buffer length in bytes.
-    pub len, set_len: 15, 0;
+    pub length, set_length: 15, 0;
     /// Descriptor type: 3 = advanced data.
     pub dtyp, set_dtyp: 23, 20;
     /// End of packet.
@@ -231,7 +231,7 @@ impl TxCmdTypeLen {
     /// A data descriptor for `len` bytes; `eop` on the frame's last buffer.
     pub fn data(len: u16, eop: bool) -> Self {
         let mut c = TxCmdTypeLen(0);
-        c.set_len(len as u32);
+        c.set_length(len as u32);
         c.set_dtyp(TX_DTYP_DATA);
         c.set_dext(true);
         c.set_ifcs(true);

@@ -15,11 +15,17 @@ pub mod buf;
 pub mod desc;
 pub mod device;
 pub mod dma;
+pub mod igb;
 pub mod regs;
+pub mod rx;
+pub mod tx;
 
 pub use buf::{Buf, BufPool, BufReturn};
 pub use device::{Device, DmaMapper, RegisterIo};
 pub use dma::{DmaError, DmaRegion, DmaSpace};
+pub use igb::{Igb, IgbConfig, IgbError};
+pub use rx::{DropReason, PacketRef, RxBatch, RxConfig, RxRing, RxStats};
+pub use tx::{TxBuf, TxConfig, TxRing, TxStats};
 
 /// Header split mode of an RX queue (SRRCTL.DESCTYPE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -51,6 +51,11 @@ pub const RCTL_MPE: u32 = 1 << 4;
 /// MAC loopback: transmitted frames come back on receive.
 pub const RCTL_LBM_MAC: u32 = 1 << 6;
 pub const RCTL_BAM: u32 = 1 << 15;
+/// Long packet enable: accept frames above 1522 B, up to RLPML.
+pub const RCTL_LPE: u32 = 1 << 5;
+
+/// Receive long packet maximum length in bytes.
+pub const RLPML: u32 = 0x5004;
 /// Strip the Ethernet CRC before DMA.
 pub const RCTL_SECRC: u32 = 1 << 26;
 
@@ -130,6 +135,8 @@ pub const SRRCTL_DROP_EN: u32 = 1 << 31;
 /// Statistics (clear on read).
 /// Missed packets: no free descriptor.
 pub const MPC: u32 = 0x4010;
+/// Receive oversize count: frames longer than allowed.
+pub const ROC: u32 = 0x40F8;
 /// Good packets received.
 pub const GPRC: u32 = 0x4074;
 /// Good octets received, low and high halves.

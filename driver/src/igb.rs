@@ -1,0 +1,238 @@
+//! igb family bring-up: interrupt masking, reset, PHY autonegotiation, MAC
+//! address, receive/transmit control. Queue setup lives with the rings
+//! ([`crate::rx`], [`crate::tx`]); this module owns the device-wide state.
+
+use crate::device::Device;
+use crate::dma::{DmaError, DmaSpace};
+use crate::regs::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IgbError {
+    #[error("device did not finish reset (CTRL.RST still set after {0:?})")]
+    ResetTimeout(Duration),
+    #[error("PHY access through MDIC timed out")]
+    MdicTimeout,
+    #[error("PHY access through MDIC reported an error (PHY address {0})")]
+    MdicError(u32),
+    #[error("link did not come up within {0:?} (STATUS.LU = 0): check the cable / peer, or raise --link-timeout")]
+    LinkTimeout(Duration),
+    #[error("RX/TX queue {0} did not report enabled in its DCTL register")]
+    QueueEnableTimeout(u32),
+    #[error("queue {0} did not stop within the timeout")]
+    QueueDisableTimeout(u32),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Dma(#[from] DmaError),
+}
+
+/// Device-wide settings.
+#[derive(Clone, Debug)]
+pub struct IgbConfig {
+    /// How long to wait for STATUS.LU after restarting autonegotiation.
+    pub link_timeout: Duration,
+    /// Accept every unicast and multicast frame (a sink wants them all).
+    pub promiscuous: bool,
+    /// MAC loopback: transmitted frames come back on receive.
+    pub mac_loopback: bool,
+    /// Largest frame accepted, bytes without FCS (RLPML). Above 1518 this
+    /// enables long-packet reception (RCTL.LPE).
+    pub max_frame: u32,
+}
+
+impl Default for IgbConfig {
+    fn default() -> Self {
+        IgbConfig { link_timeout: Duration::from_secs(5), promiscuous: true, mac_loopback: false, max_frame: 9216 }
+    }
+}
+
+/// Cumulative hardware statistics (the registers clear on read; we add up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwStats {
+    pub good_packets_rx: u64,
+    pub good_octets_rx: u64,
+    pub missed_packets: u64,
+    pub good_packets_tx: u64,
+    pub good_octets_tx: u64,
+}
+
+/// An initialised igb device.
+pub struct Igb {
+    dev: Arc<dyn Device>,
+    space: Arc<DmaSpace>,
+    mac: [u8; 6],
+    cfg: IgbConfig,
+    stats: HwStats,
+}
+
+const RESET_TIMEOUT: Duration = Duration::from_secs(1);
+const MDIC_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Polls `cond` until it holds or `timeout` passes. Sleeps briefly between
+/// polls: bring-up is not a hot path.
+pub(crate) fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return cond();
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+impl Igb {
+    /// Resets the device and brings the link up. Receive and transmit stay
+    /// disabled until [`Igb::enable_rx`] / [`Igb::enable_tx`], after the
+    /// rings are set up.
+    pub fn init(dev: Arc<dyn Device>, cfg: IgbConfig) -> Result<Igb, IgbError> {
+        if !(1518..=16383).contains(&cfg.max_frame) {
+            return Err(IgbError::Config(format!("max frame {} must be 1518..=16383", cfg.max_frame)));
+        }
+        let space = DmaSpace::new(dev.clone() as Arc<dyn crate::device::DmaMapper>);
+        let mut igb = Igb { dev, space, mac: [0; 6], cfg, stats: HwStats::default() };
+        igb.mask_interrupts();
+        igb.reset()?;
+        igb.mask_interrupts();
+        igb.restart_autoneg()?;
+        igb.wait_link()?;
+        igb.mac = igb.read_mac();
+        igb.write(RXCSUM, RXCSUM_IPOFLD | RXCSUM_TUOFLD);
+        igb.write(RLPML, igb.cfg.max_frame);
+        // Clear the clear-on-read statistics left from before.
+        igb.stats = HwStats::default();
+        igb.read_stats();
+        igb.stats = HwStats::default();
+        tracing::info!(device = %igb.dev.name(), mac = %fmt_mac(&igb.mac), "igb up");
+        Ok(igb)
+    }
+
+    fn write(&self, reg: u32, v: u32) {
+        self.dev.write32(reg, v)
+    }
+    fn read(&self, reg: u32) -> u32 {
+        self.dev.read32(reg)
+    }
+
+    /// A polling driver: no interrupt causes at all.
+    fn mask_interrupts(&self) {
+        self.write(IMC, u32::MAX);
+        self.write(EIMC, u32::MAX);
+    }
+
+    fn reset(&self) -> Result<(), IgbError> {
+        self.write(CTRL, self.read(CTRL) | CTRL_RST);
+        if !wait_for(RESET_TIMEOUT, || self.read(CTRL) & CTRL_RST == 0) {
+            return Err(IgbError::ResetTimeout(RESET_TIMEOUT));
+        }
+        Ok(())
+    }
+
+    /// Writes a PHY register through MDIC and waits for completion.
+    fn phy_write(&self, reg: u32, value: u16) -> Result<(), IgbError> {
+        let cmd = value as u32 | reg << MDIC_REG_SHIFT | PHY_ADDR << MDIC_PHY_SHIFT | MDIC_OP_WRITE;
+        self.write(MDIC, cmd);
+        let mut last = 0;
+        if !wait_for(MDIC_TIMEOUT, || {
+            last = self.read(MDIC);
+            last & MDIC_READY != 0
+        }) {
+            return Err(IgbError::MdicTimeout);
+        }
+        if last & MDIC_ERROR != 0 {
+            return Err(IgbError::MdicError(PHY_ADDR));
+        }
+        Ok(())
+    }
+
+    /// After reset the link stays down (and QEMU's model drops every frame)
+    /// until autonegotiation is restarted.
+    fn restart_autoneg(&self) -> Result<(), IgbError> {
+        let bmcr = BMCR_AN_ENABLE | BMCR_AN_RESTART | BMCR_FULL_DUPLEX | BMCR_SPEED_1000;
+        self.phy_write(PHY_BMCR, bmcr)?;
+        self.write(CTRL, self.read(CTRL) | CTRL_SLU);
+        Ok(())
+    }
+
+    fn wait_link(&self) -> Result<(), IgbError> {
+        if !wait_for(self.cfg.link_timeout, || self.link_up()) {
+            return Err(IgbError::LinkTimeout(self.cfg.link_timeout));
+        }
+        Ok(())
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.read(STATUS) & STATUS_LU != 0
+    }
+
+    fn read_mac(&self) -> [u8; 6] {
+        let lo = self.read(RAL0).to_le_bytes();
+        let hi = self.read(RAH0).to_le_bytes();
+        [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]]
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The DMA space rings and pools allocate from.
+    pub fn dma(&self) -> &Arc<DmaSpace> {
+        &self.space
+    }
+
+    pub fn device(&self) -> &Arc<dyn Device> {
+        &self.dev
+    }
+
+    /// Turns receive on; call after the RX rings are enabled.
+    pub fn enable_rx(&self) {
+        let mut rctl = RCTL_EN | RCTL_BAM | RCTL_SECRC;
+        if self.cfg.promiscuous {
+            rctl |= RCTL_UPE | RCTL_MPE;
+        }
+        if self.cfg.max_frame > 1518 {
+            rctl |= RCTL_LPE;
+        }
+        if self.cfg.mac_loopback {
+            rctl |= RCTL_LBM_MAC;
+        }
+        self.write(RCTL, rctl);
+    }
+
+    pub fn enable_tx(&self) {
+        self.write(TCTL, TCTL_EN | TCTL_PSP);
+    }
+
+    /// Stops receive and transmit (queues are stopped by their rings).
+    pub fn disable(&self) {
+        self.write(RCTL, 0);
+        self.write(TCTL, 0);
+    }
+
+    /// Reads the clear-on-read statistics registers and adds them up.
+    pub fn read_stats(&mut self) -> HwStats {
+        let s = &mut self.stats;
+        s.good_packets_rx += self.dev.read32(GPRC) as u64;
+        let lo = self.dev.read32(GORCL) as u64;
+        s.good_octets_rx += lo | (self.dev.read32(GORCH) as u64) << 32;
+        s.missed_packets += self.dev.read32(MPC) as u64;
+        s.good_packets_tx += self.dev.read32(GPTC) as u64;
+        let lo = self.dev.read32(GOTCL) as u64;
+        s.good_octets_tx += lo | (self.dev.read32(GOTCH) as u64) << 32;
+        *s
+    }
+}
+
+impl Drop for Igb {
+    fn drop(&mut self) {
+        self.disable();
+    }
+}
+
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}

@@ -1,0 +1,674 @@
+//! The RX descriptor ring: poll write-backs in batches, hand packets out
+//! without copying (header slot + payload pages), refill, one tail write per
+//! poll.
+//!
+//! Ownership of a descriptor slot moves between driver and device:
+//!
+//! ```text
+//!   next_clean            next_fill (= RDT)
+//!        |  posted: device owns   |  empty: driver owns  |
+//! ```
+//!
+//! Slots `[next_clean, next_fill)` hold posted buffers; the device fills
+//! them from RDH on and sets DD. The driver keeps one slot empty, so the tail
+//! can never catch up with (overtake) the head: RDT == RDH always means "no
+//! descriptor for the device", never "all of them".
+//!
+//! A frame may span several descriptors (jumbo frames; one payload buffer
+//! each) and even several polls; it is assembled in `cur` and handed out
+//! whole at EOP. Write-backs are validated before anything is handed out:
+//! impossible ones are dropped, counted by [`DropReason`], and their buffers
+//! recycled.
+
+use crate::buf::{Buf, BufPool, BufReturn};
+use crate::desc::{DescSlot, RxWriteBack, DESC_LEN};
+use crate::device::Device;
+use crate::dma::{DmaRegion, DmaSpace};
+use crate::igb::{wait_for, IgbError};
+use crate::regs::*;
+use crate::SplitMode;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Configuration of one RX queue.
+#[derive(Clone, Debug)]
+pub struct RxConfig {
+    pub queue: u32,
+    /// Descriptors in the ring: a power of two, 8..=4096.
+    pub ring_size: usize,
+    pub split: SplitMode,
+    /// Largest number of descriptors one frame may use before the driver
+    /// gives up on it (`no_eop`). Defaults to 64 (64 KiB at 1 KiB buffers).
+    pub max_descs_per_packet: usize,
+}
+
+impl Default for RxConfig {
+    fn default() -> Self {
+        RxConfig { queue: 0, ring_size: 512, split: SplitMode::On, max_descs_per_packet: 64 }
+    }
+}
+
+/// Why the driver dropped a frame. Counted per reason; the frame's buffers
+/// always go back to their pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum DropReason {
+    /// RXE or another frame error bit (CRC, symbol, sequence, carrier).
+    RxError,
+    /// The device checked the IPv4 header checksum and found it wrong.
+    IpChecksum,
+    /// The device checked the TCP/UDP checksum and found it wrong.
+    L4Checksum,
+    /// PKT_LEN larger than the payload buffer posted with the descriptor.
+    PktLenOverflow,
+    /// HDR_LEN larger than the header buffer while claiming a split header.
+    HdrLenOverflow,
+    /// No EOP within `max_descs_per_packet` descriptors.
+    NoEop,
+    /// A frame of zero bytes.
+    ZeroLength,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 7] = [
+        DropReason::RxError,
+        DropReason::IpChecksum,
+        DropReason::L4Checksum,
+        DropReason::PktLenOverflow,
+        DropReason::HdrLenOverflow,
+        DropReason::NoEop,
+        DropReason::ZeroLength,
+    ];
+
+    /// Stable name used in stats output.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::RxError => "rx_error",
+            DropReason::IpChecksum => "ip_checksum",
+            DropReason::L4Checksum => "l4_checksum",
+            DropReason::PktLenOverflow => "pkt_len_overflow",
+            DropReason::HdrLenOverflow => "hdr_len_overflow",
+            DropReason::NoEop => "no_eop",
+            DropReason::ZeroLength => "zero_length",
+        }
+    }
+}
+
+/// Ring counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxStats {
+    /// Frames handed out.
+    pub packets: u64,
+    /// Bytes handed out (header + payload).
+    pub bytes: u64,
+    /// Descriptors completed by the device.
+    pub descriptors: u64,
+    /// Drops, indexed by `DropReason as usize`.
+    pub drops: [u64; 7],
+    /// Write-backs with HBO (header did not fit the header buffer; the frame
+    /// is delivered unsplit as the datasheet specifies).
+    pub hbo: u64,
+    /// Header buffers posted but left unused by the device (non-first
+    /// descriptors of a frame, unsplit frames), recycled by the driver.
+    pub dummy_headers: u64,
+    /// Refills cut short because a pool was empty.
+    pub refill_short: u64,
+    /// Tail (doorbell) writes.
+    pub doorbells: u64,
+}
+
+impl RxStats {
+    pub fn drops_total(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+}
+
+/// One payload segment: `len` bytes at the start of `buf`.
+#[derive(Debug)]
+pub struct Seg {
+    pub buf: Buf,
+    pub len: u16,
+}
+
+/// Checksum verdict from the device for a delivered frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Csum {
+    /// The device did not check (non-IP, offload off).
+    None,
+    /// The device checked and it was right.
+    Good,
+}
+
+/// Metadata of one received frame in an [`RxBatch`].
+#[derive(Debug)]
+pub struct RxPacket {
+    hdr: Option<Buf>,
+    hdr_len: u16,
+    seg_start: u32,
+    seg_count: u16,
+    len: u32,
+    /// Packet type bits from the write-back (`desc::PKT_TYPE_*`).
+    pub pkt_type: u16,
+    pub ip_csum: Csum,
+    pub l4_csum: Csum,
+    /// Dword 1 of the write-back (RSS hash or IP id).
+    pub rss: u32,
+}
+
+static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A batch of received frames. Reused across polls: [`RxRing::poll`]
+/// appends, [`RxRing::recycle`] returns every buffer and empties it.
+///
+/// Dropping a non-empty batch (any thread) returns its buffers through the
+/// pools' foreign return path, so no page is ever lost.
+pub struct RxBatch {
+    pkts: Vec<RxPacket>,
+    segs: Vec<Seg>,
+    ring_id: u64,
+    returners: Option<(Arc<dyn BufReturn>, Arc<dyn BufReturn>)>,
+}
+
+impl RxBatch {
+    pub fn len(&self) -> usize {
+        self.pkts.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pkts.is_empty()
+    }
+    pub fn get(&self, i: usize) -> Option<PacketRef<'_>> {
+        self.pkts.get(i).map(|p| PacketRef { pkt: p, segs: &self.segs })
+    }
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = PacketRef<'_>> + '_ {
+        self.pkts.iter().map(|p| PacketRef { pkt: p, segs: &self.segs })
+    }
+
+    /// Returns every buffer through the foreign path (any thread).
+    pub fn give_back(&mut self) {
+        let Some((pages, hdrs)) = &self.returners else { return };
+        let mut hv: Vec<Buf> = self.pkts.drain(..).filter_map(|p| p.hdr).collect();
+        let mut pv: Vec<Buf> = self.segs.drain(..).map(|s| s.buf).collect();
+        hdrs.give_back(&mut hv);
+        pages.give_back(&mut pv);
+    }
+}
+
+impl Drop for RxBatch {
+    fn drop(&mut self) {
+        if !self.pkts.is_empty() {
+            self.give_back();
+        }
+    }
+}
+
+/// A borrowed view of one frame: header bytes (from the header buffer, when
+/// the device split it) followed by payload segments (from payload pages).
+#[derive(Clone, Copy)]
+pub struct PacketRef<'a> {
+    pkt: &'a RxPacket,
+    segs: &'a [Seg],
+}
+
+impl<'a> PacketRef<'a> {
+    /// Frame length in bytes (header + payload).
+    pub fn len(&self) -> usize {
+        self.pkt.len as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pkt.len == 0
+    }
+    pub fn meta(&self) -> &'a RxPacket {
+        self.pkt
+    }
+    /// Bytes in the header buffer (empty when not split).
+    pub fn header(&self) -> &'a [u8] {
+        match &self.pkt.hdr {
+            // SAFETY: the device finished writing this buffer before it set
+            // DD (read with acquire); the batch owns the buffer exclusively
+            // until it is recycled, which needs `&mut` of the batch; hdr_len
+            // was checked against the buffer size when the frame was accepted.
+            Some(b) => unsafe { std::slice::from_raw_parts(b.ptr.as_ptr(), self.pkt.hdr_len as usize) },
+            None => &[],
+        }
+    }
+    /// Payload segments in order; each lies at the start of a payload buffer.
+    pub fn segments(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
+        let s = self.pkt.seg_start as usize;
+        self.segs[s..s + self.pkt.seg_count as usize].iter().map(|seg| {
+            // SAFETY: as for `header`; seg.len was checked against the
+            // payload buffer size.
+            unsafe { std::slice::from_raw_parts(seg.buf.ptr.as_ptr(), seg.len as usize) }
+        })
+    }
+    /// The payload buffers themselves (index, IOVA), for zero-copy consumers.
+    pub fn segment_bufs(&self) -> &'a [Seg] {
+        let s = self.pkt.seg_start as usize;
+        &self.segs[s..s + self.pkt.seg_count as usize]
+    }
+    /// Copies the whole frame out (tests and slow paths only).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        v.extend_from_slice(self.header());
+        for s in self.segments() {
+            v.extend_from_slice(s);
+        }
+        v
+    }
+}
+
+/// A frame being assembled across descriptors.
+struct Partial {
+    descs: usize,
+    hdr: Option<Buf>,
+    hdr_len: u16,
+    segs: Vec<Seg>,
+    bad: Option<DropReason>,
+    /// Dropping the rest of a runaway frame until its EOP.
+    discarding: bool,
+}
+
+/// One RX queue.
+pub struct RxRing<P: BufPool, H: BufPool> {
+    dev: Arc<dyn Device>,
+    ring: DmaRegion,
+    mask: usize,
+    next_clean: usize,
+    next_fill: usize,
+    posted: Vec<Option<(Buf, Option<Buf>)>>,
+    pages: P,
+    hdrs: H,
+    split: SplitMode,
+    hdr_buf: usize,
+    pkt_buf: usize,
+    max_descs: usize,
+    queue: u32,
+    ring_id: u64,
+    cur: Partial,
+    stats: RxStats,
+    stopped: bool,
+}
+
+const QUEUE_TIMEOUT: Duration = Duration::from_millis(200);
+
+impl<P: BufPool, H: BufPool> RxRing<P, H> {
+    /// Allocates the descriptor ring, programs the queue registers, fills
+    /// every slot but one with buffers and enables the queue. Receive as a
+    /// whole is turned on by `Igb::enable_rx` afterwards.
+    pub fn new(dev: Arc<dyn Device>, space: &Arc<DmaSpace>, cfg: RxConfig, pages: P, hdrs: H) -> Result<Self, IgbError> {
+        let n = cfg.ring_size;
+        if !(8..=4096).contains(&n) || !n.is_power_of_two() {
+            return Err(IgbError::Config(format!("RX ring size {n} must be a power of two in 8..=4096")));
+        }
+        if cfg.queue >= MAX_QUEUES {
+            return Err(IgbError::Config(format!("RX queue {} out of range (0..{MAX_QUEUES})", cfg.queue)));
+        }
+        let pkt_buf = pages.buf_len();
+        if pkt_buf == 0 || !pkt_buf.is_multiple_of(1024) || pkt_buf > 127 * 1024 {
+            return Err(IgbError::Config(format!("payload buffer {pkt_buf} B must be a non-zero multiple of 1 KiB")));
+        }
+        let hdr_buf = if cfg.split == SplitMode::Off { 0 } else { hdrs.buf_len() };
+        let hdr_ok = (64..=960).contains(&hdr_buf) && hdr_buf.is_multiple_of(64);
+        if cfg.split != SplitMode::Off && !hdr_ok {
+            return Err(IgbError::Config(format!(
+                "header buffer {hdr_buf} B must be 64..=960 in 64 B steps (SRRCTL.BSIZEHEADER is 4 bits of 64 B)"
+            )));
+        }
+        let max_descs = cfg.max_descs_per_packet.clamp(1, n - 1);
+        let ring = space.alloc(n * DESC_LEN)?;
+        let mut r = RxRing {
+            dev,
+            ring,
+            mask: n - 1,
+            next_clean: 0,
+            next_fill: 0,
+            posted: (0..n).map(|_| None).collect(),
+            pages,
+            hdrs,
+            split: cfg.split,
+            hdr_buf,
+            pkt_buf,
+            max_descs,
+            queue: cfg.queue,
+            ring_id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
+            cur: Partial { descs: 0, hdr: None, hdr_len: 0, segs: Vec::with_capacity(max_descs), bad: None, discarding: false },
+            stats: RxStats::default(),
+            stopped: false,
+        };
+        r.program()?;
+        Ok(r)
+    }
+
+    fn reg(&self, off: u32) -> u32 {
+        rx_queue_base(self.queue) + off
+    }
+
+    fn program(&mut self) -> Result<(), IgbError> {
+        let d = &self.dev;
+        d.write32(self.reg(Q_DCTL), 0);
+        if !wait_for(QUEUE_TIMEOUT, || d.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE == 0) {
+            return Err(IgbError::QueueDisableTimeout(self.queue));
+        }
+        let iova = self.ring.iova();
+        d.write32(self.reg(Q_BAL), iova as u32);
+        d.write32(self.reg(Q_BAH), (iova >> 32) as u32);
+        d.write32(self.reg(Q_LEN), ((self.mask + 1) * DESC_LEN) as u32);
+        d.write32(self.reg(Q_SRRCTL), srrctl(self.split, self.hdr_buf, self.pkt_buf));
+        d.write32(psrtype(self.queue), PSRTYPE_L2_L3_L4);
+        d.write32(self.reg(Q_HEAD), 0);
+        d.write32(self.reg(Q_TAIL), 0);
+        d.write32(self.reg(Q_DCTL), DCTL_QUEUE_ENABLE);
+        if !wait_for(QUEUE_TIMEOUT, || d.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE != 0) {
+            return Err(IgbError::QueueEnableTimeout(self.queue));
+        }
+        self.refill();
+        Ok(())
+    }
+
+    #[inline]
+    fn slot(&self, i: usize) -> &DescSlot {
+        debug_assert!(i <= self.mask);
+        // SAFETY: the ring region holds mask+1 16-byte descriptors, is
+        // page-aligned (so each slot is 16-byte aligned), lives as long as
+        // `self`, and DescSlot is made of atomics, so shared access with the
+        // device is sound.
+        unsafe { &*(self.ring.as_ptr().add(i * DESC_LEN) as *const DescSlot) }
+    }
+
+    /// An empty batch tied to this ring's pools.
+    pub fn new_batch(&self, capacity: usize) -> RxBatch {
+        RxBatch {
+            pkts: Vec::with_capacity(capacity),
+            segs: Vec::with_capacity(capacity * 2),
+            ring_id: self.ring_id,
+            returners: Some((self.pages.returner(), self.hdrs.returner())),
+        }
+    }
+
+    /// Harvests up to `budget` completed frames into `batch`, then refills
+    /// and rings the doorbell once. Returns the number of frames delivered
+    /// (dropped frames count against the budget but are not returned).
+    pub fn poll(&mut self, batch: &mut RxBatch, budget: usize) -> usize {
+        let mut completed = 0;
+        let mut delivered = 0;
+        while completed < budget && self.next_clean != self.next_fill {
+            let i = self.next_clean;
+            let status = self.slot(i).status_acquire();
+            if status & 1 == 0 {
+                break;
+            }
+            let wb = self.slot(i).read_rx_wb(status);
+            let Some((page, hdr)) = self.posted[i].take() else {
+                // Unreachable by construction: every slot in
+                // [next_clean, next_fill) is posted.
+                break;
+            };
+            self.next_clean = (i + 1) & self.mask;
+            self.stats.descriptors += 1;
+            match self.consume(wb, page, hdr, batch) {
+                Outcome::More => {}
+                Outcome::Dropped => completed += 1,
+                Outcome::Delivered => {
+                    completed += 1;
+                    delivered += 1;
+                }
+            }
+        }
+        self.refill();
+        delivered
+    }
+
+    /// Takes one completed descriptor into the frame being assembled.
+    fn consume(&mut self, wb: RxWriteBack, page: Buf, hdr: Option<Buf>, batch: &mut RxBatch) -> Outcome {
+        let st = wb.status;
+        let first = self.cur.descs == 0 && !self.cur.discarding;
+        if self.cur.discarding {
+            self.pages.recycle(page);
+            if let Some(h) = hdr {
+                self.hdrs.recycle(h);
+            }
+            if st.eop() {
+                self.cur.discarding = false;
+            }
+            return Outcome::More;
+        }
+        // Header buffer: only the first descriptor of a frame can use it.
+        match hdr {
+            Some(h) if first => {
+                let hdr_bytes = match self.split {
+                    SplitMode::Off => 0,
+                    SplitMode::On if st.hbo() || !wb.info.sph() => 0,
+                    SplitMode::On => wb.info.hdr_len() as usize,
+                    SplitMode::Always if st.hbo() => self.hdr_buf,
+                    SplitMode::Always => wb.info.hdr_len() as usize,
+                };
+                if st.hbo() {
+                    self.stats.hbo += 1;
+                }
+                if hdr_bytes > self.hdr_buf {
+                    self.mark(DropReason::HdrLenOverflow);
+                }
+                if hdr_bytes > 0 && hdr_bytes <= self.hdr_buf {
+                    self.cur.hdr = Some(h);
+                    self.cur.hdr_len = hdr_bytes as u16;
+                } else {
+                    self.stats.dummy_headers += 1;
+                    self.hdrs.recycle(h);
+                }
+            }
+            Some(h) => {
+                self.stats.dummy_headers += 1;
+                self.hdrs.recycle(h);
+            }
+            None => {}
+        }
+        let pkt_len = wb.len.pkt_len() as usize;
+        if pkt_len > self.pkt_buf {
+            self.mark(DropReason::PktLenOverflow);
+            self.pages.recycle(page);
+        } else if pkt_len == 0 {
+            self.pages.recycle(page);
+        } else {
+            self.cur.segs.push(Seg { buf: page, len: pkt_len as u16 });
+        }
+        if st.rxe() || st.frame_err() != 0 {
+            self.mark(DropReason::RxError);
+        }
+        self.cur.descs += 1;
+        if !st.eop() {
+            if self.cur.descs >= self.max_descs {
+                self.mark(DropReason::NoEop);
+                self.drop_current();
+                self.cur.discarding = true;
+                return Outcome::Dropped;
+            }
+            return Outcome::More;
+        }
+        if st.ipcs() && st.ipe() {
+            self.mark(DropReason::IpChecksum);
+        }
+        if st.l4cs() && st.tcpe() {
+            self.mark(DropReason::L4Checksum);
+        }
+        let len = self.cur.hdr_len as usize + self.cur.segs.iter().map(|s| s.len as usize).sum::<usize>();
+        if len == 0 {
+            self.mark(DropReason::ZeroLength);
+        }
+        if self.cur.bad.is_some() {
+            self.drop_current();
+            return Outcome::Dropped;
+        }
+        let seg_start = batch.segs.len() as u32;
+        let seg_count = self.cur.segs.len() as u16;
+        batch.segs.append(&mut self.cur.segs);
+        batch.pkts.push(RxPacket {
+            hdr: self.cur.hdr.take(),
+            hdr_len: self.cur.hdr_len,
+            seg_start,
+            seg_count,
+            len: len as u32,
+            pkt_type: wb.info.pkt_type() as u16,
+            ip_csum: if st.ipcs() { Csum::Good } else { Csum::None },
+            l4_csum: if st.l4cs() { Csum::Good } else { Csum::None },
+            rss: wb.rss,
+        });
+        self.cur.descs = 0;
+        self.cur.hdr_len = 0;
+        self.stats.packets += 1;
+        self.stats.bytes += len as u64;
+        Outcome::Delivered
+    }
+
+    fn mark(&mut self, r: DropReason) {
+        self.cur.bad.get_or_insert(r);
+    }
+
+    /// Drops the frame being assembled: counts it, recycles its buffers.
+    fn drop_current(&mut self) {
+        let reason = self.cur.bad.take().unwrap_or(DropReason::RxError);
+        self.stats.drops[reason as usize] += 1;
+        if let Some(h) = self.cur.hdr.take() {
+            self.hdrs.recycle(h);
+        }
+        for s in self.cur.segs.drain(..) {
+            self.pages.recycle(s.buf);
+        }
+        self.cur.descs = 0;
+        self.cur.hdr_len = 0;
+    }
+
+    /// Posts fresh buffers into every empty slot but one, then writes the
+    /// tail once.
+    fn refill(&mut self) {
+        if self.stopped {
+            return;
+        }
+        let start = self.next_fill;
+        while (self.next_fill + 1) & self.mask != self.next_clean {
+            let Some(page) = self.pages.alloc() else {
+                self.stats.refill_short += 1;
+                break;
+            };
+            let hdr = if self.split == SplitMode::Off {
+                None
+            } else if let Some(h) = self.hdrs.alloc() {
+                Some(h)
+            } else {
+                self.pages.recycle(page);
+                self.stats.refill_short += 1;
+                break;
+            };
+            let i = self.next_fill;
+            self.slot(i).write_rx_read(page.iova, hdr.as_ref().map_or(0, |h| h.iova));
+            self.posted[i] = Some((page, hdr));
+            self.next_fill = (i + 1) & self.mask;
+        }
+        if self.next_fill != start {
+            // Descriptors first, then the doorbell.
+            fence(Ordering::Release);
+            self.dev.write32(self.reg(Q_TAIL), self.next_fill as u32);
+            self.stats.doorbells += 1;
+        }
+    }
+
+    /// Returns every buffer of `batch` to the pools (owner fast path) and
+    /// empties it, ready for the next poll.
+    pub fn recycle(&mut self, batch: &mut RxBatch) {
+        if batch.ring_id != self.ring_id {
+            // Another ring's buffers: send them home, not into our pools.
+            batch.give_back();
+            return;
+        }
+        for p in batch.pkts.drain(..) {
+            if let Some(h) = p.hdr {
+                self.hdrs.recycle(h);
+            }
+        }
+        for s in batch.segs.drain(..) {
+            self.pages.recycle(s.buf);
+        }
+    }
+
+    pub fn stats(&self) -> &RxStats {
+        &self.stats
+    }
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+    pub fn ring_size(&self) -> usize {
+        self.mask + 1
+    }
+    /// Descriptors currently posted to the device.
+    pub fn posted(&self) -> usize {
+        (self.next_fill.wrapping_sub(self.next_clean)) & self.mask
+    }
+    /// Software view of the tail (the last value written to RDT).
+    pub fn tail(&self) -> usize {
+        self.next_fill
+    }
+    /// Next descriptor the driver expects the device to complete.
+    pub fn next_clean(&self) -> usize {
+        self.next_clean
+    }
+    /// The device's head register (an MMIO read: slow on hardware; for
+    /// tests and diagnostics).
+    pub fn hw_head(&self) -> u32 {
+        self.dev.read32(self.reg(Q_HEAD))
+    }
+    pub fn pools(&mut self) -> (&mut P, &mut H) {
+        (&mut self.pages, &mut self.hdrs)
+    }
+    /// Direct access to a descriptor (tests and fault injection).
+    pub fn descriptor(&self, i: usize) -> Option<&DescSlot> {
+        (i <= self.mask).then(|| self.slot(i))
+    }
+
+    /// Stops the queue and takes back every posted buffer. Idempotent.
+    /// The caller must make sure the device has stopped DMA to this queue
+    /// (hardware: RXDCTL.ENABLE reads back clear, which we wait for).
+    pub fn stop(&mut self) -> Result<(), IgbError> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        let d = self.dev.clone();
+        d.write32(self.reg(Q_DCTL), 0);
+        let ok = wait_for(QUEUE_TIMEOUT, || d.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE == 0);
+        for slot in self.posted.iter_mut() {
+            if let Some((p, h)) = slot.take() {
+                self.pages.recycle(p);
+                if let Some(h) = h {
+                    self.hdrs.recycle(h);
+                }
+            }
+        }
+        self.cur.bad.get_or_insert(DropReason::NoEop);
+        if self.cur.descs > 0 {
+            self.drop_current();
+        }
+        self.cur.bad = None;
+        self.next_clean = self.next_fill;
+        if ok {
+            Ok(())
+        } else {
+            Err(IgbError::QueueDisableTimeout(self.queue))
+        }
+    }
+}
+
+impl<P: BufPool, H: BufPool> Drop for RxRing<P, H> {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::warn!("RX queue {}: {e}", self.queue);
+        }
+    }
+}
+
+enum Outcome {
+    More,
+    Dropped,
+    Delivered,
+}
