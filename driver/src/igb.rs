@@ -102,7 +102,8 @@ impl Igb {
         igb.wait_link()?;
         igb.mac = igb.read_mac();
         igb.write(RXCSUM, RXCSUM_IPOFLD | RXCSUM_TUOFLD);
-        igb.write(RLPML, igb.cfg.max_frame);
+        // RLPML counts the 4-byte FCS (datasheet; QEMU checks size + 4 > RLPML).
+        igb.write(RLPML, igb.cfg.max_frame + 4);
         // Clear the clear-on-read statistics left from before.
         igb.stats = HwStats::default();
         igb.read_stats();

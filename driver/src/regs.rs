@@ -58,6 +58,10 @@ pub const RCTL_LPE: u32 = 1 << 5;
 pub const RLPML: u32 = 0x5004;
 /// Strip the Ethernet CRC before DMA.
 pub const RCTL_SECRC: u32 = 1 << 26;
+/// Receive buffer size, used when SRRCTL.BSIZEPACKET is 0: bits 17:16 select
+/// 2048 / 1024 / 512 / 256 bytes, or 16384 / 8192 / 4096 with `RCTL_BSEX`.
+pub const RCTL_BSIZE_MASK: u32 = 3 << 16;
+pub const RCTL_BSEX: u32 = 1 << 25;
 
 /// Transmit control.
 pub const TCTL: u32 = 0x0400;

@@ -263,6 +263,8 @@ impl<'a> PacketRef<'a> {
 /// A frame being assembled across descriptors.
 struct Partial {
     descs: usize,
+    /// Index in the batch's segment list where this frame's segments start.
+    seg_start: usize,
     hdr: Option<Buf>,
     hdr_len: u16,
     segs: Vec<Seg>,
@@ -334,7 +336,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             max_descs,
             queue: cfg.queue,
             ring_id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
-            cur: Partial { descs: 0, hdr: None, hdr_len: 0, segs: Vec::with_capacity(max_descs), bad: None, discarding: false },
+            cur: Partial { descs: 0, seg_start: 0, hdr: None, hdr_len: 0, segs: Vec::with_capacity(max_descs), bad: None, discarding: false },
             stats: RxStats::default(),
             stopped: false,
         };
@@ -394,6 +396,12 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     pub fn poll(&mut self, batch: &mut RxBatch, budget: usize) -> usize {
         let mut completed = 0;
         let mut delivered = 0;
+        // Segments of the frame being assembled live at the end of
+        // `batch.segs` during a poll, and in `cur.segs` between polls.
+        self.cur.seg_start = batch.segs.len();
+        if !self.cur.segs.is_empty() {
+            batch.segs.append(&mut self.cur.segs);
+        }
         while completed < budget && self.next_clean != self.next_fill {
             let i = self.next_clean;
             let status = self.slot(i).status_acquire();
@@ -416,6 +424,9 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
                     delivered += 1;
                 }
             }
+        }
+        if self.cur.descs > 0 {
+            self.cur.segs.extend(batch.segs.drain(self.cur.seg_start..));
         }
         self.refill();
         delivered
@@ -472,7 +483,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         } else if pkt_len == 0 {
             self.pages.recycle(page);
         } else {
-            self.cur.segs.push(Seg { buf: page, len: pkt_len as u16 });
+            batch.segs.push(Seg { buf: page, len: pkt_len as u16 });
         }
         if st.rxe() || st.frame_err() != 0 {
             self.mark(DropReason::RxError);
@@ -481,7 +492,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         if !st.eop() {
             if self.cur.descs >= self.max_descs {
                 self.mark(DropReason::NoEop);
-                self.drop_current();
+                self.drop_current(&mut batch.segs);
                 self.cur.discarding = true;
                 return Outcome::Dropped;
             }
@@ -493,17 +504,18 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         if st.l4cs() && st.tcpe() {
             self.mark(DropReason::L4Checksum);
         }
-        let len = self.cur.hdr_len as usize + self.cur.segs.iter().map(|s| s.len as usize).sum::<usize>();
+        let segs = &batch.segs[self.cur.seg_start..];
+        let len = self.cur.hdr_len as usize + segs.iter().map(|s| s.len as usize).sum::<usize>();
         if len == 0 {
             self.mark(DropReason::ZeroLength);
         }
         if self.cur.bad.is_some() {
-            self.drop_current();
+            self.drop_current(&mut batch.segs);
             return Outcome::Dropped;
         }
-        let seg_start = batch.segs.len() as u32;
-        let seg_count = self.cur.segs.len() as u16;
-        batch.segs.append(&mut self.cur.segs);
+        let seg_start = self.cur.seg_start as u32;
+        let seg_count = segs.len() as u16;
+        self.cur.seg_start = batch.segs.len();
         batch.pkts.push(RxPacket {
             hdr: self.cur.hdr.take(),
             hdr_len: self.cur.hdr_len,
@@ -526,14 +538,15 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         self.cur.bad.get_or_insert(r);
     }
 
-    /// Drops the frame being assembled: counts it, recycles its buffers.
-    fn drop_current(&mut self) {
+    /// Drops the frame being assembled: counts it, recycles its buffers
+    /// (its segments are `segs[cur.seg_start..]`).
+    fn drop_current(&mut self, segs: &mut Vec<Seg>) {
         let reason = self.cur.bad.take().unwrap_or(DropReason::RxError);
         self.stats.drops[reason as usize] += 1;
         if let Some(h) = self.cur.hdr.take() {
             self.hdrs.recycle(h);
         }
-        for s in self.cur.segs.drain(..) {
+        for s in segs.drain(self.cur.seg_start.min(segs.len())..) {
             self.pages.recycle(s.buf);
         }
         self.cur.descs = 0;
@@ -647,7 +660,9 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         }
         self.cur.bad.get_or_insert(DropReason::NoEop);
         if self.cur.descs > 0 {
-            self.drop_current();
+            let mut segs = std::mem::take(&mut self.cur.segs);
+            self.cur.seg_start = 0;
+            self.drop_current(&mut segs);
         }
         self.cur.bad = None;
         self.next_clean = self.next_fill;

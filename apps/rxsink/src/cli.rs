@@ -1,0 +1,318 @@
+//! Command line of rxsink. Every value is checked here; a bad one is one
+//! line on stderr and exit status 2.
+
+use clap::Parser;
+use driver::SplitMode;
+use hw_sim::wire::{FrameSize, GenConfig, Proto};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Parser, Debug)]
+#[command(name = "rxsink", version, about = "Receive sink for the igb userspace driver: drains an RX queue and reports the cost per packet")]
+pub struct Args {
+    /// NIC to drive: `sim` (the software igb model) or `vfio:PCI_ADDRESS` (later).
+    #[arg(long, default_value = "sim")]
+    pub device: DeviceSpec,
+    /// Frame source of the simulator: `gen` (built-in generator).
+    #[arg(long, default_value = "gen")]
+    pub wire: WireSpec,
+    /// `drop`: never touch packet data; `read`: read every byte.
+    #[arg(long, default_value = "drop")]
+    pub mode: Mode,
+    /// Header split: off (one buffer), on (split after L4/L3), always.
+    #[arg(long, default_value = "on")]
+    pub header_split: SplitMode,
+    /// Header buffer size in bytes (64..=960, multiple of 64).
+    #[arg(long, default_value_t = 256)]
+    pub hdr_buf: usize,
+    /// Payload buffer size in bytes (1024..=4096, multiple of 1024; buffer + headroom <= 4096).
+    #[arg(long, default_value_t = 3072)]
+    pub payload_buf: usize,
+    /// Bytes reserved in front of each payload buffer for in-place header prepend.
+    #[arg(long, default_value_t = 256)]
+    pub headroom: usize,
+    /// Packets harvested per poll (1..=ring size).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// RX descriptors (power of two, 8..=4096).
+    #[arg(long, default_value_t = 512)]
+    pub ring_size: usize,
+    /// Payload pages in the pool (default: 2 x ring size + 16 x batch).
+    #[arg(long)]
+    pub pages: Option<usize>,
+    /// Generated frame size in bytes: N, MIN-MAX (uniform), or imix. 60..=9216.
+    #[arg(long, default_value = "64")]
+    pub frame_size: FrameSizeArg,
+    /// Generated flows.
+    #[arg(long, default_value_t = 16)]
+    pub flows: u32,
+    /// Generated transport: udp, tcp or mixed.
+    #[arg(long, default_value = "udp")]
+    pub proto: ProtoArg,
+    /// Generator seed (same seed, same frames).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Stop after this many packets.
+    #[arg(long)]
+    pub packets: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No per-second stats lines.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Simulator: `thread` (own thread, concurrent like a NIC) or `stepped`
+    /// (run inside the RX loop between polls, outside the timed section).
+    #[arg(long, default_value = "thread")]
+    pub sim_mode: SimMode,
+    /// Pin the RX thread to this core.
+    #[arg(long)]
+    pub core: Option<usize>,
+    /// Pin the simulator thread to this core (thread mode).
+    #[arg(long)]
+    pub sim_core: Option<usize>,
+    /// Let the simulated NIC drop frames when the ring is full (counted as
+    /// missed) instead of pausing the wire (802.3x flow control).
+    #[arg(long)]
+    pub lossy: bool,
+}
+
+impl Args {
+    /// Checks that clap's per-value parsing cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(8..=4096).contains(&self.ring_size) || !self.ring_size.is_power_of_two() {
+            return Err(format!("--ring-size {} must be a power of two in 8..=4096", self.ring_size));
+        }
+        if self.batch == 0 || self.batch > self.ring_size {
+            return Err(format!("--batch {} must be 1..={} (the ring size)", self.batch, self.ring_size));
+        }
+        if !(64..=960).contains(&self.hdr_buf) || !self.hdr_buf.is_multiple_of(64) {
+            return Err(format!("--hdr-buf {} must be 64..=960 in steps of 64", self.hdr_buf));
+        }
+        if !(1024..=4096).contains(&self.payload_buf) || !self.payload_buf.is_multiple_of(1024) {
+            return Err(format!("--payload-buf {} must be 1024, 2048, 3072 or 4096", self.payload_buf));
+        }
+        if self.payload_buf + self.headroom > 4096 {
+            return Err(format!(
+                "--payload-buf {} + --headroom {} exceed one 4096-byte page",
+                self.payload_buf, self.headroom
+            ));
+        }
+        if let Some(p) = self.pages {
+            if p < self.ring_size {
+                return Err(format!("--pages {p} must be at least the ring size {}", self.ring_size));
+            }
+        }
+        if self.flows == 0 {
+            return Err("--flows must be at least 1".into());
+        }
+        if let Some(d) = self.duration {
+            if !(d > 0.0 && d.is_finite()) {
+                return Err(format!("--duration {d} must be a positive number of seconds"));
+            }
+        }
+        if self.packets == Some(0) {
+            return Err("--packets must be at least 1".into());
+        }
+        if self.sim_core.is_some() && self.sim_mode == SimMode::Stepped {
+            return Err("--sim-core needs --sim-mode thread".into());
+        }
+        Ok(())
+    }
+
+    pub fn gen_config(&self) -> GenConfig {
+        GenConfig {
+            frame_size: self.frame_size.0,
+            flows: self.flows,
+            proto: self.proto.0,
+            seed: self.seed,
+            ..GenConfig::default()
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Sim,
+    Vfio(String),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "sim" {
+            return Ok(DeviceSpec::Sim);
+        }
+        if let Some(addr) = s.strip_prefix("vfio:") {
+            if !is_pci_address(addr) {
+                return Err(format!("{addr:?} is not a PCI address like 0000:03:00.0"));
+            }
+            return Ok(DeviceSpec::Vfio(addr.to_string()));
+        }
+        Err(format!("unknown device {s:?}: use sim or vfio:PCI_ADDRESS"))
+    }
+}
+
+/// `DDDD:BB:DD.F` in hex.
+fn is_pci_address(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && [0, 1, 2, 3, 5, 6, 8, 9].iter().all(|&i| b[i].is_ascii_hexdigit())
+        && (b'0'..=b'7').contains(&b[11])
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WireSpec {
+    Gen,
+}
+
+impl FromStr for WireSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gen" => Ok(WireSpec::Gen),
+            _ if s.starts_with("tap:") || s.starts_with("pcap:") || s == "pair" => {
+                Err(format!("wire {s:?} is not available yet; use gen"))
+            }
+            _ => Err(format!("unknown wire {s:?}: use gen")),
+        }
+    }
+}
+
+impl fmt::Display for WireSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("gen")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Drop,
+    Read,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "drop" => Ok(Mode::Drop),
+            "read" => Ok(Mode::Read),
+            "tcp" => Err("mode tcp is not available yet; use drop or read".into()),
+            _ => Err(format!("unknown mode {s:?}: use drop or read")),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Drop => "drop",
+            Mode::Read => "read",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimMode {
+    Thread,
+    Stepped,
+}
+
+impl FromStr for SimMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "thread" => Ok(SimMode::Thread),
+            "stepped" => Ok(SimMode::Stepped),
+            _ => Err(format!("unknown sim mode {s:?}: use thread or stepped")),
+        }
+    }
+}
+
+impl fmt::Display for SimMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SimMode::Thread => "thread",
+            SimMode::Stepped => "stepped",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct FrameSizeArg(pub FrameSize);
+
+impl FromStr for FrameSizeArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let n = |t: &str| -> Result<usize, String> {
+            let v: usize = t.trim().parse().map_err(|_| format!("{t:?} is not a number"))?;
+            if !(60..=9216).contains(&v) {
+                return Err(format!("frame size {v} outside 60..=9216"));
+            }
+            Ok(v)
+        };
+        if s == "imix" {
+            return Ok(FrameSizeArg(FrameSize::Imix));
+        }
+        if let Some((a, b)) = s.split_once('-') {
+            let (min, max) = (n(a)?, n(b)?);
+            if min > max {
+                return Err(format!("frame size range {min}-{max} is empty"));
+            }
+            return Ok(FrameSizeArg(FrameSize::Range { min, max }));
+        }
+        Ok(FrameSizeArg(FrameSize::Fixed(n(s)?)))
+    }
+}
+
+impl fmt::Display for FrameSizeArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            FrameSize::Fixed(n) => write!(f, "{n}"),
+            FrameSize::Range { min, max } => write!(f, "{min}-{max}"),
+            FrameSize::Imix => f.write_str("imix"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ProtoArg(pub Proto);
+
+impl FromStr for ProtoArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "udp" => Ok(ProtoArg(Proto::Udp)),
+            "tcp" => Ok(ProtoArg(Proto::Tcp)),
+            "mixed" => Ok(ProtoArg(Proto::Mixed)),
+            _ => Err(format!("unknown protocol {s:?}: use udp, tcp or mixed")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_addresses() {
+        assert!(is_pci_address("0000:03:00.0"));
+        assert!(!is_pci_address("0000:03:00.8"));
+        assert!(!is_pci_address("03:00.0"));
+        assert!("vfio:zz".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn frame_sizes() {
+        assert!(matches!("64".parse::<FrameSizeArg>().unwrap().0, FrameSize::Fixed(64)));
+        assert!(matches!("60-9216".parse::<FrameSizeArg>().unwrap().0, FrameSize::Range { min: 60, max: 9216 }));
+        assert!("59".parse::<FrameSizeArg>().is_err());
+        assert!("100-70".parse::<FrameSizeArg>().is_err());
+    }
+}

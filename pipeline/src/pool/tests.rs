@@ -1,0 +1,482 @@
+use super::*;
+use driver::DmaMapper;
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// Accepts every mapping and records it, standing in for an IOMMU.
+#[derive(Default)]
+struct RecordingMapper {
+    maps: Mutex<Vec<(u64, usize)>>,
+    unmaps: Mutex<Vec<(u64, usize)>>,
+}
+
+impl DmaMapper for RecordingMapper {
+    unsafe fn map(&self, iova: u64, _host: *mut u8, len: usize) -> Result<(), DmaError> {
+        self.maps.lock().unwrap().push((iova, len));
+        Ok(())
+    }
+    fn unmap(&self, iova: u64, len: usize) -> Result<(), DmaError> {
+        self.unmaps.lock().unwrap().push((iova, len));
+        Ok(())
+    }
+}
+
+fn space() -> (Arc<RecordingMapper>, Arc<DmaSpace>) {
+    let mapper = Arc::new(RecordingMapper::default());
+    let space = DmaSpace::new(mapper.clone());
+    (mapper, space)
+}
+
+fn pages(buffers: usize, checked: bool) -> PagePool {
+    PagePool::new(&space().1, PagePoolConfig { buffers, checked, ..Default::default() }).unwrap()
+}
+
+fn drain_all<K>(pool: &mut DmaPool<K>) -> Vec<Buf> {
+    std::iter::from_fn(|| pool.alloc()).collect()
+}
+
+fn assert_distinct_and_complete(bufs: &[Buf], total: usize) {
+    let idx: HashSet<u32> = bufs.iter().map(|b| b.idx).collect();
+    assert_eq!(idx.len(), bufs.len(), "a buffer was handed out twice");
+    assert_eq!(idx, (0..total as u32).collect(), "a buffer was lost");
+}
+
+/// Same idx/addresses as `b`: what a double free looks like.
+fn forge(b: &Buf) -> Buf {
+    Buf { idx: b.idx, iova: b.iova, ptr: b.ptr }
+}
+
+#[test]
+fn alloc_until_empty_then_return_everything() {
+    for checked in [false, true] {
+        let mut pool = pages(300, checked);
+        let bufs = drain_all(&mut pool);
+        assert_eq!(bufs.len(), 300);
+        assert_distinct_and_complete(&bufs, 300);
+        let s = pool.stats();
+        assert_eq!(s.alloc_empty, 1);
+        assert_eq!(s.alloc_refill, 300);
+        // Refills of 64, 64, 64, 64, 44, then one that finds nothing.
+        assert_eq!(s.alloc_slow, 6);
+        assert_eq!(s.alloc_fast + s.alloc_slow - s.alloc_empty, 300);
+        assert_eq!(pool.audit(), PoolAudit { total: 300, in_cache: 0, in_ring: 0, lent: 300 });
+
+        for b in bufs {
+            pool.recycle(b);
+        }
+        let a = pool.audit();
+        assert_eq!((a.lent, a.in_cache + a.in_ring), (0, 300));
+        assert_eq!(pool.lent(), 0);
+        assert_eq!(pool.stats().recycle_ring_full, 0);
+        // And all of them can be handed out again.
+        let again = drain_all(&mut pool);
+        assert_distinct_and_complete(&again, 300);
+        again.into_iter().for_each(|b| pool.recycle(b));
+    }
+}
+
+#[test]
+fn refill_and_flush_move_64_at_a_time() {
+    let mut pool = pages(1024, false);
+    let mut held: Vec<Buf> = (0..64).map(|_| pool.alloc().unwrap()).collect();
+    let s = pool.stats();
+    assert_eq!((s.alloc_slow, s.alloc_refill, s.alloc_fast), (1, 64, 63));
+    held.push(pool.alloc().unwrap());
+    let s = pool.stats();
+    assert_eq!((s.alloc_slow, s.alloc_refill, s.alloc_fast), (2, 128, 63));
+    held.extend((0..127).map(|_| pool.alloc().unwrap()));
+    assert_eq!(pool.audit(), PoolAudit { total: 1024, in_cache: 0, in_ring: 832, lent: 192 });
+
+    // 128 fit in the cache; the 129th flushes the 64 coldest first.
+    for b in held.drain(..128) {
+        pool.recycle(b);
+    }
+    assert_eq!(pool.stats().recycle_cache_full, 0);
+    pool.recycle(held.pop().unwrap());
+    assert_eq!(pool.stats().recycle_cache_full, 64);
+    assert_eq!(pool.audit(), PoolAudit { total: 1024, in_cache: 65, in_ring: 896, lent: 63 });
+    for b in held.drain(..) {
+        pool.recycle(b);
+    }
+    let s = pool.stats();
+    assert_eq!((s.recycle_cached, s.recycle_cache_full), (192, 64));
+    assert_eq!(pool.audit(), PoolAudit { total: 1024, in_cache: 128, in_ring: 896, lent: 0 });
+}
+
+#[test]
+fn cache_is_lifo() {
+    let mut pool = pages(256, false);
+    let a = pool.alloc().unwrap();
+    let idx = a.idx;
+    pool.recycle(a);
+    assert_eq!(pool.alloc().unwrap().idx, idx, "the hottest buffer is reused first");
+}
+
+#[test]
+fn foreign_returns_come_back_and_are_drained_on_refill() {
+    let mut pool = pages(1024, true);
+    let mut held: Vec<Buf> = (0..1000).map(|_| pool.alloc().unwrap()).collect();
+    let returner = pool.returner();
+    let bufs: Vec<Buf> = held.drain(..900).collect();
+    std::thread::spawn(move || {
+        let mut bufs = bufs;
+        while !bufs.is_empty() {
+            let n = bufs.len().min(64);
+            let mut batch: Vec<Buf> = bufs.drain(..n).collect();
+            returner.give_back(&mut batch);
+            assert!(batch.is_empty(), "give_back takes every buffer");
+        }
+    })
+    .join()
+    .unwrap();
+    let s = pool.stats();
+    assert_eq!((s.recycle_ring, s.recycle_ring_full), (900, 0));
+    // 16 refills of 64 served the first 1000; 24 are still cached.
+    assert_eq!(pool.audit(), PoolAudit { total: 1024, in_cache: 24, in_ring: 900, lent: 100 });
+
+    let refill_before = pool.stats().alloc_refill;
+    held.extend(drain_all(&mut pool));
+    assert_distinct_and_complete(&held, 1024);
+    assert_eq!(pool.stats().alloc_refill - refill_before, 900, "every foreign return was refilled");
+    pool.returner().give_back(&mut held);
+    assert_eq!(pool.audit().lent, 0);
+}
+
+#[test]
+fn page_addresses_are_page_aligned_plus_headroom() {
+    let (_m, space) = space();
+    let cfg = PagePoolConfig { buffers: 600, buf_len: 3072, headroom: 512, ..Default::default() };
+    let mut pool = PagePool::new(&space, cfg).unwrap();
+    assert_eq!((pool.buf_len(), pool.headroom()), (3072, 512));
+    let (base, base_iova, len) = (pool.region().as_ptr() as usize, pool.region().iova(), pool.region().len());
+    assert_eq!(base % PAGE_SIZE, 0);
+    assert_eq!(base_iova % PAGE_SIZE as u64, 0);
+    let bufs = drain_all(&mut pool);
+    let mut pages = HashSet::new();
+    for b in &bufs {
+        let off = b.ptr.as_ptr() as usize - base;
+        assert_eq!(off as u64, b.iova - base_iova, "ptr and iova describe the same byte");
+        assert_eq!(off % PAGE_SIZE, 512);
+        assert_eq!(off / PAGE_SIZE, b.idx as usize, "buffer idx lives in page idx");
+        assert!(off + 3072 <= len);
+        assert!(pages.insert(off / PAGE_SIZE));
+    }
+    bufs.into_iter().for_each(|b| pool.recycle(b));
+}
+
+#[test]
+fn header_slots_do_not_overlap_and_stay_in_their_page() {
+    let (_m, space) = space();
+    for slot in (64..=960).step_by(64) {
+        let buffers = 1000;
+        let cfg = HeaderPoolConfig { buffers, slot, ..Default::default() };
+        let mut pool = HeaderPool::new(&space, cfg).unwrap();
+        assert_eq!((pool.buf_len(), pool.headroom()), (slot, 0));
+        let per_page = PAGE_SIZE / slot;
+        assert_eq!(pool.layout().per_page, per_page);
+        let (base, base_iova) = (pool.region().as_ptr() as usize, pool.region().iova());
+        let bufs = drain_all(&mut pool);
+        assert_distinct_and_complete(&bufs, buffers);
+        let mut offs: Vec<usize> = bufs
+            .iter()
+            .map(|b| {
+                let off = b.ptr.as_ptr() as usize - base;
+                assert_eq!(off as u64, b.iova - base_iova);
+                assert_eq!(off % 64, 0, "slots are cache-line aligned");
+                assert!(off % PAGE_SIZE + slot <= PAGE_SIZE, "slot {slot} at {off:#x} crosses its page");
+                assert_eq!(off / PAGE_SIZE, b.idx as usize / per_page);
+                assert!(off + slot <= pool.region().len());
+                off
+            })
+            .collect();
+        offs.sort_unstable();
+        assert!(offs.windows(2).all(|w| w[1] - w[0] >= slot), "slot {slot}: overlapping buffers");
+        // Packed: the pool uses exactly ceil(buffers / per_page) pages.
+        assert_eq!(offs.last().unwrap() / PAGE_SIZE + 1, buffers.div_ceil(per_page));
+        bufs.into_iter().for_each(|b| pool.recycle(b));
+    }
+}
+
+#[test]
+fn index_arithmetic_matches_division() {
+    for per_page in 1..=64usize {
+        let l = PoolLayout::new(PAGE_SIZE / per_page, 0, PAGE_SIZE / per_page);
+        let check = |idx: u32| {
+            let (page, slot) = (idx as usize / per_page, idx as usize % per_page);
+            assert_eq!(l.offset(idx), page * PAGE_SIZE + slot * l.stride, "idx {idx}, per_page {per_page}");
+        };
+        let top = MAX_BUFFERS as u32;
+        (0..1 << 14).chain(top - (1 << 14)..top).for_each(check);
+        (0..top).step_by(9973).for_each(check);
+    }
+}
+
+#[test]
+fn bad_configs_are_rejected() {
+    let (_m, space) = space();
+    let page = |buf_len, headroom| PagePool::new(&space, PagePoolConfig { buffers: 8, buf_len, headroom, ..Default::default() });
+    for (len, head) in [(512, 0), (1000, 0), (1536, 0), (5120, 0), (4096, 256), (3072, 1025), (2048, 3)] {
+        assert_eq!(page(len, head).unwrap_err(), PoolError::BufLen { buf_len: len, headroom: head });
+    }
+    for (len, head) in [(1024, 0), (4096, 0), (3072, 1024), (3072, 256), (2048, 2)] {
+        assert!(page(len, head).is_ok(), "{len} + {head}");
+    }
+    let header = |slot| HeaderPool::new(&space, HeaderPoolConfig { buffers: 8, slot, ..Default::default() });
+    for slot in [0, 32, 100, 1024, 4096] {
+        assert_eq!(header(slot).unwrap_err(), PoolError::SlotSize(slot));
+    }
+    assert!(header(64).is_ok() && header(960).is_ok());
+    for buffers in [0, MAX_BUFFERS + 1] {
+        let e = PagePool::new(&space, PagePoolConfig { buffers, ..Default::default() }).unwrap_err();
+        assert_eq!(e, PoolError::BufferCount(buffers));
+    }
+    for (cache_size, bulk) in [(128, 0), (64, 65), (0, 0)] {
+        let cfg = HeaderPoolConfig { buffers: 8, cache_size, bulk, ..Default::default() };
+        assert_eq!(HeaderPool::new(&space, cfg).unwrap_err(), PoolError::Cache { cache_size, bulk });
+    }
+}
+
+#[test]
+fn dma_errors_are_reported() {
+    struct Refuse;
+    impl DmaMapper for Refuse {
+        unsafe fn map(&self, _: u64, _: *mut u8, _: usize) -> Result<(), DmaError> {
+            Err(DmaError::Backend("no".into()))
+        }
+        fn unmap(&self, _: u64, _: usize) -> Result<(), DmaError> {
+            Ok(())
+        }
+    }
+    let space = DmaSpace::new(Arc::new(Refuse));
+    let e = PagePool::new(&space, PagePoolConfig::default()).unwrap_err();
+    assert_eq!(e, PoolError::Dma(DmaError::Backend("no".into())));
+}
+
+#[test]
+fn out_of_range_and_foreign_buffers_are_refused_and_counted() {
+    for checked in [false, true] {
+        let (_m, space) = space();
+        let mut pool = PagePool::new(&space, PagePoolConfig { buffers: 16, checked, ..Default::default() }).unwrap();
+        let mut other = HeaderPool::new(&space, HeaderPoolConfig { buffers: 16, checked, ..Default::default() }).unwrap();
+        let b = pool.alloc().unwrap();
+        let before = pool.audit();
+
+        let mut bad = forge(&b);
+        bad.idx = 16;
+        pool.recycle(bad);
+        let mut bad = forge(&b);
+        bad.idx = u32::MAX;
+        pool.returner().give_back(&mut vec![bad]);
+        // In range, but the address belongs to another pool.
+        let h = other.alloc().unwrap();
+        pool.recycle(forge(&h));
+        pool.returner().give_back(&mut vec![forge(&h)]);
+
+        let s = pool.stats();
+        assert_eq!((s.recycle_ring_full, s.recycle_ring, s.recycle_cached), (4, 0, 0));
+        assert_eq!(pool.audit(), before, "refused buffers never enter the pool");
+        pool.recycle(b);
+        other.recycle(h);
+        assert_eq!((pool.lent(), other.lent()), (0, 0));
+    }
+}
+
+#[test]
+fn checked_mode_refuses_double_returns_on_both_paths() {
+    let mut pool = pages(64, true);
+    let a = pool.alloc().unwrap();
+    let b = pool.alloc().unwrap();
+    let (a2, b2) = (forge(&a), forge(&b));
+    pool.recycle(a);
+    pool.recycle(a2);
+    pool.returner().give_back(&mut vec![b]);
+    pool.returner().give_back(&mut vec![b2]);
+    let s = pool.stats();
+    assert_eq!((s.recycle_ring_full, s.recycle_cached, s.recycle_ring), (2, 1, 1));
+    let all = drain_all(&mut pool);
+    assert_distinct_and_complete(&all, 64);
+}
+
+#[test]
+fn unchecked_mode_catches_a_double_return_when_the_ring_overflows() {
+    let mut pool = pages(64, false);
+    let a = pool.alloc().unwrap();
+    let dup = forge(&a);
+    let rest = drain_all(&mut pool);
+    let returner = pool.returner();
+    returner.give_back(&mut rest.into_iter().collect());
+    returner.give_back(&mut vec![a]);
+    assert_eq!(pool.stats().recycle_ring_full, 0);
+    returner.give_back(&mut vec![dup]);
+    assert_eq!(pool.stats().recycle_ring_full, 1, "a 65th buffer in a 64-buffer ring is refused");
+    assert_eq!(pool.audit().lent, 0);
+}
+
+#[test]
+fn memory_lives_until_the_last_returner_is_gone() {
+    let (mapper, space) = space();
+    let mut pool = PagePool::new(&space, PagePoolConfig { buffers: 32, ..Default::default() }).unwrap();
+    assert_eq!(mapper.maps.lock().unwrap().len(), 1, "mapped once at creation");
+    let held: Vec<Buf> = (0..3).map(|_| pool.alloc().unwrap()).collect();
+    let one = pool.alloc().unwrap();
+    pool.recycle(one);
+    let returner = pool.returner();
+    let stats = pool.close();
+    assert_eq!(stats.released, 29, "idle buffers at teardown");
+    assert!(mapper.unmaps.lock().unwrap().is_empty(), "a returner still holds the memory");
+    // Late returns still land in memory that is mapped.
+    returner.give_back(&mut held.into_iter().collect());
+    drop(returner);
+    assert_eq!(*mapper.unmaps.lock().unwrap(), *mapper.maps.lock().unwrap());
+}
+
+#[test]
+fn drop_flushes_the_cache() {
+    let (mapper, space) = space();
+    let mut pool = HeaderPool::new(&space, HeaderPoolConfig { buffers: 100, ..Default::default() }).unwrap();
+    let bufs = drain_all(&mut pool);
+    bufs.into_iter().for_each(|b| pool.recycle(b));
+    let returner = pool.returner();
+    drop(pool);
+    assert_eq!(mapper.unmaps.lock().unwrap().len(), 0);
+    drop(returner);
+    assert_eq!(mapper.unmaps.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn stats_serialize_with_page_pool_names() {
+    let s = format!("{:?}", PoolStats::default());
+    for name in [
+        "alloc_fast",
+        "alloc_slow",
+        "alloc_refill",
+        "alloc_empty",
+        "recycle_cached",
+        "recycle_cache_full",
+        "recycle_ring",
+        "recycle_ring_full",
+        "released",
+    ] {
+        assert!(s.contains(name), "{name}");
+    }
+}
+
+mod random_ops {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Alloc(usize),
+        Recycle(usize),
+        Foreign(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1..150usize).prop_map(Op::Alloc),
+            (1..150usize).prop_map(Op::Recycle),
+            (1..150usize).prop_map(Op::Foreign),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Random alloc / owner recycle / foreign give_back (from a second
+        /// thread) never lends one buffer twice, and at the end every buffer
+        /// is in the pool exactly once.
+        #[test]
+        fn never_loses_or_duplicates(
+            ops in proptest::collection::vec(op(), 1..60),
+            buffers in 1..400usize,
+            (cache_size, bulk) in (1..160usize).prop_flat_map(|c| (Just(c), 1..=c)),
+            checked: bool,
+            header: bool,
+            pick in any::<u64>(),
+        ) {
+            let (_m, space) = space();
+            let cfg = HeaderPoolConfig { buffers, slot: 192, cache_size, bulk, checked };
+            let pcfg = PagePoolConfig { buffers, cache_size, bulk, checked, ..Default::default() };
+            let result = if header {
+                run(HeaderPool::new(&space, cfg).unwrap(), &ops, pick)
+            } else {
+                run(PagePool::new(&space, pcfg).unwrap(), &ops, pick)
+            };
+            result?;
+        }
+    }
+
+    fn run<K>(mut pool: DmaPool<K>, ops: &[Op], mut pick: u64) -> Result<(), TestCaseError> {
+        let total = pool.buffers();
+        // Indices lent out right now; the foreign thread removes an index
+        // *before* giving it back, so the pool handing out a member is a
+        // duplicate.
+        let lent = Arc::new(Mutex::new(HashSet::new()));
+        let (tx, rx) = mpsc::channel::<Vec<Buf>>();
+        let (done_tx, done_rx) = mpsc::channel();
+        let worker = {
+            let (returner, lent) = (pool.returner(), lent.clone());
+            std::thread::spawn(move || {
+                for mut batch in rx {
+                    let mut set = lent.lock().unwrap();
+                    batch.iter().for_each(|b| assert!(set.remove(&b.idx)));
+                    drop(set);
+                    returner.give_back(&mut batch);
+                    assert!(batch.is_empty());
+                }
+                let _ = done_tx.send(());
+            })
+        };
+        let mut held: Vec<Buf> = Vec::new();
+        let mut allocated = 0u64;
+        let mut take = |held: &mut Vec<Buf>, n: usize| -> Vec<Buf> {
+            (0..n.min(held.len()))
+                .map(|_| {
+                    pick = pick.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    held.swap_remove((pick >> 33) as usize % held.len())
+                })
+                .collect()
+        };
+        for op in ops {
+            match *op {
+                Op::Alloc(n) => {
+                    for _ in 0..n {
+                        let Some(b) = pool.alloc() else { break };
+                        prop_assert!(lent.lock().unwrap().insert(b.idx), "buffer {} lent twice", b.idx);
+                        prop_assert!((b.idx as usize) < total);
+                        allocated += 1;
+                        held.push(b);
+                    }
+                }
+                Op::Recycle(n) => {
+                    for b in take(&mut held, n) {
+                        lent.lock().unwrap().remove(&b.idx);
+                        pool.recycle(b);
+                    }
+                }
+                Op::Foreign(n) => {
+                    let batch = take(&mut held, n);
+                    tx.send(batch).unwrap();
+                }
+            }
+        }
+        drop(tx);
+        prop_assert!(done_rx.recv_timeout(Duration::from_secs(10)).is_ok(), "foreign thread stuck");
+        worker.join().unwrap();
+        for b in held.drain(..) {
+            lent.lock().unwrap().remove(&b.idx);
+            pool.recycle(b);
+        }
+        let a = pool.audit();
+        prop_assert_eq!((a.total, a.lent, a.in_cache + a.in_ring), (total, 0, total));
+        let s = pool.stats();
+        prop_assert_eq!(s.recycle_ring_full, 0);
+        prop_assert_eq!(s.alloc_fast + s.alloc_slow - s.alloc_empty, allocated);
+        let all = drain_all(&mut pool);
+        assert_distinct_and_complete(&all, total);
+        Ok(())
+    }
+}
