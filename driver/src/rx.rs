@@ -433,6 +433,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     }
 
     /// Takes one completed descriptor into the frame being assembled.
+    #[inline(always)]
     fn consume(&mut self, wb: RxWriteBack, page: Buf, hdr: Option<Buf>, batch: &mut RxBatch) -> Outcome {
         let st = wb.status;
         let first = self.cur.descs == 0 && !self.cur.discarding;

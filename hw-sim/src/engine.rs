@@ -138,29 +138,35 @@ impl SimEngine {
         self.has_pending
     }
 
-    /// Runs `step()` in a loop on a thread of its own until stopped.
-    pub fn spawn(self) -> SimThread {
+    /// Runs the engine on its own thread until [`SimThread::stop`]: the
+    /// concurrent mode, where descriptors and data cross cores as real DMA
+    /// does.
+    pub fn spawn(self) -> std::io::Result<SimThread> {
+        self.spawn_with(|| {})
+    }
+
+    /// Like [`SimEngine::spawn`], running `init` on the new thread first
+    /// (e.g. to pin it to a core).
+    pub fn spawn_with(self, init: impl FnOnce() + Send + 'static) -> std::io::Result<SimThread> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let handle = std::thread::Builder::new()
-            .name("hw-sim".into())
-            .spawn(move || {
-                let mut engine = self;
-                let mut idle = 0u32;
-                while !flag.load(Ordering::Relaxed) {
-                    if engine.step(THREAD_BATCH) > 0 {
-                        idle = 0;
-                    } else if idle < IDLE_SPINS {
-                        idle += 1;
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
+        let handle = std::thread::Builder::new().name("hw-sim".into()).spawn(move || {
+            init();
+            let mut engine = self;
+            let mut idle = 0u32;
+            while !flag.load(Ordering::Relaxed) {
+                if engine.step(THREAD_BATCH) > 0 {
+                    idle = 0;
+                } else if idle < IDLE_SPINS {
+                    idle += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
                 }
-                engine
-            })
-            .expect("cannot spawn the hw-sim engine thread");
-        SimThread { stop, handle: Some(handle) }
+            }
+            engine
+        })?;
+        Ok(SimThread { stop, handle: Some(handle) })
     }
 }
 

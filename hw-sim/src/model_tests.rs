@@ -780,7 +780,7 @@ fn threaded_engine_feeds_a_polling_driver() {
     }
     let mut tail = NDESC - 1;
     nic.write32(b + Q_TAIL, tail);
-    let thread = engine.spawn();
+    let thread = engine.spawn().expect("spawn");
     let mut got = 0usize;
     let mut next = 0u32;
     let start = std::time::Instant::now();

@@ -21,6 +21,14 @@ pub fn pin_current_thread(core: usize) -> Result<(), String> {
     Err(format!("cannot pin to core {core}: it does not exist or this process may not use it (online CPUs: {online})"))
 }
 
+/// Checks that a thread could be pinned to `core`, without moving the
+/// caller (tries on a scratch thread).
+pub fn check_core(core: usize) -> Result<(), String> {
+    std::thread::spawn(move || pin_current_thread(core))
+        .join()
+        .unwrap_or_else(|_| Err(format!("cannot check core {core}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,6 +43,8 @@ mod tests {
             assert_eq!(core_affinity::get_core_ids().unwrap(), vec![core_affinity::CoreId { id: first }]);
             // A pinned thread can move to another allowed core.
             pin_current_thread(last).unwrap();
+            assert!(check_core(first).is_ok());
+            assert!(check_core(MAX_CPUS).is_err());
             for missing in [MAX_CPUS - 1, MAX_CPUS, 1 << 40] {
                 let err = pin_current_thread(missing).unwrap_err();
                 assert!(err.contains("does not exist"), "{err}");

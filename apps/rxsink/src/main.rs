@@ -123,7 +123,21 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
 
     let mut sim = match args.sim_mode {
         SimMode::Stepped => Sim::Stepped(Box::new(engine)),
-        SimMode::Thread => Sim::Thread(engine.spawn()),
+        SimMode::Thread => {
+            let core = args.sim_core;
+            if let Some(c) = core {
+                // Fail early and clearly rather than inside the thread.
+                pipeline::affinity::check_core(c).map_err(RunError::Usage)?;
+            }
+            let t = engine.spawn_with(move || {
+                if let Some(c) = core {
+                    if let Err(e) = pipeline::pin_current_thread(c) {
+                        tracing::warn!("simulator thread: {e}");
+                    }
+                }
+            });
+            Sim::Thread(t.map_err(|e| RunError::Other(format!("cannot start the simulator thread: {e}")))?)
+        }
     };
     if let Some(core) = args.core {
         pipeline::pin_current_thread(core).map_err(RunError::Usage)?;
