@@ -85,6 +85,56 @@ pub(crate) fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> boo
     }
 }
 
+/// How long a queue may take to report enabled / disabled.
+pub(crate) const QUEUE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The register block of one RX or TX queue (both share a layout).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QueueRegs {
+    pub base: u32,
+    pub queue: u32,
+}
+
+impl QueueRegs {
+    pub fn reg(self, off: u32) -> u32 {
+        self.base + off
+    }
+
+    /// Disables the queue, points it at `ring` (`len` bytes), zeroes head
+    /// and tail, runs `extra` (queue-type specific registers), then enables
+    /// it and waits for the enable bit to read back set.
+    pub fn program(
+        self,
+        dev: &dyn Device,
+        ring: &crate::dma::DmaRegion,
+        len: usize,
+        extra: impl FnOnce(&dyn Device),
+    ) -> Result<(), IgbError> {
+        if !self.disable(dev) {
+            return Err(IgbError::QueueDisableTimeout(self.queue));
+        }
+        let iova = ring.iova();
+        dev.write32(self.reg(Q_BAL), iova as u32);
+        dev.write32(self.reg(Q_BAH), (iova >> 32) as u32);
+        dev.write32(self.reg(Q_LEN), len as u32);
+        extra(dev);
+        dev.write32(self.reg(Q_HEAD), 0);
+        dev.write32(self.reg(Q_TAIL), 0);
+        dev.write32(self.reg(Q_DCTL), DCTL_QUEUE_ENABLE);
+        if !wait_for(QUEUE_TIMEOUT, || dev.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE != 0) {
+            return Err(IgbError::QueueEnableTimeout(self.queue));
+        }
+        Ok(())
+    }
+
+    /// Clears the enable bit and waits until the device reports the queue
+    /// stopped (no more DMA to it). False on timeout.
+    pub fn disable(self, dev: &dyn Device) -> bool {
+        dev.write32(self.reg(Q_DCTL), 0);
+        wait_for(QUEUE_TIMEOUT, || dev.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE == 0)
+    }
+}
+
 impl Igb {
     /// Resets the device and brings the link up. Receive and transmit stay
     /// disabled until [`Igb::enable_rx`] / [`Igb::enable_tx`], after the

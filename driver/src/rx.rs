@@ -24,12 +24,11 @@ use crate::buf::{Buf, BufPool, BufReturn};
 use crate::desc::{DescSlot, RxWriteBack, DESC_LEN};
 use crate::device::Device;
 use crate::dma::{DmaRegion, DmaSpace};
-use crate::igb::{wait_for, IgbError};
+use crate::igb::{IgbError, QueueRegs};
 use crate::regs::*;
 use crate::SplitMode;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Configuration of one RX queue.
 #[derive(Clone, Debug)]
@@ -294,8 +293,6 @@ pub struct RxRing<P: BufPool, H: BufPool> {
     stopped: bool,
 }
 
-const QUEUE_TIMEOUT: Duration = Duration::from_millis(200);
-
 impl<P: BufPool, H: BufPool> RxRing<P, H> {
     /// Allocates the descriptor ring, programs the queue registers, fills
     /// every slot but one with buffers and enables the queue. Receive as a
@@ -344,28 +341,20 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         Ok(r)
     }
 
+    fn regs(&self) -> QueueRegs {
+        QueueRegs { base: rx_queue_base(self.queue), queue: self.queue }
+    }
+
     fn reg(&self, off: u32) -> u32 {
-        rx_queue_base(self.queue) + off
+        self.regs().reg(off)
     }
 
     fn program(&mut self) -> Result<(), IgbError> {
-        let d = &self.dev;
-        d.write32(self.reg(Q_DCTL), 0);
-        if !wait_for(QUEUE_TIMEOUT, || d.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE == 0) {
-            return Err(IgbError::QueueDisableTimeout(self.queue));
-        }
-        let iova = self.ring.iova();
-        d.write32(self.reg(Q_BAL), iova as u32);
-        d.write32(self.reg(Q_BAH), (iova >> 32) as u32);
-        d.write32(self.reg(Q_LEN), ((self.mask + 1) * DESC_LEN) as u32);
-        d.write32(self.reg(Q_SRRCTL), srrctl(self.split, self.hdr_buf, self.pkt_buf));
-        d.write32(psrtype(self.queue), PSRTYPE_L2_L3_L4);
-        d.write32(self.reg(Q_HEAD), 0);
-        d.write32(self.reg(Q_TAIL), 0);
-        d.write32(self.reg(Q_DCTL), DCTL_QUEUE_ENABLE);
-        if !wait_for(QUEUE_TIMEOUT, || d.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE != 0) {
-            return Err(IgbError::QueueEnableTimeout(self.queue));
-        }
+        let (q, split, hdr, pkt) = (self.queue, self.split, self.hdr_buf, self.pkt_buf);
+        self.regs().program(&*self.dev, &self.ring, (self.mask + 1) * DESC_LEN, |d| {
+            d.write32(rx_queue_base(q) + Q_SRRCTL, srrctl(split, hdr, pkt));
+            d.write32(psrtype(q), PSRTYPE_L2_L3_L4);
+        })?;
         self.refill();
         Ok(())
     }
@@ -648,9 +637,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             return Ok(());
         }
         self.stopped = true;
-        let d = self.dev.clone();
-        d.write32(self.reg(Q_DCTL), 0);
-        let ok = wait_for(QUEUE_TIMEOUT, || d.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE == 0);
+        let ok = self.regs().disable(&*self.dev);
         for slot in self.posted.iter_mut() {
             if let Some((p, h)) = slot.take() {
                 self.pages.recycle(p);

@@ -10,11 +10,10 @@ use crate::buf::{Buf, BufPool};
 use crate::desc::{DescSlot, TxCmdTypeLen, TxOlinfo, DESC_LEN, TX_STATUS_DD};
 use crate::device::Device;
 use crate::dma::{DmaRegion, DmaSpace};
-use crate::igb::{wait_for, IgbError};
+use crate::igb::{IgbError, QueueRegs};
 use crate::regs::*;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Descriptors freed per clean step.
 pub const TX_CLEAN_BLOCK: usize = 32;
@@ -66,8 +65,6 @@ pub struct TxRing<P: BufPool> {
     stopped: bool,
 }
 
-const QUEUE_TIMEOUT: Duration = Duration::from_millis(200);
-
 impl<P: BufPool> TxRing<P> {
     pub fn new(dev: Arc<dyn Device>, space: &Arc<DmaSpace>, cfg: TxConfig, pool: P) -> Result<Self, IgbError> {
         let n = cfg.ring_size;
@@ -94,24 +91,16 @@ impl<P: BufPool> TxRing<P> {
         Ok(t)
     }
 
+    fn regs(&self) -> QueueRegs {
+        QueueRegs { base: tx_queue_base(self.queue), queue: self.queue }
+    }
+
     fn reg(&self, off: u32) -> u32 {
-        tx_queue_base(self.queue) + off
+        self.regs().reg(off)
     }
 
     fn program(&mut self) -> Result<(), IgbError> {
-        let d = &self.dev;
-        d.write32(self.reg(Q_DCTL), 0);
-        let iova = self.ring.iova();
-        d.write32(self.reg(Q_BAL), iova as u32);
-        d.write32(self.reg(Q_BAH), (iova >> 32) as u32);
-        d.write32(self.reg(Q_LEN), ((self.mask + 1) * DESC_LEN) as u32);
-        d.write32(self.reg(Q_HEAD), 0);
-        d.write32(self.reg(Q_TAIL), 0);
-        d.write32(self.reg(Q_DCTL), DCTL_QUEUE_ENABLE);
-        if !wait_for(QUEUE_TIMEOUT, || d.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE != 0) {
-            return Err(IgbError::QueueEnableTimeout(self.queue));
-        }
-        Ok(())
+        self.regs().program(&*self.dev, &self.ring, (self.mask + 1) * DESC_LEN, |_| {})
     }
 
     #[inline]
@@ -239,9 +228,7 @@ impl<P: BufPool> TxRing<P> {
             return Ok(());
         }
         self.stopped = true;
-        let d = self.dev.clone();
-        d.write32(self.reg(Q_DCTL), 0);
-        let ok = wait_for(QUEUE_TIMEOUT, || d.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE == 0);
+        let ok = self.regs().disable(&*self.dev);
         for slot in self.posted.iter_mut() {
             if let Some(b) = slot.take() {
                 self.pool.recycle(b);
