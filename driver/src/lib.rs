@@ -16,6 +16,7 @@ pub mod desc;
 pub mod device;
 pub mod dma;
 pub mod igb;
+pub mod mmio;
 pub mod regs;
 pub mod rx;
 pub mod tx;
