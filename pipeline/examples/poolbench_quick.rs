@@ -1,6 +1,8 @@
 //! Quick pool micro-benchmark: ns per alloc+recycle on the owner fast path,
-//! ns per buffer for foreign `give_back` in batches of 64, and ns per buffer
-//! for the refill that takes them back. Min and median of 5 repeats.
+//! ns per buffer for foreign `give_back` in batches of 64 (batched spill
+//! list, the default, and the per-buffer ArrayQueue path), through a
+//! `Returner` at recycle_batch 1 and 64, and ns per buffer for the refill
+//! that takes them back. Min and median of 5 repeats.
 //!
 //! `cargo run --release -p pipeline --example poolbench_quick [owner_core [returner_core]]`
 //!
@@ -12,7 +14,7 @@
 //! read-modify-write per buffer.
 
 use driver::{Buf, BufPool, DmaError, DmaMapper, DmaSpace};
-use pipeline::{HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig};
+use pipeline::{ForeignReturn, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig, Returner};
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -100,6 +102,27 @@ fn foreign(pool: &mut PagePool) -> (f64, f64) {
     (give as f64 / n, take as f64 / n)
 }
 
+/// Every buffer out, then back through a `Returner` with `recycle_batch`.
+/// ns per buffer for the pushes (including the give_back calls).
+fn via_returner(pool: &mut PagePool, recycle_batch: usize) -> f64 {
+    const ROUNDS: usize = 200;
+    let mut held: Vec<Buf> = Vec::with_capacity(BUFFERS);
+    let mut spent = 0u128;
+    for _ in 0..ROUNDS {
+        held.extend(std::iter::from_fn(|| pool.alloc()));
+        let n = held.len();
+        let mut r = Returner::new(pool.returner(), recycle_batch).unwrap();
+        let t = Instant::now();
+        for b in held.drain(..) {
+            r.push(b);
+        }
+        r.flush();
+        spent += t.elapsed().as_nanos();
+        assert_eq!(n, BUFFERS);
+    }
+    spent as f64 / (ROUNDS * BUFFERS) as f64
+}
+
 /// Two threads: the owner allocates and hands batches of 64 to a second
 /// thread, which gives them back. ns per buffer in the returning thread.
 fn foreign_cross_thread(pool: &mut PagePool, returner_core: Option<usize>) -> f64 {
@@ -175,25 +198,48 @@ fn main() {
     let mut held = Vec::with_capacity(64);
     owner_single(&mut *pool); // warm-up
     report("owner alloc+recycle, 1 at a time", (0..REPEATS).map(|_| owner_single(&mut *pool)).collect());
-    report("owner alloc+recycle, 512 ring slots (per buf)", (0..REPEATS).map(|_| owner_ring_slots(&mut pool)).collect());
-    report("owner alloc+recycle, 32 at a time (per buf)", (0..REPEATS).map(|_| owner_batch32(&mut pool, &mut held)).collect());
+    report(
+        "owner alloc+recycle, 512 ring slots (per buf)",
+        (0..REPEATS).map(|_| owner_ring_slots(&mut pool)).collect(),
+    );
+    report(
+        "owner alloc+recycle, 32 at a time (per buf)",
+        (0..REPEATS).map(|_| owner_batch32(&mut pool, &mut held)).collect(),
+    );
     let runs: Vec<(f64, f64)> = (0..REPEATS).map(|_| foreign(&mut pool)).collect();
-    report("foreign give_back, batches of 64 (per buf)", runs.iter().map(|r| r.0).collect());
-    report("owner refill from ring, bulk 64 (per buf)", runs.iter().map(|r| r.1).collect());
-    report("foreign give_back from 2nd thread (per buf)", (0..REPEATS).map(|_| foreign_cross_thread(&mut pool, returner_core)).collect());
+    report("foreign give_back (spill list), batches of 64 (per buf)", runs.iter().map(|r| r.0).collect());
+    report("owner refill from spill list, bulk 64 (per buf)", runs.iter().map(|r| r.1).collect());
+    report("Returner recycle_batch 64 (per buf)", (0..REPEATS).map(|_| via_returner(&mut pool, 64)).collect());
+    report("Returner recycle_batch 1 (per buf)", (0..REPEATS).map(|_| via_returner(&mut pool, 1)).collect());
+    let mut ring_pool =
+        Box::new(PagePool::new(&space, PagePoolConfig { foreign: ForeignReturn::Ring, ..cfg }).unwrap());
+    let runs: Vec<(f64, f64)> = (0..REPEATS).map(|_| foreign(&mut ring_pool)).collect();
+    report("foreign give_back (ArrayQueue), batches of 64 (per buf)", runs.iter().map(|r| r.0).collect());
+    report("owner refill from ArrayQueue, bulk 64 (per buf)", runs.iter().map(|r| r.1).collect());
+    report(
+        "foreign give_back from 2nd thread (per buf)",
+        (0..REPEATS).map(|_| foreign_cross_thread(&mut pool, returner_core)).collect(),
+    );
 
     let hcfg = HeaderPoolConfig { buffers: BUFFERS, checked: false, ..Default::default() };
     let mut headers = Box::new(HeaderPool::new(&space, hcfg).unwrap());
     owner_single(&mut *headers);
-    report("header pool (128 B slots): owner alloc+recycle", (0..REPEATS).map(|_| owner_single(&mut *headers)).collect());
+    report(
+        "header pool (128 B slots): owner alloc+recycle",
+        (0..REPEATS).map(|_| owner_single(&mut *headers)).collect(),
+    );
 
     let runs: Vec<(f64, f64)> = (0..REPEATS).map(|_| mutex_reference()).collect();
     report("reference Mutex<Vec<u32>>, batch 64: give (per buf)", runs.iter().map(|r| r.0).collect());
     report("reference Mutex<Vec<u32>>, batch 64: take (per buf)", runs.iter().map(|r| r.1).collect());
 
     let mut checked = PagePool::new(&space, PagePoolConfig { checked: true, ..cfg }).unwrap();
-    report("checked mode: owner alloc+recycle, 1 at a time", (0..REPEATS).map(|_| owner_single(&mut checked)).collect());
+    report(
+        "checked mode: owner alloc+recycle, 1 at a time",
+        (0..REPEATS).map(|_| owner_single(&mut checked)).collect(),
+    );
     let a = pool.audit();
     println!("audit: {a:?}");
     println!("stats: {:?}", pool.stats());
+    println!("spill lock: {:?}", pool.lock_stats());
 }

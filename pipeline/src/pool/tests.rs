@@ -361,6 +361,59 @@ fn stats_serialize_with_page_pool_names() {
     }
 }
 
+#[test]
+fn returner_takes_one_lock_per_batch_and_the_owner_drains_the_spill_list() {
+    let mut pool = pages(4096, false);
+    let bufs: Vec<Buf> = (0..4000).map(|_| pool.alloc().unwrap()).collect();
+    let locks_before = pool.lock_stats().lock_acquisitions;
+    let mut r = Returner::new(pool.returner(), 64).unwrap();
+    assert_eq!(r.recycle_batch(), 64);
+    for b in bufs {
+        r.push(b);
+    }
+    assert_eq!(r.pending(), 4000 % 64);
+    r.flush();
+    assert_eq!(r.pending(), 0);
+    let ls = pool.lock_stats();
+    assert_eq!(ls.lock_acquisitions - locks_before, 4000usize.div_ceil(64) as u64, "one lock per batch");
+    assert_eq!(ls.contended, 0);
+    let s = pool.stats();
+    assert_eq!((s.recycle_ring, s.recycle_ring_full), (4000, 0));
+    assert_eq!(pool.audit().lent, 0);
+    // The owner takes them back through refills, `bulk` per lock.
+    let again = drain_all(&mut pool);
+    assert_distinct_and_complete(&again, 4096);
+    pool.returner().give_back(&mut again.into_iter().collect());
+    assert_eq!(pool.audit().lent, 0);
+}
+
+#[test]
+fn returner_batch_bounds_and_drop_flushes() {
+    let mut pool = pages(64, false);
+    for bad in [0, MAX_RECYCLE_BATCH + 1] {
+        assert_eq!(Returner::new(pool.returner(), bad).unwrap_err(), PoolError::RecycleBatch(bad));
+    }
+    let mut r = Returner::new(pool.returner(), 1).unwrap();
+    r.push(pool.alloc().unwrap());
+    assert_eq!(r.pending(), 0, "batch 1 gives back every buffer at once");
+    let mut r = Returner::new(pool.returner(), MAX_RECYCLE_BATCH).unwrap();
+    r.push(pool.alloc().unwrap());
+    assert_eq!(pool.lent(), 1);
+    drop(r);
+    assert_eq!(pool.lent(), 0);
+}
+
+#[test]
+fn ring_foreign_path_still_works() {
+    let mut pool =
+        PagePool::new(&space().1, PagePoolConfig { buffers: 128, foreign: ForeignReturn::Ring, ..Default::default() })
+            .unwrap();
+    let mut bufs = drain_all(&mut pool);
+    pool.returner().give_back(&mut bufs);
+    assert_eq!(pool.lock_stats().lock_acquisitions, 0);
+    assert_eq!(pool.audit(), PoolAudit { total: 128, in_cache: 0, in_ring: 128, lent: 0 });
+}
+
 mod random_ops {
     use super::*;
     use proptest::prelude::*;
@@ -395,11 +448,13 @@ mod random_ops {
             (cache_size, bulk) in (1..160usize).prop_flat_map(|c| (Just(c), 1..=c)),
             checked: bool,
             header: bool,
+            ring: bool,
             pick in any::<u64>(),
         ) {
             let (_m, space) = space();
             let cfg = HeaderPoolConfig { buffers, slot: 192, cache_size, bulk, checked };
-            let pcfg = PagePoolConfig { buffers, cache_size, bulk, checked, ..Default::default() };
+            let foreign = if ring { ForeignReturn::Ring } else { ForeignReturn::Batched };
+            let pcfg = PagePoolConfig { buffers, cache_size, bulk, checked, foreign, ..Default::default() };
             let result = if header {
                 run(HeaderPool::new(&space, cfg).unwrap(), &ops, pick)
             } else {
