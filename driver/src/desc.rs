@@ -137,6 +137,11 @@ bitfield! {
     pub rss_type, set_rss_type: 3, 0;
     /// Packet type (see `PKT_TYPE_*`).
     pub pkt_type, set_pkt_type: 16, 4;
+    /// Receive-side coalescing count (reserved on the 82576; ixgbe's
+    /// RSCCNT): segments of a coalesced packet whose payload starts in this
+    /// descriptor, saturating at 15; 0 for packets that were not coalesced.
+    /// Only the simulator's GRO model sets it (see `hw_sim::gro`).
+    pub rsc_cnt, set_rsc_cnt: 20, 17;
     /// Header length in bytes as parsed by the device.
     pub hdr_len, set_hdr_len: 30, 21;
     /// Split header: the header went into the header buffer.

@@ -6,11 +6,24 @@
 //! driver posted, then move up to `max_frames` frames from the wire into the
 //! RX rings, and finally add the step's counters to the NIC. Nothing is
 //! allocated and no mutex is taken per frame.
+//!
+//! With `SimConfig::gro` > 1, frames from the wire pass through a
+//! coalescing context ([`Gro`]): a coalescible TCP segment opens a run
+//! (copied into the context's staging buffer), following frames extend it
+//! while they match, and the run is placed as one packet when it is full,
+//! when a frame does not match (that frame then starts the next run or is
+//! received normally), when the wire is empty, and at the end of the step.
+//!
+//! Flow control: a frame, or a closed coalesced packet, that finds no room
+//! waits (in `pending`, respectively in the [`Gro`] context) and is retried
+//! first on the next step, packet before frame, so the wire order holds.
 
+use crate::gro::Gro;
+use crate::iommu::DmaView;
 use crate::nic::SimNic;
-use crate::rx::{RxOutcome, RxPath, RxSettings, RxWbHook, StepStats};
+use crate::rx::{steer, RxOutcome, RxPath, RxSettings, RxWbHook, StepStats};
 use crate::tx::TxPath;
-use crate::{SimConfig, Wire};
+use crate::{gro, SimConfig, Wire};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,9 +37,15 @@ impl SimNic {
     /// Creates the device and its engine. The NIC starts as after power-on:
     /// cable in, link up once `link_up_delay` has passed, registers at their
     /// reset values.
-    pub fn new(cfg: SimConfig, wire: Box<dyn Wire>) -> (Arc<SimNic>, SimEngine) {
+    ///
+    /// It cannot fail: a `cfg.gro` outside 1..=64 is clamped into it (check
+    /// with [`SimConfig::validate`] first to report it instead).
+    pub fn new(mut cfg: SimConfig, wire: Box<dyn Wire>) -> (Arc<SimNic>, SimEngine) {
+        cfg.gro = cfg.gro.clamp(1, gro::MAX_GRO);
+        let gro = Gro::new(cfg.gro);
         let nic = Arc::new(SimNic::create(cfg, &wire.name()));
         let engine = SimEngine {
+            gro,
             seen_reset: nic.reset_gen.load(Ordering::Acquire),
             nic: Arc::clone(&nic),
             wire,
@@ -46,6 +65,8 @@ pub struct SimEngine {
     wire: Box<dyn Wire>,
     rx: RxPath,
     tx: TxPath,
+    /// The coalescing context (idle when `gro` is 1).
+    gro: Gro,
     /// A frame taken from the wire that found no room while flow control
     /// is on: retried first on the next step.
     pending: Vec<u8>,
@@ -55,17 +76,22 @@ pub struct SimEngine {
 
 impl std::fmt::Debug for SimEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimEngine").field("wire", &self.wire.name()).field("has_pending", &self.has_pending).finish()
+        f.debug_struct("SimEngine")
+            .field("wire", &self.wire.name())
+            .field("has_pending", &self.has_pending)
+            .field("gro_held", &self.gro.is_closed())
+            .finish()
     }
 }
 
 impl SimEngine {
     /// Does pending TX work, then moves up to `max_frames` frames from the
     /// wire into RX rings. Returns the frames processed (RX frames taken off
-    /// the wire, delivered or dropped, plus TX frames completed). A frame
-    /// held back by flow control is not counted until it is delivered.
+    /// the wire, delivered, coalesced or dropped, plus TX frames completed).
+    /// A frame held back by flow control is not counted until it is
+    /// delivered; a segment counts when it joins a coalesced packet.
     pub fn step(&mut self, max_frames: usize) -> usize {
-        let SimEngine { nic, wire, rx, tx, pending, has_pending, seen_reset } = self;
+        let SimEngine { nic, wire, rx, tx, gro, pending, has_pending, seen_reset } = self;
         let nic: &SimNic = nic;
         nic.poll_link();
         let gen = nic.reset_gen.load(Ordering::Acquire);
@@ -80,36 +106,41 @@ impl SimEngine {
 
         let mut done = tx.run(nic, &view, &mut set, &mut st, &mut **wire, rx);
 
-        let flow_control = nic.cfg.flow_control;
+        let mut cx = RxCtx { nic, view: &view, set: &mut set, st: &mut st, rx, gro, fc: nic.cfg.flow_control };
         let mut budget = max_frames;
-        if *has_pending && budget > 0 {
-            match rx.receive(nic, &view, &mut set, &mut st, pending.as_slice(), false) {
-                RxOutcome::NoRoom if flow_control => budget = 0,
-                outcome => {
-                    if outcome == RxOutcome::NoRoom {
-                        RxPath::count_missed(&mut st);
-                    }
+        // Held work first, in wire order: a coalesced packet, then a frame.
+        let mut stalled = budget == 0 || (cx.gro.is_closed() && !cx.place_closed());
+        if !stalled && *has_pending {
+            match cx.feed(pending.as_slice()) {
+                Fed::Stalled => stalled = true,
+                fed => {
                     *has_pending = false;
                     budget -= 1;
                     done += 1;
+                    stalled = fed == Fed::DoneStalled;
                 }
             }
         }
-        while budget > 0 {
+        while !stalled && budget > 0 {
             let Some(frame) = wire.recv() else { break };
-            match rx.receive(nic, &view, &mut set, &mut st, frame, false) {
-                RxOutcome::NoRoom if flow_control => {
+            match cx.feed(frame) {
+                Fed::Done => {}
+                Fed::DoneStalled => stalled = true,
+                Fed::Stalled => {
                     // PAUSE: the frame stays "on the wire" until there is room.
                     pending.clear();
                     pending.extend_from_slice(frame);
                     *has_pending = true;
                     break;
                 }
-                RxOutcome::NoRoom => RxPath::count_missed(&mut st),
-                RxOutcome::Delivered | RxOutcome::Dropped => {}
             }
             budget -= 1;
             done += 1;
+        }
+        // Runs never outlive the step (RSC's timer); a packet without room
+        // stays closed in the context.
+        if cx.gro.is_open() {
+            cx.flush();
         }
         drop(view);
         nic.add_stats(&st.sim);
@@ -133,9 +164,9 @@ impl SimEngine {
         &self.nic
     }
 
-    /// Whether a frame is held back by flow control.
+    /// Whether a frame or a coalesced packet is held back by flow control.
     pub fn has_pending(&self) -> bool {
-        self.has_pending
+        self.has_pending || self.gro.is_closed()
     }
 
     /// Runs the engine on its own thread until [`SimThread::stop`]: the
@@ -167,6 +198,102 @@ impl SimEngine {
             engine
         })?;
         Ok(SimThread { stop, handle: Some(handle) })
+    }
+}
+
+/// What became of a frame offered to the receive path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fed {
+    /// Taken: delivered, dropped, or added to the open run.
+    Done,
+    /// Taken, but it completed a run that found no room: the packet waits
+    /// in the context (flow control) and the step stops.
+    DoneStalled,
+    /// Not taken: no room for it, or for the run it closed (flow control).
+    /// The caller keeps the frame.
+    Stalled,
+}
+
+/// The receive side of one step: what every frame needs.
+struct RxCtx<'a, 'v> {
+    nic: &'a SimNic,
+    view: &'a DmaView<'v>,
+    set: &'a mut RxSettings,
+    st: &'a mut StepStats,
+    rx: &'a mut RxPath,
+    gro: &'a mut Gro,
+    /// Flow control on: no room means wait, not drop.
+    fc: bool,
+}
+
+impl RxCtx<'_, '_> {
+    /// Runs one frame from the wire through the MAC checks and the
+    /// coalescing context into a ring.
+    #[inline]
+    fn feed(&mut self, frame: &[u8]) -> Fed {
+        if !RxPath::accept(self.nic, self.set, self.st, frame, false) {
+            return Fed::Done;
+        }
+        if !self.gro.enabled() {
+            return self.deliver(frame);
+        }
+        // Parsed and checksummed once, whether it extends or starts a run.
+        let seg = gro::segment(frame);
+        if self.gro.is_open() {
+            if let Some(s) = &seg {
+                if self.gro.append_seg(frame, s).is_ok() {
+                    if self.gro.is_full() && !self.flush() {
+                        return Fed::DoneStalled;
+                    }
+                    return Fed::Done;
+                }
+            }
+            if !self.flush() {
+                return Fed::Stalled;
+            }
+        }
+        if let Some(seg) = seg {
+            let q = steer(frame, &seg.parsed);
+            let cap = self.rx.ring_capacity(self.nic, self.set, q);
+            if self.gro.start_seg(frame, &seg, cap) {
+                return Fed::Done;
+            }
+        }
+        self.deliver(frame)
+    }
+
+    fn deliver(&mut self, frame: &[u8]) -> Fed {
+        match self.rx.deliver(self.nic, self.view, self.set, self.st, frame, None) {
+            RxOutcome::NoRoom if self.fc => Fed::Stalled,
+            RxOutcome::NoRoom => {
+                RxPath::count_missed(self.st, 1);
+                Fed::Done
+            }
+            RxOutcome::Delivered | RxOutcome::Dropped => Fed::Done,
+        }
+    }
+
+    /// Closes the open run and places it. `false` when it found no room and
+    /// waits (flow control).
+    fn flush(&mut self) -> bool {
+        if self.gro.close().is_none() {
+            return true;
+        }
+        self.place_closed()
+    }
+
+    /// Places the closed packet; `false` when it must wait for room.
+    fn place_closed(&mut self) -> bool {
+        let Some((packet, info)) = self.gro.packet() else { return true };
+        let segs = info.segs();
+        let outcome = self.rx.deliver(self.nic, self.view, self.set, self.st, packet, Some(&info));
+        match outcome {
+            RxOutcome::NoRoom if self.fc => return false,
+            RxOutcome::NoRoom => RxPath::count_missed(self.st, segs),
+            RxOutcome::Delivered | RxOutcome::Dropped => {}
+        }
+        self.gro.clear();
+        true
     }
 }
 

@@ -13,6 +13,7 @@
 //! - `iommu`: the IOVA mapping table; all DMA (and all `unsafe`) goes through it.
 //! - `rx` / `tx`: the receive path (filters, header split, write-back) and
 //!   the transmit path (gather, loopback).
+//! - [`gro`]: receive side coalescing of TCP segments (`SimConfig::gro`).
 //! - [`engine`]: `SimEngine::step` and the engine thread.
 //! - [`wire`]: the [`Wire`] trait and the generator / test / null wires.
 //! - [`frames`]: frame builders, parser and checksums.
@@ -25,6 +26,8 @@
 //!   (QEMU skips such descriptors).
 //! - A frame that finds no room waits on the wire while
 //!   `SimConfig::flow_control` is on (QEMU drops it).
+//! - Receive side coalescing (`SimConfig::gro` > 1, off by default) is not
+//!   an 82576 feature: it follows ixgbe's RSC, see [`gro`].
 //! - Legacy/replication descriptor types, VLAN stripping, RSS, VMDq, the
 //!   multicast hash table and interrupts are not modelled.
 //!
@@ -38,6 +41,7 @@
 
 pub mod engine;
 pub mod frames;
+pub mod gro;
 mod iommu;
 pub mod nic;
 mod rx;
@@ -49,6 +53,7 @@ mod model_tests;
 
 pub use engine::{SimEngine, SimThread};
 pub use nic::SimNic;
+pub use gro::Gro;
 pub use rx::RxWbHook;
 pub use wire::Wire;
 
@@ -66,11 +71,51 @@ pub struct SimConfig {
     /// wire until there is (a lossless wire). When false it is dropped and
     /// counted in MPC / `rx_missed`.
     pub flow_control: bool,
+    /// Receive side coalescing: up to this many in-order TCP segments of a
+    /// flow become one packet (see [`gro`]). 1 = off, at most
+    /// [`gro::MAX_GRO`] (64). [`SimConfig::validate`] rejects other values;
+    /// [`SimNic::new`] clamps them into 1..=64.
+    pub gro: u32,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { mac: [0x02, 0, 0, 0, 0, 0x01], link_up_delay: Duration::ZERO, flow_control: true }
+        SimConfig { mac: [0x02, 0, 0, 0, 0, 0x01], link_up_delay: Duration::ZERO, flow_control: true, gro: 1 }
+    }
+}
+
+/// An invalid [`SimConfig`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimConfigError {
+    /// `gro` must be 1..=64.
+    Gro(u32),
+}
+
+impl std::fmt::Display for SimConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SimConfigError::Gro(n) => write!(f, "gro {n} invalid: must be 1 (off) ..= {}", gro::MAX_GRO),
+        }
+    }
+}
+
+impl std::error::Error for SimConfigError {}
+
+impl SimConfig {
+    /// Checks the configuration; call it before [`SimNic::new`], which
+    /// cannot fail and clamps instead.
+    ///
+    /// ```
+    /// use hw_sim::{SimConfig, SimConfigError};
+    /// assert!(SimConfig { gro: 16, ..SimConfig::default() }.validate().is_ok());
+    /// assert_eq!(SimConfig { gro: 0, ..SimConfig::default() }.validate(), Err(SimConfigError::Gro(0)));
+    /// assert!(SimConfig { gro: 65, ..SimConfig::default() }.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), SimConfigError> {
+        if !(1..=gro::MAX_GRO).contains(&self.gro) {
+            return Err(SimConfigError::Gro(self.gro));
+        }
+        Ok(())
     }
 }
 
@@ -78,12 +123,17 @@ impl Default for SimConfig {
 /// statistics registers).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SimStats {
-    /// Frames written to an RX ring with EOP.
+    /// Packets written to an RX ring with EOP (a coalesced packet counts once).
     pub rx_frames: u64,
     /// Their bytes (after padding to 60, without FCS).
     pub rx_bytes: u64,
-    /// No room in the ring (MPC), including looped-back frames.
+    /// No room in the ring (MPC), including looped-back frames; a coalesced
+    /// packet counts its segments.
     pub rx_missed: u64,
+    /// Coalesced packets (two or more segments) written to a ring.
+    pub gro_packets: u64,
+    /// Wire segments inside them.
+    pub gro_segments: u64,
     /// Dropped because the link was down.
     pub rx_link_down: u64,
     /// Dropped because RCTL.EN or the queue was off.

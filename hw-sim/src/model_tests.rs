@@ -812,3 +812,43 @@ fn threaded_engine_feeds_a_polling_driver() {
     assert_eq!(engine.nic().stats().rx_frames, 2000);
     assert_eq!(engine.nic().stats().rx_missed, 0);
 }
+
+#[test]
+fn gro_write_backs_and_counters() {
+    let mut h = Harness::new(SimConfig { gro: 16, ..cfg() });
+    h.rx_setup(SPLIT, 256, 1024);
+    h.post(15);
+    let seg = |seq: u32, id: u16| {
+        Builder { ip_id: id, ..Builder::default() }.tcp(&Tcp { seq, ..Tcp::default() }, &frames::payload_pattern(1000, seq as u8))
+    };
+    let mut bad = seg(4000, 5);
+    *bad.last_mut().unwrap() ^= 0xFF;
+    for f in [seg(0, 7), seg(1000, 8), seg(2000, 9), seg(3000, 10), bad, seg(5000, 11)] {
+        h.wire.push(f);
+    }
+    assert_eq!(h.engine.step(64), 6);
+    // One packet of 4 segments in descriptors 0..=3: header 54 B, then
+    // 4000 B over 1 KiB buffers; segments start at frame offsets 54, 1054,
+    // 2054 and 3054, so RSCCNT is 2, 1, 1, 0.
+    let wbs: Vec<RxWriteBack> = (0..6).map(|i| h.wb(i)).collect();
+    assert_eq!(wbs.iter().map(|w| w.info.rsc_cnt()).collect::<Vec<_>>(), [2, 1, 1, 0, 0, 0]);
+    assert_eq!(wbs.iter().map(|w| w.status.eop()).collect::<Vec<_>>(), [false, false, false, true, true, true]);
+    assert_eq!(hdr_info(&wbs[0]), (54, true, 1024));
+    assert_eq!(wbs[3].len.pkt_len(), 4000 - 3 * 1024);
+    let eop = wbs[3];
+    assert_eq!(eop.info.pkt_type(), PKT_TYPE_IPV4 | PKT_TYPE_TCP);
+    assert!(eop.status.ipcs() && eop.status.l4cs() && !eop.status.ipe() && !eop.status.tcpe());
+    assert!(eop.status.ipidv());
+    assert_eq!(eop.rss, 7, "the first segment's IP id");
+    let hdr = h.hdr(0, 54);
+    assert_eq!(u16::from_be_bytes([hdr[16], hdr[17]]), 20 + 20 + 4000);
+    // The segment with a bad checksum is not coalesced: alone, with TCPE.
+    assert!(wbs[4].status.l4cs() && wbs[4].status.tcpe());
+    // The next one starts a run of its own.
+    assert!(wbs[5].status.l4cs() && !wbs[5].status.tcpe());
+    let s = h.stats();
+    assert_eq!((s.rx_frames, s.gro_packets, s.gro_segments, s.rx_missed), (3, 1, 4, 0));
+    // GPRC/GORC count wire segments.
+    assert_eq!(h.nic.read32(GPRC), 6);
+    assert_eq!(h.nic.read32(GORCL), 6 * (1054 + 4));
+}

@@ -78,6 +78,8 @@ struct Counters {
     rx_frames: AtomicU64,
     rx_bytes: AtomicU64,
     rx_missed: AtomicU64,
+    gro_packets: AtomicU64,
+    gro_segments: AtomicU64,
     rx_link_down: AtomicU64,
     rx_disabled: AtomicU64,
     rx_filtered: AtomicU64,
@@ -384,10 +386,12 @@ impl SimNic {
 
     pub(crate) fn add_stats(&self, d: &SimStats) {
         let c = &self.counters;
-        let pairs: [(&AtomicU64, u64); 12] = [
+        let pairs: [(&AtomicU64, u64); 14] = [
             (&c.rx_frames, d.rx_frames),
             (&c.rx_bytes, d.rx_bytes),
             (&c.rx_missed, d.rx_missed),
+            (&c.gro_packets, d.gro_packets),
+            (&c.gro_segments, d.gro_segments),
             (&c.rx_link_down, d.rx_link_down),
             (&c.rx_disabled, d.rx_disabled),
             (&c.rx_filtered, d.rx_filtered),
@@ -414,6 +418,8 @@ impl SimNic {
             rx_frames: l(&c.rx_frames),
             rx_bytes: l(&c.rx_bytes),
             rx_missed: l(&c.rx_missed),
+            gro_packets: l(&c.gro_packets),
+            gro_segments: l(&c.gro_segments),
             rx_link_down: l(&c.rx_link_down),
             rx_disabled: l(&c.rx_disabled),
             rx_filtered: l(&c.rx_filtered),

@@ -12,6 +12,7 @@
 //! [`plan`]: RxPath::plan
 
 use crate::frames::{self, Parsed, L3, L4};
+use crate::gro::RunInfo;
 use crate::iommu::{DmaView, Hint};
 use crate::nic::{RegDelta, SimNic, NUM_RA};
 use crate::SimStats;
@@ -273,6 +274,22 @@ impl EopMeta {
         m
     }
 
+    /// A TCP/IPv4 packet whose checksums the GRO engine verified (every
+    /// coalesced segment was right): reported as checked and good.
+    fn verified_tcp4(ip_id: u16, rxcsum: u32) -> EopMeta {
+        let pcsd = rxcsum & RXCSUM_PCSD != 0;
+        EopMeta {
+            pkt_type: PKT_TYPE_IPV4 | PKT_TYPE_TCP,
+            rss: if pcsd { 0 } else { ip_id as u32 },
+            ipidv: !pcsd,
+            ipcs: rxcsum & RXCSUM_IPOFLD != 0,
+            ipe: false,
+            l4cs: rxcsum & RXCSUM_TUOFLD != 0,
+            udpcs: false,
+            tcpe: false,
+        }
+    }
+
     fn apply(&self, wb: &mut RxWriteBack) {
         wb.info.set_pkt_type(self.pkt_type);
         wb.rss = self.rss;
@@ -306,10 +323,25 @@ impl RxPath {
         }
     }
 
-    /// Counts a frame that found no room and is not kept for later.
-    pub(crate) fn count_missed(st: &mut StepStats) {
-        st.sim.rx_missed += 1;
-        st.regs.mpc = st.regs.mpc.saturating_add(1);
+    /// Counts `n` wire frames (a frame, or the segments of a coalesced
+    /// packet) that found no room and are not kept for later.
+    pub(crate) fn count_missed(st: &mut StepStats, n: u32) {
+        st.sim.rx_missed += n as u64;
+        st.regs.mpc = st.regs.mpc.saturating_add(n);
+    }
+
+    /// The largest frame (without FCS) queue `q` could ever hold: what a
+    /// coalesced packet may grow to. 0 when the queue is off.
+    pub(crate) fn ring_capacity(&mut self, nic: &SimNic, set: &RxSettings, q: u32) -> usize {
+        let ring = &mut self.rings[q as usize];
+        if !ring.loaded {
+            *ring = RxRing::load(nic, q);
+        }
+        if !ring.enabled {
+            return 0;
+        }
+        let fcs = if set.rctl & RCTL_SECRC != 0 { 0 } else { ETH_FCS_LEN };
+        (ring.ndesc.saturating_sub(1) as usize * pkt_buf_size(ring.srrctl, set.rctl)).saturating_sub(fcs)
     }
 
     /// Runs one frame through the receive path. `loopback` frames come from
@@ -323,26 +355,31 @@ impl RxPath {
         frame: &[u8],
         loopback: bool,
     ) -> RxOutcome {
+        if !Self::accept(nic, set, st, frame, loopback) {
+            return RxOutcome::Dropped;
+        }
+        self.deliver(nic, view, set, st, frame, None)
+    }
+
+    /// The MAC's per-frame checks before any ring is looked at: link,
+    /// RCTL.EN, oversize, the address filter. Counts and returns `false`
+    /// for a frame it drops.
+    #[inline]
+    pub(crate) fn accept(nic: &SimNic, set: &mut RxSettings, st: &mut StepStats, frame: &[u8], loopback: bool) -> bool {
         if !loopback && !set.link_up {
             st.sim.rx_link_down += 1;
-            return RxOutcome::Dropped;
+            return false;
         }
         if set.rctl & RCTL_EN == 0 {
             st.sim.rx_disabled += 1;
-            return RxOutcome::Dropped;
+            return false;
         }
-        // The MAC pads runts to the minimum frame length.
-        let mut padded = [0u8; frames::ETH_ZLEN];
-        let frame = if frame.len() < frames::ETH_ZLEN {
-            padded[..frame.len()].copy_from_slice(frame);
-            &padded[..]
-        } else {
-            frame
-        };
-        let size = frame.len();
+        // The MAC pads runts to the minimum frame length (with zeros: a
+        // missing byte reads as 0 below).
+        let size = frame.len().max(frames::ETH_ZLEN);
 
         // Oversize (QEMU's igb_rx_is_oversized): RLPML counts the FCS.
-        let vlan = if frame[12..14] == frames::ETHERTYPE_VLAN.to_be_bytes() { 4 } else { 0 };
+        let vlan = if frame.get(12..14) == Some(&frames::ETHERTYPE_VLAN.to_be_bytes()[..]) { 4 } else { 0 };
         let oversize = if set.rctl & RCTL_LPE != 0 {
             size + ETH_FCS_LEN > set.rlpml as usize
         } else {
@@ -351,11 +388,18 @@ impl RxPath {
         if oversize {
             st.sim.rx_oversize += 1;
             st.regs.roc = st.regs.roc.saturating_add(1);
-            return RxOutcome::Dropped;
+            return false;
         }
 
         // Address filter (e1000x_rx_group_filter without the MTA hash).
-        let dst = &frame[..6];
+        let mut short = [0u8; 6];
+        let dst = match frame.get(..6) {
+            Some(d) => d,
+            None => {
+                short[..frame.len()].copy_from_slice(frame);
+                &short[..]
+            }
+        };
         let accept = if dst == [0xFF; 6] {
             set.rctl & RCTL_BAM != 0
         } else if dst[0] & 1 != 0 {
@@ -365,8 +409,37 @@ impl RxPath {
         };
         if !accept && !set.ra_match(nic, dst) {
             st.sim.rx_filtered += 1;
-            return RxOutcome::Dropped;
+            return false;
         }
+        true
+    }
+
+    /// Places an accepted frame, or a coalesced packet (`run`), in its
+    /// queue: queue choice, room in the ring, the two placement passes and
+    /// the counters. A coalesced packet's write-backs carry RSCCNT and
+    /// checksum status from the segments' verification (see `gro`).
+    pub(crate) fn deliver(
+        &mut self,
+        nic: &SimNic,
+        view: &DmaView<'_>,
+        set: &mut RxSettings,
+        st: &mut StepStats,
+        frame: &[u8],
+        run: Option<&RunInfo<'_>>,
+    ) -> RxOutcome {
+        // The MAC pads runts to the minimum frame length (zeroing only then).
+        let padded: [u8; frames::ETH_ZLEN];
+        let frame = if frame.len() < frames::ETH_ZLEN {
+            let mut p = [0u8; frames::ETH_ZLEN];
+            p[..frame.len()].copy_from_slice(frame);
+            padded = p;
+            &padded[..]
+        } else {
+            frame
+        };
+        let size = frame.len();
+        // Wire frames this packet stands for.
+        let n = run.map_or(1, |r| r.segs());
 
         let parsed = frames::parse(frame);
         let q = steer(frame, &parsed);
@@ -375,7 +448,7 @@ impl RxPath {
             *ring = RxRing::load(nic, q);
         }
         if !ring.enabled {
-            st.sim.rx_disabled += 1;
+            st.sim.rx_disabled += n as u64;
             return RxOutcome::Dropped;
         }
         let fcs = if set.rctl & RCTL_SECRC != 0 { 0 } else { ETH_FCS_LEN };
@@ -384,7 +457,7 @@ impl RxPath {
         // A frame the whole ring could never hold is missed even with flow
         // control: pausing the wire would stall it forever.
         if total > (ring.ndesc.saturating_sub(1)) as usize * pbuf {
-            Self::count_missed(st);
+            Self::count_missed(st, n);
             return RxOutcome::Dropped;
         }
         // igb_has_rxbufs: enough descriptors of packet-buffer size. The
@@ -396,7 +469,7 @@ impl RxPath {
             }
         }
         let ring = *ring;
-        match self.plan(view, &ring, set, frame, &parsed, fcs, pbuf) {
+        match self.plan(view, &ring, set, frame, &parsed, fcs, pbuf, run) {
             None => {
                 st.sim.dma_faults += 1;
                 RxOutcome::Dropped
@@ -407,12 +480,16 @@ impl RxPath {
                 if complete {
                     st.sim.rx_frames += 1;
                     st.sim.rx_bytes += size as u64;
-                    st.regs.gprc = st.regs.gprc.saturating_add(1);
-                    st.regs.gorc += (size + ETH_FCS_LEN) as u64;
+                    st.regs.gprc = st.regs.gprc.saturating_add(n);
+                    st.regs.gorc += run.map_or((size + ETH_FCS_LEN) as u64, |r| r.wire_bytes);
+                    if n > 1 {
+                        st.sim.gro_packets += 1;
+                        st.sim.gro_segments += n as u64;
+                    }
                 } else {
                     // Ran out of descriptors before EOP (not reachable after
                     // the room check; counted rather than trusted).
-                    st.sim.rx_missed += 1;
+                    st.sim.rx_missed += n as u64;
                 }
                 RxOutcome::Delivered
             }
@@ -434,6 +511,7 @@ impl RxPath {
         p: &Parsed,
         fcs: usize,
         pbuf: usize,
+        run: Option<&RunInfo<'_>>,
     ) -> Option<bool> {
         self.plan.clear();
         let size = frame.len();
@@ -441,7 +519,15 @@ impl RxPath {
         let desctype = ring.srrctl & SRRCTL_DESCTYPE_MASK;
         let ps_type = desctype == SRRCTL_DESCTYPE_HDR_SPLIT || desctype == SRRCTL_DESCTYPE_HDR_SPLIT_ALWAYS;
         let sp = split(desctype, srrctl_hdr_bytes(ring.srrctl), size, p);
-        let eop = EopMeta::of(frame, p, set.rxcsum);
+        let eop = match run {
+            Some(r) => EopMeta::verified_tcp4(r.ip_id, set.rxcsum),
+            None => EopMeta::of(frame, p, set.rxcsum),
+        };
+        // Segment payload starts not yet counted into a descriptor's RSCCNT.
+        let mut starts: &[u32] = match run {
+            Some(r) if r.segs() > 1 => r.starts,
+            _ => &[],
+        };
 
         let mut desc_offset = 0usize;
         let mut desc_size = 0usize;
@@ -489,6 +575,12 @@ impl RxPath {
             }
             desc_offset += desc_size;
             let last = desc_offset >= total;
+            if !starts.is_empty() {
+                // Frame bytes [0, pos) are placed by now.
+                let here = starts.iter().take_while(|&&s| (s as usize) < pos).count();
+                d.wb.info.set_rsc_cnt(here.min(15) as u32);
+                starts = &starts[here..];
+            }
 
             let wb = &mut d.wb;
             wb.status.set_dd(true);

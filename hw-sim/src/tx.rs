@@ -157,7 +157,7 @@ impl TxPath {
             st.sim.loopback_frames += 1;
             if rx.receive(nic, view, set, st, frame, true) == RxOutcome::NoRoom {
                 // Our own transmitter cannot be paused: the frame is lost.
-                RxPath::count_missed(st);
+                RxPath::count_missed(st, 1);
             }
         } else if !set.link_up {
             st.sim.tx_dropped += 1;

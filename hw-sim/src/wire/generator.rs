@@ -2,7 +2,8 @@
 //! memory speed, the benchmark's packet source.
 //!
 //! Frame `n` uses size/protocol template `n % templates` and flow
-//! `n % flows`, so the sequence repeats with period lcm(templates, flows).
+//! `(n / burst) % flows` (`burst` consecutive frames per flow, 1 = round
+//! robin), so the sequence repeats with period lcm(templates, burst * flows).
 //! When that period is at most 256 frames, every frame of it is built
 //! completely at construction and `recv` just returns the next one (TCP
 //! segments still get their sequence number and checksum patched). Longer
@@ -13,8 +14,14 @@
 //!
 //! Flow `f` sends from 198.18.0.0 + (f mod 65536) (inside the
 //! 198.18.0.0/15 benchmark range), port 1024 + (f mod 64512), to 198.19.0.1
-//! port 5201. TCP segments of a flow carry consecutive sequence numbers. The
-//! same config always yields the same frames: see [`Generator::expected`].
+//! port 5201. TCP segments of a flow carry consecutive sequence numbers
+//! (each segment's seq = the previous one's + its payload length, from a
+//! per-flow ISN drawn from the seed), ACK and PSH set, ack 1, and right
+//! checksums: the sequence number is patched per frame and the checksum
+//! finished from the template's precomputed partial sum, so `recv` stays a
+//! few stores. With `burst` > 1 a flow's segments come back to back, which
+//! is what the NIC's GRO ([`crate::gro`]) coalesces. The same config always
+//! yields the same frames: see [`Generator::expected`].
 
 use super::Wire;
 use crate::frames::{self, fold, ones_sum, Builder, Tcp, MAX_JUMBO, TCP_ACK, TCP_PSH};
@@ -67,6 +74,9 @@ pub struct GenConfig {
     /// Stop after this many frames (`recv` returns `None` from then on).
     pub count: Option<u64>,
     pub dst_mac: [u8; 6],
+    /// Consecutive frames per flow before moving to the next (>= 1; 1 =
+    /// round robin over the flows).
+    pub burst: u32,
 }
 
 impl Default for GenConfig {
@@ -78,6 +88,7 @@ impl Default for GenConfig {
             seed: 0,
             count: None,
             dst_mac: crate::SimConfig::default().mac,
+            burst: 1,
         }
     }
 }
@@ -89,6 +100,8 @@ pub enum GenError {
     FrameSize { min: usize, max: usize },
     /// Flows must be 1..=MAX_FLOWS.
     Flows(u32),
+    /// Burst must be at least 1.
+    Burst(u32),
 }
 
 impl std::fmt::Display for GenError {
@@ -101,6 +114,7 @@ impl std::fmt::Display for GenError {
                 MAX_JUMBO
             ),
             GenError::Flows(n) => write!(f, "{n} flows invalid: must be 1..={MAX_FLOWS}"),
+            GenError::Burst(n) => write!(f, "burst {n} invalid: must be at least 1"),
         }
     }
 }
@@ -145,11 +159,13 @@ pub struct Generator {
     slots: Vec<Slot>,
     /// Next TCP sequence number per flow (empty for UDP only).
     seq: Vec<u32>,
-    /// Frames generated; `slot` and `flow` are `n` modulo the cycle length
-    /// and the flow count, kept as counters to avoid divisions per frame.
+    /// Frames generated; `slot`, `flow` and `in_burst` are `n` modulo the
+    /// cycle length, `(n / burst)` modulo the flow count and `n` modulo the
+    /// burst, kept as counters to avoid divisions per frame.
     n: u64,
     slot: usize,
     flow: u32,
+    in_burst: u32,
 }
 
 impl std::fmt::Debug for Generator {
@@ -167,6 +183,9 @@ impl Generator {
     pub fn new(cfg: GenConfig) -> Result<Generator, GenError> {
         if cfg.flows == 0 || cfg.flows > MAX_FLOWS {
             return Err(GenError::Flows(cfg.flows));
+        }
+        if cfg.burst == 0 {
+            return Err(GenError::Burst(cfg.burst));
         }
         let mut rng = cfg.seed ^ 0x6A09_E667_F3BC_C908;
         let sizes: Vec<usize> = match cfg.frame_size {
@@ -191,12 +210,14 @@ impl Generator {
         };
         let kinds: Vec<(usize, bool)> = protos.iter().flat_map(|&tcp| sizes.iter().map(move |&s| (s, tcp))).collect();
         let t = kinds.len() as u64;
-        let period = t / gcd(t, cfg.flows as u64) * cfg.flows as u64;
+        let round = cfg.flows as u64 * cfg.burst as u64;
+        let period = (t / gcd(t, round)).saturating_mul(round);
         let slots = if period <= MAX_TEMPLATES as u64 {
             (0..period as usize)
                 .map(|i| {
                     let (size, tcp) = kinds[i % kinds.len()];
-                    Self::slot(&cfg, i % kinds.len(), size, tcp, Some(i as u32 % cfg.flows))
+                    let flow = (i as u64 / cfg.burst as u64 % cfg.flows as u64) as u32;
+                    Self::slot(&cfg, i % kinds.len(), size, tcp, Some(flow))
                 })
                 .collect()
         } else {
@@ -207,7 +228,7 @@ impl Generator {
         } else {
             (0..cfg.flows).map(|f| splitmix(&mut (cfg.seed ^ ((f as u64) << 32))) as u32).collect()
         };
-        Ok(Generator { cfg, slots, seq, n: 0, slot: 0, flow: 0 })
+        Ok(Generator { cfg, slots, seq, n: 0, slot: 0, flow: 0, in_burst: 0 })
     }
 
     /// Builds template `index` of `size` bytes; with `flow`, that flow's
@@ -290,7 +311,11 @@ impl Wire for Generator {
         let (idx, flow) = (self.slot, self.flow);
         self.n += 1;
         self.slot = if idx + 1 == self.slots.len() { 0 } else { idx + 1 };
-        self.flow = if flow + 1 == self.cfg.flows { 0 } else { flow + 1 };
+        self.in_burst += 1;
+        if self.in_burst == self.cfg.burst {
+            self.in_burst = 0;
+            self.flow = if flow + 1 == self.cfg.flows { 0 } else { flow + 1 };
+        }
         let t = &mut self.slots[idx];
         let f = &mut t.frame;
         let mut l4 = t.l4_sum;
@@ -322,7 +347,10 @@ impl Wire for Generator {
     fn send(&mut self, _frame: &[u8]) {}
 
     fn name(&self) -> String {
-        format!("generator {:?} {:?} x{} flows seed {}", self.cfg.proto, self.cfg.frame_size, self.cfg.flows, self.cfg.seed)
+        format!(
+            "generator {:?} {:?} x{} flows burst {} seed {}",
+            self.cfg.proto, self.cfg.frame_size, self.cfg.flows, self.cfg.burst, self.cfg.seed
+        )
     }
 }
 
@@ -344,6 +372,7 @@ mod tests {
         assert!(Generator::new(cfg(FrameSize::Range { min: 10, max: 99 }, Proto::Udp, 1)).is_err());
         assert_eq!(Generator::new(cfg(FrameSize::Fixed(60), Proto::Udp, 0)).unwrap_err(), GenError::Flows(0));
         assert!(Generator::new(cfg(FrameSize::Fixed(60), Proto::Udp, MAX_FLOWS + 1)).is_err());
+        assert_eq!(Generator::new(GenConfig { burst: 0, ..GenConfig::default() }).unwrap_err(), GenError::Burst(0));
         let e = Generator::new(cfg(FrameSize::Fixed(59), Proto::Udp, 1)).unwrap_err();
         assert!(e.to_string().contains("60..=9216"));
     }
@@ -355,6 +384,9 @@ mod tests {
             cfg(FrameSize::Fixed(9216), Proto::Tcp, 2),
             cfg(FrameSize::Range { min: 60, max: 9216 }, Proto::Mixed, 1000),
             cfg(FrameSize::Imix, Proto::Mixed, 7),
+            GenConfig { burst: 16, ..cfg(FrameSize::Fixed(1502), Proto::Tcp, 5) },
+            GenConfig { burst: 3, ..cfg(FrameSize::Range { min: 60, max: 1514 }, Proto::Tcp, 2000) },
+            GenConfig { burst: 1000, ..cfg(FrameSize::Imix, Proto::Mixed, 3) },
         ] {
             let mut a = Generator::new(c.clone()).unwrap();
             let expected = a.expected(600);
@@ -409,11 +441,30 @@ mod tests {
     }
 
     #[test]
+    fn bursts_keep_a_flow_together() {
+        for flows in [1, 3, 1000] {
+            let c = GenConfig { burst: 4, ..cfg(FrameSize::Fixed(200), Proto::Tcp, flows) };
+            let frames = Generator::new(c).unwrap().expected(48);
+            let src = |f: &Vec<u8>| (f[28], f[29], f[34], f[35]);
+            for (i, f) in frames.iter().enumerate() {
+                let first = &frames[i / 4 * 4];
+                assert_eq!(src(f), src(first), "flows {flows}: frame {i} left its burst");
+                if flows > 1 && i >= 4 && i % 4 == 0 {
+                    assert_ne!(src(f), src(&frames[i - 1]), "flows {flows}: next burst, next flow");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn short_periods_are_precomputed() {
         let g = |size, proto, flows| Generator::new(cfg(size, proto, flows)).unwrap().cycle_len();
         assert_eq!(g(FrameSize::Fixed(60), Proto::Udp, 64), 64);
         assert_eq!(g(FrameSize::Imix, Proto::Mixed, 8), 24);
         assert_eq!(g(FrameSize::Fixed(60), Proto::Udp, 1000), 1, "long period: patched per frame");
         assert_eq!(g(FrameSize::Range { min: 60, max: 100 }, Proto::Tcp, 3), 256);
+        let b = |burst, flows| Generator::new(GenConfig { burst, ..cfg(FrameSize::Fixed(60), Proto::Tcp, flows) }).unwrap().cycle_len();
+        assert_eq!(b(16, 4), 64);
+        assert_eq!(b(16, 64), 1, "long period: patched per frame");
     }
 }
