@@ -50,6 +50,16 @@ timeout 60 $BIN --lossy --sim-mode thread --packets 200000 --json --quiet >"$out
 check "lossy wire: missed frames counted, nothing leaked" "$out" \
     "s['packets']==200000 and s['leaked_pages']==0 and s['drops']['missed']==s['hw']['mpc']"
 
+# Two threads: RX on core 0, the application on core 1 returning header
+# slots and pages from its own core, for every header pool strategy.
+for hp in locked batched packed ring; do
+    out=$TMP/cores-$hp.json
+    timeout 60 $BIN --cores 0,1 --hdr-pool $hp --recycle-batch 16 --mode read --proto tcp \
+        --frame-size 60-4000 --packets 100000 --json --quiet >"$out"
+    check "--cores 0,1 --hdr-pool $hp: nothing leaked" "$out" \
+        "s['packets']==100000 and $clean and s['hdr_pool']['strategy']=='$hp'"
+done
+
 # Runs until stopped; SIGINT must still give a summary and exit 0.
 out=$TMP/sigint.json
 timeout 30 $BIN --json --quiet >"$out" &
@@ -70,7 +80,9 @@ check "SIGTERM stops cleanly with a summary" "$out" "s['packets']>0 and $clean"
 # Bad arguments: one line on stderr, exit status 2, no panic.
 for bad in "--batch 0" "--ring-size 100" "--device vfio:nonsense" "--device vfio:0000:03:00.0" \
            "--wire tap:x0" "--header-split sometimes" "--frame-size 10" "--hdr-buf 1000" \
-           "--payload-buf 4096 --headroom 256" "--duration -1" "--core 4096"; do
+           "--payload-buf 4096 --headroom 256" "--duration -1" "--core 4096" \
+           "--cores 0,0" "--cores 1" "--recycle-batch 0" "--gro 65" "--hdr-pool spinlock" \
+           "--hdr-pool packed --hdr-buf 512"; do
     set +e
     # shellcheck disable=SC2086
     timeout 20 $BIN $bad --packets 10 >/dev/null 2>"$TMP/err"

@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use driver::SplitMode;
+use pipeline::HdrPoolStrategy;
 use hw_sim::wire::{FrameSize, GenConfig, Proto};
 use std::fmt;
 use std::str::FromStr;
@@ -66,11 +67,33 @@ pub struct Args {
     pub quiet: bool,
     /// Simulator: `thread` (own thread, concurrent like a NIC) or `stepped`
     /// (run inside the RX loop between polls, outside the timed section).
-    #[arg(long, default_value = "thread")]
-    pub sim_mode: SimMode,
+    /// Default: thread; stepped with --cores.
+    #[arg(long = "sim-mode")]
+    pub sim_mode_arg: Option<SimMode>,
     /// Pin the RX thread to this core.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cores")]
     pub core: Option<usize>,
+    /// RX thread on core A, application thread on core B: the application
+    /// consumes the packets and returns header slots and payload pages from
+    /// its own core (the contention case).
+    #[arg(long, value_name = "A,B")]
+    pub cores: Option<Cores>,
+    /// Header pool strategy: locked (one lock per buffer, the baseline),
+    /// batched, packed (refcounted 64-slot pages) or ring (lock-free).
+    #[arg(long, default_value = "packed")]
+    pub hdr_pool: HdrPoolStrategy,
+    /// With --cores: buffers the application returns per call (1 = one lock
+    /// per page, up to 1024).
+    #[arg(long, default_value_t = 64)]
+    pub recycle_batch: usize,
+    /// Simulated hardware GRO: coalesce up to N in-order TCP segments of a
+    /// flow into one packet over several descriptors (1 = off, up to 64).
+    #[arg(long, default_value_t = 1)]
+    pub gro: u32,
+    /// Generator: consecutive segments of one flow before the next flow
+    /// (default: the --gro value, so coalescing has runs to work on).
+    #[arg(long)]
+    pub burst: Option<u32>,
     /// Pin the simulator thread to this core (thread mode).
     #[arg(long)]
     pub sim_core: Option<usize>,
@@ -117,10 +140,33 @@ impl Args {
         if self.packets == Some(0) {
             return Err("--packets must be at least 1".into());
         }
-        if self.sim_core.is_some() && self.sim_mode == SimMode::Stepped {
+        if self.sim_core.is_some() && self.sim_mode() == SimMode::Stepped {
             return Err("--sim-core needs --sim-mode thread".into());
         }
+        if let Some(c) = self.cores {
+            if c.rx == c.app {
+                return Err(format!("--cores {},{}: the RX and application threads need two different cores", c.rx, c.app));
+            }
+        }
+        if !(1..=1024).contains(&self.recycle_batch) {
+            return Err(format!("--recycle-batch {} must be 1..=1024", self.recycle_batch));
+        }
+        if self.burst == Some(0) {
+            return Err("--burst must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.gro) {
+            return Err(format!("--gro {} must be 1..=64", self.gro));
+        }
+        if self.hdr_pool == HdrPoolStrategy::Packed && self.hdr_buf > 256 {
+            return Err(format!("--hdr-pool packed takes --hdr-buf 64..=256, not {}", self.hdr_buf));
+        }
         Ok(())
+    }
+
+    /// The simulator mode: as given, else stepped with --cores (each of the
+    /// two threads then owns a core) and thread otherwise.
+    pub fn sim_mode(&self) -> SimMode {
+        self.sim_mode_arg.unwrap_or(if self.cores.is_some() { SimMode::Stepped } else { SimMode::Thread })
     }
 
     pub fn gen_config(&self) -> GenConfig {
@@ -129,8 +175,25 @@ impl Args {
             flows: self.flows,
             proto: self.proto.0,
             seed: self.seed,
+            burst: self.burst.unwrap_or(self.gro),
             ..GenConfig::default()
         }
+    }
+}
+
+/// `--cores A,B`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cores {
+    pub rx: usize,
+    pub app: usize,
+}
+
+impl FromStr for Cores {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s.split_once(',').ok_or_else(|| format!("{s:?} is not two cores like 0,1"))?;
+        let n = |t: &str| t.trim().parse::<usize>().map_err(|_| format!("{t:?} is not a core number"));
+        Ok(Cores { rx: n(a)?, app: n(b)? })
     }
 }
 

@@ -10,9 +10,11 @@ mod signals;
 
 use clap::Parser;
 use cli::{Args, DeviceSpec, Mode, SimMode, WireSpec};
-use driver::{Device, Igb, IgbConfig, RxConfig, RxRing};
+use crossbeam_queue::ArrayQueue;
+use driver::{BufPool, Device, Igb, IgbConfig, RxBatch, RxConfig, RxRing};
 use hw_sim::{SimConfig, SimNic};
-use pipeline::{HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig};
+use pipeline::{LockStats, PagePool, PagePoolConfig, Returner, StrategyHeaderPool, StrategyPoolConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::json;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -83,6 +85,8 @@ enum Sim {
     Thread(hw_sim::SimThread),
 }
 
+type Ring = RxRing<PagePool, StrategyHeaderPool>;
+
 fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     signals::install().map_err(RunError::Other)?;
     match &args.device {
@@ -93,42 +97,55 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
             )))
         }
     }
+    let cores = args.cores.map(|c| (c.rx, c.app));
+    for c in [args.core, args.sim_core, cores.map(|c| c.0), cores.map(|c| c.1)].into_iter().flatten() {
+        // Fail early and clearly rather than inside a thread.
+        pipeline::affinity::check_core(c).map_err(RunError::Usage)?;
+    }
     let wire: Box<dyn hw_sim::Wire> = match &args.wire {
         WireSpec::Gen => Box::new(
             hw_sim::wire::Generator::new(args.gen_config()).map_err(|e| RunError::Usage(format!("--wire gen: {e}")))?,
         ),
     };
-    let sim_cfg = SimConfig { flow_control: !args.lossy, ..SimConfig::default() };
+    let sim_cfg = SimConfig { flow_control: !args.lossy, gro: args.gro, ..SimConfig::default() };
+    sim_cfg.validate().map_err(|e| RunError::Usage(format!("simulator: {e}")))?;
     let (nic, engine) = SimNic::new(sim_cfg, wire);
     let dev: Arc<dyn Device> = nic.clone();
 
     let mut igb = Igb::init(dev.clone(), IgbConfig { max_frame: 9216, ..IgbConfig::default() })?;
     let ring_size = args.ring_size;
+    // Buffers in flight: the ring, plus the batches queued to the
+    // application thread, plus what its returners hold.
+    let in_flight = args.batch * (BATCH_QUEUE + 2) + if cores.is_some() { 2 * args.recycle_batch } else { 0 };
     let pages = PagePool::new(
         igb.dma(),
         PagePoolConfig {
-            buffers: args.pages.unwrap_or(ring_size * 2 + args.batch * 16),
+            buffers: args.pages.unwrap_or(ring_size * 2 + in_flight * 4),
             buf_len: args.payload_buf,
             headroom: args.headroom,
             ..PagePoolConfig::default()
         },
     )?;
-    let hdrs = HeaderPool::new(
+    let hdrs = StrategyHeaderPool::new(
         igb.dma(),
-        HeaderPoolConfig { buffers: ring_size * 2 + args.batch * 2, slot: args.hdr_buf, ..HeaderPoolConfig::default() },
+        StrategyPoolConfig {
+            strategy: args.hdr_pool,
+            buffers: ring_size * 2 + in_flight * 2,
+            slot: args.hdr_buf,
+            ..StrategyPoolConfig::default()
+        },
     )?;
-    let rx_cfg = RxConfig { queue: 0, ring_size, split: args.header_split, max_descs_per_packet: 64 };
-    let mut ring = RxRing::new(dev.clone(), igb.dma(), rx_cfg, pages, hdrs)?;
+    // A coalesced (GRO) packet carries up to 64 KiB: one descriptor per
+    // payload buffer, plus one for the header's share.
+    let max_descs = 65536 / args.payload_buf + 2;
+    let rx_cfg = RxConfig { queue: 0, ring_size, split: args.header_split, max_descs_per_packet: max_descs };
+    let mut ring: Ring = RxRing::new(dev.clone(), igb.dma(), rx_cfg, pages, hdrs)?;
     igb.enable_rx();
 
-    let mut sim = match args.sim_mode {
+    let mut sim = match args.sim_mode() {
         SimMode::Stepped => Sim::Stepped(Box::new(engine)),
         SimMode::Thread => {
             let core = args.sim_core;
-            if let Some(c) = core {
-                // Fail early and clearly rather than inside the thread.
-                pipeline::affinity::check_core(c).map_err(RunError::Usage)?;
-            }
             let t = engine.spawn_with(move || {
                 if let Some(c) = core {
                     if let Err(e) = pipeline::pin_current_thread(c) {
@@ -139,14 +156,150 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
             Sim::Thread(t.map_err(|e| RunError::Other(format!("cannot start the simulator thread: {e}")))?)
         }
     };
-    if let Some(core) = args.core {
+    if let Some(core) = args.core.or(cores.map(|c| c.0)) {
         pipeline::pin_current_thread(core).map_err(RunError::Usage)?;
     }
 
-    let mut batch = ring.new_batch(args.batch);
-    let mut r = Recv::default();
     let start = Instant::now();
     let cpu0 = signals::thread_cpu_ns();
+    let (r, app) = match cores {
+        None => {
+            let batch = ring_batch(&ring, args.batch);
+            (rx_loop(args, &mut ring, &mut sim, &nic, Handoff::Inline(batch)), None)
+        }
+        Some((_, app_core)) => {
+            let full = Arc::new(ArrayQueue::<RxBatch>::new(BATCH_QUEUE));
+            let empty = Arc::new(ArrayQueue::<RxBatch>::new(BATCH_QUEUE + 1));
+            for _ in 0..BATCH_QUEUE {
+                let _ = empty.push(ring_batch(&ring, args.batch));
+            }
+            let (pages, hdrs) = ring.pools();
+            let page_ret = Returner::new(pages.returner(), args.recycle_batch)?;
+            let hdr_ret = Returner::new(hdrs.returner(), args.recycle_batch)?;
+            let done = Arc::new(AtomicBool::new(false));
+            let app = {
+                let (full, empty, done, mode) = (full.clone(), empty.clone(), done.clone(), args.mode);
+                std::thread::Builder::new()
+                    .name("rxsink-app".into())
+                    .spawn(move || app_thread(app_core, mode, full, empty, done, page_ret, hdr_ret))
+                    .map_err(|e| RunError::Other(format!("cannot start the application thread: {e}")))?
+            };
+            let handoff = Handoff::Thread { full: full.clone(), empty: empty.clone(), cur: ring_batch(&ring, args.batch) };
+            let r = rx_loop(args, &mut ring, &mut sim, &nic, handoff);
+            done.store(true, Ordering::Release);
+            let a = app.join().map_err(|_| RunError::Other("application thread panicked".into()))?;
+            // Batches left in the queues: their buffers go home too.
+            while let Some(mut b) = full.pop() {
+                b.give_back();
+            }
+            (r, Some(a))
+        }
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu_ns = signals::thread_cpu_ns() - cpu0;
+
+    // Orderly stop: device thread first (no DMA after this), then the ring
+    // takes back every posted buffer, then the pools prove nothing leaked.
+    if let Sim::Thread(t) = sim {
+        sim = Sim::Stepped(Box::new(t.stop()));
+    }
+    drop(sim);
+    igb.disable();
+    let stop_err = ring.stop().err();
+    let hw = igb.read_stats();
+    let st = *ring.stats();
+    let sim_stats = nic.stats();
+    let (pages, hdrs) = ring.pools();
+    let page_audit = pages.audit();
+    let hdr_audit = hdrs.audit();
+    if let Some(e) = stop_err {
+        tracing::warn!("{e}");
+    }
+
+    let mut drops = serde_json::Map::new();
+    for reason in driver::DropReason::ALL {
+        drops.insert(reason.name().into(), st.drop_count(reason).into());
+    }
+    drops.insert("missed".into(), hw.missed_packets.into());
+    let lock_json = |l: LockStats| {
+        json!({
+            "lock_acquisitions": l.lock_acquisitions,
+            "lock_acquisitions_per_packet": l.per_packet(st.packets),
+            "contended": l.contended,
+            "wait_ns_p50": l.wait_ns_p50,
+            "wait_ns_p99": l.wait_ns_p99,
+            "wait_ns_max": l.wait_ns_max,
+            "hold_ns_p50": l.hold_ns_p50,
+            "hold_ns_p99": l.hold_ns_p99,
+        })
+    };
+    let mut hdr_pool = lock_json(hdrs.lock_stats());
+    hdr_pool["strategy"] = args.hdr_pool.name().into();
+    let mut payload_return = lock_json(pages.lock_stats());
+    payload_return["recycle_batch"] = args.recycle_batch.into();
+    Ok(json!({
+        "device": dev.name(),
+        "wire": args.wire.to_string(),
+        "mode": args.mode.to_string(),
+        "header_split": args.header_split.to_string(),
+        "sim_mode": args.sim_mode().to_string(),
+        "cores": cores.map(|(a, b)| vec![a, b]),
+        "gro": args.gro,
+        "batch": args.batch,
+        "ring_size": ring_size,
+        "frame_size": args.frame_size.to_string(),
+        "packets": st.packets,
+        "bytes": st.bytes,
+        "seconds": seconds,
+        "pps": st.packets as f64 / seconds,
+        "gbps": st.bytes as f64 * 8.0 / seconds / 1e9,
+        "ns_per_packet": if st.packets > 0 { r.busy_ns as f64 / st.packets as f64 } else { 0.0 },
+        "rx_thread_cpu_seconds": cpu_ns as f64 / 1e9,
+        "app_thread_cpu_seconds": app.map(|a| a.cpu_ns as f64 / 1e9),
+        "polls_nonempty": r.polls_nonempty,
+        "packets_per_poll": if r.polls_nonempty > 0 { st.packets as f64 / r.polls_nonempty as f64 } else { 0.0 },
+        "handoff_waits": r.handoff_waits,
+        "drops": drops,
+        "hbo": st.hbo,
+        "dummy_headers": st.dummy_headers,
+        "refill_short": st.refill_short,
+        "pool": pages.stats(),
+        "header_pool": hdrs.stats(),
+        "hdr_pool": hdr_pool,
+        "payload_return": payload_return,
+        "dma_faults": sim_stats.dma_faults,
+        "hw": {
+            "gprc": hw.good_packets_rx,
+            "gorc": hw.good_octets_rx,
+            "mpc": hw.missed_packets,
+        },
+        "leaked_pages": page_audit.lent,
+        "leaked_headers": hdr_audit.lent,
+        "read_fold": r.fold.wrapping_add(app.map_or(0, |a| a.fold)),
+    }))
+}
+
+/// Batches queued between the RX thread and the application thread.
+const BATCH_QUEUE: usize = 8;
+
+fn ring_batch(ring: &Ring, batch: usize) -> RxBatch {
+    ring.new_batch(batch)
+}
+
+/// Where the RX loop puts a filled batch.
+enum Handoff {
+    /// Processed and recycled on the RX thread (owner fast path).
+    Inline(RxBatch),
+    /// Sent to the application thread, which returns the buffers through
+    /// the pools' foreign path.
+    Thread { full: Arc<ArrayQueue<RxBatch>>, empty: Arc<ArrayQueue<RxBatch>>, cur: RxBatch },
+}
+
+/// The RX thread: step the simulator (stepped mode), poll, hand off; until
+/// --packets, --duration or a signal.
+fn rx_loop(args: &Args, ring: &mut Ring, sim: &mut Sim, nic: &Arc<SimNic>, mut handoff: Handoff) -> Recv {
+    let mut r = Recv::default();
+    let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let mut next_report = start + Duration::from_secs(1);
     let mut last = (start, 0u64, 0u64);
@@ -154,24 +307,42 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     loop {
         // Never harvest past --packets.
         let budget = args.packets.map_or(args.batch, |max| args.batch.min((max - ring.stats().packets) as usize));
-        if let Sim::Stepped(engine) = &mut sim {
+        if let Sim::Stepped(engine) = sim {
             // Device work happens outside the timed section.
             engine.step(budget);
         }
-        let t0 = Instant::now();
-        let n = ring.poll(&mut batch, budget);
-        if n > 0 {
-            if args.mode == Mode::Read {
-                for p in batch.iter() {
-                    r.fold = r.fold.wrapping_add(read_all(p.header()));
-                    for s in p.segments() {
-                        r.fold = r.fold.wrapping_add(read_all(s));
+        match &mut handoff {
+            Handoff::Inline(batch) => {
+                let t0 = Instant::now();
+                if ring.poll(batch, budget) > 0 {
+                    if args.mode == Mode::Read {
+                        r.fold = r.fold.wrapping_add(read_batch(batch));
+                    }
+                    ring.recycle(batch);
+                    r.busy_ns += t0.elapsed().as_nanos() as u64;
+                    r.polls_nonempty += 1;
+                }
+            }
+            Handoff::Thread { full, empty, cur } => {
+                let t0 = Instant::now();
+                if ring.poll(cur, budget) > 0 {
+                    r.busy_ns += t0.elapsed().as_nanos() as u64;
+                    r.polls_nonempty += 1;
+                    // The application is behind: wait for an empty batch
+                    // (bounded by the stop checks below).
+                    let mut next = empty.pop();
+                    while next.is_none() && !signals::stop_requested() {
+                        r.handoff_waits += 1;
+                        std::hint::spin_loop();
+                        next = empty.pop();
+                    }
+                    let Some(next) = next else { break };
+                    let filled = std::mem::replace(cur, next);
+                    if let Err(mut b) = full.push(filled) {
+                        b.give_back();
                     }
                 }
             }
-            ring.recycle(&mut batch);
-            r.busy_ns += t0.elapsed().as_nanos() as u64;
-            r.polls_nonempty += 1;
         }
         iter += 1;
         let st = ring.stats();
@@ -189,88 +360,86 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
             if now >= next_report && !args.quiet {
                 let secs = (now - last.0).as_secs_f64();
                 let (dp, db) = (st.packets - last.1, st.bytes - last.2);
-                let s = nic.stats();
                 eprintln!(
                     "rxsink: {:6.1}s {:8.3} Mpps {:7.3} Gbit/s drops {} missed {}",
                     (now - start).as_secs_f64(),
                     dp as f64 / secs / 1e6,
                     db as f64 * 8.0 / secs / 1e9,
                     st.drops_total(),
-                    s.rx_missed
+                    nic.stats().rx_missed
                 );
                 last = (now, st.packets, st.bytes);
                 next_report = now + Duration::from_secs(1);
             }
         }
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let cpu_ns = signals::thread_cpu_ns() - cpu0;
+    if let Handoff::Thread { cur, .. } = &mut handoff {
+        cur.give_back();
+    }
+    r
+}
 
-    // Orderly stop: device thread first (no DMA after this), then the ring
-    // takes back every posted buffer, then the pools prove nothing leaked.
-    drop(batch);
-    if let Sim::Thread(t) = sim {
-        sim = Sim::Stepped(Box::new(t.stop()));
-    }
-    drop(sim);
-    igb.disable();
-    let stop_err = ring.stop().err();
-    let hw = igb.read_stats();
-    let st = *ring.stats();
-    let sim_stats = nic.stats();
-    let (pages, hdrs) = ring.pools();
-    let page_audit = pages.audit();
-    let hdr_audit = hdrs.audit();
-    let page_stats = pages.stats();
-    let hdr_stats = hdrs.stats();
-    if let Some(e) = stop_err {
-        tracing::warn!("{e}");
-    }
+/// What the application thread did.
+#[derive(Clone, Copy)]
+struct AppResult {
+    fold: u64,
+    cpu_ns: u64,
+}
 
-    let mut drops = serde_json::Map::new();
-    for reason in driver::DropReason::ALL {
-        drops.insert(reason.name().into(), st.drop_count(reason).into());
+/// The application thread: consumes batches, returns header slots and
+/// payload pages through the pools' foreign path in `--recycle-batch`
+/// groups, hands the empty batch back.
+fn app_thread(
+    core: usize,
+    mode: Mode,
+    full: Arc<ArrayQueue<RxBatch>>,
+    empty: Arc<ArrayQueue<RxBatch>>,
+    done: Arc<AtomicBool>,
+    mut page_ret: Returner,
+    mut hdr_ret: Returner,
+) -> AppResult {
+    if let Err(e) = pipeline::pin_current_thread(core) {
+        tracing::warn!("application thread: {e}");
     }
-    drops.insert("missed".into(), hw.missed_packets.into());
-    let pps = st.packets as f64 / seconds;
-    Ok(json!({
-        "device": dev.name(),
-        "wire": args.wire.to_string(),
-        "mode": args.mode.to_string(),
-        "header_split": args.header_split.to_string(),
-        "sim_mode": args.sim_mode.to_string(),
-        "batch": args.batch,
-        "ring_size": ring_size,
-        "frame_size": args.frame_size.to_string(),
-        "packets": st.packets,
-        "bytes": st.bytes,
-        "seconds": seconds,
-        "pps": pps,
-        "gbps": st.bytes as f64 * 8.0 / seconds / 1e9,
-        "ns_per_packet": if st.packets > 0 { r.busy_ns as f64 / st.packets as f64 } else { 0.0 },
-        "rx_thread_cpu_seconds": cpu_ns as f64 / 1e9,
-        "polls_nonempty": r.polls_nonempty,
-        "packets_per_poll": if r.polls_nonempty > 0 { st.packets as f64 / r.polls_nonempty as f64 } else { 0.0 },
-        "drops": drops,
-        "hbo": st.hbo,
-        "dummy_headers": st.dummy_headers,
-        "refill_short": st.refill_short,
-        "pool": page_stats,
-        "header_pool": hdr_stats,
-        "dma_faults": sim_stats.dma_faults,
-        "hw": {
-            "gprc": hw.good_packets_rx,
-            "gorc": hw.good_octets_rx,
-            "mpc": hw.missed_packets,
-        },
-        "leaked_pages": page_audit.lent,
-        "leaked_headers": hdr_audit.lent,
-        "read_fold": r.fold,
-    }))
+    let cpu0 = signals::thread_cpu_ns();
+    let mut fold = 0u64;
+    loop {
+        let Some(mut b) = full.pop() else {
+            if done.load(Ordering::Acquire) && full.is_empty() {
+                break;
+            }
+            std::hint::spin_loop();
+            continue;
+        };
+        if mode == Mode::Read {
+            fold = fold.wrapping_add(read_batch(&b));
+        }
+        b.drain_bufs(|h| hdr_ret.push(h), |p| page_ret.push(p));
+        if let Err(mut b) = empty.push(b) {
+            b.give_back();
+        }
+    }
+    page_ret.flush();
+    hdr_ret.flush();
+    AppResult { fold, cpu_ns: signals::thread_cpu_ns() - cpu0 }
+}
+
+/// Reads every byte of every frame in the batch.
+fn read_batch(batch: &RxBatch) -> u64 {
+    let mut fold = 0u64;
+    for p in batch.iter() {
+        fold = fold.wrapping_add(read_all(p.header()));
+        for s in p.segments() {
+            fold = fold.wrapping_add(read_all(s));
+        }
+    }
+    fold
 }
 
 #[derive(Default)]
 struct Recv {
+    /// Polls that had to wait for the application thread to free a batch.
+    handoff_waits: u64,
     /// Wall time spent in poll + processing + recycle for polls that
     /// returned packets (the RX thread busy-polls, so this is its CPU time
     /// for that work; the simulator's work is never inside it).
