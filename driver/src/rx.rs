@@ -186,6 +186,20 @@ impl RxBatch {
         self.pkts.iter().map(|p| PacketRef { pkt: p, segs: &self.segs })
     }
 
+    /// Moves every buffer out, header slots to `hdr` and payload buffers to
+    /// `page`, and empties the batch: the application-thread return path
+    /// (e.g. into a batching returner).
+    pub fn drain_bufs(&mut self, mut hdr: impl FnMut(Buf), mut page: impl FnMut(Buf)) {
+        for p in self.pkts.drain(..) {
+            if let Some(h) = p.hdr {
+                hdr(h);
+            }
+        }
+        for s in self.segs.drain(..) {
+            page(s.buf);
+        }
+    }
+
     /// Returns every buffer through the foreign path (any thread).
     pub fn give_back(&mut self) {
         let Some((pages, hdrs)) = &self.returners else { return };
