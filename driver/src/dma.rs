@@ -86,6 +86,21 @@ impl IovaAllocator {
     }
 }
 
+/// A mapper that accepts every mapping and enforces nothing: for pools
+/// used without a device (benchmarks, pool unit tests). Never hand it to a
+/// real device.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoIommu;
+
+impl DmaMapper for NoIommu {
+    unsafe fn map(&self, _iova: u64, _host: *mut u8, _len: usize) -> Result<(), DmaError> {
+        Ok(())
+    }
+    fn unmap(&self, _iova: u64, _len: usize) -> Result<(), DmaError> {
+        Ok(())
+    }
+}
+
 /// A device's DMA address space: its mapper plus the IOVA allocator.
 pub struct DmaSpace {
     mapper: Arc<dyn DmaMapper>,

@@ -13,22 +13,13 @@
 //! show what one lock per batch costs next to the ArrayQueue's one atomic
 //! read-modify-write per buffer.
 
-use driver::{Buf, BufPool, DmaError, DmaMapper, DmaSpace};
+use driver::{Buf, BufPool, DmaSpace};
 use pipeline::{ForeignReturn, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig, Returner};
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// No IOMMU: the benchmark never starts a device.
-struct NoIommu;
-impl DmaMapper for NoIommu {
-    unsafe fn map(&self, _: u64, _: *mut u8, _: usize) -> Result<(), DmaError> {
-        Ok(())
-    }
-    fn unmap(&self, _: u64, _: usize) -> Result<(), DmaError> {
-        Ok(())
-    }
-}
+use driver::dma::NoIommu;
 
 const REPEATS: usize = 5;
 const BUFFERS: usize = 4096;

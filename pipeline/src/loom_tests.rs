@@ -13,21 +13,13 @@
 
 use crate::hdrpool::{PageRefs, Release};
 use crate::{ForeignReturn, HdrPoolStrategy, PagePool, PagePoolConfig, StrategyHeaderPool, StrategyPoolConfig};
-use driver::{Buf, BufPool, DmaError, DmaMapper, DmaSpace};
+use driver::{Buf, BufPool, DmaSpace};
 use loom::cell::UnsafeCell;
 use loom::thread;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-struct NoIommu;
-impl DmaMapper for NoIommu {
-    unsafe fn map(&self, _: u64, _: *mut u8, _: usize) -> Result<(), DmaError> {
-        Ok(())
-    }
-    fn unmap(&self, _: u64, _: usize) -> Result<(), DmaError> {
-        Ok(())
-    }
-}
+use driver::dma::NoIommu;
 
 fn space() -> Arc<DmaSpace> {
     DmaSpace::new(Arc::new(NoIommu))

@@ -23,23 +23,14 @@ mod plot;
 use clap::Parser;
 use cli::Cli;
 use crossbeam_queue::ArrayQueue;
-use driver::{Buf, BufPool, BufReturn, DmaError, DmaMapper, DmaSpace};
+use driver::{Buf, BufPool, BufReturn, DmaSpace};
 use pipeline::{HdrPoolStrategy, LockStats, StrategyHeaderPool, StrategyPoolConfig};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// No IOMMU: the benchmark never starts a device.
-struct NoIommu;
-impl DmaMapper for NoIommu {
-    unsafe fn map(&self, _: u64, _: *mut u8, _: usize) -> Result<(), DmaError> {
-        Ok(())
-    }
-    fn unmap(&self, _: u64, _: usize) -> Result<(), DmaError> {
-        Ok(())
-    }
-}
+use driver::dma::NoIommu;
 
 /// One table / JSON row.
 #[derive(serde::Serialize, Clone, Debug)]

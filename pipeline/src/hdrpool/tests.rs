@@ -1,17 +1,8 @@
 use super::*;
-use driver::{DmaError, DmaMapper};
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-struct NoIommu;
-impl DmaMapper for NoIommu {
-    unsafe fn map(&self, _: u64, _: *mut u8, _: usize) -> Result<(), DmaError> {
-        Ok(())
-    }
-    fn unmap(&self, _: u64, _: usize) -> Result<(), DmaError> {
-        Ok(())
-    }
-}
+use driver::dma::NoIommu;
 
 fn pool(strategy: HdrPoolStrategy, buffers: usize, batch: usize) -> StrategyHeaderPool {
     pool_in(&DmaSpace::new(Arc::new(NoIommu)), strategy, buffers, batch)
