@@ -131,7 +131,7 @@ impl DescSlot {
 bitfield! {
     /// Write-back dword 0: packet type and header info.
     #[derive(Clone, Copy, PartialEq, Eq)]
-    pub struct RxWbInfo(u32);
+    pub struct RxWbInfo(pub u32);
     impl Debug;
     /// RSS type.
     pub rss_type, set_rss_type: 3, 0;
@@ -151,7 +151,7 @@ bitfield! {
 bitfield! {
     /// Write-back dword 2: status (bits 19:0) and errors (bits 31:20).
     #[derive(Clone, Copy, PartialEq, Eq)]
-    pub struct RxWbStatus(u32);
+    pub struct RxWbStatus(pub u32);
     impl Debug;
     /// Descriptor done: the device is finished with this descriptor.
     pub dd, set_dd: 0;
@@ -182,7 +182,7 @@ bitfield! {
 bitfield! {
     /// Write-back dword 3: bytes in the packet buffer and VLAN tag.
     #[derive(Clone, Copy, PartialEq, Eq)]
-    pub struct RxWbLen(u32);
+    pub struct RxWbLen(pub u32);
     impl Debug;
     pub pkt_len, set_pkt_len: 15, 0;
     pub vlan, set_vlan: 31, 16;
@@ -216,7 +216,7 @@ pub const PKT_TYPE_UDP: u32 = 1 << 5;
 bitfield! {
     /// Advanced TX data descriptor, dword 2.
     #[derive(Clone, Copy, PartialEq, Eq)]
-    pub struct TxCmdTypeLen(u32);
+    pub struct TxCmdTypeLen(pub u32);
     impl Debug;
     /// Buffer length in bytes.
     pub length, set_length: 15, 0;
@@ -251,7 +251,7 @@ pub const TX_DTYP_DATA: u32 = 3;
 bitfield! {
     /// Advanced TX data descriptor, dword 3 (read format).
     #[derive(Clone, Copy, PartialEq, Eq)]
-    pub struct TxOlinfo(u32);
+    pub struct TxOlinfo(pub u32);
     impl Debug;
     /// Total payload length of the frame in bytes.
     pub paylen, set_paylen: 31, 14;
