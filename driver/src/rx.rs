@@ -158,6 +158,25 @@ pub struct RxPacket {
     pub rss: u32,
 }
 
+impl RxPacket {
+    /// The record of a frame accepted from its EOP write-back `wb`.
+    #[inline(always)]
+    fn new(hdr: Option<Buf>, hdr_len: u16, seg_start: u32, seg_count: u16, len: u32, wb: &RxWriteBack) -> Self {
+        let st = wb.status;
+        RxPacket {
+            hdr,
+            hdr_len,
+            seg_start,
+            seg_count,
+            len,
+            pkt_type: wb.info.pkt_type() as u16,
+            ip_csum: if st.ipcs() { Csum::Good } else { Csum::None },
+            l4_csum: if st.l4cs() { Csum::Good } else { Csum::None },
+            rss: wb.rss,
+        }
+    }
+}
+
 static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A batch of received frames. Reused across polls: [`RxRing::poll`]
@@ -489,17 +508,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             None => None,
         };
         let len = hdr_bytes + pkt_len;
-        batch.pkts.push(RxPacket {
-            hdr,
-            hdr_len: hdr_bytes as u16,
-            seg_start,
-            seg_count,
-            len: len as u32,
-            pkt_type: wb.info.pkt_type() as u16,
-            ip_csum: if st.ipcs() { Csum::Good } else { Csum::None },
-            l4_csum: if st.l4cs() { Csum::Good } else { Csum::None },
-            rss: wb.rss,
-        });
+        batch.pkts.push(RxPacket::new(hdr, hdr_bytes as u16, seg_start, seg_count, len as u32, wb));
         self.cur.seg_start = batch.segs.len();
         self.stats.packets += 1;
         self.stats.bytes += len as u64;
@@ -591,17 +600,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         let seg_start = self.cur.seg_start as u32;
         let seg_count = segs.len() as u16;
         self.cur.seg_start = batch.segs.len();
-        batch.pkts.push(RxPacket {
-            hdr: self.cur.hdr.take(),
-            hdr_len: self.cur.hdr_len,
-            seg_start,
-            seg_count,
-            len: len as u32,
-            pkt_type: wb.info.pkt_type() as u16,
-            ip_csum: if st.ipcs() { Csum::Good } else { Csum::None },
-            l4_csum: if st.l4cs() { Csum::Good } else { Csum::None },
-            rss: wb.rss,
-        });
+        batch.pkts.push(RxPacket::new(self.cur.hdr.take(), self.cur.hdr_len, seg_start, seg_count, len as u32, &wb));
         self.cur.descs = 0;
         self.cur.hdr_len = 0;
         self.stats.packets += 1;
