@@ -78,7 +78,7 @@ wait $pid
 check "SIGTERM stops cleanly with a summary" "$out" "s['packets']>0 and $clean"
 
 # Bad arguments: one line on stderr, exit status 2, no panic.
-for bad in "--batch 0" "--ring-size 100" "--device vfio:nonsense" "--device vfio:0000:03:00.0" \
+for bad in "--batch 0" "--ring-size 100" "--device vfio:nonsense" "--device vfio:0000:03:00.0 --frame-size 64" \
            "--wire tap:x0" "--header-split sometimes" "--frame-size 10" "--hdr-buf 1000" \
            "--payload-buf 4096 --headroom 256" "--duration -1" "--core 4096" \
            "--cores 0,0" "--cores 1" "--recycle-batch 0" "--gro 65" "--hdr-pool spinlock" \
@@ -94,6 +94,23 @@ for bad in "--batch 0" "--ring-size 100" "--device vfio:nonsense" "--device vfio
         echo "FAIL bad argument '$bad': exit $rc"; cat "$TMP/err"; fail=$((fail+1))
     fi
 done
+
+# The VFIO backend on a machine without that device: exit 2 and exactly
+# one line naming the missing device (no VFIO file is touched).
+vfio_addr=0000:03:00.0
+if [ -e /sys/bus/pci/devices/$vfio_addr ]; then
+    echo "skip --device vfio:$vfio_addr: this machine has that PCI device"
+else
+    set +e
+    timeout 20 $BIN --device vfio:$vfio_addr --packets 10 >/dev/null 2>"$TMP/err"
+    rc=$?
+    set -e
+    if [ $rc -eq 2 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "^rxsink: no PCI device $vfio_addr: " "$TMP/err"; then
+        echo "ok   --device vfio:$vfio_addr (absent) -> exit 2: $(cat "$TMP/err")"; passed=$((passed+1))
+    else
+        echo "FAIL --device vfio:$vfio_addr (absent): exit $rc, expected 2 and one 'no PCI device' line:"; cat "$TMP/err"; fail=$((fail+1))
+    fi
+fi
 
 echo "e2e-sim: $passed passed, $fail failed"
 [ $fail -eq 0 ]

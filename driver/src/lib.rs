@@ -10,6 +10,7 @@
 //! - [`dma`]: DMA memory, IOVA allocation.
 //! - [`igb`]: reset, link, MAC, queue setup.
 //! - [`rx`] / [`tx`]: the rings.
+//! - [`vfio`]: the real-hardware backend (vfio-pci, IOMMU, BAR0 mmap).
 
 pub mod buf;
 pub mod desc;
@@ -20,6 +21,7 @@ pub mod mmio;
 pub mod regs;
 pub mod rx;
 pub mod tx;
+pub mod vfio;
 
 pub use buf::{Buf, BufPool, BufReturn};
 pub use device::{Device, DmaMapper, RegisterIo};

@@ -1,7 +1,9 @@
 //! Command line of rxsink. Every value is checked here; a bad one is one
 //! line on stderr and exit status 2.
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use driver::vfio::PciAddress;
 use driver::SplitMode;
 use pipeline::HdrPoolStrategy;
 use hw_sim::wire::{FrameSize, GenConfig, Proto};
@@ -11,7 +13,8 @@ use std::str::FromStr;
 #[derive(Parser, Debug)]
 #[command(name = "rxsink", version, about = "Receive sink for the igb userspace driver: drains an RX queue and reports the cost per packet")]
 pub struct Args {
-    /// NIC to drive: `sim` (the software igb model) or `vfio:PCI_ADDRESS` (later).
+    /// NIC to drive: `sim` (the software igb model) or `vfio:PCI_ADDRESS`
+    /// (an 82576 / I350 bound to vfio-pci, e.g. vfio:0000:03:00.0).
     #[arg(long, default_value = "sim")]
     pub device: DeviceSpec,
     /// Frame source of the simulator: `gen` (built-in generator).
@@ -101,11 +104,57 @@ pub struct Args {
     /// missed) instead of pausing the wire (802.3x flow control).
     #[arg(long)]
     pub lossy: bool,
+    /// Simulator-only options given on the command line (filled by
+    /// [`Args::parse_checked_from`]); rejected with a real NIC.
+    #[arg(skip)]
+    pub sim_options_given: Vec<&'static str>,
 }
 
+/// Options that only drive the simulator (its wire and device model), as
+/// (clap id, flag).
+const SIM_ONLY: [(&str, &str); 10] = [
+    ("wire", "--wire"),
+    ("frame_size", "--frame-size"),
+    ("flows", "--flows"),
+    ("proto", "--proto"),
+    ("seed", "--seed"),
+    ("burst", "--burst"),
+    ("gro", "--gro"),
+    ("lossy", "--lossy"),
+    ("sim_mode_arg", "--sim-mode"),
+    ("sim_core", "--sim-core"),
+];
+
 impl Args {
+    /// Parses like `Args::try_parse_from` and also records which
+    /// simulator-only options were given explicitly.
+    pub fn parse_checked_from<I, T>(argv: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let m = Args::command().try_get_matches_from(argv)?;
+        let mut a = Args::from_arg_matches(&m)?;
+        a.sim_options_given = SIM_ONLY
+            .iter()
+            .filter(|(id, _)| m.value_source(id) == Some(ValueSource::CommandLine))
+            .map(|&(_, flag)| flag)
+            .collect();
+        Ok(a)
+    }
+
     /// Checks that clap's per-value parsing cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if let DeviceSpec::Vfio(addr) = &self.device {
+            if !self.sim_options_given.is_empty() {
+                let n = self.sim_options_given.len();
+                return Err(format!(
+                    "{} {} for the simulator only; with --device vfio:{addr} the frames come from the NIC's port",
+                    self.sim_options_given.join(", "),
+                    if n == 1 { "is" } else { "are" }
+                ));
+            }
+        }
         if !(8..=4096).contains(&self.ring_size) || !self.ring_size.is_power_of_two() {
             return Err(format!("--ring-size {} must be a power of two in 8..=4096", self.ring_size));
         }
@@ -210,24 +259,12 @@ impl FromStr for DeviceSpec {
             return Ok(DeviceSpec::Sim);
         }
         if let Some(addr) = s.strip_prefix("vfio:") {
-            if !is_pci_address(addr) {
-                return Err(format!("{addr:?} is not a PCI address like 0000:03:00.0"));
-            }
+            // Normalised to sysfs spelling (lower-case hex).
+            let addr: PciAddress = addr.parse().map_err(|e: driver::vfio::VfioError| e.to_string())?;
             return Ok(DeviceSpec::Vfio(addr.to_string()));
         }
         Err(format!("unknown device {s:?}: use sim or vfio:PCI_ADDRESS"))
     }
-}
-
-/// `DDDD:BB:DD.F` in hex.
-fn is_pci_address(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 12
-        && b[4] == b':'
-        && b[7] == b':'
-        && b[10] == b'.'
-        && [0, 1, 2, 3, 5, 6, 8, 9].iter().all(|&i| b[i].is_ascii_hexdigit())
-        && (b'0'..=b'7').contains(&b[11])
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -365,10 +402,23 @@ mod tests {
 
     #[test]
     fn pci_addresses() {
-        assert!(is_pci_address("0000:03:00.0"));
-        assert!(!is_pci_address("0000:03:00.8"));
-        assert!(!is_pci_address("03:00.0"));
+        assert_eq!("vfio:0000:03:00.0".parse::<DeviceSpec>(), Ok(DeviceSpec::Vfio("0000:03:00.0".into())));
+        assert_eq!("vfio:0000:AF:00.1".parse::<DeviceSpec>(), Ok(DeviceSpec::Vfio("0000:af:00.1".into())));
+        assert!("vfio:0000:03:00.8".parse::<DeviceSpec>().is_err());
+        assert!("vfio:03:00.0".parse::<DeviceSpec>().is_err());
         assert!("vfio:zz".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn simulator_options_rejected_on_vfio() {
+        let parse = |argv: &[&str]| Args::parse_checked_from(std::iter::once("rxsink").chain(argv.iter().copied())).unwrap();
+        let a = parse(&["--device", "vfio:0000:03:00.0", "--frame-size", "64", "--lossy", "--mode", "read"]);
+        assert_eq!(a.sim_options_given, vec!["--frame-size", "--lossy"]);
+        let e = a.validate().unwrap_err();
+        assert!(e.starts_with("--frame-size, --lossy are for the simulator only; with --device vfio:0000:03:00.0"), "{e}");
+        // Defaults do not count, and the simulator takes them all.
+        assert!(parse(&["--device", "vfio:0000:03:00.0", "--mode", "read", "--cores", "0,1"]).validate().is_ok());
+        assert!(parse(&["--frame-size", "64", "--lossy", "--sim-mode", "stepped"]).validate().is_ok());
     }
 
     #[test]

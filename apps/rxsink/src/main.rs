@@ -1,4 +1,5 @@
-//! rxsink: the receive sink. Brings up an igb NIC (the simulator by default),
+//! rxsink: the receive sink. Brings up an igb NIC (the simulator by default,
+//! or a real / QEMU-emulated one through VFIO with `--device vfio:ADDR`),
 //! drains one RX queue as fast as it can and reports where the time goes.
 //!
 //! Modes: `drop` never touches packet data (like XDP_DROP); `read` reads
@@ -8,9 +9,9 @@
 mod cli;
 mod signals;
 
-use clap::Parser;
 use cli::{Args, DeviceSpec, Mode, SimMode, WireSpec};
 use crossbeam_queue::ArrayQueue;
+use driver::vfio::VfioNic;
 use driver::{BufPool, Device, Igb, IgbConfig, RxBatch, RxConfig, RxRing};
 use hw_sim::{SimConfig, SimNic};
 use pipeline::{LockStats, PagePool, PagePoolConfig, Returner, StrategyHeaderPool, StrategyPoolConfig};
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match Args::parse_checked_from(std::env::args_os()) {
         Ok(a) => a,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -64,6 +65,8 @@ enum RunError {
     Usage(String),
     #[error("device: {0}")]
     Device(#[from] driver::IgbError),
+    #[error("{0}")]
+    Vfio(#[from] driver::vfio::VfioError),
     #[error("buffer pool: {0}")]
     Pool(#[from] pipeline::PoolError),
     #[error("{0}")]
@@ -74,43 +77,51 @@ impl RunError {
     fn exit_code(&self) -> u8 {
         match self {
             RunError::Usage(_) => 2,
+            // Wrong, missing or unbound device: the user's to fix.
+            RunError::Vfio(e) if e.is_usage() => 2,
             _ => 1,
         }
     }
 }
 
-/// The simulator, either stepped inside the RX loop or on its own thread.
+/// The simulator, either stepped inside the RX loop or on its own thread;
+/// or nothing to run beside the RX loop (a real NIC through VFIO).
 enum Sim {
     Stepped(Box<hw_sim::SimEngine>),
     Thread(hw_sim::SimThread),
+    Hardware,
 }
 
 type Ring = RxRing<PagePool, StrategyHeaderPool>;
 
+/// The simulated NIC and the engine that plays its hardware.
+type SimParts = (Arc<SimNic>, hw_sim::SimEngine);
+
 fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     signals::install().map_err(RunError::Other)?;
-    match &args.device {
-        DeviceSpec::Sim => {}
-        DeviceSpec::Vfio(addr) => {
-            return Err(RunError::Usage(format!(
-                "--device vfio:{addr}: the VFIO backend is not built yet; use --device sim"
-            )))
-        }
-    }
     let cores = args.cores.map(|c| (c.rx, c.app));
     for c in [args.core, args.sim_core, cores.map(|c| c.0), cores.map(|c| c.1)].into_iter().flatten() {
         // Fail early and clearly rather than inside a thread.
         pipeline::affinity::check_core(c).map_err(RunError::Usage)?;
     }
-    let wire: Box<dyn hw_sim::Wire> = match &args.wire {
-        WireSpec::Gen => Box::new(
-            hw_sim::wire::Generator::new(args.gen_config()).map_err(|e| RunError::Usage(format!("--wire gen: {e}")))?,
-        ),
+    // The simulator (its NIC and engine), or a VFIO NIC; the ring and pool
+    // code below is the same for both.
+    let (dev, sim_parts): (Arc<dyn Device>, Option<SimParts>) = match &args.device {
+        DeviceSpec::Sim => {
+            let wire: Box<dyn hw_sim::Wire> = match &args.wire {
+                WireSpec::Gen => Box::new(
+                    hw_sim::wire::Generator::new(args.gen_config())
+                        .map_err(|e| RunError::Usage(format!("--wire gen: {e}")))?,
+                ),
+            };
+            let sim_cfg = SimConfig { flow_control: !args.lossy, gro: args.gro, ..SimConfig::default() };
+            sim_cfg.validate().map_err(|e| RunError::Usage(format!("simulator: {e}")))?;
+            let (nic, engine) = SimNic::new(sim_cfg, wire);
+            (nic.clone(), Some((nic, engine)))
+        }
+        DeviceSpec::Vfio(addr) => (VfioNic::open(addr)?, None),
     };
-    let sim_cfg = SimConfig { flow_control: !args.lossy, gro: args.gro, ..SimConfig::default() };
-    sim_cfg.validate().map_err(|e| RunError::Usage(format!("simulator: {e}")))?;
-    let (nic, engine) = SimNic::new(sim_cfg, wire);
-    let dev: Arc<dyn Device> = nic.clone();
+    let (nic, engine) = sim_parts.unzip();
 
     let mut igb = Igb::init(dev.clone(), IgbConfig { max_frame: 9216, ..IgbConfig::default() })?;
     let ring_size = args.ring_size;
@@ -142,9 +153,10 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let mut ring: Ring = RxRing::new(dev.clone(), igb.dma(), rx_cfg, pages, hdrs)?;
     igb.enable_rx();
 
-    let mut sim = match args.sim_mode() {
-        SimMode::Stepped => Sim::Stepped(Box::new(engine)),
-        SimMode::Thread => {
+    let mut sim = match (engine, args.sim_mode()) {
+        (None, _) => Sim::Hardware,
+        (Some(engine), SimMode::Stepped) => Sim::Stepped(Box::new(engine)),
+        (Some(engine), SimMode::Thread) => {
             let core = args.sim_core;
             let t = engine.spawn_with(move || {
                 if let Some(c) = core {
@@ -165,7 +177,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let (r, app) = match cores {
         None => {
             let batch = ring_batch(&ring, args.batch);
-            (rx_loop(args, &mut ring, &mut sim, &nic, Handoff::Inline(batch)), None)
+            (rx_loop(args, &mut ring, &mut sim, nic.as_ref(), Handoff::Inline(batch)), None)
         }
         Some((_, app_core)) => {
             let full = Arc::new(ArrayQueue::<RxBatch>::new(BATCH_QUEUE));
@@ -185,7 +197,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
                     .map_err(|e| RunError::Other(format!("cannot start the application thread: {e}")))?
             };
             let handoff = Handoff::Thread { full: full.clone(), empty: empty.clone(), cur: ring_batch(&ring, args.batch) };
-            let r = rx_loop(args, &mut ring, &mut sim, &nic, handoff);
+            let r = rx_loop(args, &mut ring, &mut sim, nic.as_ref(), handoff);
             done.store(true, Ordering::Release);
             let a = app.join().map_err(|_| RunError::Other("application thread panicked".into()))?;
             // Batches left in the queues: their buffers go home too.
@@ -208,7 +220,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let stop_err = ring.stop().err();
     let hw = igb.read_stats();
     let st = *ring.stats();
-    let sim_stats = nic.stats();
+    let sim_stats = nic.as_ref().map(|n| n.stats());
     let (pages, hdrs) = ring.pools();
     let page_audit = pages.audit();
     let hdr_audit = hdrs.audit();
@@ -239,10 +251,10 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     payload_return["recycle_batch"] = args.recycle_batch.into();
     Ok(json!({
         "device": dev.name(),
-        "wire": args.wire.to_string(),
+        "wire": nic.as_ref().map(|_| args.wire.to_string()),
         "mode": args.mode.to_string(),
         "header_split": args.header_split.to_string(),
-        "sim_mode": args.sim_mode().to_string(),
+        "sim_mode": nic.as_ref().map(|_| args.sim_mode().to_string()),
         "cores": cores.map(|(a, b)| vec![a, b]),
         "gro": args.gro,
         "batch": args.batch,
@@ -267,7 +279,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         "header_pool": hdrs.stats(),
         "hdr_pool": hdr_pool,
         "payload_return": payload_return,
-        "dma_faults": sim_stats.dma_faults,
+        "dma_faults": sim_stats.map(|s| s.dma_faults),
         "hw": {
             "gprc": hw.good_packets_rx,
             "gorc": hw.good_octets_rx,
@@ -297,7 +309,7 @@ enum Handoff {
 
 /// The RX thread: step the simulator (stepped mode), poll, hand off; until
 /// --packets, --duration or a signal.
-fn rx_loop(args: &Args, ring: &mut Ring, sim: &mut Sim, nic: &Arc<SimNic>, mut handoff: Handoff) -> Recv {
+fn rx_loop(args: &Args, ring: &mut Ring, sim: &mut Sim, nic: Option<&Arc<SimNic>>, mut handoff: Handoff) -> Recv {
     let mut r = Recv::default();
     let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
@@ -361,12 +373,14 @@ fn rx_loop(args: &Args, ring: &mut Ring, sim: &mut Sim, nic: &Arc<SimNic>, mut h
                 let secs = (now - last.0).as_secs_f64();
                 let (dp, db) = (st.packets - last.1, st.bytes - last.2);
                 eprintln!(
-                    "rxsink: {:6.1}s {:8.3} Mpps {:7.3} Gbit/s drops {} missed {}",
+                    "rxsink: {:6.1}s {:8.3} Mpps {:7.3} Gbit/s drops {}{}",
                     (now - start).as_secs_f64(),
                     dp as f64 / secs / 1e6,
                     db as f64 * 8.0 / secs / 1e9,
                     st.drops_total(),
-                    nic.stats().rx_missed
+                    // The hardware's missed counter (MPC) clears on read and
+                    // is summed at the end; only the simulator reports live.
+                    nic.map_or(String::new(), |n| format!(" missed {}", n.stats().rx_missed))
                 );
                 last = (now, st.packets, st.bytes);
                 next_report = now + Duration::from_secs(1);
