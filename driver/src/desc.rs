@@ -199,7 +199,12 @@ pub struct RxWriteBack {
 
 impl RxWriteBack {
     pub fn zeroed() -> Self {
-        RxWriteBack { info: RxWbInfo(0), rss: 0, status: RxWbStatus(0), len: RxWbLen(0) }
+        RxWriteBack {
+            info: RxWbInfo(0),
+            rss: 0,
+            status: RxWbStatus(0),
+            len: RxWbLen(0),
+        }
     }
 
     pub fn to_raw(self) -> [u32; 4] {
@@ -299,7 +304,9 @@ mod tests {
 
     #[test]
     fn slot_round_trip() {
-        let s = DescSlot { dw: Default::default() };
+        let s = DescSlot {
+            dw: Default::default(),
+        };
         s.write_rx_read(0x1234_5678_9abc, 0xdead_beef_0000);
         assert_eq!(s.read_rx_read(), (0x1234_5678_9abc, 0xdead_beef_0000));
         assert_eq!(std::mem::size_of::<DescSlot>(), DESC_LEN);

@@ -41,7 +41,9 @@ impl IovaAllocator {
     pub const DEFAULT_END: u64 = 1 << 39;
 
     pub fn new(base: u64, end: u64) -> Self {
-        IovaAllocator { free: vec![(base, end - base)] }
+        IovaAllocator {
+            free: vec![(base, end - base)],
+        }
     }
 
     /// An `align`-aligned range of `len` bytes (both powers of two / page multiples).
@@ -75,7 +77,8 @@ impl IovaAllocator {
         let pos = self.free.partition_point(|&(s, _)| s < iova);
         self.free.insert(pos, (iova, len));
         // Merge with the next, then with the previous.
-        if pos + 1 < self.free.len() && self.free[pos].0 + self.free[pos].1 == self.free[pos + 1].0 {
+        if pos + 1 < self.free.len() && self.free[pos].0 + self.free[pos].1 == self.free[pos + 1].0
+        {
             self.free[pos].1 += self.free[pos + 1].1;
             self.free.remove(pos + 1);
         }
@@ -113,7 +116,10 @@ impl DmaSpace {
     pub fn new(mapper: Arc<dyn DmaMapper>) -> Arc<Self> {
         Arc::new(DmaSpace {
             mapper,
-            iovas: Mutex::new(IovaAllocator::new(IovaAllocator::DEFAULT_BASE, IovaAllocator::DEFAULT_END)),
+            iovas: Mutex::new(IovaAllocator::new(
+                IovaAllocator::DEFAULT_BASE,
+                IovaAllocator::DEFAULT_END,
+            )),
             try_hugepages: true,
         })
     }
@@ -123,16 +129,27 @@ impl DmaSpace {
     pub fn alloc(self: &Arc<Self>, len: usize) -> Result<DmaRegion, DmaError> {
         let mem = HostMem::alloc(len, self.try_hugepages)?;
         let align = if mem.huge { HUGE_PAGE_SIZE } else { PAGE_SIZE };
-        let iova = self.iovas.lock().unwrap_or_else(|e| e.into_inner()).alloc(mem.len, align)?;
+        let iova = self
+            .iovas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .alloc(mem.len, align)?;
         // SAFETY: `mem` is owned by the region we return, which unmaps the
         // IOVA in Drop before `mem` is dropped (field order and explicit
         // unmap below), so the mapping never outlives the memory.
         let mapped = unsafe { self.mapper.map(iova, mem.ptr.as_ptr(), mem.len) };
         if let Err(e) = mapped {
-            self.iovas.lock().unwrap_or_else(|e| e.into_inner()).free(iova, mem.len);
+            self.iovas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .free(iova, mem.len);
             return Err(e);
         }
-        Ok(DmaRegion { mem, iova, space: Arc::clone(self) })
+        Ok(DmaRegion {
+            mem,
+            iova,
+            space: Arc::clone(self),
+        })
     }
 }
 
@@ -153,13 +170,22 @@ impl HostMem {
         if try_huge && len >= HUGE_PAGE_SIZE {
             let hlen = len.div_ceil(HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE;
             if let Some(ptr) = Self::mmap(hlen, libc::MAP_HUGETLB) {
-                return Ok(HostMem { ptr, len: hlen, huge: true });
+                return Ok(HostMem {
+                    ptr,
+                    len: hlen,
+                    huge: true,
+                });
             }
             tracing::debug!(len, "no 2 MiB hugepages available, using 4 KiB pages");
         }
         let plen = len.max(1).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let ptr = Self::mmap(plen, 0).ok_or_else(|| DmaError::Alloc(plen, std::io::Error::last_os_error().to_string()))?;
-        Ok(HostMem { ptr, len: plen, huge: false })
+        let ptr = Self::mmap(plen, 0)
+            .ok_or_else(|| DmaError::Alloc(plen, std::io::Error::last_os_error().to_string()))?;
+        Ok(HostMem {
+            ptr,
+            len: plen,
+            huge: false,
+        })
     }
 
     fn mmap(len: usize, extra: libc::c_int) -> Option<NonNull<u8>> {
@@ -181,7 +207,11 @@ impl HostMem {
         // Pin the pages: a device must never see them swapped or moved.
         // SAFETY: p..p+len is the mapping we just created.
         if unsafe { libc::mlock(p, len) } != 0 {
-            tracing::debug!(len, "mlock failed ({}); DMA memory is not locked", std::io::Error::last_os_error());
+            tracing::debug!(
+                len,
+                "mlock failed ({}); DMA memory is not locked",
+                std::io::Error::last_os_error()
+            );
         }
         NonNull::new(p.cast())
     }
@@ -236,12 +266,23 @@ impl Drop for DmaRegion {
         if let Err(e) = self.space.mapper.unmap(self.iova, self.mem.len) {
             // The memory must not be freed while the device might still reach
             // it: leak it instead.
-            tracing::error!("DMA unmap of {:#x} failed ({e}); leaking the region", self.iova);
-            let dummy = HostMem { ptr: NonNull::dangling(), len: 0, huge: false };
+            tracing::error!(
+                "DMA unmap of {:#x} failed ({e}); leaking the region",
+                self.iova
+            );
+            let dummy = HostMem {
+                ptr: NonNull::dangling(),
+                len: 0,
+                huge: false,
+            };
             std::mem::forget(std::mem::replace(&mut self.mem, dummy));
             return;
         }
-        self.space.iovas.lock().unwrap_or_else(|e| e.into_inner()).free(self.iova, self.mem.len);
+        self.space
+            .iovas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free(self.iova, self.mem.len);
     }
 }
 

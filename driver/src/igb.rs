@@ -44,7 +44,12 @@ pub struct IgbConfig {
 
 impl Default for IgbConfig {
     fn default() -> Self {
-        IgbConfig { link_timeout: Duration::from_secs(5), promiscuous: true, mac_loopback: false, max_frame: 9216 }
+        IgbConfig {
+            link_timeout: Duration::from_secs(5),
+            promiscuous: true,
+            mac_loopback: false,
+            max_frame: 9216,
+        }
     }
 }
 
@@ -121,7 +126,9 @@ impl QueueRegs {
         dev.write32(self.reg(Q_HEAD), 0);
         dev.write32(self.reg(Q_TAIL), 0);
         dev.write32(self.reg(Q_DCTL), DCTL_QUEUE_ENABLE);
-        if !wait_for(QUEUE_TIMEOUT, || dev.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE != 0) {
+        if !wait_for(QUEUE_TIMEOUT, || {
+            dev.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE != 0
+        }) {
             return Err(IgbError::QueueEnableTimeout(self.queue));
         }
         Ok(())
@@ -131,7 +138,9 @@ impl QueueRegs {
     /// stopped (no more DMA to it). False on timeout.
     pub fn disable(self, dev: &dyn Device) -> bool {
         dev.write32(self.reg(Q_DCTL), 0);
-        wait_for(QUEUE_TIMEOUT, || dev.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE == 0)
+        wait_for(QUEUE_TIMEOUT, || {
+            dev.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE == 0
+        })
     }
 }
 
@@ -141,10 +150,19 @@ impl Igb {
     /// rings are set up.
     pub fn init(dev: Arc<dyn Device>, cfg: IgbConfig) -> Result<Igb, IgbError> {
         if !(1518..=16383).contains(&cfg.max_frame) {
-            return Err(IgbError::Config(format!("max frame {} must be 1518..=16383", cfg.max_frame)));
+            return Err(IgbError::Config(format!(
+                "max frame {} must be 1518..=16383",
+                cfg.max_frame
+            )));
         }
         let space = DmaSpace::new(dev.clone() as Arc<dyn crate::device::DmaMapper>);
-        let mut igb = Igb { dev, space, mac: [0; 6], cfg, stats: HwStats::default() };
+        let mut igb = Igb {
+            dev,
+            space,
+            mac: [0; 6],
+            cfg,
+            stats: HwStats::default(),
+        };
         igb.mask_interrupts();
         igb.reset()?;
         igb.mask_interrupts();
@@ -285,5 +303,8 @@ impl Drop for Igb {
 }
 
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }

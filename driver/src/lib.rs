@@ -48,7 +48,9 @@ impl std::str::FromStr for SplitMode {
             "off" => Ok(SplitMode::Off),
             "on" => Ok(SplitMode::On),
             "always" => Ok(SplitMode::Always),
-            _ => Err(format!("header split mode must be off, on or always, not {s:?}")),
+            _ => Err(format!(
+                "header split mode must be off, on or always, not {s:?}"
+            )),
         }
     }
 }

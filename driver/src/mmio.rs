@@ -33,7 +33,11 @@ impl MmioBar {
     /// `base..base+len` must be a mapping of device registers (or memory)
     /// that stays valid while `owner` lives, 4-byte aligned.
     pub unsafe fn new(base: NonNull<u8>, len: usize, owner: Box<dyn Send + Sync>) -> MmioBar {
-        MmioBar { base: base.cast(), len, _owner: owner }
+        MmioBar {
+            base: base.cast(),
+            len,
+            _owner: owner,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -75,7 +79,11 @@ impl RegisterIo for MmioBar {
                 fence(Ordering::Release);
                 r.write(value)
             }
-            None => tracing::error!(offset, len = self.len, "register write outside the BAR ignored"),
+            None => tracing::error!(
+                offset,
+                len = self.len,
+                "register write outside the BAR ignored"
+            ),
         }
     }
 }

@@ -44,7 +44,12 @@ pub struct RxConfig {
 
 impl Default for RxConfig {
     fn default() -> Self {
-        RxConfig { queue: 0, ring_size: 512, split: SplitMode::On, max_descs_per_packet: 64 }
+        RxConfig {
+            queue: 0,
+            ring_size: 512,
+            split: SplitMode::On,
+            max_descs_per_packet: 64,
+        }
     }
 }
 
@@ -161,7 +166,14 @@ pub struct RxPacket {
 impl RxPacket {
     /// The record of a frame accepted from its EOP write-back `wb`.
     #[inline(always)]
-    fn new(hdr: Option<Buf>, hdr_len: u16, seg_start: u32, seg_count: u16, len: u32, wb: &RxWriteBack) -> Self {
+    fn new(
+        hdr: Option<Buf>,
+        hdr_len: u16,
+        seg_start: u32,
+        seg_count: u16,
+        len: u32,
+        wb: &RxWriteBack,
+    ) -> Self {
         let st = wb.status;
         RxPacket {
             hdr,
@@ -199,10 +211,16 @@ impl RxBatch {
         self.pkts.is_empty()
     }
     pub fn get(&self, i: usize) -> Option<PacketRef<'_>> {
-        self.pkts.get(i).map(|p| PacketRef { pkt: p, segs: &self.segs })
+        self.pkts.get(i).map(|p| PacketRef {
+            pkt: p,
+            segs: &self.segs,
+        })
     }
     pub fn iter(&self) -> impl ExactSizeIterator<Item = PacketRef<'_>> + '_ {
-        self.pkts.iter().map(|p| PacketRef { pkt: p, segs: &self.segs })
+        self.pkts.iter().map(|p| PacketRef {
+            pkt: p,
+            segs: &self.segs,
+        })
     }
 
     /// Moves every buffer out, header slots to `hdr` and payload buffers to
@@ -221,7 +239,9 @@ impl RxBatch {
 
     /// Returns every buffer through the foreign path (any thread).
     pub fn give_back(&mut self) {
-        let Some((pages, hdrs)) = &self.returners else { return };
+        let Some((pages, hdrs)) = &self.returners else {
+            return;
+        };
         let mut hv: Vec<Buf> = self.pkts.drain(..).filter_map(|p| p.hdr).collect();
         let mut pv: Vec<Buf> = self.segs.drain(..).map(|s| s.buf).collect();
         hdrs.give_back(&mut hv);
@@ -263,18 +283,22 @@ impl<'a> PacketRef<'a> {
             // DD (read with acquire); the batch owns the buffer exclusively
             // until it is recycled, which needs `&mut` of the batch; hdr_len
             // was checked against the buffer size when the frame was accepted.
-            Some(b) => unsafe { std::slice::from_raw_parts(b.ptr.as_ptr(), self.pkt.hdr_len as usize) },
+            Some(b) => unsafe {
+                std::slice::from_raw_parts(b.ptr.as_ptr(), self.pkt.hdr_len as usize)
+            },
             None => &[],
         }
     }
     /// Payload segments in order; each lies at the start of a payload buffer.
     pub fn segments(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
         let s = self.pkt.seg_start as usize;
-        self.segs[s..s + self.pkt.seg_count as usize].iter().map(|seg| {
-            // SAFETY: as for `header`; seg.len was checked against the
-            // payload buffer size.
-            unsafe { std::slice::from_raw_parts(seg.buf.ptr.as_ptr(), seg.len as usize) }
-        })
+        self.segs[s..s + self.pkt.seg_count as usize]
+            .iter()
+            .map(|seg| {
+                // SAFETY: as for `header`; seg.len was checked against the
+                // payload buffer size.
+                unsafe { std::slice::from_raw_parts(seg.buf.ptr.as_ptr(), seg.len as usize) }
+            })
     }
     /// The payload buffers themselves (index, IOVA), for zero-copy consumers.
     pub fn segment_bufs(&self) -> &'a [Seg] {
@@ -330,19 +354,36 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     /// Allocates the descriptor ring, programs the queue registers, fills
     /// every slot but one with buffers and enables the queue. Receive as a
     /// whole is turned on by `Igb::enable_rx` afterwards.
-    pub fn new(dev: Arc<dyn Device>, space: &Arc<DmaSpace>, cfg: RxConfig, pages: P, hdrs: H) -> Result<Self, IgbError> {
+    pub fn new(
+        dev: Arc<dyn Device>,
+        space: &Arc<DmaSpace>,
+        cfg: RxConfig,
+        pages: P,
+        hdrs: H,
+    ) -> Result<Self, IgbError> {
         let n = cfg.ring_size;
         if !(8..=4096).contains(&n) || !n.is_power_of_two() {
-            return Err(IgbError::Config(format!("RX ring size {n} must be a power of two in 8..=4096")));
+            return Err(IgbError::Config(format!(
+                "RX ring size {n} must be a power of two in 8..=4096"
+            )));
         }
         if cfg.queue >= MAX_QUEUES {
-            return Err(IgbError::Config(format!("RX queue {} out of range (0..{MAX_QUEUES})", cfg.queue)));
+            return Err(IgbError::Config(format!(
+                "RX queue {} out of range (0..{MAX_QUEUES})",
+                cfg.queue
+            )));
         }
         let pkt_buf = pages.buf_len();
         if pkt_buf == 0 || !pkt_buf.is_multiple_of(1024) || pkt_buf > 127 * 1024 {
-            return Err(IgbError::Config(format!("payload buffer {pkt_buf} B must be a non-zero multiple of 1 KiB")));
+            return Err(IgbError::Config(format!(
+                "payload buffer {pkt_buf} B must be a non-zero multiple of 1 KiB"
+            )));
         }
-        let hdr_buf = if cfg.split == SplitMode::Off { 0 } else { hdrs.buf_len() };
+        let hdr_buf = if cfg.split == SplitMode::Off {
+            0
+        } else {
+            hdrs.buf_len()
+        };
         let hdr_ok = (64..=960).contains(&hdr_buf) && hdr_buf.is_multiple_of(64);
         if cfg.split != SplitMode::Off && !hdr_ok {
             return Err(IgbError::Config(format!(
@@ -366,7 +407,15 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             max_descs,
             queue: cfg.queue,
             ring_id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
-            cur: Partial { descs: 0, seg_start: 0, hdr: None, hdr_len: 0, segs: Vec::with_capacity(max_descs), bad: None, discarding: false },
+            cur: Partial {
+                descs: 0,
+                seg_start: 0,
+                hdr: None,
+                hdr_len: 0,
+                segs: Vec::with_capacity(max_descs),
+                bad: None,
+                discarding: false,
+            },
             stats: RxStats::default(),
             stopped: false,
         };
@@ -375,7 +424,10 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     }
 
     fn regs(&self) -> QueueRegs {
-        QueueRegs { base: rx_queue_base(self.queue), queue: self.queue }
+        QueueRegs {
+            base: rx_queue_base(self.queue),
+            queue: self.queue,
+        }
     }
 
     fn reg(&self, off: u32) -> u32 {
@@ -384,10 +436,11 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
 
     fn program(&mut self) -> Result<(), IgbError> {
         let (q, split, hdr, pkt) = (self.queue, self.split, self.hdr_buf, self.pkt_buf);
-        self.regs().program(&*self.dev, &self.ring, (self.mask + 1) * DESC_LEN, |d| {
-            d.write32(rx_queue_base(q) + Q_SRRCTL, srrctl(split, hdr, pkt));
-            d.write32(psrtype(q), PSRTYPE_L2_L3_L4);
-        })?;
+        self.regs()
+            .program(&*self.dev, &self.ring, (self.mask + 1) * DESC_LEN, |d| {
+                d.write32(rx_queue_base(q) + Q_SRRCTL, srrctl(split, hdr, pkt));
+                d.write32(psrtype(q), PSRTYPE_L2_L3_L4);
+            })?;
         self.refill();
         Ok(())
     }
@@ -492,7 +545,10 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         }
         let seg_start = batch.segs.len() as u32;
         let seg_count = if pkt_len > 0 {
-            batch.segs.push(Seg { buf: page, len: pkt_len as u16 });
+            batch.segs.push(Seg {
+                buf: page,
+                len: pkt_len as u16,
+            });
             1
         } else {
             self.pages.recycle(page);
@@ -508,7 +564,14 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             None => None,
         };
         let len = hdr_bytes + pkt_len;
-        batch.pkts.push(RxPacket::new(hdr, hdr_bytes as u16, seg_start, seg_count, len as u32, wb));
+        batch.pkts.push(RxPacket::new(
+            hdr,
+            hdr_bytes as u16,
+            seg_start,
+            seg_count,
+            len as u32,
+            wb,
+        ));
         self.cur.seg_start = batch.segs.len();
         self.stats.packets += 1;
         self.stats.bytes += len as u64;
@@ -517,7 +580,13 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
 
     /// Takes one completed descriptor into the frame being assembled.
     #[inline(always)]
-    fn consume(&mut self, wb: RxWriteBack, page: Buf, hdr: Option<Buf>, batch: &mut RxBatch) -> Outcome {
+    fn consume(
+        &mut self,
+        wb: RxWriteBack,
+        page: Buf,
+        hdr: Option<Buf>,
+        batch: &mut RxBatch,
+    ) -> Outcome {
         let st = wb.status;
         let first = self.cur.descs == 0 && !self.cur.discarding;
         if self.cur.discarding {
@@ -567,7 +636,10 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         } else if pkt_len == 0 {
             self.pages.recycle(page);
         } else {
-            batch.segs.push(Seg { buf: page, len: pkt_len as u16 });
+            batch.segs.push(Seg {
+                buf: page,
+                len: pkt_len as u16,
+            });
         }
         if st.rxe() || st.frame_err() != 0 {
             self.mark(DropReason::RxError);
@@ -600,7 +672,14 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         let seg_start = self.cur.seg_start as u32;
         let seg_count = segs.len() as u16;
         self.cur.seg_start = batch.segs.len();
-        batch.pkts.push(RxPacket::new(self.cur.hdr.take(), self.cur.hdr_len, seg_start, seg_count, len as u32, &wb));
+        batch.pkts.push(RxPacket::new(
+            self.cur.hdr.take(),
+            self.cur.hdr_len,
+            seg_start,
+            seg_count,
+            len as u32,
+            &wb,
+        ));
         self.cur.descs = 0;
         self.cur.hdr_len = 0;
         self.stats.packets += 1;
@@ -649,7 +728,8 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
                 break;
             };
             let i = self.next_fill;
-            self.slot(i).write_rx_read(page.iova, hdr.as_ref().map_or(0, |h| h.iova));
+            self.slot(i)
+                .write_rx_read(page.iova, hdr.as_ref().map_or(0, |h| h.iova));
             self.posted[i] = Some((page, hdr));
             self.next_fill = (i + 1) & self.mask;
         }

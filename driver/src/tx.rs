@@ -27,7 +27,10 @@ pub struct TxConfig {
 
 impl Default for TxConfig {
     fn default() -> Self {
-        TxConfig { queue: 0, ring_size: 512 }
+        TxConfig {
+            queue: 0,
+            ring_size: 512,
+        }
     }
 }
 
@@ -66,13 +69,23 @@ pub struct TxRing<P: BufPool> {
 }
 
 impl<P: BufPool> TxRing<P> {
-    pub fn new(dev: Arc<dyn Device>, space: &Arc<DmaSpace>, cfg: TxConfig, pool: P) -> Result<Self, IgbError> {
+    pub fn new(
+        dev: Arc<dyn Device>,
+        space: &Arc<DmaSpace>,
+        cfg: TxConfig,
+        pool: P,
+    ) -> Result<Self, IgbError> {
         let n = cfg.ring_size;
         if !(8..=4096).contains(&n) || !n.is_power_of_two() {
-            return Err(IgbError::Config(format!("TX ring size {n} must be a power of two in 8..=4096")));
+            return Err(IgbError::Config(format!(
+                "TX ring size {n} must be a power of two in 8..=4096"
+            )));
         }
         if cfg.queue >= MAX_QUEUES {
-            return Err(IgbError::Config(format!("TX queue {} out of range (0..{MAX_QUEUES})", cfg.queue)));
+            return Err(IgbError::Config(format!(
+                "TX queue {} out of range (0..{MAX_QUEUES})",
+                cfg.queue
+            )));
         }
         let ring = space.alloc(n * DESC_LEN)?;
         let mut t = TxRing {
@@ -92,7 +105,10 @@ impl<P: BufPool> TxRing<P> {
     }
 
     fn regs(&self) -> QueueRegs {
-        QueueRegs { base: tx_queue_base(self.queue), queue: self.queue }
+        QueueRegs {
+            base: tx_queue_base(self.queue),
+            queue: self.queue,
+        }
     }
 
     fn reg(&self, off: u32) -> u32 {
@@ -100,7 +116,8 @@ impl<P: BufPool> TxRing<P> {
     }
 
     fn program(&mut self) -> Result<(), IgbError> {
-        self.regs().program(&*self.dev, &self.ring, (self.mask + 1) * DESC_LEN, |_| {})
+        self.regs()
+            .program(&*self.dev, &self.ring, (self.mask + 1) * DESC_LEN, |_| {})
     }
 
     #[inline]
@@ -146,7 +163,10 @@ impl<P: BufPool> TxRing<P> {
             }
             let frame = &bufs[taken..taken + n];
             let paylen: u32 = frame.iter().map(|b| b.len as u32).sum();
-            if frame.iter().any(|b| b.len as usize > self.pool.buf_len() || b.len == 0) {
+            if frame
+                .iter()
+                .any(|b| b.len as usize > self.pool.buf_len() || b.len == 0)
+            {
                 self.stats.invalid += 1;
                 // Refused frames go back to the pool.
                 for b in bufs.drain(taken..taken + n) {
@@ -156,7 +176,11 @@ impl<P: BufPool> TxRing<P> {
             }
             for b in &bufs[taken..taken + n] {
                 let i = self.next_post;
-                self.slot(i).write_tx(b.buf.iova, TxCmdTypeLen::data(b.len, b.eop), TxOlinfo::with_paylen(paylen));
+                self.slot(i).write_tx(
+                    b.buf.iova,
+                    TxCmdTypeLen::data(b.len, b.eop),
+                    TxOlinfo::with_paylen(paylen),
+                );
                 self.next_post = (i + 1) & self.mask;
             }
             taken += n;

@@ -59,16 +59,30 @@ pub enum VfioError {
     BadAddress(String),
     #[error("no PCI device {addr}: {} does not exist (`lspci -D` lists the devices)", path.display())]
     NoSuchDevice { addr: PciAddress, path: PathBuf },
-    #[error("{addr} is {vendor:04x}:{device:04x}, not an igb NIC (8086:10c9 82576 or 8086:1521 I350)")]
-    NotIgb { addr: PciAddress, vendor: u16, device: u16 },
+    #[error(
+        "{addr} is {vendor:04x}:{device:04x}, not an igb NIC (8086:10c9 82576 or 8086:1521 I350)"
+    )]
+    NotIgb {
+        addr: PciAddress,
+        vendor: u16,
+        device: u16,
+    },
     #[error("{addr} is not bound to vfio-pci: bind it with `echo 8086 {device:04x} > /sys/bus/pci/drivers/vfio-pci/new_id` (modprobe vfio-pci first)")]
     NotBound { addr: PciAddress, device: u16 },
     #[error("{addr} is bound to {driver}, not vfio-pci: rebind it with `echo {addr} > /sys/bus/pci/devices/{addr}/driver/unbind; echo 8086 {device:04x} > /sys/bus/pci/drivers/vfio-pci/new_id`")]
-    OtherDriver { addr: PciAddress, driver: String, device: u16 },
+    OtherDriver {
+        addr: PciAddress,
+        driver: String,
+        device: u16,
+    },
     #[error("{addr} has no IOMMU group: the IOMMU is off; boot with intel_iommu=on (AMD: amd_iommu=on) and enable VT-d / AMD-Vi in the firmware")]
     NoIommuGroup { addr: PciAddress },
     #[error("IOMMU group {group} of {addr} is not viable: {others} must be bound to vfio-pci (or unbound) as well")]
-    GroupNotViable { addr: PciAddress, group: u32, others: String },
+    GroupNotViable {
+        addr: PciAddress,
+        group: u32,
+        others: String,
+    },
     #[error("{}: no such VFIO device file; is vfio-pci loaded (modprobe vfio-pci)?", path.display())]
     NoVfio { path: PathBuf },
     #[error("permission denied opening {}: run as root or give your user the device (chown USER {})", path.display(), path.display())]
@@ -76,7 +90,11 @@ pub enum VfioError {
     #[error("{} is busy: another process (a VM, another driver instance) holds IOMMU group {group}", path.display())]
     GroupBusy { path: PathBuf, group: u32 },
     #[error("{addr}: {what}: {detail}")]
-    Vfio { addr: PciAddress, what: &'static str, detail: String },
+    Vfio {
+        addr: PciAddress,
+        what: &'static str,
+        detail: String,
+    },
 }
 
 impl VfioError {
@@ -113,12 +131,19 @@ impl FromStr for PciAddress {
             && b[4] == b':'
             && b[7] == b':'
             && b[10] == b'.'
-            && [0, 1, 2, 3, 5, 6, 8, 9, 11].iter().all(|&i| b[i].is_ascii_hexdigit());
+            && [0, 1, 2, 3, 5, 6, 8, 9, 11]
+                .iter()
+                .all(|&i| b[i].is_ascii_hexdigit());
         if !shape {
             return Err(bad());
         }
         let hex = |r: std::ops::Range<usize>| u16::from_str_radix(&s[r], 16).map_err(|_| bad());
-        let addr = PciAddress { domain: hex(0..4)?, bus: hex(5..7)? as u8, device: hex(8..10)? as u8, function: hex(11..12)? as u8 };
+        let addr = PciAddress {
+            domain: hex(0..4)?,
+            bus: hex(5..7)? as u8,
+            device: hex(8..10)? as u8,
+            function: hex(11..12)? as u8,
+        };
         // Five bits of device, three of function.
         if addr.device > 0x1f || addr.function > 7 {
             return Err(bad());
@@ -129,7 +154,11 @@ impl FromStr for PciAddress {
 
 impl fmt::Display for PciAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04x}:{:02x}:{:02x}.{:x}", self.domain, self.bus, self.device, self.function)
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.device, self.function
+        )
     }
 }
 
@@ -143,7 +172,10 @@ pub struct SysfsPaths {
 
 impl Default for SysfsPaths {
     fn default() -> Self {
-        SysfsPaths { sys: PathBuf::from("/sys"), dev_vfio: PathBuf::from("/dev/vfio") }
+        SysfsPaths {
+            sys: PathBuf::from("/sys"),
+            dev_vfio: PathBuf::from("/dev/vfio"),
+        }
     }
 }
 
@@ -174,11 +206,21 @@ pub fn locate(paths: &SysfsPaths, addr: &str) -> Result<Located, VfioError> {
     let vendor = read_hex_id(addr, &dir.join("vendor"))?;
     let device = read_hex_id(addr, &dir.join("device"))?;
     if vendor != INTEL_VENDOR || !IGB_DEVICES.iter().any(|&(d, _)| d == device) {
-        return Err(VfioError::NotIgb { addr, vendor, device });
+        return Err(VfioError::NotIgb {
+            addr,
+            vendor,
+            device,
+        });
     }
     match link_name(&dir.join("driver")) {
         None => return Err(VfioError::NotBound { addr, device }),
-        Some(d) if d != "vfio-pci" => return Err(VfioError::OtherDriver { addr, driver: d, device }),
+        Some(d) if d != "vfio-pci" => {
+            return Err(VfioError::OtherDriver {
+                addr,
+                driver: d,
+                device,
+            })
+        }
         Some(_) => {}
     }
     let group_link = dir.join("iommu_group");
@@ -187,7 +229,10 @@ pub fn locate(paths: &SysfsPaths, addr: &str) -> Result<Located, VfioError> {
         Some(n) => n.parse::<u32>().map_err(|_| VfioError::Vfio {
             addr,
             what: "reading sysfs",
-            detail: format!("{} points at {n:?}, not a group number", group_link.display()),
+            detail: format!(
+                "{} points at {n:?}, not a group number",
+                group_link.display()
+            ),
         })?,
     };
     // The kernel refuses a group while any member is bound to a host driver.
@@ -197,9 +242,18 @@ pub fn locate(paths: &SysfsPaths, addr: &str) -> Result<Located, VfioError> {
         .map(|(a, drv)| format!("{a} (bound to {})", drv.unwrap_or_default()))
         .collect();
     if !blocking.is_empty() {
-        return Err(VfioError::GroupNotViable { addr, group, others: blocking.join(", ") });
+        return Err(VfioError::GroupNotViable {
+            addr,
+            group,
+            others: blocking.join(", "),
+        });
     }
-    Ok(Located { addr, sysfs: dir, device_id: device, group })
+    Ok(Located {
+        addr,
+        sysfs: dir,
+        device_id: device,
+        group,
+    })
 }
 
 /// Drivers that leave a group usable for VFIO: vfio-pci itself, the
@@ -208,12 +262,19 @@ const VIABLE_DRIVERS: [&str; 3] = ["vfio-pci", "pci-stub", "pcieport"];
 
 /// The other devices in the group of `group_link`, with their drivers.
 fn group_members(group_link: &Path, addr: PciAddress) -> Vec<(String, Option<String>)> {
-    let Ok(entries) = std::fs::read_dir(group_link.join("devices")) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(group_link.join("devices")) else {
+        return Vec::new();
+    };
     let me = addr.to_string();
     let mut v: Vec<_> = entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy() != me)
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), link_name(&e.path().join("driver"))))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                link_name(&e.path().join("driver")),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -227,17 +288,26 @@ fn link_name(p: &Path) -> Option<String> {
 
 /// Reads a sysfs ID file like `0x8086\n`.
 fn read_hex_id(addr: PciAddress, p: &Path) -> Result<u16, VfioError> {
-    let err = |detail: String| VfioError::Vfio { addr, what: "reading sysfs", detail };
+    let err = |detail: String| VfioError::Vfio {
+        addr,
+        what: "reading sysfs",
+        detail,
+    };
     let s = std::fs::read_to_string(p).map_err(|e| err(format!("{}: {e}", p.display())))?;
     let t = s.trim();
-    u16::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|_| err(format!("{}: {t:?} is not a hex ID", p.display())))
+    u16::from_str_radix(t.trim_start_matches("0x"), 16)
+        .map_err(|_| err(format!("{}: {t:?} is not a hex ID", p.display())))
 }
 
 /// Opens `/dev/vfio/N` once read-write (and closes it) so permission and
 /// busy problems get their own message before vfio-ioctls' generic one.
 fn check_group_file(paths: &SysfsPaths, loc: &Located) -> Result<(), VfioError> {
     let path = paths.dev_vfio.join(loc.group.to_string());
-    match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+    {
         Ok(_) => Ok(()),
         Err(e) => Err(open_error(loc.addr, path, loc.group, e)),
     }
@@ -248,7 +318,11 @@ fn open_error(addr: PciAddress, path: PathBuf, group: u32, e: io::Error) -> Vfio
         io::ErrorKind::PermissionDenied => VfioError::PermissionDenied { path },
         io::ErrorKind::NotFound => VfioError::NoVfio { path },
         _ if e.raw_os_error() == Some(libc::EBUSY) => VfioError::GroupBusy { path, group },
-        _ => VfioError::Vfio { addr, what: "opening the IOMMU group", detail: format!("{}: {e}", path.display()) },
+        _ => VfioError::Vfio {
+            addr,
+            what: "opening the IOMMU group",
+            detail: format!("{}: {e}", path.display()),
+        },
     }
 }
 
@@ -285,33 +359,68 @@ impl VfioNic {
                 match io.kind() {
                     io::ErrorKind::PermissionDenied => VfioError::PermissionDenied { path },
                     io::ErrorKind::NotFound => VfioError::NoVfio { path },
-                    _ => VfioError::Vfio { addr, what: "opening /dev/vfio/vfio", detail: io.to_string() },
+                    _ => VfioError::Vfio {
+                        addr,
+                        what: "opening /dev/vfio/vfio",
+                        detail: io.to_string(),
+                    },
                 }
             }
-            e => VfioError::Vfio { addr, what: "setting up the VFIO container", detail: e.to_string() },
+            e => VfioError::Vfio {
+                addr,
+                what: "setting up the VFIO container",
+                detail: e.to_string(),
+            },
         })?;
         let container = Arc::new(container);
         let ops: Arc<dyn VfioOps> = container.clone();
         let device = VfioDevice::new(&loc.sysfs, ops, false).map_err(|e| match e {
-            vfio_ioctls::VfioError::OpenGroup(io, _) => {
-                open_error(addr, paths.dev_vfio.join(loc.group.to_string()), loc.group, io)
-            }
+            vfio_ioctls::VfioError::OpenGroup(io, _) => open_error(
+                addr,
+                paths.dev_vfio.join(loc.group.to_string()),
+                loc.group,
+                io,
+            ),
             vfio_ioctls::VfioError::GroupViable => {
                 let others: Vec<String> = group_members(&loc.sysfs.join("iommu_group"), addr)
                     .into_iter()
                     .map(|(a, d)| format!("{a} ({})", d.unwrap_or_else(|| "no driver".into())))
                     .collect();
-                let others = if others.is_empty() { "every device in it".to_string() } else { others.join(", ") };
-                VfioError::GroupNotViable { addr, group: loc.group, others }
+                let others = if others.is_empty() {
+                    "every device in it".to_string()
+                } else {
+                    others.join(", ")
+                };
+                VfioError::GroupNotViable {
+                    addr,
+                    group: loc.group,
+                    others,
+                }
             }
-            e => VfioError::Vfio { addr, what: "opening the VFIO device", detail: e.to_string() },
+            e => VfioError::Vfio {
+                addr,
+                what: "opening the VFIO device",
+                detail: e.to_string(),
+            },
         })?;
 
-        let config = ConfigSpace::of(&device).map_err(|detail| VfioError::Vfio { addr, what: "PCI config space", detail })?;
+        let config = ConfigSpace::of(&device).map_err(|detail| VfioError::Vfio {
+            addr,
+            what: "PCI config space",
+            detail,
+        })?;
         config
             .update_command(PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 0)
-            .map_err(|detail| VfioError::Vfio { addr, what: "enabling bus mastering", detail })?;
-        let bar = map_bar0(&device).map_err(|detail| VfioError::Vfio { addr, what: "mapping BAR0", detail })?;
+            .map_err(|detail| VfioError::Vfio {
+                addr,
+                what: "enabling bus mastering",
+                detail,
+            })?;
+        let bar = map_bar0(&device).map_err(|detail| VfioError::Vfio {
+            addr,
+            what: "mapping BAR0",
+            detail,
+        })?;
         if bar.read32(crate::regs::STATUS) == u32::MAX {
             tracing::warn!(%addr, "STATUS reads all-ones: the device may not decode BAR0");
         }
@@ -332,7 +441,11 @@ impl VfioNic {
 
     /// Bytes of IOVA space currently mapped.
     pub fn mapped_bytes(&self) -> usize {
-        self.mappings.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+        self.mappings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
     }
 }
 
@@ -348,16 +461,28 @@ impl ConfigSpace {
     fn of(device: &VfioDevice) -> Result<ConfigSpace, String> {
         let size = device.get_region_size(CONFIG_REGION);
         if size < 64 {
-            return Err(format!("config region is {size} bytes, expected at least 64"));
+            return Err(format!(
+                "config region is {size} bytes, expected at least 64"
+            ));
         }
-        Ok(ConfigSpace { fd: device.as_raw_fd(), offset: device.get_region_offset(CONFIG_REGION) })
+        Ok(ConfigSpace {
+            fd: device.as_raw_fd(),
+            offset: device.get_region_offset(CONFIG_REGION),
+        })
     }
 
     fn read16(&self, reg: u64) -> Result<u16, String> {
         let mut b = [0u8; 2];
         // SAFETY: `b` is a live 2-byte buffer; `fd` is the device fd, open
         // while the VfioDevice that gave it lives (it outlives every caller).
-        let n = unsafe { libc::pread(self.fd, b.as_mut_ptr().cast(), 2, (self.offset + reg) as libc::off_t) };
+        let n = unsafe {
+            libc::pread(
+                self.fd,
+                b.as_mut_ptr().cast(),
+                2,
+                (self.offset + reg) as libc::off_t,
+            )
+        };
         match n {
             2 => Ok(u16::from_le_bytes(b)),
             n if n < 0 => Err(format!("read at {reg:#x}: {}", io::Error::last_os_error())),
@@ -368,7 +493,14 @@ impl ConfigSpace {
     fn write16(&self, reg: u64, v: u16) -> Result<(), String> {
         let b = v.to_le_bytes();
         // SAFETY: as in read16; the kernel only reads the 2-byte buffer.
-        let n = unsafe { libc::pwrite(self.fd, b.as_ptr().cast(), 2, (self.offset + reg) as libc::off_t) };
+        let n = unsafe {
+            libc::pwrite(
+                self.fd,
+                b.as_ptr().cast(),
+                2,
+                (self.offset + reg) as libc::off_t,
+            )
+        };
         match n {
             2 => Ok(()),
             n if n < 0 => Err(format!("write at {reg:#x}: {}", io::Error::last_os_error())),
@@ -386,7 +518,9 @@ impl ConfigSpace {
         }
         let now = self.read16(PCI_COMMAND)?;
         if now & set != set || now & clear != 0 {
-            return Err(format!("command register reads {now:#06x} after writing {new:#06x}"));
+            return Err(format!(
+                "command register reads {now:#06x} after writing {new:#06x}"
+            ));
         }
         Ok(now)
     }
@@ -435,7 +569,10 @@ fn map_bar0(device: &VfioDevice) -> Result<MmioBar, String> {
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(format!("mmap of {len} bytes: {}", io::Error::last_os_error()));
+        return Err(format!(
+            "mmap of {len} bytes: {}",
+            io::Error::last_os_error()
+        ));
     }
     let ptr = NonNull::new(p.cast::<u8>()).ok_or("mmap returned null")?;
     let owner = RegionMap { ptr, len };
@@ -459,8 +596,12 @@ impl DmaMapper for VfioNic {
         // SAFETY: the caller keeps host..host+len valid until `unmap` for
         // this IOVA returns (DmaMapper::map's contract) and touches it only
         // through raw pointers while the device may.
-        unsafe { self.container.vfio_dma_map(iova, len, host) }
-            .map_err(|e| DmaError::Backend(format!("{}: map of {len:#x} bytes at IOVA {iova:#x}: {e}", self.name)))?;
+        unsafe { self.container.vfio_dma_map(iova, len, host) }.map_err(|e| {
+            DmaError::Backend(format!(
+                "{}: map of {len:#x} bytes at IOVA {iova:#x}: {e}",
+                self.name
+            ))
+        })?;
         maps.insert(iova, len);
         Ok(())
     }
@@ -470,9 +611,12 @@ impl DmaMapper for VfioNic {
         if !maps.contains_key(&iova) {
             return Err(DmaError::NotMapped(iova));
         }
-        self.container
-            .vfio_dma_unmap(iova, len)
-            .map_err(|e| DmaError::Backend(format!("{}: unmap of {len:#x} bytes at IOVA {iova:#x}: {e}", self.name)))?;
+        self.container.vfio_dma_unmap(iova, len).map_err(|e| {
+            DmaError::Backend(format!(
+                "{}: unmap of {len:#x} bytes at IOVA {iova:#x}: {e}",
+                self.name
+            ))
+        })?;
         maps.remove(&iova);
         Ok(())
     }
@@ -517,14 +661,18 @@ mod tests {
 
     impl FakeSys {
         fn new(name: &str) -> FakeSys {
-            let root = std::env::temp_dir().join(format!("igb-vfio-test-{}-{name}", std::process::id()));
+            let root =
+                std::env::temp_dir().join(format!("igb-vfio-test-{}-{name}", std::process::id()));
             let _ = std::fs::remove_dir_all(&root);
             std::fs::create_dir_all(root.join("sys/bus/pci/devices")).unwrap();
             std::fs::create_dir_all(root.join("dev/vfio")).unwrap();
             FakeSys { root }
         }
         fn paths(&self) -> SysfsPaths {
-            SysfsPaths { sys: self.root.join("sys"), dev_vfio: self.root.join("dev/vfio") }
+            SysfsPaths {
+                sys: self.root.join("sys"),
+                dev_vfio: self.root.join("dev/vfio"),
+            }
         }
         fn dev_dir(&self, addr: &str) -> PathBuf {
             self.root.join("sys/bus/pci/devices").join(addr)
@@ -543,7 +691,10 @@ mod tests {
             self
         }
         fn group(&self, n: u32, members: &[&str]) -> &Self {
-            let g = self.root.join("sys/kernel/iommu_groups").join(n.to_string());
+            let g = self
+                .root
+                .join("sys/kernel/iommu_groups")
+                .join(n.to_string());
             std::fs::create_dir_all(g.join("devices")).unwrap();
             for m in members {
                 symlink(self.dev_dir(m), g.join("devices").join(m)).unwrap();
@@ -554,7 +705,9 @@ mod tests {
         /// An 82576 bound to vfio-pci alone in group 7.
         fn good(name: &str) -> FakeSys {
             let f = FakeSys::new(name);
-            f.device(ADDR, "0x8086", "0x10c9").bind(ADDR, "vfio-pci").group(7, &[ADDR]);
+            f.device(ADDR, "0x8086", "0x10c9")
+                .bind(ADDR, "vfio-pci")
+                .group(7, &[ADDR]);
             f
         }
     }
@@ -568,9 +721,28 @@ mod tests {
     #[test]
     fn pci_address_format() {
         let a: PciAddress = "0000:03:00.0".parse().unwrap();
-        assert_eq!(a, PciAddress { domain: 0, bus: 3, device: 0, function: 0 });
-        assert_eq!("0001:AF:1f.7".parse::<PciAddress>().unwrap().to_string(), "0001:af:1f.7");
-        for bad in ["03:00.0", "0000:03:00.8", "0000:03:20.0", "0000:03:00:0", "0000:0g:00.0", "", "0000:03:00.00"] {
+        assert_eq!(
+            a,
+            PciAddress {
+                domain: 0,
+                bus: 3,
+                device: 0,
+                function: 0
+            }
+        );
+        assert_eq!(
+            "0001:AF:1f.7".parse::<PciAddress>().unwrap().to_string(),
+            "0001:af:1f.7"
+        );
+        for bad in [
+            "03:00.0",
+            "0000:03:00.8",
+            "0000:03:20.0",
+            "0000:03:00:0",
+            "0000:0g:00.0",
+            "",
+            "0000:03:00.00",
+        ] {
             let e = bad.parse::<PciAddress>().unwrap_err();
             assert!(matches!(e, VfioError::BadAddress(_)), "{bad}: {e}");
             assert!(e.is_usage());
@@ -579,8 +751,18 @@ mod tests {
 
     #[test]
     fn bad_address_is_reported_before_touching_sysfs() {
-        let e = locate(&SysfsPaths { sys: "/nonexistent".into(), dev_vfio: "/nonexistent".into() }, "nonsense").unwrap_err();
-        assert_eq!(e.to_string(), "\"nonsense\" is not a PCI address like 0000:03:00.0 (DDDD:BB:DD.F in hex)");
+        let e = locate(
+            &SysfsPaths {
+                sys: "/nonexistent".into(),
+                dev_vfio: "/nonexistent".into(),
+            },
+            "nonsense",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"nonsense\" is not a PCI address like 0000:03:00.0 (DDDD:BB:DD.F in hex)"
+        );
     }
 
     #[test]
@@ -589,7 +771,10 @@ mod tests {
         let e = locate(&f.paths(), ADDR).unwrap_err();
         assert!(matches!(e, VfioError::NoSuchDevice { .. }), "{e}");
         assert!(e.is_usage());
-        assert!(e.to_string().starts_with("no PCI device 0000:03:00.0: "), "{e}");
+        assert!(
+            e.to_string().starts_with("no PCI device 0000:03:00.0: "),
+            "{e}"
+        );
         // Also what VfioNic::open says, before it needs any VFIO file.
         let e = VfioNic::open_with(&f.paths(), ADDR).err().unwrap();
         assert!(matches!(e, VfioError::NoSuchDevice { .. }), "{e}");
@@ -597,9 +782,14 @@ mod tests {
 
     #[test]
     fn wrong_vendor_or_device() {
-        for (name, v, d) in [("vendor", "0x10ec", "0x10c9"), ("device", "0x8086", "0x100e")] {
+        for (name, v, d) in [
+            ("vendor", "0x10ec", "0x10c9"),
+            ("device", "0x8086", "0x100e"),
+        ] {
             let f = FakeSys::new(name);
-            f.device(ADDR, v, d).bind(ADDR, "vfio-pci").group(7, &[ADDR]);
+            f.device(ADDR, v, d)
+                .bind(ADDR, "vfio-pci")
+                .group(7, &[ADDR]);
             let e = locate(&f.paths(), ADDR).unwrap_err();
             assert!(matches!(e, VfioError::NotIgb { .. }), "{e}");
             assert!(e.is_usage());
@@ -609,7 +799,9 @@ mod tests {
         // Both IDs the driver knows pass.
         for d in ["0x10c9", "0x1521"] {
             let f = FakeSys::new(&format!("ok{d}"));
-            f.device(ADDR, "0x8086", d).bind(ADDR, "vfio-pci").group(3, &[ADDR]);
+            f.device(ADDR, "0x8086", d)
+                .bind(ADDR, "vfio-pci")
+                .group(3, &[ADDR]);
             assert_eq!(locate(&f.paths(), ADDR).unwrap().group, 3);
         }
     }
@@ -621,18 +813,30 @@ mod tests {
         let e = locate(&f.paths(), ADDR).unwrap_err();
         assert!(matches!(e, VfioError::NotBound { .. }), "{e}");
         assert!(e.is_usage());
-        assert!(e.to_string().contains("echo 8086 1521 > /sys/bus/pci/drivers/vfio-pci/new_id"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("echo 8086 1521 > /sys/bus/pci/drivers/vfio-pci/new_id"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bound_to_another_driver() {
         let f = FakeSys::new("igb");
-        f.device(ADDR, "0x8086", "0x10c9").bind(ADDR, "igb").group(7, &[ADDR]);
+        f.device(ADDR, "0x8086", "0x10c9")
+            .bind(ADDR, "igb")
+            .group(7, &[ADDR]);
         let e = locate(&f.paths(), ADDR).unwrap_err();
-        assert!(matches!(&e, VfioError::OtherDriver { driver, .. } if driver == "igb"), "{e}");
+        assert!(
+            matches!(&e, VfioError::OtherDriver { driver, .. } if driver == "igb"),
+            "{e}"
+        );
         assert!(e.is_usage());
         let s = e.to_string();
-        assert!(s.starts_with("0000:03:00.0 is bound to igb, not vfio-pci"), "{s}");
+        assert!(
+            s.starts_with("0000:03:00.0 is bound to igb, not vfio-pci"),
+            "{s}"
+        );
         assert!(
             s.contains("echo 0000:03:00.0 > /sys/bus/pci/devices/0000:03:00.0/driver/unbind; echo 8086 10c9 > /sys/bus/pci/drivers/vfio-pci/new_id"),
             "{s}"
@@ -668,7 +872,10 @@ mod tests {
         std::fs::remove_file(f.dev_dir(other).join("driver")).unwrap();
         f.bind(other, "vfio-pci");
         let loc = locate(&f.paths(), ADDR).unwrap();
-        assert_eq!((loc.group, loc.device_id, loc.sysfs), (9, 0x10c9, f.dev_dir(ADDR)));
+        assert_eq!(
+            (loc.group, loc.device_id, loc.sysfs),
+            (9, 0x10c9, f.dev_dir(ADDR))
+        );
     }
 
     #[test]
@@ -676,7 +883,12 @@ mod tests {
         let f = FakeSys::good("nodev");
         let e = VfioNic::open_with(&f.paths(), ADDR).err().unwrap();
         assert!(matches!(e, VfioError::NoVfio { .. }), "{e}");
-        assert!(e.to_string().ends_with("dev/vfio/7: no such VFIO device file; is vfio-pci loaded (modprobe vfio-pci)?"), "{e}");
+        assert!(
+            e.to_string().ends_with(
+                "dev/vfio/7: no such VFIO device file; is vfio-pci loaded (modprobe vfio-pci)?"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -705,6 +917,9 @@ mod tests {
             "permission denied opening /dev/vfio/5: run as root or give your user the device (chown USER /dev/vfio/5)"
         );
         let busy = open_error(a, p, 5, io::Error::from_raw_os_error(libc::EBUSY));
-        assert!(matches!(busy, VfioError::GroupBusy { group: 5, .. }), "{busy}");
+        assert!(
+            matches!(busy, VfioError::GroupBusy { group: 5, .. }),
+            "{busy}"
+        );
     }
 }

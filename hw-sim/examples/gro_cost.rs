@@ -20,7 +20,14 @@ struct Result {
     segments_per_packet: f64,
 }
 
-fn run(gro: u32, split: SplitMode, payload: usize, segments: u64, ring_size: usize, batch: usize) -> Result {
+fn run(
+    gro: u32,
+    split: SplitMode,
+    payload: usize,
+    segments: u64,
+    ring_size: usize,
+    batch: usize,
+) -> Result {
     let gen = GenConfig {
         frame_size: FrameSize::Fixed(54 + payload),
         flows: 64,
@@ -28,15 +35,38 @@ fn run(gro: u32, split: SplitMode, payload: usize, segments: u64, ring_size: usi
         burst: 16,
         ..GenConfig::default()
     };
-    let cfg = SimConfig { gro, ..SimConfig::default() };
+    let cfg = SimConfig {
+        gro,
+        ..SimConfig::default()
+    };
     cfg.validate().expect("sim config");
     let (nic, mut engine) = SimNic::new(cfg, Box::new(Generator::new(gen).expect("generator")));
     let dev: Arc<dyn Device> = nic.clone();
     let igb = Igb::init(dev.clone(), IgbConfig::default()).expect("init");
-    let pages = PagePool::new(igb.dma(), PagePoolConfig { buffers: 2 * ring_size, buf_len: 2048, headroom: 0, ..Default::default() })
-        .expect("pages");
-    let hdrs = HeaderPool::new(igb.dma(), HeaderPoolConfig { buffers: 2 * ring_size, slot: 256, ..Default::default() }).expect("hdrs");
-    let rcfg = RxConfig { ring_size, split, ..RxConfig::default() };
+    let pages = PagePool::new(
+        igb.dma(),
+        PagePoolConfig {
+            buffers: 2 * ring_size,
+            buf_len: 2048,
+            headroom: 0,
+            ..Default::default()
+        },
+    )
+    .expect("pages");
+    let hdrs = HeaderPool::new(
+        igb.dma(),
+        HeaderPoolConfig {
+            buffers: 2 * ring_size,
+            slot: 256,
+            ..Default::default()
+        },
+    )
+    .expect("hdrs");
+    let rcfg = RxConfig {
+        ring_size,
+        split,
+        ..RxConfig::default()
+    };
     let mut ring = RxRing::new(dev, igb.dma(), rcfg, pages, hdrs).expect("ring");
     igb.enable_rx();
     let mut b = ring.new_batch(ring_size);
@@ -60,7 +90,10 @@ fn run(gro: u32, split: SplitMode, payload: usize, segments: u64, ring_size: usi
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let segments: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let segments: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
     let payload: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1448);
     let ring: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
     let batch = 256.min(ring / 2);

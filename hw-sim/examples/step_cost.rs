@@ -12,15 +12,39 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn run(split: SplitMode, size: usize, frames: u64, batch: usize, ring_size: usize) -> (f64, u64) {
-    let gen = Generator::new(GenConfig { frame_size: FrameSize::Fixed(size), flows: 64, ..GenConfig::default() })
-        .expect("generator");
+    let gen = Generator::new(GenConfig {
+        frame_size: FrameSize::Fixed(size),
+        flows: 64,
+        ..GenConfig::default()
+    })
+    .expect("generator");
     let (nic, mut engine) = SimNic::new(SimConfig::default(), Box::new(gen));
     let dev: Arc<dyn Device> = nic.clone();
     let igb = Igb::init(dev.clone(), IgbConfig::default()).expect("init");
-    let pages = PagePool::new(igb.dma(), PagePoolConfig { buffers: 2 * ring_size, buf_len: 2048, headroom: 0, ..Default::default() })
-        .expect("pages");
-    let hdrs = HeaderPool::new(igb.dma(), HeaderPoolConfig { buffers: 2 * ring_size, slot: 256, ..Default::default() }).expect("hdrs");
-    let cfg = RxConfig { ring_size, split, ..RxConfig::default() };
+    let pages = PagePool::new(
+        igb.dma(),
+        PagePoolConfig {
+            buffers: 2 * ring_size,
+            buf_len: 2048,
+            headroom: 0,
+            ..Default::default()
+        },
+    )
+    .expect("pages");
+    let hdrs = HeaderPool::new(
+        igb.dma(),
+        HeaderPoolConfig {
+            buffers: 2 * ring_size,
+            slot: 256,
+            ..Default::default()
+        },
+    )
+    .expect("hdrs");
+    let cfg = RxConfig {
+        ring_size,
+        split,
+        ..RxConfig::default()
+    };
     let mut ring = RxRing::new(dev, igb.dma(), cfg, pages, hdrs).expect("ring");
     igb.enable_rx();
     let mut b = ring.new_batch(batch);
@@ -36,12 +60,18 @@ fn run(split: SplitMode, size: usize, frames: u64, batch: usize, ring_size: usiz
     }
     igb.disable();
     ring.stop().expect("stop");
-    (in_step.as_nanos() as f64 / moved as f64, nic.stats().rx_frames)
+    (
+        in_step.as_nanos() as f64 / moved as f64,
+        nic.stats().rx_frames,
+    )
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let frames: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5_000_000);
+    let frames: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5_000_000);
     let size: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
     let ring: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
     for split in [SplitMode::Off, SplitMode::On, SplitMode::Always] {

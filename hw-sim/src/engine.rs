@@ -91,7 +91,16 @@ impl SimEngine {
     /// A frame held back by flow control is not counted until it is
     /// delivered; a segment counts when it joins a coalesced packet.
     pub fn step(&mut self, max_frames: usize) -> usize {
-        let SimEngine { nic, wire, rx, tx, gro, pending, has_pending, seen_reset } = self;
+        let SimEngine {
+            nic,
+            wire,
+            rx,
+            tx,
+            gro,
+            pending,
+            has_pending,
+            seen_reset,
+        } = self;
         let nic: &SimNic = nic;
         nic.poll_link();
         let gen = nic.reset_gen.load(Ordering::Acquire);
@@ -106,7 +115,15 @@ impl SimEngine {
 
         let mut done = tx.run(nic, &view, &mut set, &mut st, &mut **wire, rx);
 
-        let mut cx = RxCtx { nic, view: &view, set: &mut set, st: &mut st, rx, gro, fc: nic.cfg.flow_control };
+        let mut cx = RxCtx {
+            nic,
+            view: &view,
+            set: &mut set,
+            st: &mut st,
+            rx,
+            gro,
+            fc: nic.cfg.flow_control,
+        };
         let mut budget = max_frames;
         // Held work first, in wire order: a coalesced packet, then a frame.
         let mut stalled = budget == 0 || (cx.gro.is_closed() && !cx.place_closed());
@@ -181,23 +198,28 @@ impl SimEngine {
     pub fn spawn_with(self, init: impl FnOnce() + Send + 'static) -> std::io::Result<SimThread> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let handle = std::thread::Builder::new().name("hw-sim".into()).spawn(move || {
-            init();
-            let mut engine = self;
-            let mut idle = 0u32;
-            while !flag.load(Ordering::Relaxed) {
-                if engine.step(THREAD_BATCH) > 0 {
-                    idle = 0;
-                } else if idle < IDLE_SPINS {
-                    idle += 1;
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
+        let handle = std::thread::Builder::new()
+            .name("hw-sim".into())
+            .spawn(move || {
+                init();
+                let mut engine = self;
+                let mut idle = 0u32;
+                while !flag.load(Ordering::Relaxed) {
+                    if engine.step(THREAD_BATCH) > 0 {
+                        idle = 0;
+                    } else if idle < IDLE_SPINS {
+                        idle += 1;
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
                 }
-            }
-            engine
-        })?;
-        Ok(SimThread { stop, handle: Some(handle) })
+                engine
+            })?;
+        Ok(SimThread {
+            stop,
+            handle: Some(handle),
+        })
     }
 }
 
@@ -263,7 +285,10 @@ impl RxCtx<'_, '_> {
     }
 
     fn deliver(&mut self, frame: &[u8]) -> Fed {
-        match self.rx.deliver(self.nic, self.view, self.set, self.st, frame, None) {
+        match self
+            .rx
+            .deliver(self.nic, self.view, self.set, self.st, frame, None)
+        {
             RxOutcome::NoRoom if self.fc => Fed::Stalled,
             RxOutcome::NoRoom => {
                 RxPath::count_missed(self.st, 1);
@@ -284,9 +309,13 @@ impl RxCtx<'_, '_> {
 
     /// Places the closed packet; `false` when it must wait for room.
     fn place_closed(&mut self) -> bool {
-        let Some((packet, info)) = self.gro.packet() else { return true };
+        let Some((packet, info)) = self.gro.packet() else {
+            return true;
+        };
         let segs = info.segs();
-        let outcome = self.rx.deliver(self.nic, self.view, self.set, self.st, packet, Some(&info));
+        let outcome = self
+            .rx
+            .deliver(self.nic, self.view, self.set, self.st, packet, Some(&info));
         match outcome {
             RxOutcome::NoRoom if self.fc => return false,
             RxOutcome::NoRoom => RxPath::count_missed(self.st, segs),
@@ -308,7 +337,10 @@ impl SimThread {
     /// Stops the loop, joins the thread and hands the engine back.
     pub fn stop(mut self) -> SimEngine {
         self.stop.store(true, Ordering::Relaxed);
-        let handle = self.handle.take().expect("SimThread handle present until stop or drop");
+        let handle = self
+            .handle
+            .take()
+            .expect("SimThread handle present until stop or drop");
         match handle.join() {
             Ok(engine) => engine,
             Err(panic) => std::panic::resume_unwind(panic),

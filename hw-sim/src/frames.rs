@@ -185,7 +185,9 @@ pub fn parse(f: &[u8]) -> Parsed {
     p.l3_off = l3;
     let ip_p = match et {
         ETHERTYPE_IPV4 => {
-            let Some(h) = f.get(l3..l3 + 20) else { return p };
+            let Some(h) = f.get(l3..l3 + 20) else {
+                return p;
+            };
             if h[0] >> 4 != 4 {
                 return p;
             }
@@ -279,7 +281,9 @@ pub fn l4_checksum_ok(f: &[u8], p: &Parsed) -> Option<bool> {
         L4::Tcp => {
             let csl = match p.l3 {
                 L3::Ipv4 => (be16(f, p.l3_off + 2)? as usize).wrapping_sub(l4 - p.l3_off) & 0xFFFF,
-                L3::Ipv6 => (be16(f, p.l3_off + 4)? as usize).wrapping_sub(l4 - p.l3_off - 40) & 0xFFFF,
+                L3::Ipv6 => {
+                    (be16(f, p.l3_off + 4)? as usize).wrapping_sub(l4 - p.l3_off - 40) & 0xFFFF
+                }
                 L3::None => return None,
             };
             (IPPROTO_TCP, csl)
@@ -292,7 +296,10 @@ pub fn l4_checksum_ok(f: &[u8], p: &Parsed) -> Option<bool> {
         L3::Ipv6 => f.get(p.l3_off + 8..p.l3_off + 40)?,
         L3::None => return None,
     };
-    let pseudo = ones_sum(addrs, proto as u64 + (csl as u64 >> 16) + (csl as u64 & 0xFFFF));
+    let pseudo = ones_sum(
+        addrs,
+        proto as u64 + (csl as u64 >> 16) + (csl as u64 & 0xFFFF),
+    );
     let end = l4.saturating_add(csl).min(f.len());
     let start = l4.min(end);
     let sum = fold(ones_sum(&f[start..end], pseudo));
@@ -319,7 +326,15 @@ pub struct Tcp {
 
 impl Default for Tcp {
     fn default() -> Self {
-        Tcp { src_port: 1024, dst_port: 80, seq: 1, ack: 0, flags: TCP_ACK | TCP_PSH, window: 65535, options: Vec::new() }
+        Tcp {
+            src_port: 1024,
+            dst_port: 80,
+            seq: 1,
+            ack: 0,
+            flags: TCP_ACK | TCP_PSH,
+            window: 65535,
+            options: Vec::new(),
+        }
     }
 }
 
@@ -379,7 +394,9 @@ fn pad4(opts: &[u8], fill: u8) -> Vec<u8> {
 
 /// Deterministic payload bytes: `len` bytes of a pattern derived from `seed`.
 pub fn payload_pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 impl Builder {
@@ -433,12 +450,17 @@ impl Builder {
     }
 
     fn l4_csum_v4(&self, proto: u8, seg: &[u8]) -> u16 {
-        !fold(ones_sum(seg, pseudo_v4(&self.src_ip, &self.dst_ip, proto, seg.len())))
+        !fold(ones_sum(
+            seg,
+            pseudo_v4(&self.src_ip, &self.dst_ip, proto, seg.len()),
+        ))
     }
 
     /// Ethernet + IPv4 + UDP with a valid checksum.
     pub fn udp(&self, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
-        let seg = udp_segment(src_port, dst_port, payload, |s| self.l4_csum_v4(IPPROTO_UDP, s));
+        let seg = udp_segment(src_port, dst_port, payload, |s| {
+            self.l4_csum_v4(IPPROTO_UDP, s)
+        });
         self.ipv4(IPPROTO_UDP, &seg)
     }
 
@@ -446,7 +468,11 @@ impl Builder {
     /// [`payload_pattern`] payload.
     pub fn udp_len(&self, total_len: usize, src_port: u16, dst_port: u16) -> Vec<u8> {
         let hdrs = self.l2_len() + self.ipv4_hdr_len() + 8;
-        self.udp(src_port, dst_port, &payload_pattern(total_len.saturating_sub(hdrs), 0))
+        self.udp(
+            src_port,
+            dst_port,
+            &payload_pattern(total_len.saturating_sub(hdrs), 0),
+        )
     }
 
     /// Ethernet + IPv4 + TCP with a valid checksum.
@@ -472,7 +498,10 @@ impl Builder {
     /// Ethernet + IPv6 + UDP with a valid checksum.
     pub fn udp6(&self, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
         let seg = udp_segment(src_port, dst_port, payload, |s| {
-            !fold(ones_sum(s, pseudo_v6(&self.src_ip6, &self.dst_ip6, IPPROTO_UDP, s.len())))
+            !fold(ones_sum(
+                s,
+                pseudo_v6(&self.src_ip6, &self.dst_ip6, IPPROTO_UDP, s.len()),
+            ))
         });
         let mut f = Vec::with_capacity(self.l2_len() + 40 + seg.len());
         self.eth(&mut f, ETHERTYPE_IPV6);
@@ -496,40 +525,72 @@ impl Builder {
 
     /// A non-IP frame of exactly `total_len` bytes, ethertype 0x88B5.
     pub fn non_ip_len(&self, total_len: usize) -> Vec<u8> {
-        self.non_ip(ETHERTYPE_LOCAL_EXP, &payload_pattern(total_len.saturating_sub(self.l2_len()), 0))
+        self.non_ip(
+            ETHERTYPE_LOCAL_EXP,
+            &payload_pattern(total_len.saturating_sub(self.l2_len()), 0),
+        )
     }
 }
 
 /// A UDP/IPv4 frame of exactly `len` bytes (at least 42) to the simulator's
 /// default MAC, payload [`payload_pattern`] of `seed`, IP id `seed`.
 pub fn udp_frame(len: usize, seed: u8) -> Vec<u8> {
-    let b = Builder { ip_id: seed as u16, ..Builder::default() };
-    b.udp(1000 + seed as u16, 2000, &payload_pattern(len.saturating_sub(42), seed))
+    let b = Builder {
+        ip_id: seed as u16,
+        ..Builder::default()
+    };
+    b.udp(
+        1000 + seed as u16,
+        2000,
+        &payload_pattern(len.saturating_sub(42), seed),
+    )
 }
 
 /// A TCP/IPv4 frame of exactly `len` bytes with `opts_len` bytes of TCP
 /// options (NOPs, rounded up to 4, at most 40).
 pub fn tcp_frame(len: usize, seed: u8, opts_len: usize) -> Vec<u8> {
-    let b = Builder { ip_id: seed as u16, ..Builder::default() };
-    let t = Tcp { src_port: 1000 + seed as u16, seq: seed as u32 * 1000, options: vec![1; opts_len.min(40)], ..Tcp::default() };
+    let b = Builder {
+        ip_id: seed as u16,
+        ..Builder::default()
+    };
+    let t = Tcp {
+        src_port: 1000 + seed as u16,
+        seq: seed as u32 * 1000,
+        options: vec![1; opts_len.min(40)],
+        ..Tcp::default()
+    };
     let hdrs = 54 + pad4(&t.options, 1).len();
     b.tcp(&t, &payload_pattern(len.saturating_sub(hdrs), seed))
 }
 
 /// A non-IP frame (ethertype 0x88B5) of exactly `len` bytes (at least 14).
 pub fn non_ip_frame(len: usize, seed: u8) -> Vec<u8> {
-    Builder::default().non_ip(ETHERTYPE_LOCAL_EXP, &payload_pattern(len.saturating_sub(ETH_HLEN), seed))
+    Builder::default().non_ip(
+        ETHERTYPE_LOCAL_EXP,
+        &payload_pattern(len.saturating_sub(ETH_HLEN), seed),
+    )
 }
 
 /// An ICMP echo request frame of exactly `len` bytes (at least 42).
 pub fn icmp_frame(len: usize, seed: u8) -> Vec<u8> {
-    let b = Builder { ip_id: seed as u16, ..Builder::default() };
-    b.icmp_echo(seed as u16, 1, &payload_pattern(len.saturating_sub(42), seed))
+    let b = Builder {
+        ip_id: seed as u16,
+        ..Builder::default()
+    };
+    b.icmp_echo(
+        seed as u16,
+        1,
+        &payload_pattern(len.saturating_sub(42), seed),
+    )
 }
 
 /// A UDP/IPv6 frame of exactly `len` bytes (at least 62).
 pub fn udp6_frame(len: usize, seed: u8) -> Vec<u8> {
-    Builder::default().udp6(1000 + seed as u16, 2000, &payload_pattern(len.saturating_sub(62), seed))
+    Builder::default().udp6(
+        1000 + seed as u16,
+        2000,
+        &payload_pattern(len.saturating_sub(62), seed),
+    )
 }
 
 fn udp_segment(src: u16, dst: u16, payload: &[u8], csum: impl Fn(&[u8]) -> u16) -> Vec<u8> {
@@ -583,8 +644,14 @@ mod tests {
 
     #[test]
     fn tcp_with_options_and_ip_options() {
-        let b = Builder { ip_options: vec![0x94, 0x04, 0, 0], ..Builder::default() };
-        let t = Tcp { options: vec![1; 40], ..Tcp::default() };
+        let b = Builder {
+            ip_options: vec![0x94, 0x04, 0, 0],
+            ..Builder::default()
+        };
+        let t = Tcp {
+            options: vec![1; 40],
+            ..Tcp::default()
+        };
         let f = b.tcp(&t, b"hello");
         let p = parse(&f);
         assert_eq!(p.l4, L4::Tcp);
@@ -602,23 +669,38 @@ mod tests {
     fn icmp_fragment_ipv6_non_ip_vlan() {
         let b = Builder::default();
         let p = parse(&b.icmp_echo(1, 1, &[0; 32]));
-        assert_eq!((p.l3, p.l4, p.l4_off), (L3::Ipv4, L4::Other(IPPROTO_ICMP), 34));
+        assert_eq!(
+            (p.l3, p.l4, p.l4_off),
+            (L3::Ipv4, L4::Other(IPPROTO_ICMP), 34)
+        );
 
-        let fr = Builder { fragment: Some(Fragment { offset: 0, more: true }), ..Builder::default() };
+        let fr = Builder {
+            fragment: Some(Fragment {
+                offset: 0,
+                more: true,
+            }),
+            ..Builder::default()
+        };
         let p = parse(&fr.udp(1, 2, &[0; 100]));
         assert!(p.fragment);
         assert_eq!((p.l3, p.l4), (L3::Ipv4, L4::None));
 
         let f6 = b.udp6(7, 9, &[1, 2, 3]);
         let p = parse(&f6);
-        assert_eq!((p.l3, p.l4, p.l4_off, p.l5_off), (L3::Ipv6, L4::Udp, 54, 62));
+        assert_eq!(
+            (p.l3, p.l4, p.l4_off, p.l5_off),
+            (L3::Ipv6, L4::Udp, 54, 62)
+        );
         assert_eq!(l4_checksum_ok(&f6, &p), Some(true));
         assert_eq!(ipv4_header_ok(&f6, &p), None);
 
         let p = parse(&b.non_ip_len(100));
         assert_eq!((p.ethertype, p.l3), (ETHERTYPE_LOCAL_EXP, L3::None));
 
-        let v = Builder { vlan: Some(5), ..Builder::default() };
+        let v = Builder {
+            vlan: Some(5),
+            ..Builder::default()
+        };
         let f = v.udp(1, 2, &[0; 10]);
         let p = parse(&f);
         assert_eq!((p.vlans, p.l3_off, p.l5_off), (1, 18, 46));
@@ -655,7 +737,13 @@ mod tests {
     #[test]
     fn sized_helpers() {
         for len in [64, 242, 1514, 9216] {
-            for f in [udp_frame(len, 3), tcp_frame(len, 3, if len < 70 { 0 } else { 12 }), non_ip_frame(len, 3), icmp_frame(len, 3), udp6_frame(len, 3)] {
+            for f in [
+                udp_frame(len, 3),
+                tcp_frame(len, 3, if len < 70 { 0 } else { 12 }),
+                non_ip_frame(len, 3),
+                icmp_frame(len, 3),
+                udp6_frame(len, 3),
+            ] {
                 assert_eq!(f.len(), len);
                 let p = parse(&f);
                 assert_ne!(l4_checksum_ok(&f, &p), Some(false));
@@ -668,7 +756,13 @@ mod tests {
     #[test]
     fn checksum_matches_rfc1071_example() {
         // RFC 1071 section 3 example: words 0001 f203 f4f5 f6f7 sum to ddf2.
-        assert_eq!(fold(ones_sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7], 0)), 0xddf2);
+        assert_eq!(
+            fold(ones_sum(
+                &[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7],
+                0
+            )),
+            0xddf2
+        );
         // Odd length pads with zero.
         assert_eq!(fold(ones_sum(&[0x01], 0)), 0x0100);
     }

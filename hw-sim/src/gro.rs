@@ -146,7 +146,12 @@ pub(crate) fn segment(f: &[u8]) -> Option<Segment> {
     if sum != 0xFFFF && sum != 0 {
         return None;
     }
-    Some(Segment { parsed: p, payload, seq: be32(f, l4 + 4), payload_sum })
+    Some(Segment {
+        parsed: p,
+        payload,
+        seq: be32(f, l4 + 4),
+        payload_sum,
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,7 +280,8 @@ impl Gro {
         self.sum = s.payload_sum as u64;
         self.payload = s.payload;
         self.ack.copy_from_slice(&f[p.l4_off + 8..p.l4_off + 12]);
-        self.window.copy_from_slice(&f[p.l4_off + 14..p.l4_off + 16]);
+        self.window
+            .copy_from_slice(&f[p.l4_off + 14..p.l4_off + 16]);
         self.psh = f[p.l4_off + 13] & TCP_PSH != 0;
         self.ip_id = p.ip_id;
         self.wire_bytes = wire_len(f);
@@ -326,7 +332,11 @@ impl Gro {
         let payload = &f[p.l5_off..p.l5_off + s.payload];
         self.starts.push(self.buf.len() as u32);
         // A payload starting at an odd offset adds its sum byte-swapped.
-        self.sum += if self.payload & 1 == 0 { s.payload_sum } else { s.payload_sum.swap_bytes() } as u64;
+        self.sum += if self.payload & 1 == 0 {
+            s.payload_sum
+        } else {
+            s.payload_sum.swap_bytes()
+        } as u64;
         self.buf.extend_from_slice(payload);
         self.payload += s.payload;
         self.next_seq = s.seq.wrapping_add(s.payload as u32);
@@ -356,8 +366,16 @@ impl Gro {
 
     /// The closed packet and what the receive path needs about it.
     pub(crate) fn packet(&self) -> Option<(&[u8], RunInfo<'_>)> {
-        (self.state == State::Closed)
-            .then(|| (&self.buf[..], RunInfo { starts: &self.starts, ip_id: self.ip_id, wire_bytes: self.wire_bytes }))
+        (self.state == State::Closed).then(|| {
+            (
+                &self.buf[..],
+                RunInfo {
+                    starts: &self.starts,
+                    ip_id: self.ip_id,
+                    wire_bytes: self.wire_bytes,
+                },
+            )
+        })
     }
 
     /// The closed packet was placed (or dropped): back to idle.
@@ -380,7 +398,10 @@ impl Gro {
             b[l4 + 13] |= TCP_PSH;
         }
         b[l4 + 16..l4 + 18].fill(0);
-        let pseudo = ones_sum(&b[l3 + 12..l3 + 20], frames::IPPROTO_TCP as u64 + (tot - 20) as u64);
+        let pseudo = ones_sum(
+            &b[l3 + 12..l3 + 20],
+            frames::IPPROTO_TCP as u64 + (tot - 20) as u64,
+        );
         let tcp = !fold(ones_sum(&b[l4..l5], pseudo) + self.sum);
         b[l4 + 16..l4 + 18].copy_from_slice(&tcp.to_be_bytes());
     }
@@ -400,7 +421,14 @@ mod tests {
     const RST: u8 = 0x04;
 
     fn seg(seq: u32, payload: &[u8]) -> Vec<u8> {
-        Builder::default().tcp(&Tcp { seq, ack: 77, ..Tcp::default() }, payload)
+        Builder::default().tcp(
+            &Tcp {
+                seq,
+                ack: 77,
+                ..Tcp::default()
+            },
+            payload,
+        )
     }
 
     fn pl(n: usize, seed: u8) -> Vec<u8> {
@@ -421,7 +449,11 @@ mod tests {
     #[test]
     fn coalesces_in_order_segments_with_odd_lengths() {
         let mut g = Gro::new(16);
-        let payloads: Vec<Vec<u8>> = [1, 7, 100, 3, 1448, 2, 5].iter().enumerate().map(|(i, &n)| pl(n, i as u8)).collect();
+        let payloads: Vec<Vec<u8>> = [1, 7, 100, 3, 1448, 2, 5]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| pl(n, i as u8))
+            .collect();
         let mut seq = 0xFFFF_FF00u32; // wraps
         assert!(g.start(&seg(seq, &payloads[0]), 65535));
         seq = seq.wrapping_add(1);
@@ -442,11 +474,29 @@ mod tests {
     fn last_ack_window_and_psh_are_kept() {
         let b = Builder::default();
         let mut g = Gro::new(4);
-        let t = Tcp { seq: 10, ack: 1, window: 100, flags: TCP_ACK, ..Tcp::default() };
+        let t = Tcp {
+            seq: 10,
+            ack: 1,
+            window: 100,
+            flags: TCP_ACK,
+            ..Tcp::default()
+        };
         assert!(g.start(&b.tcp(&t, &[1; 10]), 65535));
-        let t2 = Tcp { seq: 20, ack: 9, window: 200, flags: TCP_ACK | TCP_PSH, ..Tcp::default() };
+        let t2 = Tcp {
+            seq: 20,
+            ack: 9,
+            window: 200,
+            flags: TCP_ACK | TCP_PSH,
+            ..Tcp::default()
+        };
         g.append(&b.tcp(&t2, &[2; 10])).unwrap();
-        let t3 = Tcp { seq: 30, ack: 12, window: 300, flags: TCP_ACK, ..Tcp::default() };
+        let t3 = Tcp {
+            seq: 30,
+            ack: 12,
+            window: 300,
+            flags: TCP_ACK,
+            ..Tcp::default()
+        };
         g.append(&b.tcp(&t3, &[3; 10])).unwrap();
         let (f, _) = g.close().unwrap();
         let p = parse(f);
@@ -471,26 +521,92 @@ mod tests {
         assert_eq!(g.append(&seg(1200, &[1; 100])), Err(Break::OutOfOrder));
         assert_eq!(g.append(&seg(1000, &[1; 100])), Err(Break::OutOfOrder));
         // Flag changes: FIN, SYN, RST, URG, no ACK.
-        for flags in [TCP_ACK | TCP_FIN, TCP_ACK | TCP_SYN, TCP_ACK | RST, TCP_ACK | URG, TCP_PSH] {
-            let f = b.tcp(&Tcp { seq: 1100, ack: 77, flags, ..Tcp::default() }, &[1; 100]);
+        for flags in [
+            TCP_ACK | TCP_FIN,
+            TCP_ACK | TCP_SYN,
+            TCP_ACK | RST,
+            TCP_ACK | URG,
+            TCP_PSH,
+        ] {
+            let f = b.tcp(
+                &Tcp {
+                    seq: 1100,
+                    ack: 77,
+                    flags,
+                    ..Tcp::default()
+                },
+                &[1; 100],
+            );
             assert_eq!(g.append(&f), Err(Break::NotEligible), "flags {flags:#x}");
         }
         // Other flows: port, source address, TTL; options length.
-        let other = b.tcp(&Tcp { seq: 1100, ack: 77, src_port: 9, ..Tcp::default() }, &[1; 100]);
+        let other = b.tcp(
+            &Tcp {
+                seq: 1100,
+                ack: 77,
+                src_port: 9,
+                ..Tcp::default()
+            },
+            &[1; 100],
+        );
         assert_eq!(g.append(&other), Err(Break::OtherFlow));
-        let other = Builder { src_ip: [10, 0, 0, 1], ..Builder::default() }.tcp(&Tcp { seq: 1100, ack: 77, ..Tcp::default() }, &[1; 100]);
+        let other = Builder {
+            src_ip: [10, 0, 0, 1],
+            ..Builder::default()
+        }
+        .tcp(
+            &Tcp {
+                seq: 1100,
+                ack: 77,
+                ..Tcp::default()
+            },
+            &[1; 100],
+        );
         assert_eq!(g.append(&other), Err(Break::OtherFlow));
-        let other = Builder { ttl: 3, ..Builder::default() }.tcp(&Tcp { seq: 1100, ack: 77, ..Tcp::default() }, &[1; 100]);
+        let other = Builder {
+            ttl: 3,
+            ..Builder::default()
+        }
+        .tcp(
+            &Tcp {
+                seq: 1100,
+                ack: 77,
+                ..Tcp::default()
+            },
+            &[1; 100],
+        );
         assert_eq!(g.append(&other), Err(Break::OtherFlow));
-        let opts = b.tcp(&Tcp { seq: 1100, ack: 77, options: vec![1; 12], ..Tcp::default() }, &[1; 100]);
+        let opts = b.tcp(
+            &Tcp {
+                seq: 1100,
+                ack: 77,
+                options: vec![1; 12],
+                ..Tcp::default()
+            },
+            &[1; 100],
+        );
         assert_eq!(g.append(&opts), Err(Break::OptionsLen));
         // Not eligible: pure ACK, bad checksum, UDP, IP options.
         assert_eq!(g.append(&seg(1100, &[])), Err(Break::NotEligible));
         let mut bad = seg(1100, &[1; 100]);
         *bad.last_mut().unwrap() ^= 1;
         assert_eq!(g.append(&bad), Err(Break::NotEligible));
-        assert_eq!(g.append(&frames::udp_frame(200, 1)), Err(Break::NotEligible));
-        let ipopt = Builder { ip_options: vec![1; 4], ..Builder::default() }.tcp(&Tcp { seq: 1100, ack: 77, ..Tcp::default() }, &[1; 100]);
+        assert_eq!(
+            g.append(&frames::udp_frame(200, 1)),
+            Err(Break::NotEligible)
+        );
+        let ipopt = Builder {
+            ip_options: vec![1; 4],
+            ..Builder::default()
+        }
+        .tcp(
+            &Tcp {
+                seq: 1100,
+                ack: 77,
+                ..Tcp::default()
+            },
+            &[1; 100],
+        );
         assert_eq!(g.append(&ipopt), Err(Break::NotEligible));
         // The run is untouched by refused segments.
         assert_eq!(g.append(&seg(1100, &[1; 100])), Ok(()));

@@ -54,8 +54,13 @@ impl Iommu {
     /// Records a mapping. Refuses empty, wrapping or overlapping ranges.
     pub(crate) fn map(&self, iova: u64, host: *mut u8, len: usize) -> Result<(), DmaError> {
         let len64 = len as u64;
-        if len == 0 || iova.checked_add(len64).is_none() || (host as usize).checked_add(len).is_none() {
-            return Err(DmaError::Backend(format!("invalid DMA range {iova:#x}+{len:#x}")));
+        if len == 0
+            || iova.checked_add(len64).is_none()
+            || (host as usize).checked_add(len).is_none()
+        {
+            return Err(DmaError::Backend(format!(
+                "invalid DMA range {iova:#x}+{len:#x}"
+            )));
         }
         let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
         let pos = maps.partition_point(|m| m.iova < iova);
@@ -64,7 +69,14 @@ impl Iommu {
         if overlaps_prev || overlaps_next {
             return Err(DmaError::Overlap { iova, len });
         }
-        maps.insert(pos, Mapping { iova, len: len64, host: host as usize });
+        maps.insert(
+            pos,
+            Mapping {
+                iova,
+                len: len64,
+                host: host as usize,
+            },
+        );
         Ok(())
     }
 
@@ -89,7 +101,10 @@ impl Iommu {
 
     /// Takes the read side for one engine step.
     pub(crate) fn view(&self) -> DmaView<'_> {
-        DmaView { maps: self.maps.read().unwrap_or_else(|e| e.into_inner()), cache: Default::default() }
+        DmaView {
+            maps: self.maps.read().unwrap_or_else(|e| e.into_inner()),
+            cache: Default::default(),
+        }
     }
 
     /// Holds the write side: no DMA is in flight while the guard lives. Used
@@ -125,14 +140,21 @@ impl<'a> DmaView<'a> {
         let host = match slot.get().host_of(iova, len64) {
             Some(h) => h,
             None => {
-                let i = self.maps.partition_point(|m| m.iova <= iova).checked_sub(1)?;
+                let i = self
+                    .maps
+                    .partition_point(|m| m.iova <= iova)
+                    .checked_sub(1)?;
                 let m = self.maps[i];
                 let h = m.host_of(iova, len64)?;
                 slot.set(m);
                 h
             }
         };
-        Some(DmaBuf { ptr: host as *mut u8, len, _view: PhantomData })
+        Some(DmaBuf {
+            ptr: host as *mut u8,
+            len,
+            _view: PhantomData,
+        })
     }
 
     /// The descriptor at `iova`, or `None` (a DMA fault) when the 16 bytes
@@ -252,8 +274,14 @@ mod tests {
         let p = mem.as_mut_ptr();
         let io = Iommu::default();
         io.map(0x1000, p, 4096).unwrap();
-        assert!(matches!(io.map(0x1800, p, 16), Err(DmaError::Overlap { .. })));
-        assert!(matches!(io.map(0x0800, p, 0x1000), Err(DmaError::Overlap { .. })));
+        assert!(matches!(
+            io.map(0x1800, p, 16),
+            Err(DmaError::Overlap { .. })
+        ));
+        assert!(matches!(
+            io.map(0x0800, p, 0x1000),
+            Err(DmaError::Overlap { .. })
+        ));
         io.map(0x2000, p.wrapping_add(4096), 4096).unwrap();
         assert!(io.map(0x3000, p, 0).is_err());
         assert_eq!(io.len(), 2);

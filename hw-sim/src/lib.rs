@@ -52,8 +52,8 @@ pub mod wire;
 mod model_tests;
 
 pub use engine::{SimEngine, SimThread};
-pub use nic::SimNic;
 pub use gro::Gro;
+pub use nic::SimNic;
 pub use rx::RxWbHook;
 pub use wire::Wire;
 
@@ -80,7 +80,12 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { mac: [0x02, 0, 0, 0, 0, 0x01], link_up_delay: Duration::ZERO, flow_control: true, gro: 1 }
+        SimConfig {
+            mac: [0x02, 0, 0, 0, 0, 0x01],
+            link_up_delay: Duration::ZERO,
+            flow_control: true,
+            gro: 1,
+        }
     }
 }
 
@@ -94,7 +99,9 @@ pub enum SimConfigError {
 impl std::fmt::Display for SimConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SimConfigError::Gro(n) => write!(f, "gro {n} invalid: must be 1 (off) ..= {}", gro::MAX_GRO),
+            SimConfigError::Gro(n) => {
+                write!(f, "gro {n} invalid: must be 1 (off) ..= {}", gro::MAX_GRO)
+            }
         }
     }
 }

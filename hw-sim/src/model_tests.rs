@@ -65,7 +65,10 @@ impl Harness {
         n.write32(b + Q_BAL, self.ring.iova() as u32);
         n.write32(b + Q_BAH, (self.ring.iova() >> 32) as u32);
         n.write32(b + Q_LEN, NDESC * DESC_LEN as u32);
-        n.write32(b + Q_SRRCTL, desctype | ((hdr / 64) as u32) << SRRCTL_BSIZEHEADER_SHIFT | (pkt / 1024) as u32);
+        n.write32(
+            b + Q_SRRCTL,
+            desctype | ((hdr / 64) as u32) << SRRCTL_BSIZEHEADER_SHIFT | (pkt / 1024) as u32,
+        );
         n.write32(b + Q_HEAD, 0);
         n.write32(b + Q_TAIL, 0);
         n.write32(b + Q_DCTL, DCTL_QUEUE_ENABLE);
@@ -79,13 +82,18 @@ impl Harness {
 
     fn fill(&self, iova: u64, len: usize, byte: u8) {
         let v = self.nic.iommu.view();
-        v.translate(iova, len, Hint::Payload).unwrap().write(0, &vec![byte; len]);
+        v.translate(iova, len, Hint::Payload)
+            .unwrap()
+            .write(0, &vec![byte; len]);
     }
 
     fn read(&self, iova: u64, len: usize) -> Vec<u8> {
         let mut out = vec![0; len];
         let v = self.nic.iommu.view();
-        assert!(v.translate(iova, len, Hint::Payload).unwrap().read(0, &mut out));
+        assert!(v
+            .translate(iova, len, Hint::Payload)
+            .unwrap()
+            .read(0, &mut out));
         out
     }
 
@@ -112,7 +120,9 @@ impl Harness {
             for _ in 0..n {
                 let i = self.tail;
                 let (p, h) = addrs(self, i);
-                v.desc(self.ring.iova_at(i as usize * DESC_LEN)).unwrap().write_rx_read(p, h);
+                v.desc(self.ring.iova_at(i as usize * DESC_LEN))
+                    .unwrap()
+                    .write_rx_read(p, h);
                 self.tail = (self.tail + 1) % NDESC;
             }
         }
@@ -170,9 +180,13 @@ impl Harness {
             for (k, c) in chunks.iter().enumerate() {
                 let i = self.tx_tail;
                 let iova = self.tx_bufs.iova_at(i as usize * SLOT);
-                v.translate(iova, c.len(), Hint::Payload).unwrap().write(0, c);
+                v.translate(iova, c.len(), Hint::Payload)
+                    .unwrap()
+                    .write(0, c);
                 let cmd = TxCmdTypeLen::data(c.len() as u16, k + 1 == chunks.len());
-                v.desc(self.tx_ring.iova_at(i as usize * DESC_LEN)).unwrap().write_tx(iova, cmd, TxOlinfo::with_paylen(frame.len() as u32));
+                v.desc(self.tx_ring.iova_at(i as usize * DESC_LEN))
+                    .unwrap()
+                    .write_tx(iova, cmd, TxOlinfo::with_paylen(frame.len() as u32));
                 used.push(i);
                 self.tx_tail = (self.tx_tail + 1) % NDESC;
             }
@@ -199,7 +213,11 @@ fn onebuf_udp_whole_frame_in_packet_buffer() {
     let mut h = Harness::new(cfg());
     h.rx_setup(ONEBUF, 256, 2048);
     h.post(4);
-    let f = Builder { ip_id: 0x1234, ..Builder::default() }.udp_len(242, 1000, 2000);
+    let f = Builder {
+        ip_id: 0x1234,
+        ..Builder::default()
+    }
+    .udp_len(242, 1000, 2000);
     assert_eq!(h.rx(&f), 1);
     let wb = h.wb(0);
     assert!(wb.status.dd() && wb.status.eop());
@@ -212,7 +230,11 @@ fn onebuf_udp_whole_frame_in_packet_buffer() {
     assert_eq!(wb.rss, 0x1234);
     assert_eq!(h.pkt(0, 242), f);
     assert_eq!(h.pkt(0, 243)[242], SENTINEL);
-    assert_eq!(h.hdr(0, 4), [SENTINEL; 4], "ONEBUF never touches the header buffer");
+    assert_eq!(
+        h.hdr(0, 4),
+        [SENTINEL; 4],
+        "ONEBUF never touches the header buffer"
+    );
     assert_eq!(h.rdh(), 1);
     let s = h.stats();
     assert_eq!((s.rx_frames, s.rx_bytes), (1, 242));
@@ -298,7 +320,13 @@ fn header_buffer_overflow_sets_hbo() {
     let mut h = Harness::new(cfg());
     h.rx_setup(SPLIT, 64, 2048);
     h.post(4);
-    let f = Builder::default().tcp(&Tcp { options: vec![1; 40], ..Tcp::default() }, &[5; 300]);
+    let f = Builder::default().tcp(
+        &Tcp {
+            options: vec![1; 40],
+            ..Tcp::default()
+        },
+        &[5; 300],
+    );
     assert_eq!(frames::parse(&f).l5_off, 94);
     h.rx(&f);
     let wb = h.wb(0);
@@ -310,7 +338,10 @@ fn header_buffer_overflow_sets_hbo() {
     assert_eq!(h.hdr(0, 1), [SENTINEL]);
 
     // HDR_SPLIT_ALWAYS: the first 64 bytes go to the header buffer anyway.
-    h.nic.write32(rx_queue_base(0) + Q_SRRCTL, ALWAYS | 1 << SRRCTL_BSIZEHEADER_SHIFT | 2);
+    h.nic.write32(
+        rx_queue_base(0) + Q_SRRCTL,
+        ALWAYS | 1 << SRRCTL_BSIZEHEADER_SHIFT | 2,
+    );
     h.rx(&f);
     let wb = h.wb(1);
     assert!(wb.status.hbo());
@@ -344,7 +375,11 @@ fn jumbo_frame_spans_descriptors() {
             assert!(wb.status.l4cs() && !wb.status.tcpe());
         }
         if i > 0 {
-            assert_eq!(h.hdr(i as u32, 1), [SENTINEL], "only the first header buffer is used");
+            assert_eq!(
+                h.hdr(i as u32, 1),
+                [SENTINEL],
+                "only the first header buffer is used"
+            );
         }
         got.extend(h.pkt(i as u32, len as usize));
     }
@@ -368,7 +403,11 @@ fn oversize_without_lpe_and_runt_padding() {
     h.rx(&b.udp_len(1514, 1, 2));
     assert_eq!(h.stats().rx_frames, 1);
     // VLAN-tagged frames may be 4 bytes longer.
-    h.rx(&Builder { vlan: Some(3), ..b.clone() }.udp_len(1518, 1, 2));
+    h.rx(&Builder {
+        vlan: Some(3),
+        ..b.clone()
+    }
+    .udp_len(1518, 1, 2));
     assert_eq!(h.stats().rx_frames, 2);
     // Runts are padded to 60 bytes with zeros.
     let runt = b.non_ip(0x88B5, &[1, 2, 3]);
@@ -398,9 +437,18 @@ fn address_filter_and_rx_enable() {
     h.post(8);
     h.rctl(0, RCTL_UPE | RCTL_MPE | RCTL_BAM);
     let ours = Builder::default();
-    let other = Builder { dst_mac: [0x02, 9, 9, 9, 9, 9], ..Builder::default() };
-    let bcast = Builder { dst_mac: [0xFF; 6], ..Builder::default() };
-    let mcast = Builder { dst_mac: [0x01, 0, 0x5E, 0, 0, 1], ..Builder::default() };
+    let other = Builder {
+        dst_mac: [0x02, 9, 9, 9, 9, 9],
+        ..Builder::default()
+    };
+    let bcast = Builder {
+        dst_mac: [0xFF; 6],
+        ..Builder::default()
+    };
+    let mcast = Builder {
+        dst_mac: [0x01, 0, 0x5E, 0, 0, 1],
+        ..Builder::default()
+    };
     for b in [&other, &bcast, &mcast] {
         h.rx(&b.udp_len(100, 1, 2));
     }
@@ -415,7 +463,8 @@ fn address_filter_and_rx_enable() {
     // A second station address in RA[1].
     h.rctl(0, RCTL_UPE);
     h.nic.write32(RAL0 + 8, u32::from_le_bytes([0x02, 9, 9, 9]));
-    h.nic.write32(RAH0 + 8, u32::from_le_bytes([9, 9, 0, 0]) | RAH_AV);
+    h.nic
+        .write32(RAH0 + 8, u32::from_le_bytes([9, 9, 0, 0]) | RAH_AV);
     h.rx(&other.udp_len(100, 1, 2));
     assert_eq!(h.stats().rx_frames, 5);
 
@@ -424,7 +473,10 @@ fn address_filter_and_rx_enable() {
     assert_eq!(h.stats().rx_disabled, 1);
     h.rctl(RCTL_EN, 0);
     h.nic.write32(rx_queue_base(0) + Q_DCTL, 0);
-    assert_eq!(h.nic.read32(rx_queue_base(0) + Q_DCTL) & DCTL_QUEUE_ENABLE, 0);
+    assert_eq!(
+        h.nic.read32(rx_queue_base(0) + Q_DCTL) & DCTL_QUEUE_ENABLE,
+        0
+    );
     h.rx(&ours.udp_len(100, 1, 2));
     assert_eq!(h.stats().rx_disabled, 2);
     assert_eq!(h.stats().rx_frames, 5);
@@ -448,7 +500,9 @@ fn checksum_status_good_and_corrupted() {
     let mut zero_csum = good_udp.clone();
     zero_csum[40..42].fill(0);
     zero_csum[150] ^= 0xFF; // would be wrong, but UDP checksum 0 means none
-    for f in [&good_udp, &bad_ip, &bad_udp, &tcp, &bad_tcp, &udp6, &zero_csum] {
+    for f in [
+        &good_udp, &bad_ip, &bad_udp, &tcp, &bad_tcp, &udp6, &zero_csum,
+    ] {
         h.rx(f);
     }
     let st = |h: &Harness, i| {
@@ -487,7 +541,11 @@ fn dma_fault_on_unmapped_buffer_writes_nothing() {
     assert_eq!((s.dma_faults, s.rx_frames), (1, 0));
     assert_eq!(h.desc(&h.ring, 0), before, "descriptor untouched");
     assert_eq!(h.rdh(), 0);
-    assert_eq!(h.read(end - 100, 100), vec![SENTINEL; 100], "nothing written into the mapped part");
+    assert_eq!(
+        h.read(end - 100, 100),
+        vec![SENTINEL; 100],
+        "nothing written into the mapped part"
+    );
 
     // An unmapped ring faults too, and nothing panics.
     h.nic.write32(rx_queue_base(0) + Q_BAL, 0x10);
@@ -508,14 +566,20 @@ fn unmap_revokes_device_access() {
     let old = std::mem::replace(&mut h.pkts, space.alloc(4096).unwrap());
     drop(old);
     assert_eq!(h.nic.dma_mappings(), maps);
-    assert_eq!(h.nic.unmap(pkts_iova, 4096), Err(driver::DmaError::NotMapped(pkts_iova)));
+    assert_eq!(
+        h.nic.unmap(pkts_iova, 4096),
+        Err(driver::DmaError::NotMapped(pkts_iova))
+    );
     h.rx(&Builder::default().udp_len(100, 1, 2));
     assert_eq!(h.stats().dma_faults, 1);
 }
 
 #[test]
 fn link_down_after_reset_until_autoneg_restart() {
-    let mut h = Harness::new(SimConfig { link_up_delay: Duration::from_millis(30), ..cfg() });
+    let mut h = Harness::new(SimConfig {
+        link_up_delay: Duration::from_millis(30),
+        ..cfg()
+    });
     h.nic.write32(CTRL, CTRL_RST);
     assert_eq!(h.nic.read32(STATUS) & STATUS_LU, 0);
     h.rx_setup(ONEBUF, 0, 2048);
@@ -529,14 +593,20 @@ fn link_down_after_reset_until_autoneg_restart() {
     assert!(!h.wb(0).status.dd());
 
     let bmcr = (BMCR_AN_ENABLE | BMCR_AN_RESTART | BMCR_FULL_DUPLEX | BMCR_SPEED_1000) as u32;
-    h.nic.write32(MDIC, bmcr | PHY_BMCR << MDIC_REG_SHIFT | PHY_ADDR << MDIC_PHY_SHIFT | MDIC_OP_WRITE);
+    h.nic.write32(
+        MDIC,
+        bmcr | PHY_BMCR << MDIC_REG_SHIFT | PHY_ADDR << MDIC_PHY_SHIFT | MDIC_OP_WRITE,
+    );
     assert_eq!(h.nic.read32(MDIC) & (MDIC_READY | MDIC_ERROR), MDIC_READY);
     // Still negotiating: dropped.
     h.rx(&f);
     assert_eq!(h.stats().rx_link_down, 4);
     let start = std::time::Instant::now();
     while h.nic.read32(STATUS) & STATUS_LU == 0 {
-        assert!(start.elapsed() < Duration::from_secs(2), "link never came up");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "link never came up"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     h.rx(&f);
@@ -551,7 +621,10 @@ fn link_down_after_reset_until_autoneg_restart() {
 
 #[test]
 fn missed_packets_without_flow_control() {
-    let mut h = Harness::new(SimConfig { flow_control: false, ..cfg() });
+    let mut h = Harness::new(SimConfig {
+        flow_control: false,
+        ..cfg()
+    });
     h.rx_setup(ONEBUF, 0, 2048);
     h.post(1);
     let f = Builder::default().udp_len(100, 1, 2);
@@ -644,8 +717,14 @@ fn transmit_waits_for_eop_and_faults_skip() {
     {
         let v = h.nic.iommu.view();
         let iova = h.tx_bufs.iova();
-        v.translate(iova, 100, Hint::Payload).unwrap().write(0, &f[..100]);
-        v.desc(h.tx_ring.iova()).unwrap().write_tx(iova, TxCmdTypeLen::data(100, false), TxOlinfo::with_paylen(200));
+        v.translate(iova, 100, Hint::Payload)
+            .unwrap()
+            .write(0, &f[..100]);
+        v.desc(h.tx_ring.iova()).unwrap().write_tx(
+            iova,
+            TxCmdTypeLen::data(100, false),
+            TxOlinfo::with_paylen(200),
+        );
     }
     h.tx_tail = 1;
     h.nic.write32(tx_queue_base(0) + Q_TAIL, 1);
@@ -654,8 +733,14 @@ fn transmit_waits_for_eop_and_faults_skip() {
     {
         let v = h.nic.iommu.view();
         let iova = h.tx_bufs.iova_at(SLOT);
-        v.translate(iova, 100, Hint::Payload).unwrap().write(0, &f[100..]);
-        v.desc(h.tx_ring.iova_at(DESC_LEN)).unwrap().write_tx(iova, TxCmdTypeLen::data(100, true), TxOlinfo::with_paylen(200));
+        v.translate(iova, 100, Hint::Payload)
+            .unwrap()
+            .write(0, &f[100..]);
+        v.desc(h.tx_ring.iova_at(DESC_LEN)).unwrap().write_tx(
+            iova,
+            TxCmdTypeLen::data(100, true),
+            TxOlinfo::with_paylen(200),
+        );
     }
     h.tx_tail = 2;
     h.nic.write32(tx_queue_base(0) + Q_TAIL, 2);
@@ -665,7 +750,11 @@ fn transmit_waits_for_eop_and_faults_skip() {
     // A buffer at an unmapped IOVA: fault counted, frame dropped, ring moves on.
     {
         let v = h.nic.iommu.view();
-        v.desc(h.tx_ring.iova_at(2 * DESC_LEN)).unwrap().write_tx(0x10, TxCmdTypeLen::data(100, true), TxOlinfo::with_paylen(100));
+        v.desc(h.tx_ring.iova_at(2 * DESC_LEN)).unwrap().write_tx(
+            0x10,
+            TxCmdTypeLen::data(100, true),
+            TxOlinfo::with_paylen(100),
+        );
     }
     h.nic.write32(tx_queue_base(0) + Q_TAIL, 3);
     h.engine.step(8);
@@ -680,11 +769,12 @@ fn wb_hook_forges_write_backs() {
     let mut h = Harness::new(cfg());
     h.rx_setup(ONEBUF, 0, 2048);
     h.post(2);
-    h.engine.set_rx_wb_hook(Some(Box::new(|q, wb: &mut RxWriteBack| {
-        assert_eq!(q, 0);
-        wb.status.set_eop(false);
-        wb.len.set_pkt_len(9999);
-    })));
+    h.engine
+        .set_rx_wb_hook(Some(Box::new(|q, wb: &mut RxWriteBack| {
+            assert_eq!(q, 0);
+            wb.status.set_eop(false);
+            wb.len.set_pkt_len(9999);
+        })));
     h.rx(&Builder::default().udp_len(100, 1, 2));
     let wb = h.wb(0);
     assert!(wb.status.dd() && !wb.status.eop());
@@ -696,7 +786,10 @@ fn wb_hook_forges_write_backs() {
 
 #[test]
 fn garbage_from_the_driver_never_panics() {
-    let mut h = Harness::new(SimConfig { flow_control: false, ..cfg() });
+    let mut h = Harness::new(SimConfig {
+        flow_control: false,
+        ..cfg()
+    });
     h.rx_setup(ALWAYS, 128, 1024);
     h.tx_setup();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
@@ -720,8 +813,18 @@ fn garbage_from_the_driver_never_panics() {
                     2 => r,
                     _ => base + (i as u64) * SLOT as u64,
                 };
-                v.desc(ring + i as u64 * 16).unwrap().set_raw([p as u32, (p >> 32) as u32, rnd() as u32, rnd() as u32]);
-                v.desc(h.tx_ring.iova() + i as u64 * 16).unwrap().set_raw([p as u32, (p >> 32) as u32, rnd() as u32, rnd() as u32]);
+                v.desc(ring + i as u64 * 16).unwrap().set_raw([
+                    p as u32,
+                    (p >> 32) as u32,
+                    rnd() as u32,
+                    rnd() as u32,
+                ]);
+                v.desc(h.tx_ring.iova() + i as u64 * 16).unwrap().set_raw([
+                    p as u32,
+                    (p >> 32) as u32,
+                    rnd() as u32,
+                    rnd() as u32,
+                ]);
             }
         }
         let n = &h.nic;
@@ -732,7 +835,10 @@ fn garbage_from_the_driver_never_panics() {
         n.write32(tx_queue_base(0) + Q_HEAD, ((r >> 15) & 0x1F) as u32);
         if round % 7 == 0 {
             n.write32(rx_queue_base(0) + Q_LEN, (r >> 20) as u32);
-            n.write32(rx_queue_base(0) + Q_SRRCTL, (r >> 24) as u32 | ((r >> 40) as u32 & 0x0E00_0F7F));
+            n.write32(
+                rx_queue_base(0) + Q_SRRCTL,
+                (r >> 24) as u32 | ((r >> 40) as u32 & 0x0E00_0F7F),
+            );
         }
         if round % 11 == 0 {
             n.write32(RCTL, (r >> 32) as u32 | RCTL_EN);
@@ -753,12 +859,20 @@ fn garbage_from_the_driver_never_panics() {
     let s = h.stats();
     assert!(s.dma_faults + s.rx_frames + s.rx_missed + s.rx_oversize + s.rx_filtered > 0);
     h.nic.write32(CTRL, CTRL_RST);
-    assert_eq!(h.nic.read32(rx_queue_base(0) + Q_DCTL) & DCTL_QUEUE_ENABLE, 0);
+    assert_eq!(
+        h.nic.read32(rx_queue_base(0) + Q_DCTL) & DCTL_QUEUE_ENABLE,
+        0
+    );
 }
 
 #[test]
 fn threaded_engine_feeds_a_polling_driver() {
-    let gen = Generator::new(GenConfig { count: Some(2000), flows: 4, ..GenConfig::default() }).unwrap();
+    let gen = Generator::new(GenConfig {
+        count: Some(2000),
+        flows: 4,
+        ..GenConfig::default()
+    })
+    .unwrap();
     let expected = gen.expected(2000);
     let (nic, engine) = SimNic::new(cfg(), Box::new(gen));
     let space = DmaSpace::new(nic.clone() as Arc<dyn DmaMapper>);
@@ -773,7 +887,9 @@ fn threaded_engine_feeds_a_polling_driver() {
     nic.write32(RCTL, RCTL_EN | RCTL_SECRC | RCTL_BAM);
     let post = |i: u32| {
         let v = nic.iommu.view();
-        v.desc(ring.iova_at(i as usize * DESC_LEN)).unwrap().write_rx_read(pkts.iova_at(i as usize * 2048), 0);
+        v.desc(ring.iova_at(i as usize * DESC_LEN))
+            .unwrap()
+            .write_rx_read(pkts.iova_at(i as usize * 2048), 0);
     };
     for i in 0..NDESC - 1 {
         post(i);
@@ -785,7 +901,10 @@ fn threaded_engine_feeds_a_polling_driver() {
     let mut next = 0u32;
     let start = std::time::Instant::now();
     while got < expected.len() {
-        assert!(start.elapsed() < Duration::from_secs(20), "stalled after {got} frames");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "stalled after {got} frames"
+        );
         let (wb, data) = {
             let v = nic.iommu.view();
             let slot = v.desc(ring.iova_at(next as usize * DESC_LEN)).unwrap();
@@ -797,7 +916,13 @@ fn threaded_engine_feeds_a_polling_driver() {
             }
             let wb = slot.read_rx_wb(st);
             let mut data = vec![0; wb.len.pkt_len() as usize];
-            v.translate(pkts.iova_at(next as usize * 2048), data.len(), Hint::Payload).unwrap().read(0, &mut data);
+            v.translate(
+                pkts.iova_at(next as usize * 2048),
+                data.len(),
+                Hint::Payload,
+            )
+            .unwrap()
+            .read(0, &mut data);
             (wb, data)
         };
         assert!(wb.status.eop());
@@ -819,11 +944,28 @@ fn gro_write_backs_and_counters() {
     h.rx_setup(SPLIT, 256, 1024);
     h.post(15);
     let seg = |seq: u32, id: u16| {
-        Builder { ip_id: id, ..Builder::default() }.tcp(&Tcp { seq, ..Tcp::default() }, &frames::payload_pattern(1000, seq as u8))
+        Builder {
+            ip_id: id,
+            ..Builder::default()
+        }
+        .tcp(
+            &Tcp {
+                seq,
+                ..Tcp::default()
+            },
+            &frames::payload_pattern(1000, seq as u8),
+        )
     };
     let mut bad = seg(4000, 5);
     *bad.last_mut().unwrap() ^= 0xFF;
-    for f in [seg(0, 7), seg(1000, 8), seg(2000, 9), seg(3000, 10), bad, seg(5000, 11)] {
+    for f in [
+        seg(0, 7),
+        seg(1000, 8),
+        seg(2000, 9),
+        seg(3000, 10),
+        bad,
+        seg(5000, 11),
+    ] {
         h.wire.push(f);
     }
     assert_eq!(h.engine.step(64), 6);
@@ -831,8 +973,14 @@ fn gro_write_backs_and_counters() {
     // 4000 B over 1 KiB buffers; segments start at frame offsets 54, 1054,
     // 2054 and 3054, so RSCCNT is 2, 1, 1, 0.
     let wbs: Vec<RxWriteBack> = (0..6).map(|i| h.wb(i)).collect();
-    assert_eq!(wbs.iter().map(|w| w.info.rsc_cnt()).collect::<Vec<_>>(), [2, 1, 1, 0, 0, 0]);
-    assert_eq!(wbs.iter().map(|w| w.status.eop()).collect::<Vec<_>>(), [false, false, false, true, true, true]);
+    assert_eq!(
+        wbs.iter().map(|w| w.info.rsc_cnt()).collect::<Vec<_>>(),
+        [2, 1, 1, 0, 0, 0]
+    );
+    assert_eq!(
+        wbs.iter().map(|w| w.status.eop()).collect::<Vec<_>>(),
+        [false, false, false, true, true, true]
+    );
     assert_eq!(hdr_info(&wbs[0]), (54, true, 1024));
     assert_eq!(wbs[3].len.pkt_len(), 4000 - 3 * 1024);
     let eop = wbs[3];
@@ -847,7 +995,10 @@ fn gro_write_backs_and_counters() {
     // The next one starts a run of its own.
     assert!(wbs[5].status.l4cs() && !wbs[5].status.tcpe());
     let s = h.stats();
-    assert_eq!((s.rx_frames, s.gro_packets, s.gro_segments, s.rx_missed), (3, 1, 4, 0));
+    assert_eq!(
+        (s.rx_frames, s.gro_packets, s.gro_segments, s.rx_missed),
+        (3, 1, 4, 0)
+    );
     // GPRC/GORC count wire segments.
     assert_eq!(h.nic.read32(GPRC), 6);
     assert_eq!(h.nic.read32(GORCL), 6 * (1054 + 4));

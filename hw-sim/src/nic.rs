@@ -68,7 +68,12 @@ impl Phy {
         regs[9] = 0x0F00; // 1000BASE-T control
         regs[10] = 0x3C00; // 1000BASE-T status
         regs[15] = 0x3000; // extended status: 1000BASE-T half/full
-        Phy { regs, carrier: true, an_complete: false, deadline: None }
+        Phy {
+            regs,
+            carrier: true,
+            an_complete: false,
+            deadline: None,
+        }
     }
 }
 
@@ -121,7 +126,10 @@ pub struct SimNic {
 
 impl std::fmt::Debug for SimNic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimNic").field("name", &self.name).field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("SimNic")
+            .field("name", &self.name)
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,7 +213,10 @@ impl SimNic {
         // FD | LRST | SPD_1000 | ADVD3WUC
         self.store(CTRL, (1 << 0) | (1 << 3) | (2 << 8) | (1 << 20));
         self.store(STATUS, STATUS_PHYRA | (1 << 31));
-        self.store(TCTL, TCTL_PSP | (0xF << 4) | (0x40 << 12) | (1 << 26) | (0xA << 28));
+        self.store(
+            TCTL,
+            TCTL_PSP | (0xF << 4) | (0x40 << 12) | (1 << 26) | (0xA << 28),
+        );
         self.store(RXCSUM, RXCSUM_IPOFLD | RXCSUM_TUOFLD);
         self.store(RLPML, 0x2600);
         for q in 0..MAX_QUEUES {
@@ -235,12 +246,16 @@ impl SimNic {
 
     fn link_down(&self, phy: &mut Phy) {
         phy.an_complete = false;
-        self.reg(STATUS).fetch_and(!(STATUS_LU | STATUS_FD | STATUS_SPEED_1000), Ordering::AcqRel);
+        self.reg(STATUS).fetch_and(
+            !(STATUS_LU | STATUS_FD | STATUS_SPEED_1000),
+            Ordering::AcqRel,
+        );
     }
 
     fn link_up(&self, phy: &mut Phy) {
         phy.an_complete = phy.regs[PHY_BMCR as usize] & BMCR_AN_ENABLE != 0;
-        self.reg(STATUS).fetch_or(STATUS_LU | STATUS_FD | STATUS_SPEED_1000, Ordering::AcqRel);
+        self.reg(STATUS)
+            .fetch_or(STATUS_LU | STATUS_FD | STATUS_SPEED_1000, Ordering::AcqRel);
     }
 
     /// (Re)starts autonegotiation: link down now, up `link_up_delay` later
@@ -299,7 +314,8 @@ impl SimNic {
             PHY_BMCR => {
                 let v = data & !(0x3F | BMCR_RESET | BMCR_AN_RESTART);
                 phy.regs[PHY_BMCR as usize] = v;
-                self.phy_loopback.store(v & BMCR_LOOPBACK != 0, Ordering::Relaxed);
+                self.phy_loopback
+                    .store(v & BMCR_LOOPBACK != 0, Ordering::Relaxed);
                 if data & BMCR_AN_RESTART != 0 && v & BMCR_AN_ENABLE != 0 {
                     self.start_autoneg(phy);
                 }
@@ -348,7 +364,10 @@ impl SimNic {
             Q_HEAD | Q_TAIL => v & 0xFFFF,
             _ => v,
         };
-        if qr.field == Q_DCTL && v & DCTL_QUEUE_ENABLE == 0 && self.load(off) & DCTL_QUEUE_ENABLE != 0 {
+        if qr.field == Q_DCTL
+            && v & DCTL_QUEUE_ENABLE == 0
+            && self.load(off) & DCTL_QUEUE_ENABLE != 0
+        {
             let _quiet = self.iommu.quiesce();
             self.store(off, v);
             return;
@@ -361,7 +380,11 @@ impl SimNic {
     pub(crate) fn add_reg_stats(&self, d: &RegDelta) {
         let sat_add = |off: u32, n: u32| {
             if n != 0 {
-                let _ = self.reg(off).fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| Some(x.saturating_add(n)));
+                let _ = self
+                    .reg(off)
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |x| {
+                        Some(x.saturating_add(n))
+                    });
             }
         };
         sat_add(MPC, d.mpc);
@@ -537,17 +560,26 @@ mod tests {
     use std::time::Duration;
 
     fn nic(delay: Duration) -> std::sync::Arc<SimNic> {
-        let cfg = SimConfig { link_up_delay: delay, ..SimConfig::default() };
+        let cfg = SimConfig {
+            link_up_delay: delay,
+            ..SimConfig::default()
+        };
         crate::SimNic::new(cfg, Box::new(NullWire)).0
     }
 
     fn mdic_write(n: &SimNic, reg: u32, data: u16) -> u32 {
-        n.write32(MDIC, data as u32 | reg << MDIC_REG_SHIFT | PHY_ADDR << MDIC_PHY_SHIFT | MDIC_OP_WRITE);
+        n.write32(
+            MDIC,
+            data as u32 | reg << MDIC_REG_SHIFT | PHY_ADDR << MDIC_PHY_SHIFT | MDIC_OP_WRITE,
+        );
         n.read32(MDIC)
     }
 
     fn mdic_read(n: &SimNic, reg: u32) -> u32 {
-        n.write32(MDIC, reg << MDIC_REG_SHIFT | PHY_ADDR << MDIC_PHY_SHIFT | MDIC_OP_READ);
+        n.write32(
+            MDIC,
+            reg << MDIC_REG_SHIFT | PHY_ADDR << MDIC_PHY_SHIFT | MDIC_OP_READ,
+        );
         n.read32(MDIC)
     }
 
@@ -570,11 +602,22 @@ mod tests {
         let bmsr = mdic_read(&n, PHY_BMSR);
         assert_ne!(bmsr & MDIC_READY, 0);
         assert_eq!(bmsr as u16 & (BMSR_LINK | BMSR_AN_COMPLETE), 0);
-        assert_eq!(mdic_read(&n, PHY_BMCR) as u16, BMCR_AN_ENABLE | BMCR_FULL_DUPLEX | BMCR_SPEED_1000);
+        assert_eq!(
+            mdic_read(&n, PHY_BMCR) as u16,
+            BMCR_AN_ENABLE | BMCR_FULL_DUPLEX | BMCR_SPEED_1000
+        );
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(n.read32(STATUS) & STATUS_LU, 0, "no autoneg restart, no link");
+        assert_eq!(
+            n.read32(STATUS) & STATUS_LU,
+            0,
+            "no autoneg restart, no link"
+        );
 
-        let r = mdic_write(&n, PHY_BMCR, BMCR_AN_ENABLE | BMCR_AN_RESTART | BMCR_FULL_DUPLEX | BMCR_SPEED_1000);
+        let r = mdic_write(
+            &n,
+            PHY_BMCR,
+            BMCR_AN_ENABLE | BMCR_AN_RESTART | BMCR_FULL_DUPLEX | BMCR_SPEED_1000,
+        );
         assert_eq!(r & (MDIC_READY | MDIC_ERROR), MDIC_READY);
         assert_eq!(n.read32(STATUS) & STATUS_LU, 0, "not before link_up_delay");
         let start = Instant::now();
@@ -583,7 +626,10 @@ mod tests {
         }
         assert_ne!(n.read32(STATUS) & STATUS_LU, 0);
         assert!(start.elapsed() >= Duration::from_millis(5));
-        assert_eq!(mdic_read(&n, PHY_BMSR) as u16 & (BMSR_LINK | BMSR_AN_COMPLETE), BMSR_LINK | BMSR_AN_COMPLETE);
+        assert_eq!(
+            mdic_read(&n, PHY_BMSR) as u16 & (BMSR_LINK | BMSR_AN_COMPLETE),
+            BMSR_LINK | BMSR_AN_COMPLETE
+        );
         // AN_RESTART self-clears.
         assert_eq!(mdic_read(&n, PHY_BMCR) as u16 & BMCR_AN_RESTART, 0);
     }
@@ -592,7 +638,10 @@ mod tests {
     fn mdic_bad_phy_address_and_read_only_registers() {
         let n = nic(Duration::ZERO);
         n.write32(MDIC, 2 << MDIC_PHY_SHIFT | MDIC_OP_READ);
-        assert_eq!(n.read32(MDIC) & (MDIC_READY | MDIC_ERROR), MDIC_READY | MDIC_ERROR);
+        assert_eq!(
+            n.read32(MDIC) & (MDIC_READY | MDIC_ERROR),
+            MDIC_READY | MDIC_ERROR
+        );
         assert_ne!(mdic_write(&n, PHY_BMSR, 0) & MDIC_ERROR, 0);
         assert_eq!(mdic_read(&n, 2) as u16, 0x02A8);
         assert_eq!(mdic_read(&n, 2) & MDIC_ERROR, 0);
@@ -620,11 +669,33 @@ mod tests {
         assert_eq!(n.read32(b + Q_BAL), 0x1234_5680);
         assert_eq!(n.read32(b + Q_LEN), 0xF_FF80);
         assert_eq!(n.read32(b + Q_TAIL), 5);
-        assert_eq!(queue_reg(tx_queue_base(15) + Q_DCTL), Some(QueueReg { rx: false, queue: 15, field: Q_DCTL }));
-        assert_eq!(queue_reg(rx_queue_base(3) + Q_SRRCTL), Some(QueueReg { rx: true, queue: 3, field: Q_SRRCTL }));
+        assert_eq!(
+            queue_reg(tx_queue_base(15) + Q_DCTL),
+            Some(QueueReg {
+                rx: false,
+                queue: 15,
+                field: Q_DCTL
+            })
+        );
+        assert_eq!(
+            queue_reg(rx_queue_base(3) + Q_SRRCTL),
+            Some(QueueReg {
+                rx: true,
+                queue: 3,
+                field: Q_SRRCTL
+            })
+        );
 
-        n.add_reg_stats(&RegDelta { gprc: 3, gorc: 0x1_0000_0010, mpc: 1, ..RegDelta::default() });
-        n.add_reg_stats(&RegDelta { gorc: 0xFFFF_FFF0, ..RegDelta::default() });
+        n.add_reg_stats(&RegDelta {
+            gprc: 3,
+            gorc: 0x1_0000_0010,
+            mpc: 1,
+            ..RegDelta::default()
+        });
+        n.add_reg_stats(&RegDelta {
+            gorc: 0xFFFF_FFF0,
+            ..RegDelta::default()
+        });
         n.write32(GPRC, 100); // read-only
         assert_eq!(n.read32(GPRC), 3);
         assert_eq!(n.read32(GPRC), 0);

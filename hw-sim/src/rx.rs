@@ -67,7 +67,9 @@ impl RxSettings {
                 }
             }
         }
-        self.ra[..self.ra_count as usize].iter().any(|a| a[..] == dst[..6])
+        self.ra[..self.ra_count as usize]
+            .iter()
+            .any(|a| a[..] == dst[..6])
     }
 }
 
@@ -181,7 +183,11 @@ pub(crate) fn split(desctype: u32, hdr_buf: usize, size: usize, p: &Parsed) -> S
             false
         }
         L3::Ipv4 | L3::Ipv6 => {
-            let off = if !p.fragment && matches!(p.l4, L4::Tcp | L4::Udp) { p.l5_off } else { p.l4_off };
+            let off = if !p.fragment && matches!(p.l4, L4::Tcp | L4::Udp) {
+                p.l5_off
+            } else {
+                p.l4_off
+            };
             // A header that claims to run past the frame ends with it.
             let off = off.min(size);
             s.sph = true;
@@ -253,7 +259,10 @@ impl EopMeta {
             L4::Sctp => PKT_TYPE_SCTP,
             _ => 0,
         };
-        let mut m = EopMeta { pkt_type, ..EopMeta::default() };
+        let mut m = EopMeta {
+            pkt_type,
+            ..EopMeta::default()
+        };
         if rxcsum & RXCSUM_PCSD == 0 && p.l3 == L3::Ipv4 {
             m.ipidv = true;
             m.rss = p.ip_id as u32;
@@ -313,7 +322,11 @@ pub(crate) struct RxPath {
 
 impl RxPath {
     pub(crate) fn new() -> RxPath {
-        RxPath { plan: Vec::with_capacity(64), rings: [RxRing::default(); MAX_QUEUES as usize], hook: None }
+        RxPath {
+            plan: Vec::with_capacity(64),
+            rings: [RxRing::default(); MAX_QUEUES as usize],
+            hook: None,
+        }
     }
 
     /// Forget ring registers cached during the last step.
@@ -340,8 +353,13 @@ impl RxPath {
         if !ring.enabled {
             return 0;
         }
-        let fcs = if set.rctl & RCTL_SECRC != 0 { 0 } else { ETH_FCS_LEN };
-        (ring.ndesc.saturating_sub(1) as usize * pkt_buf_size(ring.srrctl, set.rctl)).saturating_sub(fcs)
+        let fcs = if set.rctl & RCTL_SECRC != 0 {
+            0
+        } else {
+            ETH_FCS_LEN
+        };
+        (ring.ndesc.saturating_sub(1) as usize * pkt_buf_size(ring.srrctl, set.rctl))
+            .saturating_sub(fcs)
     }
 
     /// Runs one frame through the receive path. `loopback` frames come from
@@ -365,7 +383,13 @@ impl RxPath {
     /// RCTL.EN, oversize, the address filter. Counts and returns `false`
     /// for a frame it drops.
     #[inline]
-    pub(crate) fn accept(nic: &SimNic, set: &mut RxSettings, st: &mut StepStats, frame: &[u8], loopback: bool) -> bool {
+    pub(crate) fn accept(
+        nic: &SimNic,
+        set: &mut RxSettings,
+        st: &mut StepStats,
+        frame: &[u8],
+        loopback: bool,
+    ) -> bool {
         if !loopback && !set.link_up {
             st.sim.rx_link_down += 1;
             return false;
@@ -379,7 +403,11 @@ impl RxPath {
         let size = frame.len().max(frames::ETH_ZLEN);
 
         // Oversize (QEMU's igb_rx_is_oversized): RLPML counts the FCS.
-        let vlan = if frame.get(12..14) == Some(&frames::ETHERTYPE_VLAN.to_be_bytes()[..]) { 4 } else { 0 };
+        let vlan = if frame.get(12..14) == Some(&frames::ETHERTYPE_VLAN.to_be_bytes()[..]) {
+            4
+        } else {
+            0
+        };
         let oversize = if set.rctl & RCTL_LPE != 0 {
             size + ETH_FCS_LEN > set.rlpml as usize
         } else {
@@ -451,7 +479,11 @@ impl RxPath {
             st.sim.rx_disabled += n as u64;
             return RxOutcome::Dropped;
         }
-        let fcs = if set.rctl & RCTL_SECRC != 0 { 0 } else { ETH_FCS_LEN };
+        let fcs = if set.rctl & RCTL_SECRC != 0 {
+            0
+        } else {
+            ETH_FCS_LEN
+        };
         let total = size + fcs;
         let pbuf = pkt_buf_size(ring.srrctl, set.rctl);
         // A frame the whole ring could never hold is missed even with flow
@@ -517,7 +549,8 @@ impl RxPath {
         let size = frame.len();
         let total = size + fcs;
         let desctype = ring.srrctl & SRRCTL_DESCTYPE_MASK;
-        let ps_type = desctype == SRRCTL_DESCTYPE_HDR_SPLIT || desctype == SRRCTL_DESCTYPE_HDR_SPLIT_ALWAYS;
+        let ps_type =
+            desctype == SRRCTL_DESCTYPE_HDR_SPLIT || desctype == SRRCTL_DESCTYPE_HDR_SPLIT_ALWAYS;
         let sp = split(desctype, srrctl_hdr_bytes(ring.srrctl), size, p);
         let eop = match run {
             Some(r) => EopMeta::verified_tcp4(r.ip_id, set.rxcsum),
@@ -556,12 +589,20 @@ impl RxPath {
                 desc_size = (total - desc_offset).min(cap);
                 let mut copy_size = (size - desc_offset).min(cap);
                 if first_ps {
-                    d.hdr = Span { iova: ba_hdr, src: pos, len: sp.ps_hdr_len };
+                    d.hdr = Span {
+                        iova: ba_hdr,
+                        src: pos,
+                        len: sp.ps_hdr_len,
+                    };
                     pos += sp.ps_hdr_len;
                     copy_size = copy_size.saturating_sub(sp.ps_hdr_len);
                     is_first = false;
                 }
-                d.pkt = Span { iova: pkt_addr, src: pos, len: copy_size };
+                d.pkt = Span {
+                    iova: pkt_addr,
+                    src: pos,
+                    len: copy_size,
+                };
                 pos += copy_size;
                 if desc_offset + desc_size >= total {
                     d.fcs = fcs;
@@ -595,7 +636,11 @@ impl RxPath {
                 eop.apply(wb);
             }
             self.plan.push(d);
-            head = if (head + 1) >= ring.ndesc { 0 } else { head + 1 };
+            head = if (head + 1) >= ring.ndesc {
+                0
+            } else {
+                head + 1
+            };
             if last {
                 return Some(true);
             }
@@ -604,7 +649,15 @@ impl RxPath {
 
     /// Second pass: copies the bytes, stores each write-back (status last,
     /// Release) and advances RDH per descriptor. Returns the new head.
-    fn commit(&mut self, nic: &SimNic, view: &DmaView<'_>, q: u32, mut head: u32, ndesc: u32, frame: &[u8]) -> u32 {
+    fn commit(
+        &mut self,
+        nic: &SimNic,
+        view: &DmaView<'_>,
+        q: u32,
+        mut head: u32,
+        ndesc: u32,
+        frame: &[u8],
+    ) -> u32 {
         const ZEROS: [u8; ETH_FCS_LEN] = [0; ETH_FCS_LEN];
         let rdh = rx_queue_base(q) + Q_HEAD;
         for d in &self.plan {
@@ -651,26 +704,44 @@ mod tests {
         let b = Builder::default();
         let udp = b.udp_len(242, 1, 2);
         let s = sp(SPLIT, 256, &udp);
-        assert_eq!((s.do_ps, s.ps_hdr_len, s.hdr_len, s.sph, s.hbo), (true, 42, 42, true, false));
+        assert_eq!(
+            (s.do_ps, s.ps_hdr_len, s.hdr_len, s.sph, s.hbo),
+            (true, 42, 42, true, false)
+        );
         let s = sp(ALWAYS, 256, &udp);
-        assert_eq!((s.do_ps, s.ps_hdr_len, s.hdr_len, s.sph), (true, 242, 242, false));
+        assert_eq!(
+            (s.do_ps, s.ps_hdr_len, s.hdr_len, s.sph),
+            (true, 242, 242, false)
+        );
         assert_eq!(sp(ONEBUF, 256, &udp), Split::default());
 
         let non_ip = b.non_ip_len(300);
         let s = sp(SPLIT, 256, &non_ip);
         assert_eq!((s.do_ps, s.hdr_len, s.sph), (false, 256, false));
         let s = sp(ALWAYS, 256, &non_ip);
-        assert_eq!((s.do_ps, s.ps_hdr_len, s.hdr_len, s.sph), (true, 256, 256, false));
+        assert_eq!(
+            (s.do_ps, s.ps_hdr_len, s.hdr_len, s.sph),
+            (true, 256, 256, false)
+        );
 
         let icmp = b.icmp_echo(1, 1, &[0; 400]);
         let s = sp(SPLIT, 256, &icmp);
         assert_eq!((s.do_ps, s.ps_hdr_len, s.sph), (true, 34, true));
 
-        let tcp = b.tcp(&Tcp { options: vec![1; 40], ..Tcp::default() }, &[0; 100]);
+        let tcp = b.tcp(
+            &Tcp {
+                options: vec![1; 40],
+                ..Tcp::default()
+            },
+            &[0; 100],
+        );
         let s = sp(SPLIT, 64, &tcp);
         assert_eq!((s.do_ps, s.hdr_len, s.sph, s.hbo), (false, 94, true, true));
         let s = sp(ALWAYS, 64, &tcp);
-        assert_eq!((s.do_ps, s.ps_hdr_len, s.hdr_len, s.hbo), (true, 64, 94, true));
+        assert_eq!(
+            (s.do_ps, s.ps_hdr_len, s.hdr_len, s.hbo),
+            (true, 64, 94, true)
+        );
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub(crate) struct TxPath {
 
 impl TxPath {
     pub(crate) fn new() -> TxPath {
-        TxPath { queues: (0..MAX_QUEUES).map(|_| TxQueueState::default()).collect() }
+        TxPath {
+            queues: (0..MAX_QUEUES).map(|_| TxQueueState::default()).collect(),
+        }
     }
 
     /// CTRL.RST: forget partially gathered frames.
@@ -70,7 +72,8 @@ impl TxPath {
         if nic.load(TCTL) & TCTL_EN == 0 {
             return 0;
         }
-        let loopback = set.rctl & RCTL_LBM_MAC != 0 || nic.phy_loopback.load(std::sync::atomic::Ordering::Relaxed);
+        let loopback = set.rctl & RCTL_LBM_MAC != 0
+            || nic.phy_loopback.load(std::sync::atomic::Ordering::Relaxed);
         let mut frames = 0;
         for q in 0..MAX_QUEUES {
             let b = tx_queue_base(q);
@@ -99,11 +102,17 @@ impl TxPath {
                             Self::gather(qs, view, st, addr, cmd.length() as usize);
                             if cmd.eop() {
                                 frames += 1;
-                                Self::transmit(nic, view, set, st, wire, rx, &qs.buf, qs.skip, loopback);
+                                Self::transmit(
+                                    nic, view, set, st, wire, rx, &qs.buf, qs.skip, loopback,
+                                );
                                 qs.clear();
                             }
                         } else if cmd.dtyp() != TX_DTYP_CTXT {
-                            tracing::trace!(queue = q, dtyp = cmd.dtyp(), "sim: unknown TX descriptor type");
+                            tracing::trace!(
+                                queue = q,
+                                dtyp = cmd.dtyp(),
+                                "sim: unknown TX descriptor type"
+                            );
                         }
                         if cmd.rs() {
                             slot.write_tx_done();
@@ -117,7 +126,13 @@ impl TxPath {
         frames
     }
 
-    fn gather(qs: &mut TxQueueState, view: &DmaView<'_>, st: &mut StepStats, addr: u64, len: usize) {
+    fn gather(
+        qs: &mut TxQueueState,
+        view: &DmaView<'_>,
+        st: &mut StepStats,
+        addr: u64,
+        len: usize,
+    ) {
         if qs.skip || len == 0 {
             return;
         }

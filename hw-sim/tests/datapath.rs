@@ -4,7 +4,10 @@
 //! every payload page and header slot is back in its pool.
 
 use driver::desc::RxWriteBack;
-use driver::{Device, DropReason, Igb, IgbConfig, RxBatch, RxConfig, RxRing, SplitMode, TxBuf, TxConfig, TxRing};
+use driver::{
+    Device, DropReason, Igb, IgbConfig, RxBatch, RxConfig, RxRing, SplitMode, TxBuf, TxConfig,
+    TxRing,
+};
 use hw_sim::frames;
 use hw_sim::wire::QueueWire;
 use hw_sim::{SimConfig, SimEngine, SimNic};
@@ -35,7 +38,15 @@ struct RigCfg {
 
 impl Default for RigCfg {
     fn default() -> Self {
-        RigCfg { split: SplitMode::On, ring: 64, hdr: 256, payload: 2048, pages: 256, loopback: false, lossy: false }
+        RigCfg {
+            split: SplitMode::On,
+            ring: 64,
+            hdr: 256,
+            payload: 2048,
+            pages: 256,
+            loopback: false,
+            lossy: false,
+        }
     }
 }
 
@@ -46,21 +57,58 @@ fn rig(c: RigCfg) -> Rig {
 
 /// A rig whose frames come from `source` (`wire` is then just a handle).
 fn rig_on(c: RigCfg, source: Box<dyn hw_sim::Wire>, wire: QueueWire) -> Rig {
-    let (nic, engine) = SimNic::new(SimConfig { flow_control: !c.lossy, ..SimConfig::default() }, source);
+    let (nic, engine) = SimNic::new(
+        SimConfig {
+            flow_control: !c.lossy,
+            ..SimConfig::default()
+        },
+        source,
+    );
     let dev: Arc<dyn Device> = nic.clone();
-    let igb = Igb::init(dev.clone(), IgbConfig { mac_loopback: c.loopback, ..IgbConfig::default() }).expect("igb init");
+    let igb = Igb::init(
+        dev.clone(),
+        IgbConfig {
+            mac_loopback: c.loopback,
+            ..IgbConfig::default()
+        },
+    )
+    .expect("igb init");
     let pages = PagePool::new(
         igb.dma(),
-        PagePoolConfig { buffers: c.pages, buf_len: c.payload, headroom: 256.min(4096 - c.payload), ..Default::default() },
+        PagePoolConfig {
+            buffers: c.pages,
+            buf_len: c.payload,
+            headroom: 256.min(4096 - c.payload),
+            ..Default::default()
+        },
     )
     .expect("page pool");
-    let hdrs = HeaderPool::new(igb.dma(), HeaderPoolConfig { buffers: c.pages, slot: c.hdr, ..Default::default() })
-        .expect("header pool");
-    let cfg = RxConfig { queue: 0, ring_size: c.ring, split: c.split, max_descs_per_packet: 16 };
+    let hdrs = HeaderPool::new(
+        igb.dma(),
+        HeaderPoolConfig {
+            buffers: c.pages,
+            slot: c.hdr,
+            ..Default::default()
+        },
+    )
+    .expect("header pool");
+    let cfg = RxConfig {
+        queue: 0,
+        ring_size: c.ring,
+        split: c.split,
+        max_descs_per_packet: 16,
+    };
     let ring = RxRing::new(dev, igb.dma(), cfg, pages, hdrs).expect("rx ring");
     igb.enable_rx();
     let batch = ring.new_batch(c.ring);
-    Rig { nic, engine, igb, ring, wire, batch }
+    Rig {
+        nic,
+        engine,
+        igb,
+        ring,
+        wire,
+        batch,
+    }
 }
 
 impl Rig {
@@ -92,7 +140,10 @@ impl Rig {
         let posted = (tail + n - clean) % n;
         let consumed = (head + n - clean) % n;
         assert!(posted < n, "ring full: tail caught up with head");
-        assert!(consumed <= posted, "device head {head} outside [next_clean {clean}, tail {tail}]");
+        assert!(
+            consumed <= posted,
+            "device head {head} outside [next_clean {clean}, tail {tail}]"
+        );
     }
 
     /// Stops everything and proves every page and header slot came home.
@@ -128,7 +179,11 @@ fn split_modes_reassemble_every_kind_of_frame() {
     for split in [SplitMode::Off, SplitMode::On, SplitMode::Always] {
         // A 64 B header buffer makes TCP-with-options headers overflow (HBO).
         for hdr in [64, 256] {
-            let mut r = rig(RigCfg { split, hdr, ..Default::default() });
+            let mut r = rig(RigCfg {
+                split,
+                hdr,
+                ..Default::default()
+            });
             for (_, f) in &kinds {
                 r.wire.push(f.clone());
             }
@@ -145,16 +200,31 @@ fn split_modes_reassemble_every_kind_of_frame() {
 
 #[test]
 fn header_lands_in_header_buffer_as_qemu_does() {
-    let mut r = rig(RigCfg { split: SplitMode::On, ..Default::default() });
+    let mut r = rig(RigCfg {
+        split: SplitMode::On,
+        ..Default::default()
+    });
     r.wire.push(udp(1442, 1));
     r.wire.push(frames::non_ip_frame(100, 2));
     r.engine.step(8);
     r.ring.poll(&mut r.batch, 8);
-    let p: Vec<_> = r.batch.iter().map(|p| (p.header().len(), p.segments().map(|s| s.len()).collect::<Vec<_>>())).collect();
+    let p: Vec<_> = r
+        .batch
+        .iter()
+        .map(|p| {
+            (
+                p.header().len(),
+                p.segments().map(|s| s.len()).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
     assert_eq!(p, vec![(42, vec![1400]), (0, vec![100])]);
     r.finish();
 
-    let mut r = rig(RigCfg { split: SplitMode::Always, ..Default::default() });
+    let mut r = rig(RigCfg {
+        split: SplitMode::Always,
+        ..Default::default()
+    });
     r.wire.push(udp(242, 1));
     r.engine.step(8);
     r.ring.poll(&mut r.batch, 8);
@@ -165,7 +235,11 @@ fn header_lands_in_header_buffer_as_qemu_does() {
 
 #[test]
 fn hbo_frames_are_counted_and_delivered_whole() {
-    let mut r = rig(RigCfg { split: SplitMode::On, hdr: 64, ..Default::default() });
+    let mut r = rig(RigCfg {
+        split: SplitMode::On,
+        hdr: 64,
+        ..Default::default()
+    });
     let f = frames::tcp_frame(400, 1, 40); // 14 + 20 + 60 = 94 B of headers
     r.wire.push(f.clone());
     let got = r.receive(1, 8);
@@ -176,8 +250,14 @@ fn hbo_frames_are_counted_and_delivered_whole() {
 
 #[test]
 fn ring_wraps_over_many_laps() {
-    let mut r = rig(RigCfg { ring: 8, pages: 32, ..Default::default() });
-    let frames: Vec<Vec<u8>> = (0..1000).map(|i| udp(60 + (i * 37) % 1400, i as u8)).collect();
+    let mut r = rig(RigCfg {
+        ring: 8,
+        pages: 32,
+        ..Default::default()
+    });
+    let frames: Vec<Vec<u8>> = (0..1000)
+        .map(|i| udp(60 + (i * 37) % 1400, i as u8))
+        .collect();
     let mut got = Vec::new();
     for chunk in frames.chunks(50) {
         for f in chunk {
@@ -193,7 +273,11 @@ fn ring_wraps_over_many_laps() {
 fn every_batch_size_delivers_everything_in_order() {
     let ring = 32;
     for budget in 1..=ring {
-        let mut r = rig(RigCfg { ring, pages: 128, ..Default::default() });
+        let mut r = rig(RigCfg {
+            ring,
+            pages: 128,
+            ..Default::default()
+        });
         let frames: Vec<Vec<u8>> = (0..3 * ring).map(|i| udp(64 + i, i as u8)).collect();
         for f in &frames {
             r.wire.push(f.clone());
@@ -210,7 +294,12 @@ fn pool_exhaustion_runs_the_ring_short_then_recovers() {
     // received: refill comes up short (alloc_empty), the device runs out of
     // descriptors and misses frames (MPC); RX never blocks, and everything
     // flows again once the pages come back.
-    let mut r = rig(RigCfg { ring: 16, pages: 16, lossy: true, ..Default::default() });
+    let mut r = rig(RigCfg {
+        ring: 16,
+        pages: 16,
+        lossy: true,
+        ..Default::default()
+    });
     for i in 0..40 {
         r.wire.push(udp(100, i));
     }
@@ -239,7 +328,11 @@ fn pool_exhaustion_runs_the_ring_short_then_recovers() {
     }
     let got = r.receive(30, 8);
     assert_eq!(got.len(), 30);
-    assert_eq!(r.nic.stats().rx_missed, missed + 9, "nothing missed once pages are back");
+    assert_eq!(
+        r.nic.stats().rx_missed,
+        missed + 9,
+        "nothing missed once pages are back"
+    );
     r.finish();
 }
 
@@ -283,7 +376,11 @@ fn bad_write_backs_are_dropped_counted_and_recycled() {
         r.wire.push(udp(500, 1));
         r.wire.push(good.clone());
         let got = r.receive(1, 8);
-        assert_eq!(got, vec![good], "{reason:?}: the next frame must still arrive intact");
+        assert_eq!(
+            got,
+            vec![good],
+            "{reason:?}: the next frame must still arrive intact"
+        );
         assert_eq!(r.ring.stats().drop_count(reason), 1, "{reason:?}");
         assert_eq!(r.ring.stats().drops_total(), 1, "{reason:?}");
         r.finish();
@@ -320,7 +417,10 @@ fn dma_to_an_unmapped_iova_is_refused() {
     let mut r = rig(RigCfg::default());
     // Point the next descriptor's payload buffer at an IOVA nobody mapped.
     let i = r.ring.next_clean();
-    r.ring.descriptor(i).expect("slot").write_rx_read(0xdead_0000, 0);
+    r.ring
+        .descriptor(i)
+        .expect("slot")
+        .write_rx_read(0xdead_0000, 0);
     r.wire.push(udp(500, 1));
     r.engine.step(1);
     assert_eq!(r.nic.stats().dma_faults, 1);
@@ -330,11 +430,31 @@ fn dma_to_an_unmapped_iova_is_refused() {
 
 #[test]
 fn mac_loopback_round_trip() {
-    let mut r = rig(RigCfg { loopback: true, ..Default::default() });
+    let mut r = rig(RigCfg {
+        loopback: true,
+        ..Default::default()
+    });
     let dev: Arc<dyn Device> = r.nic.clone();
-    let tx_pool = PagePool::new(r.igb.dma(), PagePoolConfig { buffers: 64, buf_len: 2048, headroom: 0, ..Default::default() })
-        .expect("tx pool");
-    let mut tx = TxRing::new(dev, r.igb.dma(), TxConfig { queue: 0, ring_size: 64 }, tx_pool).expect("tx ring");
+    let tx_pool = PagePool::new(
+        r.igb.dma(),
+        PagePoolConfig {
+            buffers: 64,
+            buf_len: 2048,
+            headroom: 0,
+            ..Default::default()
+        },
+    )
+    .expect("tx pool");
+    let mut tx = TxRing::new(
+        dev,
+        r.igb.dma(),
+        TxConfig {
+            queue: 0,
+            ring_size: 64,
+        },
+        tx_pool,
+    )
+    .expect("tx ring");
     r.igb.enable_tx();
     let frames: Vec<Vec<u8>> = (0..40).map(|i| udp(60 + i * 30, i as u8)).collect();
     let mut bufs = Vec::new();
@@ -342,7 +462,11 @@ fn mac_loopback_round_trip() {
         let b = tx.alloc().expect("tx buffer");
         // SAFETY: the buffer is ours until posted and holds 2048 bytes.
         unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), b.ptr.as_ptr(), f.len()) };
-        bufs.push(TxBuf { buf: b, len: f.len() as u16, eop: true });
+        bufs.push(TxBuf {
+            buf: b,
+            len: f.len() as u16,
+            eop: true,
+        });
     }
     assert_eq!(tx.send(&mut bufs), 40);
     let got = r.receive(40, 16);
@@ -359,7 +483,14 @@ fn mac_loopback_round_trip() {
 
 fn jumbo_mix(seed: u64, count: Option<u64>) -> hw_sim::wire::GenConfig {
     use hw_sim::wire::{FrameSize, GenConfig, Proto};
-    GenConfig { frame_size: FrameSize::Range { min: 60, max: 9216 }, flows: 8, proto: Proto::Mixed, seed, count, ..GenConfig::default() }
+    GenConfig {
+        frame_size: FrameSize::Range { min: 60, max: 9216 },
+        flows: 8,
+        proto: Proto::Mixed,
+        seed,
+        count,
+        ..GenConfig::default()
+    }
 }
 
 #[test]
@@ -370,11 +501,21 @@ fn generator_frames_arrive_byte_for_byte_in_every_mode() {
     for split in [SplitMode::Off, SplitMode::On, SplitMode::Always] {
         for payload in [1024, 3072] {
             let gen = Generator::new(cfg.clone()).expect("gen");
-            let c = RigCfg { split, payload, hdr: 128, ring: 128, pages: 512, ..Default::default() };
+            let c = RigCfg {
+                split,
+                payload,
+                hdr: 128,
+                ring: 128,
+                pages: 512,
+                ..Default::default()
+            };
             let mut r = rig_on(c, Box::new(gen), QueueWire::new());
             let got = r.receive(expected.len(), 32);
             assert_eq!(got.len(), expected.len(), "split {split} payload {payload}");
-            assert!(got == expected, "split {split} payload {payload}: frames differ");
+            assert!(
+                got == expected,
+                "split {split} payload {payload}: frames differ"
+            );
             r.finish();
         }
     }
@@ -402,7 +543,14 @@ fn threaded_device_publishes_write_backs_with_release_ordering() {
     let gen = Generator::new(jumbo_mix(11, Some(20_000))).expect("gen");
     let expected = gen.expected(20_000);
     let mut r = rig_on(RigCfg::default(), Box::new(gen), QueueWire::new());
-    let Rig { nic, engine, igb, mut ring, wire, mut batch } = r;
+    let Rig {
+        nic,
+        engine,
+        igb,
+        mut ring,
+        wire,
+        mut batch,
+    } = r;
     let sim = engine.spawn().expect("spawn");
     let mut got = 0usize;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -414,7 +562,14 @@ fn threaded_device_publishes_write_backs_with_release_ordering() {
         }
         ring.recycle(&mut batch);
     }
-    r = Rig { nic, engine: sim.stop(), igb, ring, wire, batch };
+    r = Rig {
+        nic,
+        engine: sim.stop(),
+        igb,
+        ring,
+        wire,
+        batch,
+    };
     assert_eq!(got, expected.len());
     r.finish();
 }

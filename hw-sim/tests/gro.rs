@@ -36,7 +36,14 @@ struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { gro: 16, split: SplitMode::On, ring: 64, budget: 64, flow_control: true, steps_per_poll: 1 }
+        Setup {
+            gro: 16,
+            split: SplitMode::On,
+            ring: 64,
+            budget: 64,
+            flow_control: true,
+            steps_per_poll: 1,
+        }
     }
 }
 
@@ -47,20 +54,47 @@ fn run_gen(gen: &GenConfig, s: &Setup) -> Out {
 
 /// Steps and polls until the wire is empty and everything was received.
 fn run(wire: Box<dyn Wire>, s: &Setup) -> Out {
-    let cfg = SimConfig { gro: s.gro, flow_control: s.flow_control, ..SimConfig::default() };
+    let cfg = SimConfig {
+        gro: s.gro,
+        flow_control: s.flow_control,
+        ..SimConfig::default()
+    };
     cfg.validate().expect("sim config");
     let (nic, mut engine) = SimNic::new(cfg, wire);
     let descs: Arc<Mutex<Vec<(bool, u32)>>> = Arc::default();
     let log = Arc::clone(&descs);
     engine.set_rx_wb_hook(Some(Box::new(move |_, wb| {
-        log.lock().unwrap().push((wb.status.eop(), wb.info.rsc_cnt()));
+        log.lock()
+            .unwrap()
+            .push((wb.status.eop(), wb.info.rsc_cnt()));
     })));
     let dev: Arc<dyn Device> = nic.clone();
     let igb = Igb::init(dev.clone(), IgbConfig::default()).expect("init");
-    let pages = PagePool::new(igb.dma(), PagePoolConfig { buffers: 256, buf_len: 2048, headroom: 0, ..Default::default() })
-        .expect("pages");
-    let hdrs = HeaderPool::new(igb.dma(), HeaderPoolConfig { buffers: 256, slot: 256, ..Default::default() }).expect("hdrs");
-    let rcfg = RxConfig { ring_size: s.ring, split: s.split, max_descs_per_packet: 40, ..RxConfig::default() };
+    let pages = PagePool::new(
+        igb.dma(),
+        PagePoolConfig {
+            buffers: 256,
+            buf_len: 2048,
+            headroom: 0,
+            ..Default::default()
+        },
+    )
+    .expect("pages");
+    let hdrs = HeaderPool::new(
+        igb.dma(),
+        HeaderPoolConfig {
+            buffers: 256,
+            slot: 256,
+            ..Default::default()
+        },
+    )
+    .expect("hdrs");
+    let rcfg = RxConfig {
+        ring_size: s.ring,
+        split: s.split,
+        max_descs_per_packet: 40,
+        ..RxConfig::default()
+    };
     let mut ring = RxRing::new(dev, igb.dma(), rcfg, pages, hdrs).expect("ring");
     igb.enable_rx();
     let mut batch = ring.new_batch(s.ring);
@@ -74,7 +108,11 @@ fn run(wire: Box<dyn Wire>, s: &Setup) -> Out {
         let got = ring.poll(&mut batch, s.ring);
         packets.extend(batch.iter().map(|p| p.to_vec()));
         ring.recycle(&mut batch);
-        idle = if moved == 0 && got == 0 && !engine.has_pending() { idle + 1 } else { 0 };
+        idle = if moved == 0 && got == 0 && !engine.has_pending() {
+            idle + 1
+        } else {
+            0
+        };
         if idle == 3 {
             break;
         }
@@ -93,7 +131,12 @@ fn run(wire: Box<dyn Wire>, s: &Setup) -> Out {
             sum = 0;
         }
     }
-    Out { packets, rsc, ring: ring_stats, sim: nic.stats() }
+    Out {
+        packets,
+        rsc,
+        ring: ring_stats,
+        sim: nic.stats(),
+    }
 }
 
 fn be16(f: &[u8], o: usize) -> usize {
@@ -115,30 +158,65 @@ fn streams(packets: &[Vec<u8>]) -> HashMap<Flow, (u32, Vec<u8>)> {
     for (i, f) in packets.iter().enumerate() {
         let p = frames::parse(f);
         assert_eq!(p.l4, L4::Tcp, "packet {i}");
-        assert_eq!(frames::ipv4_header_ok(f, &p), Some(true), "packet {i}: IP checksum");
-        assert_eq!(frames::l4_checksum_ok(f, &p), Some(true), "packet {i}: TCP checksum");
+        assert_eq!(
+            frames::ipv4_header_ok(f, &p),
+            Some(true),
+            "packet {i}: IP checksum"
+        );
+        assert_eq!(
+            frames::l4_checksum_ok(f, &p),
+            Some(true),
+            "packet {i}: TCP checksum"
+        );
         let end = p.l3_off + be16(f, p.l3_off + 2);
         let seq = seq_of(f, p.l4_off);
         let (isn, stream) = out.entry(flow_of(f)).or_insert((seq, Vec::new()));
-        assert_eq!(seq, isn.wrapping_add(stream.len() as u32), "packet {i}: sequence hole or reorder");
+        assert_eq!(
+            seq,
+            isn.wrapping_add(stream.len() as u32),
+            "packet {i}: sequence hole or reorder"
+        );
         stream.extend_from_slice(&f[p.l5_off..end]);
     }
     out
 }
 
 fn tcp_gen(frame_size: FrameSize, flows: u32, burst: u32, count: u64) -> GenConfig {
-    GenConfig { frame_size, flows, proto: Proto::Tcp, seed: 5, count: Some(count), burst, ..GenConfig::default() }
+    GenConfig {
+        frame_size,
+        flows,
+        proto: Proto::Tcp,
+        seed: 5,
+        count: Some(count),
+        burst,
+        ..GenConfig::default()
+    }
 }
 
 #[test]
 fn coalesced_packets_are_valid_tcp_with_the_segments_in_order() {
     let gen = tcp_gen(FrameSize::Fixed(1502), 4, 16, 16 * 4 * 6);
-    let originals = Generator::new(gen.clone()).unwrap().expected(usize::MAX >> 40);
-    let by_seq: HashMap<(Flow, u32), &Vec<u8>> = originals.iter().map(|f| ((flow_of(f), seq_of(f, 34)), f)).collect();
+    let originals = Generator::new(gen.clone())
+        .unwrap()
+        .expected(usize::MAX >> 40);
+    let by_seq: HashMap<(Flow, u32), &Vec<u8>> = originals
+        .iter()
+        .map(|f| ((flow_of(f), seq_of(f, 34)), f))
+        .collect();
     for split in [SplitMode::Off, SplitMode::On, SplitMode::Always] {
-        let out = run_gen(&gen, &Setup { split, ..Setup::default() });
+        let out = run_gen(
+            &gen,
+            &Setup {
+                split,
+                ..Setup::default()
+            },
+        );
         assert_eq!(out.ring.drops_total(), 0);
-        assert_eq!(out.packets.len(), originals.len() / 16, "split {split}: bursts of 16 coalesce whole");
+        assert_eq!(
+            out.packets.len(),
+            originals.len() / 16,
+            "split {split}: bursts of 16 coalesce whole"
+        );
         assert_eq!(out.sim.gro_packets, out.packets.len() as u64);
         assert_eq!(out.sim.gro_segments, originals.len() as u64);
         assert_eq!(out.rsc.len(), out.packets.len());
@@ -147,9 +225,21 @@ fn coalesced_packets_are_valid_tcp_with_the_segments_in_order() {
             let (l3, l4, l5) = (p.l3_off, p.l4_off, p.l5_off);
             // Header: the first segment's, with length and checksums rewritten.
             let first = by_seq[&(flow_of(f), seq_of(f, l4))];
-            assert_eq!(f[..l3 + 2], first[..l3 + 2], "packet {i}: Ethernet / IP header");
-            assert_eq!(f[l3 + 4..l3 + 10], first[l3 + 4..l3 + 10], "packet {i}: IP header");
-            assert_eq!(f[l3 + 12..l4 + 16], first[l3 + 12..l4 + 16], "packet {i}: TCP header");
+            assert_eq!(
+                f[..l3 + 2],
+                first[..l3 + 2],
+                "packet {i}: Ethernet / IP header"
+            );
+            assert_eq!(
+                f[l3 + 4..l3 + 10],
+                first[l3 + 4..l3 + 10],
+                "packet {i}: IP header"
+            );
+            assert_eq!(
+                f[l3 + 12..l4 + 16],
+                first[l3 + 12..l4 + 16],
+                "packet {i}: TCP header"
+            );
             assert_eq!(f[l4 + 18..l5], first[l4 + 18..l5], "packet {i}: TCP header");
             // Payload: the segments' payloads, in sequence order.
             let mut want = Vec::new();
@@ -160,7 +250,11 @@ fn coalesced_packets_are_valid_tcp_with_the_segments_in_order() {
                 seq = seq.wrapping_add((seg.len() - l5) as u32);
             }
             assert!(f[l5..] == want[..], "packet {i}: payload");
-            assert_eq!(out.rsc[i] as usize, (f.len() - l5) / 1448, "packet {i}: RSCCNT sum");
+            assert_eq!(
+                out.rsc[i] as usize,
+                (f.len() - l5) / 1448,
+                "packet {i}: RSCCNT sum"
+            );
         }
         streams(&out.packets);
     }
@@ -171,29 +265,50 @@ fn byte_streams_match_with_gro_off_and_on_in_every_split_mode() {
     for (gen, gro) in [
         (tcp_gen(FrameSize::Fixed(1502), 4, 16, 16 * 4 * 6), 16),
         // Odd, tiny and full-size segments; runs cut by size and by flow.
-        (tcp_gen(FrameSize::Range { min: 60, max: 1514 }, 3, 7, 700), 5),
+        (
+            tcp_gen(FrameSize::Range { min: 60, max: 1514 }, 3, 7, 700),
+            5,
+        ),
     ] {
         let originals = Generator::new(gen.clone()).unwrap().expected(1 << 20);
         let want = streams(&originals);
         for split in [SplitMode::Off, SplitMode::On, SplitMode::Always] {
             for g in [1, gro] {
-                let out = run_gen(&gen, &Setup { gro: g, split, ..Setup::default() });
+                let out = run_gen(
+                    &gen,
+                    &Setup {
+                        gro: g,
+                        split,
+                        ..Setup::default()
+                    },
+                );
                 let what = format!("gro {g} split {split} {:?}", gen.frame_size);
                 assert_eq!(out.ring.drops_total(), 0, "{what}");
                 assert!(streams(&out.packets) == want, "{what}: byte streams differ");
                 assert_eq!(out.sim.rx_frames, out.packets.len() as u64, "{what}");
-                assert_eq!(out.rsc.iter().sum::<u32>() as u64, out.sim.gro_segments, "{what}: RSCCNT sum");
+                assert_eq!(
+                    out.rsc.iter().sum::<u32>() as u64,
+                    out.sim.gro_segments,
+                    "{what}: RSCCNT sum"
+                );
                 if g == 1 {
                     assert_eq!(out.packets, originals, "{what}");
                     assert_eq!(out.sim.gro_packets, 0);
                     assert!(out.rsc.iter().all(|&n| n == 0));
                 } else {
-                    assert!(out.packets.len() < originals.len() / 2, "{what}: too little coalescing");
+                    assert!(
+                        out.packets.len() < originals.len() / 2,
+                        "{what}: too little coalescing"
+                    );
                 }
                 if split == SplitMode::Off {
                     assert_eq!(out.ring.dummy_headers, 0, "{what}");
                 } else {
-                    assert_eq!(out.ring.dummy_headers, out.ring.descriptors - out.ring.packets, "{what}");
+                    assert_eq!(
+                        out.ring.dummy_headers,
+                        out.ring.descriptors - out.ring.packets,
+                        "{what}"
+                    );
                 }
             }
         }
@@ -206,15 +321,35 @@ fn a_coalesced_packet_waits_for_room_or_counts_every_segment_missed() {
     let gen = tcp_gen(FrameSize::Fixed(1502), 2, 16, 16 * 2 * 4);
     let originals = Generator::new(gen.clone()).unwrap().expected(1 << 20);
     let want = streams(&originals);
-    let tight = Setup { ring: 16, steps_per_poll: 3, ..Setup::default() };
+    let tight = Setup {
+        ring: 16,
+        steps_per_poll: 3,
+        ..Setup::default()
+    };
     let out = run_gen(&gen, &tight);
     assert!(streams(&out.packets) == want, "flow control: nothing lost");
-    assert_eq!((out.sim.rx_missed, out.sim.gro_segments), (0, originals.len() as u64));
+    assert_eq!(
+        (out.sim.rx_missed, out.sim.gro_segments),
+        (0, originals.len() as u64)
+    );
 
-    let out = run_gen(&gen, &Setup { flow_control: false, ..tight });
+    let out = run_gen(
+        &gen,
+        &Setup {
+            flow_control: false,
+            ..tight
+        },
+    );
     assert!(out.sim.rx_missed > 0);
-    assert_eq!(out.sim.rx_missed % 16, 0, "a whole packet is missed, counted per segment");
-    assert_eq!(out.sim.rx_missed + out.sim.gro_segments, originals.len() as u64);
+    assert_eq!(
+        out.sim.rx_missed % 16,
+        0,
+        "a whole packet is missed, counted per segment"
+    );
+    assert_eq!(
+        out.sim.rx_missed + out.sim.gro_segments,
+        originals.len() as u64
+    );
     let got: usize = streams(&out.packets).values().map(|(_, s)| s.len()).sum();
     assert_eq!(got as u64, out.sim.gro_segments * 1448);
 }
@@ -223,26 +358,60 @@ fn a_coalesced_packet_waits_for_room_or_counts_every_segment_missed() {
 fn other_traffic_holes_and_step_ends_close_runs() {
     let wire = QueueWire::new();
     let b = frames::Builder::default();
-    let seg = |seq: u32| b.tcp(&frames::Tcp { seq, ..frames::Tcp::default() }, &frames::payload_pattern(500, seq as u8));
+    let seg = |seq: u32| {
+        b.tcp(
+            &frames::Tcp {
+                seq,
+                ..frames::Tcp::default()
+            },
+            &frames::payload_pattern(500, seq as u8),
+        )
+    };
     let udp = frames::udp_frame(300, 1);
     // The hole at 2500 and the step end after 7 frames both close runs.
-    for f in [seg(0), seg(500), udp.clone(), seg(1000), seg(1500), seg(2000), seg(3000), seg(3500)] {
+    for f in [
+        seg(0),
+        seg(500),
+        udp.clone(),
+        seg(1000),
+        seg(1500),
+        seg(2000),
+        seg(3000),
+        seg(3500),
+    ] {
         wire.push(f);
     }
-    let out = run(Box::new(wire), &Setup { gro: 64, budget: 7, ..Setup::default() });
+    let out = run(
+        Box::new(wire),
+        &Setup {
+            gro: 64,
+            budget: 7,
+            ..Setup::default()
+        },
+    );
     let lens: Vec<usize> = out.packets.iter().map(|p| p.len()).collect();
     assert_eq!(lens, [54 + 1000, 300, 54 + 1500, 554, 554]);
     assert_eq!(out.rsc, [2, 0, 3, 0, 0]);
     assert_eq!(out.packets[1], udp);
-    assert_eq!(out.packets[3], seg(3000), "a run of one is the segment unchanged");
+    assert_eq!(
+        out.packets[3],
+        seg(3000),
+        "a run of one is the segment unchanged"
+    );
     assert_eq!(out.packets[4], seg(3500));
     let coalesced = [&out.packets[0], &out.packets[2]];
     let s = streams(&coalesced.map(|p| p.clone()));
     let (isn, bytes) = &s[&flow_of(&seg(0))];
     assert_eq!(*isn, 0);
-    let want: Vec<u8> = [0, 500, 1000, 1500, 2000].iter().flat_map(|&q| seg(q)[54..].to_vec()).collect();
+    let want: Vec<u8> = [0, 500, 1000, 1500, 2000]
+        .iter()
+        .flat_map(|&q| seg(q)[54..].to_vec())
+        .collect();
     assert!(bytes[..] == want[..], "coalesced payload differs");
-    assert_eq!((out.sim.gro_packets, out.sim.gro_segments, out.sim.rx_frames), (2, 5, 5));
+    assert_eq!(
+        (out.sim.gro_packets, out.sim.gro_segments, out.sim.rx_frames),
+        (2, 5, 5)
+    );
 }
 
 #[test]
@@ -250,13 +419,29 @@ fn rsccnt_saturates_at_15_per_descriptor() {
     let wire = QueueWire::new();
     let b = frames::Builder::default();
     for seq in 0..20u32 {
-        wire.push(b.tcp(&frames::Tcp { seq, ..frames::Tcp::default() }, &[seq as u8]));
+        wire.push(b.tcp(
+            &frames::Tcp {
+                seq,
+                ..frames::Tcp::default()
+            },
+            &[seq as u8],
+        ));
     }
-    let out = run(Box::new(wire), &Setup { gro: 64, ..Setup::default() });
+    let out = run(
+        Box::new(wire),
+        &Setup {
+            gro: 64,
+            ..Setup::default()
+        },
+    );
     assert_eq!(out.packets.len(), 1);
     assert_eq!(out.packets[0].len(), 54 + 20);
     assert_eq!(out.packets[0][54..], (0..20).collect::<Vec<u8>>()[..]);
-    assert_eq!(out.rsc, [15], "20 segments start in one descriptor: 4 bits saturate");
+    assert_eq!(
+        out.rsc,
+        [15],
+        "20 segments start in one descriptor: 4 bits saturate"
+    );
     assert_eq!(out.sim.gro_segments, 20);
 }
 
@@ -268,7 +453,12 @@ mod prop {
     /// its flow or jumps ahead, with given flags, or a UDP frame.
     #[derive(Clone, Debug)]
     enum Ev {
-        Tcp { flow: u8, payload: u16, jump: bool, flags: u8 },
+        Tcp {
+            flow: u8,
+            payload: u16,
+            jump: bool,
+            flags: u8,
+        },
         Udp(u16),
     }
 

@@ -27,7 +27,11 @@ const BATCH: usize = 64;
 
 fn report(what: &str, mut ns: Vec<f64>) {
     ns.sort_by(f64::total_cmp);
-    println!("{what:<52} min {:>6.2} ns   median {:>6.2} ns", ns[0], ns[ns.len() / 2]);
+    println!(
+        "{what:<52} min {:>6.2} ns   median {:>6.2} ns",
+        ns[0],
+        ns[ns.len() / 2]
+    );
 }
 
 /// One buffer at a time: alloc, recycle (never leaves the cache).
@@ -75,7 +79,9 @@ fn owner_batch32(pool: &mut PagePool, held: &mut Vec<Buf>) -> f64 {
 fn foreign(pool: &mut PagePool) -> (f64, f64) {
     const ROUNDS: usize = 500;
     let returner = pool.returner();
-    let mut batches: Vec<Vec<Buf>> = (0..BUFFERS / BATCH).map(|_| Vec::with_capacity(BATCH)).collect();
+    let mut batches: Vec<Vec<Buf>> = (0..BUFFERS / BATCH)
+        .map(|_| Vec::with_capacity(BATCH))
+        .collect();
     let (mut give, mut take) = (0u128, 0u128);
     for _ in 0..ROUNDS {
         let t = Instant::now();
@@ -151,7 +157,9 @@ fn foreign_cross_thread(pool: &mut PagePool, returner_core: Option<usize>) -> f6
 fn mutex_reference() -> (f64, f64) {
     const ROUNDS: usize = 500;
     let ring = Mutex::new((0..BUFFERS as u32).collect::<Vec<u32>>());
-    let mut batches: Vec<Vec<u32>> = (0..BUFFERS / BATCH).map(|_| Vec::with_capacity(BATCH)).collect();
+    let mut batches: Vec<Vec<u32>> = (0..BUFFERS / BATCH)
+        .map(|_| Vec::with_capacity(BATCH))
+        .collect();
     let (mut give, mut take) = (0u128, 0u128);
     for _ in 0..ROUNDS {
         let t = Instant::now();
@@ -163,7 +171,9 @@ fn mutex_reference() -> (f64, f64) {
         take += t.elapsed().as_nanos();
         let t = Instant::now();
         for batch in batches.iter_mut() {
-            ring.lock().unwrap().extend(black_box(&mut *batch).drain(..));
+            ring.lock()
+                .unwrap()
+                .extend(black_box(&mut *batch).drain(..));
         }
         give += t.elapsed().as_nanos();
     }
@@ -172,7 +182,10 @@ fn mutex_reference() -> (f64, f64) {
 }
 
 fn main() {
-    let cores: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("core number")).collect();
+    let cores: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("core number"))
+        .collect();
     if let Some(&core) = cores.first() {
         pipeline::pin_current_thread(core).unwrap();
     }
@@ -181,38 +194,82 @@ fn main() {
         eprintln!("warning: debug build; run with --release for meaningful numbers");
     }
     let space = DmaSpace::new(Arc::new(NoIommu));
-    let cfg = PagePoolConfig { buffers: BUFFERS, checked: false, ..Default::default() };
+    let cfg = PagePoolConfig {
+        buffers: BUFFERS,
+        checked: false,
+        ..Default::default()
+    };
     // Boxed like in a queue struct (a stack copy can 4K-alias the loop's stack slots).
     let mut pool = Box::new(PagePool::new(&space, cfg).unwrap());
-    println!("page pool: {BUFFERS} buffers, cache 128, bulk 64, unchecked, hugepage {}", pool.region().is_hugepage());
+    println!(
+        "page pool: {BUFFERS} buffers, cache 128, bulk 64, unchecked, hugepage {}",
+        pool.region().is_hugepage()
+    );
 
     let mut held = Vec::with_capacity(64);
     owner_single(&mut *pool); // warm-up
-    report("owner alloc+recycle, 1 at a time", (0..REPEATS).map(|_| owner_single(&mut *pool)).collect());
+    report(
+        "owner alloc+recycle, 1 at a time",
+        (0..REPEATS).map(|_| owner_single(&mut *pool)).collect(),
+    );
     report(
         "owner alloc+recycle, 512 ring slots (per buf)",
         (0..REPEATS).map(|_| owner_ring_slots(&mut pool)).collect(),
     );
     report(
         "owner alloc+recycle, 32 at a time (per buf)",
-        (0..REPEATS).map(|_| owner_batch32(&mut pool, &mut held)).collect(),
+        (0..REPEATS)
+            .map(|_| owner_batch32(&mut pool, &mut held))
+            .collect(),
     );
     let runs: Vec<(f64, f64)> = (0..REPEATS).map(|_| foreign(&mut pool)).collect();
-    report("foreign give_back (spill list), batches of 64 (per buf)", runs.iter().map(|r| r.0).collect());
-    report("owner refill from spill list, bulk 64 (per buf)", runs.iter().map(|r| r.1).collect());
-    report("Returner recycle_batch 64 (per buf)", (0..REPEATS).map(|_| via_returner(&mut pool, 64)).collect());
-    report("Returner recycle_batch 1 (per buf)", (0..REPEATS).map(|_| via_returner(&mut pool, 1)).collect());
-    let mut ring_pool =
-        Box::new(PagePool::new(&space, PagePoolConfig { foreign: ForeignReturn::Ring, ..cfg }).unwrap());
+    report(
+        "foreign give_back (spill list), batches of 64 (per buf)",
+        runs.iter().map(|r| r.0).collect(),
+    );
+    report(
+        "owner refill from spill list, bulk 64 (per buf)",
+        runs.iter().map(|r| r.1).collect(),
+    );
+    report(
+        "Returner recycle_batch 64 (per buf)",
+        (0..REPEATS).map(|_| via_returner(&mut pool, 64)).collect(),
+    );
+    report(
+        "Returner recycle_batch 1 (per buf)",
+        (0..REPEATS).map(|_| via_returner(&mut pool, 1)).collect(),
+    );
+    let mut ring_pool = Box::new(
+        PagePool::new(
+            &space,
+            PagePoolConfig {
+                foreign: ForeignReturn::Ring,
+                ..cfg
+            },
+        )
+        .unwrap(),
+    );
     let runs: Vec<(f64, f64)> = (0..REPEATS).map(|_| foreign(&mut ring_pool)).collect();
-    report("foreign give_back (ArrayQueue), batches of 64 (per buf)", runs.iter().map(|r| r.0).collect());
-    report("owner refill from ArrayQueue, bulk 64 (per buf)", runs.iter().map(|r| r.1).collect());
+    report(
+        "foreign give_back (ArrayQueue), batches of 64 (per buf)",
+        runs.iter().map(|r| r.0).collect(),
+    );
+    report(
+        "owner refill from ArrayQueue, bulk 64 (per buf)",
+        runs.iter().map(|r| r.1).collect(),
+    );
     report(
         "foreign give_back from 2nd thread (per buf)",
-        (0..REPEATS).map(|_| foreign_cross_thread(&mut pool, returner_core)).collect(),
+        (0..REPEATS)
+            .map(|_| foreign_cross_thread(&mut pool, returner_core))
+            .collect(),
     );
 
-    let hcfg = HeaderPoolConfig { buffers: BUFFERS, checked: false, ..Default::default() };
+    let hcfg = HeaderPoolConfig {
+        buffers: BUFFERS,
+        checked: false,
+        ..Default::default()
+    };
     let mut headers = Box::new(HeaderPool::new(&space, hcfg).unwrap());
     owner_single(&mut *headers);
     report(
@@ -221,10 +278,23 @@ fn main() {
     );
 
     let runs: Vec<(f64, f64)> = (0..REPEATS).map(|_| mutex_reference()).collect();
-    report("reference Mutex<Vec<u32>>, batch 64: give (per buf)", runs.iter().map(|r| r.0).collect());
-    report("reference Mutex<Vec<u32>>, batch 64: take (per buf)", runs.iter().map(|r| r.1).collect());
+    report(
+        "reference Mutex<Vec<u32>>, batch 64: give (per buf)",
+        runs.iter().map(|r| r.0).collect(),
+    );
+    report(
+        "reference Mutex<Vec<u32>>, batch 64: take (per buf)",
+        runs.iter().map(|r| r.1).collect(),
+    );
 
-    let mut checked = PagePool::new(&space, PagePoolConfig { checked: true, ..cfg }).unwrap();
+    let mut checked = PagePool::new(
+        &space,
+        PagePoolConfig {
+            checked: true,
+            ..cfg
+        },
+    )
+    .unwrap();
     report(
         "checked mode: owner alloc+recycle, 1 at a time",
         (0..REPEATS).map(|_| owner_single(&mut checked)).collect(),

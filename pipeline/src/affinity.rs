@@ -40,7 +40,10 @@ mod tests {
         // Scratch thread, so the test harness thread keeps its mask.
         std::thread::spawn(move || {
             pin_current_thread(first).unwrap();
-            assert_eq!(core_affinity::get_core_ids().unwrap(), vec![core_affinity::CoreId { id: first }]);
+            assert_eq!(
+                core_affinity::get_core_ids().unwrap(),
+                vec![core_affinity::CoreId { id: first }]
+            );
             // A pinned thread can move to another allowed core.
             pin_current_thread(last).unwrap();
             assert!(check_core(first).is_ok());

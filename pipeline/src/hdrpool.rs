@@ -82,8 +82,12 @@ pub enum HdrPoolStrategy {
 }
 
 impl HdrPoolStrategy {
-    pub const ALL: [HdrPoolStrategy; 4] =
-        [HdrPoolStrategy::Locked, HdrPoolStrategy::Batched, HdrPoolStrategy::Packed, HdrPoolStrategy::Ring];
+    pub const ALL: [HdrPoolStrategy; 4] = [
+        HdrPoolStrategy::Locked,
+        HdrPoolStrategy::Batched,
+        HdrPoolStrategy::Packed,
+        HdrPoolStrategy::Ring,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -101,7 +105,9 @@ impl std::str::FromStr for HdrPoolStrategy {
         HdrPoolStrategy::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("header pool strategy must be locked, batched, packed or ring, not {s:?}"))
+            .ok_or_else(|| {
+                format!("header pool strategy must be locked, batched, packed or ring, not {s:?}")
+            })
     }
 }
 
@@ -127,7 +133,12 @@ pub struct StrategyPoolConfig {
 
 impl Default for StrategyPoolConfig {
     fn default() -> Self {
-        StrategyPoolConfig { strategy: HdrPoolStrategy::Packed, buffers: 8192, slot: 64, batch: 64 }
+        StrategyPoolConfig {
+            strategy: HdrPoolStrategy::Packed,
+            buffers: 8192,
+            slot: 64,
+            batch: 64,
+        }
     }
 }
 
@@ -153,7 +164,9 @@ pub(crate) enum Release {
 
 impl PageRefs {
     pub(crate) fn new(pages: usize) -> Self {
-        PageRefs { counts: (0..pages).map(|_| AtomicU32::new(0)).collect() }
+        PageRefs {
+            counts: (0..pages).map(|_| AtomicU32::new(0)).collect(),
+        }
     }
 
     /// The owner took free page `page` and will lend all `slots` of it.
@@ -177,7 +190,10 @@ impl PageRefs {
             // Undo the excess only: the count ends at 0.
             self.counts[page].fetch_add(n - prev, Ordering::Relaxed);
             fence(Ordering::Acquire);
-            Release::Underflow { last: prev > 0, refused: n - prev }
+            Release::Underflow {
+                last: prev > 0,
+                refused: n - prev,
+            }
         } else {
             Release::Held
         }
@@ -185,7 +201,10 @@ impl PageRefs {
 
     /// Sum of the outstanding counts (audits).
     pub(crate) fn outstanding(&self) -> usize {
-        self.counts.iter().map(|c| c.load(Ordering::Acquire) as usize).sum()
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Acquire) as usize)
+            .sum()
     }
 }
 
@@ -372,7 +391,12 @@ pub struct StrategyHeaderPool {
 
 impl StrategyHeaderPool {
     pub fn new(space: &Arc<DmaSpace>, cfg: StrategyPoolConfig) -> Result<Self, PoolError> {
-        let StrategyPoolConfig { strategy, buffers, slot, batch } = cfg;
+        let StrategyPoolConfig {
+            strategy,
+            buffers,
+            slot,
+            batch,
+        } = cfg;
         if !(64..=960).contains(&slot) || !slot.is_multiple_of(64) {
             return Err(PoolError::SlotSize(slot));
         }
@@ -383,7 +407,10 @@ impl StrategyHeaderPool {
             return Err(PoolError::BufferCount(buffers));
         }
         if !(1..=1024).contains(&batch) {
-            return Err(PoolError::Cache { cache_size: 2 * batch, bulk: batch });
+            return Err(PoolError::Cache {
+                cache_size: 2 * batch,
+                bulk: batch,
+            });
         }
         let layout = PoolLayout::new(slot, 0, slot);
         let per_page = layout.per_page;
@@ -393,11 +420,18 @@ impl StrategyHeaderPool {
             return Err(PoolError::BufferCount(total));
         }
         let region = space.alloc(npages * PAGE_SIZE)?;
-        let geom = Geometry { layout, total: total as u32, base_iova: region.iova() };
+        let geom = Geometry {
+            layout,
+            total: total as u32,
+            base_iova: region.iova(),
+        };
         let (list, queue) = match strategy {
             HdrPoolStrategy::Locked | HdrPoolStrategy::Batched => {
                 // Lowest index on top, so slots go out in address order.
-                (TimedMutex::new((0..total as u32).rev().collect()), ArrayQueue::new(1))
+                (
+                    TimedMutex::new((0..total as u32).rev().collect()),
+                    ArrayQueue::new(1),
+                )
             }
             HdrPoolStrategy::Ring => {
                 let q = ArrayQueue::new(total);
@@ -414,7 +448,11 @@ impl StrategyHeaderPool {
                 (TimedMutex::new(Vec::new()), q)
             }
         };
-        let refs = PageRefs::new(if strategy == HdrPoolStrategy::Packed { npages } else { 0 });
+        let refs = PageRefs::new(if strategy == HdrPoolStrategy::Packed {
+            npages
+        } else {
+            0
+        });
         let shared = Shared {
             strategy,
             geom,
@@ -501,10 +539,18 @@ impl StrategyHeaderPool {
             }
             HdrPoolStrategy::Packed => {
                 let unlent = per_page - self.next_slot as usize + self.owed as usize;
-                (self.shared.refs.outstanding().saturating_sub(unlent), self.shared.queue.len() * per_page)
+                (
+                    self.shared.refs.outstanding().saturating_sub(unlent),
+                    self.shared.queue.len() * per_page,
+                )
             }
         };
-        PoolAudit { total, in_cache: total.saturating_sub(lent + in_ring), in_ring, lent }
+        PoolAudit {
+            total,
+            in_cache: total.saturating_sub(lent + in_ring),
+            in_ring,
+            lent,
+        }
     }
 
     #[inline(always)]
@@ -514,7 +560,11 @@ impl StrategyHeaderPool {
         // list), so `off` lies inside the region, which covers every page;
         // an in-bounds offset from a non-null base is non-null.
         let ptr = unsafe { NonNull::new_unchecked(self.shared.region.as_ptr().add(off)) };
-        Buf { idx, iova: self.geom.base_iova + off as u64, ptr }
+        Buf {
+            idx,
+            iova: self.geom.base_iova + off as u64,
+            ptr,
+        }
     }
 
     /// `packed`: a new page to carve, owner list first, then the queue.
@@ -557,7 +607,10 @@ impl StrategyHeaderPool {
                 }
                 self.stats.recycle_cached -= refused as u64;
                 for _ in 0..refused {
-                    self.shared.refuse(page * self.geom.layout.per_page as u32, Refusal::DoubleReturn);
+                    self.shared.refuse(
+                        page * self.geom.layout.per_page as u32,
+                        Refusal::DoubleReturn,
+                    );
                 }
             }
         }
@@ -694,13 +747,20 @@ impl BufPool for StrategyHeaderPool {
 
 impl Drop for StrategyHeaderPool {
     fn drop(&mut self) {
-        if matches!(self.strategy, HdrPoolStrategy::Batched | HdrPoolStrategy::Ring) {
+        if matches!(
+            self.strategy,
+            HdrPoolStrategy::Batched | HdrPoolStrategy::Ring
+        ) {
             let n = self.cache.len();
             self.flush(n);
         }
         let lent = self.audit().lent;
         if lent > 0 {
-            tracing::warn!(strategy = self.strategy.name(), lent, "header pool owner closed with slots still lent out");
+            tracing::warn!(
+                strategy = self.strategy.name(),
+                lent,
+                "header pool owner closed with slots still lent out"
+            );
         }
     }
 }

@@ -36,6 +36,6 @@ pub use affinity::pin_current_thread;
 pub use hdrpool::{HdrPoolStrategy, StrategyHeaderPool, StrategyPoolConfig};
 pub use lockstats::{LockStats, TimedMutex};
 pub use pool::{
-    DmaPool, ForeignReturn, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig, PoolAudit, PoolError, PoolLayout,
-    PoolStats, Returner,
+    DmaPool, ForeignReturn, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig, PoolAudit,
+    PoolError, PoolLayout, PoolStats, Returner,
 };

@@ -118,7 +118,8 @@ pub fn ticks_to_ns(ticks: u64) -> f64 {
 
 fn histogram() -> Histogram<u64> {
     // 2 significant digits up to ~10^12 ticks; cannot fail for these bounds.
-    Histogram::new_with_bounds(1, 1 << 40, 2).unwrap_or_else(|_| Histogram::new(2).expect("2 sigfig is valid"))
+    Histogram::new_with_bounds(1, 1 << 40, 2)
+        .unwrap_or_else(|_| Histogram::new(2).expect("2 sigfig is valid"))
 }
 
 struct Inner<T> {
@@ -147,7 +148,13 @@ pub struct TimedGuard<'a, T> {
 impl<T> TimedMutex<T> {
     pub fn new(data: T) -> Self {
         TimedMutex {
-            inner: Mutex::new(Inner { data, acquisitions: 0, contended: 0, wait: histogram(), hold: histogram() }),
+            inner: Mutex::new(Inner {
+                data,
+                acquisitions: 0,
+                contended: 0,
+                wait: histogram(),
+                hold: histogram(),
+            }),
         }
     }
 
@@ -173,7 +180,10 @@ impl<T> TimedMutex<T> {
             }
             None => guard.acquisitions % HOLD_SAMPLE == 0,
         };
-        TimedGuard { guard, start: if sample { now_ticks().max(1) } else { 0 } }
+        TimedGuard {
+            guard,
+            start: if sample { now_ticks().max(1) } else { 0 },
+        }
     }
 
     /// The figures so far.
@@ -181,13 +191,23 @@ impl<T> TimedMutex<T> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut wait = g.wait.clone();
         let _ = wait.record_n(0, g.acquisitions.saturating_sub(g.contended));
-        let q = |h: &Histogram<u64>, p: f64| if h.is_empty() { 0.0 } else { ticks_to_ns(h.value_at_quantile(p)) };
+        let q = |h: &Histogram<u64>, p: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                ticks_to_ns(h.value_at_quantile(p))
+            }
+        };
         LockStats {
             lock_acquisitions: g.acquisitions,
             contended: g.contended,
             wait_ns_p50: q(&wait, 0.5),
             wait_ns_p99: q(&wait, 0.99),
-            wait_ns_max: if wait.is_empty() { 0.0 } else { ticks_to_ns(wait.max()) },
+            wait_ns_max: if wait.is_empty() {
+                0.0
+            } else {
+                ticks_to_ns(wait.max())
+            },
             hold_ns_p50: q(&g.hold, 0.5),
             hold_ns_p99: q(&g.hold, 0.99),
             hold_samples: g.hold.len(),
@@ -226,7 +246,9 @@ impl<T> Drop for TimedGuard<'_, T> {
 
 impl<T> std::fmt::Debug for TimedMutex<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TimedMutex").field("stats", &self.stats()).finish()
+        f.debug_struct("TimedMutex")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -264,7 +286,11 @@ mod tests {
         t.join().unwrap();
         let s = m.stats();
         assert_eq!((s.lock_acquisitions, s.contended), (2, 1));
-        assert!(s.wait_ns_max > 1_000_000.0, "waited ~20 ms, measured {} ns", s.wait_ns_max);
+        assert!(
+            s.wait_ns_max > 1_000_000.0,
+            "waited ~20 ms, measured {} ns",
+            s.wait_ns_max
+        );
         assert_eq!(s.trylock_fail_pct(), 50.0);
     }
 

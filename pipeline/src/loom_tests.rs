@@ -12,7 +12,10 @@
 //! model checks our bookkeeping around the queue, not the queue itself.
 
 use crate::hdrpool::{PageRefs, Release};
-use crate::{ForeignReturn, HdrPoolStrategy, PagePool, PagePoolConfig, StrategyHeaderPool, StrategyPoolConfig};
+use crate::{
+    ForeignReturn, HdrPoolStrategy, PagePool, PagePoolConfig, StrategyHeaderPool,
+    StrategyPoolConfig,
+};
 use driver::{Buf, BufPool, DmaSpace};
 use loom::cell::UnsafeCell;
 use loom::thread;
@@ -115,7 +118,11 @@ fn loom_packed_last_release() {
             check(&slots);
         }
         let all = [a.join().unwrap(), b.join().unwrap(), mine];
-        assert_eq!(all.iter().filter(|r| **r == Release::Last).count(), 1, "{all:?}");
+        assert_eq!(
+            all.iter().filter(|r| **r == Release::Last).count(),
+            1,
+            "{all:?}"
+        );
         assert_eq!(refs.outstanding(), 0);
     });
 }
@@ -126,7 +133,12 @@ fn loom_packed_last_release() {
 #[test]
 fn loom_packed_pool_owner_and_foreign() {
     loom::model(|| {
-        let cfg = StrategyPoolConfig { strategy: HdrPoolStrategy::Packed, buffers: 16, slot: 256, batch: 4 };
+        let cfg = StrategyPoolConfig {
+            strategy: HdrPoolStrategy::Packed,
+            buffers: 16,
+            slot: 256,
+            batch: 4,
+        };
         let mut pool = StrategyHeaderPool::new(&space(), cfg).unwrap();
         let mut slots: Vec<Buf> = (0..16).map(|_| pool.alloc().unwrap()).collect();
         let real: Vec<Buf> = slots.drain(..8).collect();
@@ -139,8 +151,14 @@ fn loom_packed_pool_owner_and_foreign() {
         let early = pool.alloc();
         t.join().unwrap();
         let late = pool.alloc();
-        assert!(late.is_some() || early.is_some(), "the page comes back once every slot is in");
-        [early, late].into_iter().flatten().for_each(|b| pool.recycle(b));
+        assert!(
+            late.is_some() || early.is_some(),
+            "the page comes back once every slot is in"
+        );
+        [early, late]
+            .into_iter()
+            .flatten()
+            .for_each(|b| pool.recycle(b));
         assert_eq!(pool.audit().lent, 0);
     });
 }
@@ -150,7 +168,12 @@ fn loom_packed_pool_owner_and_foreign() {
 #[test]
 fn loom_ring_owner_and_foreign() {
     loom::model(|| {
-        let cfg = StrategyPoolConfig { strategy: HdrPoolStrategy::Ring, buffers: 16, slot: 256, batch: 2 };
+        let cfg = StrategyPoolConfig {
+            strategy: HdrPoolStrategy::Ring,
+            buffers: 16,
+            slot: 256,
+            batch: 2,
+        };
         let mut pool = StrategyHeaderPool::new(&space(), cfg).unwrap();
         let all: Vec<Buf> = (0..16).map(|_| pool.alloc().unwrap()).collect();
         let mut it = all.into_iter();

@@ -67,13 +67,13 @@
 //! # Ok::<(), pipeline::PoolError>(())
 //! ```
 
+use crate::lockstats::{LockStats, TimedMutex};
+use crate::sync::AtomicUsize;
 use crossbeam_queue::ArrayQueue;
 use driver::dma::PAGE_SIZE;
 use driver::{Buf, BufPool, BufReturn, DmaError, DmaRegion, DmaSpace};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use crate::lockstats::{LockStats, TimedMutex};
-use crate::sync::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -173,7 +173,13 @@ pub struct HeaderPoolConfig {
 
 impl Default for HeaderPoolConfig {
     fn default() -> Self {
-        HeaderPoolConfig { buffers: 4096, slot: 128, cache_size: 128, bulk: 64, checked: cfg!(debug_assertions) }
+        HeaderPoolConfig {
+            buffers: 4096,
+            slot: 128,
+            cache_size: 128,
+            bulk: 64,
+            checked: cfg!(debug_assertions),
+        }
     }
 }
 
@@ -250,7 +256,13 @@ impl PoolLayout {
     pub(crate) fn new(buf_len: usize, headroom: usize, stride: usize) -> Self {
         let per_page = PAGE_SIZE / stride;
         debug_assert!((1..=64).contains(&per_page) && headroom + buf_len <= stride);
-        PoolLayout { buf_len, headroom, stride, per_page, recip: (1u64 << 32).div_ceil(per_page as u64) }
+        PoolLayout {
+            buf_len,
+            headroom,
+            stride,
+            per_page,
+            recip: (1u64 << 32).div_ceil(per_page as u64),
+        }
     }
 
     /// Byte offset of buffer `idx` (after its headroom) in the region.
@@ -403,7 +415,13 @@ impl Shared {
     #[cold]
     fn refuse(&self, idx: u32, iova: u64, why: Refusal) {
         self.recycle_ring_full.fetch_add(1, Relaxed);
-        tracing::error!(pool = self.name, idx, iova = format_args!("{iova:#x}"), "buffer return refused: {}", why.as_str());
+        tracing::error!(
+            pool = self.name,
+            idx,
+            iova = format_args!("{iova:#x}"),
+            "buffer return refused: {}",
+            why.as_str()
+        );
     }
 }
 
@@ -506,25 +524,50 @@ pub struct DmaPool<K> {
 impl DmaPool<PageKind> {
     /// Allocates and maps `cfg.buffers` pages.
     pub fn new(space: &Arc<DmaSpace>, cfg: PagePoolConfig) -> Result<Self, PoolError> {
-        let PagePoolConfig { buffers, buf_len, headroom, cache_size, bulk, checked, foreign } = cfg;
+        let PagePoolConfig {
+            buffers,
+            buf_len,
+            headroom,
+            cache_size,
+            bulk,
+            checked,
+            foreign,
+        } = cfg;
         let size_ok = (1024..=PAGE_SIZE).contains(&buf_len) && buf_len % 1024 == 0;
         if !size_ok || headroom % 2 != 0 || buf_len + headroom > PAGE_SIZE {
             return Err(PoolError::BufLen { buf_len, headroom });
         }
         let layout = PoolLayout::new(buf_len, headroom, PAGE_SIZE);
-        Self::create(space, "page", layout, buffers, cache_size, bulk, checked, foreign)
+        Self::create(
+            space, "page", layout, buffers, cache_size, bulk, checked, foreign,
+        )
     }
 }
 
 impl DmaPool<HeaderKind> {
     /// Allocates and maps enough pages for `cfg.buffers` header slots.
     pub fn new(space: &Arc<DmaSpace>, cfg: HeaderPoolConfig) -> Result<Self, PoolError> {
-        let HeaderPoolConfig { buffers, slot, cache_size, bulk, checked } = cfg;
+        let HeaderPoolConfig {
+            buffers,
+            slot,
+            cache_size,
+            bulk,
+            checked,
+        } = cfg;
         if !(64..=960).contains(&slot) || slot % 64 != 0 {
             return Err(PoolError::SlotSize(slot));
         }
         let layout = PoolLayout::new(slot, 0, slot);
-        Self::create(space, "header", layout, buffers, cache_size, bulk, checked, ForeignReturn::Ring)
+        Self::create(
+            space,
+            "header",
+            layout,
+            buffers,
+            cache_size,
+            bulk,
+            checked,
+            ForeignReturn::Ring,
+        )
     }
 }
 
@@ -547,7 +590,11 @@ impl<K> DmaPool<K> {
             return Err(PoolError::Cache { cache_size, bulk });
         }
         let region = space.alloc(layout.pages(buffers) * PAGE_SIZE)?;
-        let geom = Geometry { layout, total: buffers as u32, base_iova: region.iova() };
+        let geom = Geometry {
+            layout,
+            total: buffers as u32,
+            base_iova: region.iova(),
+        };
         let ring = ArrayQueue::new(buffers);
         for idx in 0..buffers as u32 {
             // Cannot fail: the ring holds exactly `buffers` entries.
@@ -559,7 +606,11 @@ impl<K> DmaPool<K> {
             geom,
             ring,
             foreign,
-            spill: TimedMutex::new(Vec::with_capacity(if foreign == ForeignReturn::Batched { buffers } else { 0 })),
+            spill: TimedMutex::new(Vec::with_capacity(if foreign == ForeignReturn::Batched {
+                buffers
+            } else {
+                0
+            })),
             spill_hint: AtomicUsize::new(0),
             lent,
             recycle_ring: AtomicU64::new(0),
@@ -640,7 +691,12 @@ impl<K> DmaPool<K> {
     pub fn audit(&mut self) -> PoolAudit {
         let total = self.geom.total as usize;
         let (in_cache, in_ring) = (self.cache.len(), self.shared.shared_free());
-        PoolAudit { total, in_cache, in_ring, lent: total.saturating_sub(in_cache + in_ring) }
+        PoolAudit {
+            total,
+            in_cache,
+            in_ring,
+            lent: total.saturating_sub(in_cache + in_ring),
+        }
     }
 
     /// Tears the owner down now (as Drop would) and returns the final
@@ -696,7 +752,11 @@ impl<K> DmaPool<K> {
             if !self.checked || self.shared.mark_lent(idx) {
                 return Some(idx);
             }
-            tracing::error!(pool = self.shared.name, idx, "free list held a buffer that is lent out; skipped");
+            tracing::error!(
+                pool = self.shared.name,
+                idx,
+                "free list held a buffer that is lent out; skipped"
+            );
             popped = self.cache.pop();
         }
     }
@@ -750,7 +810,11 @@ impl<K> DmaPool<K> {
         // `pages(total)` pages and `offset` stays in page `idx / per_page`).
         // An in-bounds offset from a non-null base is non-null.
         let ptr = unsafe { NonNull::new_unchecked(self.shared.region.as_ptr().add(off)) };
-        Buf { idx, iova: self.geom.base_iova + off as u64, ptr }
+        Buf {
+            idx,
+            iova: self.geom.base_iova + off as u64,
+            ptr,
+        }
     }
 }
 
@@ -826,7 +890,11 @@ impl Returner {
         if !(1..=MAX_RECYCLE_BATCH).contains(&recycle_batch) {
             return Err(PoolError::RecycleBatch(recycle_batch));
         }
-        Ok(Returner { ret, batch: Vec::with_capacity(recycle_batch), recycle_batch })
+        Ok(Returner {
+            ret,
+            batch: Vec::with_capacity(recycle_batch),
+            recycle_batch,
+        })
     }
 
     /// Queues one buffer; gives the batch back when it is full.
@@ -863,7 +931,10 @@ impl Drop for Returner {
 
 impl std::fmt::Debug for Returner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Returner").field("recycle_batch", &self.recycle_batch).field("pending", &self.batch.len()).finish()
+        f.debug_struct("Returner")
+            .field("recycle_batch", &self.recycle_batch)
+            .field("pending", &self.batch.len())
+            .finish()
     }
 }
 

@@ -7,7 +7,9 @@
 //! writes the write-backs itself, as the device would.
 
 use driver::desc::RxWriteBack;
-use driver::{BufPool, Device, DmaError, DmaMapper, DmaSpace, RegisterIo, RxConfig, RxRing, SplitMode};
+use driver::{
+    BufPool, Device, DmaError, DmaMapper, DmaSpace, RegisterIo, RxConfig, RxRing, SplitMode,
+};
 use pipeline::{HdrPoolStrategy, PagePool, PagePoolConfig, StrategyHeaderPool, StrategyPoolConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,10 +60,29 @@ fn every_strategy_serves_the_rx_ring_with_gro_frames() {
     for strategy in HdrPoolStrategy::ALL {
         let dev = Arc::new(EchoDev::default());
         let space = DmaSpace::new(dev.clone());
-        let pages = PagePool::new(&space, PagePoolConfig { buffers: 512, ..Default::default() }).unwrap();
-        let hdrs = StrategyHeaderPool::new(&space, StrategyPoolConfig { strategy, buffers: 512, slot: 64, batch: 16 })
-            .unwrap();
-        let cfg = RxConfig { ring_size: 64, split: SplitMode::On, ..Default::default() };
+        let pages = PagePool::new(
+            &space,
+            PagePoolConfig {
+                buffers: 512,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let hdrs = StrategyHeaderPool::new(
+            &space,
+            StrategyPoolConfig {
+                strategy,
+                buffers: 512,
+                slot: 64,
+                batch: 16,
+            },
+        )
+        .unwrap();
+        let cfg = RxConfig {
+            ring_size: 64,
+            split: SplitMode::On,
+            ..Default::default()
+        };
         let mut ring = RxRing::new(dev.clone(), &space, cfg, pages, hdrs).unwrap();
         assert_eq!(ring.posted(), 63);
         let gro = 4;
@@ -93,8 +114,16 @@ fn every_strategy_serves_the_rx_ring_with_gro_frames() {
         ring.stop().unwrap();
         let (pages, hdrs) = ring.pools();
         assert_eq!(pages.audit().lent, 0, "{strategy}");
-        assert_eq!(hdrs.audit().lent, 0, "{strategy}: every header slot came back");
-        assert_eq!(hdrs.stats().recycle_ring, 600, "{strategy}: real headers via the foreign path");
+        assert_eq!(
+            hdrs.audit().lent,
+            0,
+            "{strategy}: every header slot came back"
+        );
+        assert_eq!(
+            hdrs.stats().recycle_ring,
+            600,
+            "{strategy}: real headers via the foreign path"
+        );
         assert_eq!(hdrs.stats().recycle_ring_full, 0);
         let _ = hdrs.buf_len();
     }

@@ -75,22 +75,39 @@ pub fn exit_on_parse_error(e: clap::Error) -> ! {
         std::process::exit(0);
     }
     let text = e.to_string();
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("bad arguments");
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("bad arguments");
     eprintln!("poolbench: {}", line.trim_start_matches("error: "));
     std::process::exit(2);
 }
 
 /// CPUs this process may run on, in order.
 pub fn cores() -> Vec<usize> {
-    let mut ids: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+    let mut ids: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     if ids.is_empty() {
         ids.push(0);
     }
     ids
 }
 
-fn list<T>(what: &str, s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
-    let v: Vec<T> = s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(parse).collect::<Result<_, _>>()?;
+fn list<T>(
+    what: &str,
+    s: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let v: Vec<T> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(parse)
+        .collect::<Result<_, _>>()?;
     if v.is_empty() {
         return Err(format!("--{what} needs at least one value"));
     }
@@ -100,7 +117,9 @@ fn list<T>(what: &str, s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Re
 fn number(what: &'static str, lo: usize, hi: usize) -> impl Fn(&str) -> Result<usize, String> {
     move |s| match s.parse::<usize>() {
         Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-        _ => Err(format!("--{what} values must be integers in {lo}..={hi}, not {s:?}")),
+        _ => Err(format!(
+            "--{what} values must be integers in {lo}..={hi}, not {s:?}"
+        )),
     }
 }
 
@@ -114,7 +133,9 @@ fn check(what: &str, v: usize, lo: usize, hi: usize) -> Result<usize, String> {
 
 impl Cli {
     pub fn plan(&self, cores: &[usize]) -> Result<Plan, String> {
-        let strategies = list("strategies", &self.strategies, |s| s.parse::<HdrPoolStrategy>())?;
+        let strategies = list("strategies", &self.strategies, |s| {
+            s.parse::<HdrPoolStrategy>()
+        })?;
         let n = cores.len();
         let threads = match &self.threads {
             Some(t) => list("threads", t, number("threads", 1, n))?,
@@ -136,8 +157,13 @@ impl Cli {
             json: self.json,
             plot: self.plot.clone(),
         };
-        if !plan.slot.is_multiple_of(64) || (plan.strategies.contains(&HdrPoolStrategy::Packed) && plan.slot > 256) {
-            return Err(format!("--slot must be a multiple of 64, at most 256 with packed, not {}", plan.slot));
+        if !plan.slot.is_multiple_of(64)
+            || (plan.strategies.contains(&HdrPoolStrategy::Packed) && plan.slot > 256)
+        {
+            return Err(format!(
+                "--slot must be a multiple of 64, at most 256 with packed, not {}",
+                plan.slot
+            ));
         }
         // Room for the ring plus every hand-off in flight, even when each
         // real header pins a whole packed page.
@@ -145,7 +171,8 @@ impl Cli {
         let per_page = 4096 / plan.slot;
         let max_gro = plan.gro.iter().copied().max().unwrap_or(1);
         let in_flight = (max_threads.saturating_sub(1) * 9 + 1) * plan.batch;
-        let pages_needed = ring.div_ceil(per_page) + 2 + in_flight.div_ceil((per_page / max_gro).max(1));
+        let pages_needed =
+            ring.div_ceil(per_page) + 2 + in_flight.div_ceil((per_page / max_gro).max(1));
         if plan.buffers / per_page < pages_needed {
             return Err(format!(
                 "--buffers {} is too small for this ring, batch and thread count: need at least {}",
@@ -162,8 +189,8 @@ mod tests {
     use super::*;
 
     fn plan(args: &[&str]) -> Result<Plan, String> {
-        let cli =
-            Cli::try_parse_from(std::iter::once("poolbench").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        let cli = Cli::try_parse_from(std::iter::once("poolbench").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
         cli.plan(&[0, 1])
     }
 
@@ -171,7 +198,10 @@ mod tests {
     fn defaults_sweep_everything() {
         let p = plan(&[]).unwrap();
         assert_eq!(p.strategies, HdrPoolStrategy::ALL.to_vec());
-        assert_eq!((p.threads, p.gro, p.duration_ms), (vec![1, 2], vec![1, 16], 300));
+        assert_eq!(
+            (p.threads, p.gro, p.duration_ms),
+            (vec![1, 2], vec![1, 16], 300)
+        );
     }
 
     #[test]

@@ -136,7 +136,11 @@ fn summarize(strategy: HdrPoolStrategy, threads: usize, gro: usize, mut runs: Ve
         gro,
         mops,
         mops_min: min,
-        ns_per_op: if mops > 0.0 { 1e3 / mops } else { f64::INFINITY },
+        ns_per_op: if mops > 0.0 {
+            1e3 / mops
+        } else {
+            f64::INFINITY
+        },
         lock_acquisitions_per_packet: l.per_packet(med.packets),
         trylock_fail_pct: l.trylock_fail_pct(),
         wait_ns_p50: l.wait_ns_p50,
@@ -200,12 +204,18 @@ fn run_cell(
     threads: usize,
     gro: usize,
 ) -> Result<Run, String> {
-    let cfg = StrategyPoolConfig { strategy, buffers: plan.buffers, slot: plan.slot, batch: 64 };
+    let cfg = StrategyPoolConfig {
+        strategy,
+        buffers: plan.buffers,
+        slot: plan.slot,
+        batch: 64,
+    };
     let mut pool = StrategyHeaderPool::new(space, cfg).map_err(|e| e.to_string())?;
     let returner = pool.returner();
     let apps = threads - 1;
     // Bounded hand-off per application thread: backpressure, no allocation.
-    let queues: Vec<Arc<ArrayQueue<Vec<Buf>>>> = (0..apps).map(|_| Arc::new(ArrayQueue::new(8))).collect();
+    let queues: Vec<Arc<ArrayQueue<Vec<Buf>>>> =
+        (0..apps).map(|_| Arc::new(ArrayQueue::new(8))).collect();
     let empties: Arc<ArrayQueue<Vec<Buf>>> = Arc::new(ArrayQueue::new(16 * apps.max(1) + 16));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::with_capacity(apps);
@@ -213,7 +223,9 @@ fn run_cell(
         let (q, empties, stop, ret) = (q.clone(), empties.clone(), stop.clone(), returner.clone());
         let core = cores[(i + 1) % cores.len()];
         let pin = plan.pin;
-        workers.push(std::thread::spawn(move || app_thread(q, empties, stop, ret, pin.then_some(core))));
+        workers.push(std::thread::spawn(move || {
+            app_thread(q, empties, stop, ret, pin.then_some(core))
+        }));
     }
     if plan.pin {
         pipeline::pin_current_thread(cores[0])?;
@@ -232,7 +244,9 @@ fn run_cell(
     'run: loop {
         for _ in 0..64 {
             // Complete `gro` descriptors: one real header, gro-1 dummies.
-            let Some(real) = ring.pop_front() else { break 'run };
+            let Some(real) = ring.pop_front() else {
+                break 'run;
+            };
             // SAFETY: the slot is ours (just taken off the ring) and at
             // least 64 bytes long; an unaligned write needs no alignment.
             unsafe { real.ptr.as_ptr().cast::<u64>().write_unaligned(packets) };
@@ -260,8 +274,12 @@ fn run_cell(
             }
             packets += 1;
             if batch.len() >= plan.batch {
-                let full =
-                    std::mem::replace(&mut batch, empties.pop().unwrap_or_else(|| Vec::with_capacity(plan.batch)));
+                let full = std::mem::replace(
+                    &mut batch,
+                    empties
+                        .pop()
+                        .unwrap_or_else(|| Vec::with_capacity(plan.batch)),
+                );
                 if apps == 0 {
                     let mut full = full;
                     consume(&full);
@@ -289,7 +307,8 @@ fn run_cell(
     let secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for w in workers {
-        w.join().map_err(|_| "application thread panicked".to_string())?;
+        w.join()
+            .map_err(|_| "application thread panicked".to_string())?;
     }
     returner.give_back(&mut batch);
     // What the application threads left in their queues.
@@ -301,7 +320,12 @@ fn run_cell(
     ring.into_iter().for_each(|h| pool.recycle(h));
     let locks = pool.lock_stats();
     let lent_after = pool.audit().lent;
-    Ok(Run { packets, secs, locks, lent_after })
+    Ok(Run {
+        packets,
+        secs,
+        locks,
+        lent_after,
+    })
 }
 
 /// Reads each real header (the stack would parse it).
@@ -354,7 +378,15 @@ mod tests {
     /// counts packets and gets every slot back.
     #[test]
     fn every_cell_runs_and_returns_every_slot() {
-        let cli = Cli::try_parse_from(["poolbench", "--duration-ms", "20", "--repeats", "1", "--no-pin"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "poolbench",
+            "--duration-ms",
+            "20",
+            "--repeats",
+            "1",
+            "--no-pin",
+        ])
+        .unwrap();
         let cores = vec![0, 1];
         let plan = cli.plan(&cores).unwrap();
         let space = DmaSpace::new(Arc::new(NoIommu));
@@ -367,7 +399,10 @@ mod tests {
                     let row = summarize(strategy, threads, gro, vec![run]);
                     if strategy == HdrPoolStrategy::Locked {
                         // Every alloc and every return takes the lock.
-                        assert!(row.lock_acquisitions_per_packet >= 2.0 * gro as f64 - 0.5, "{row:?}");
+                        assert!(
+                            row.lock_acquisitions_per_packet >= 2.0 * gro as f64 - 0.5,
+                            "{row:?}"
+                        );
                     }
                     if matches!(strategy, HdrPoolStrategy::Packed | HdrPoolStrategy::Ring) {
                         assert_eq!(row.lock_acquisitions, 0);
@@ -379,7 +414,12 @@ mod tests {
 
     #[test]
     fn json_rows_have_the_documented_keys() {
-        let run = Run { packets: 10, secs: 1.0, locks: LockStats::default(), lent_after: 0 };
+        let run = Run {
+            packets: 10,
+            secs: 1.0,
+            locks: LockStats::default(),
+            lent_after: 0,
+        };
         let row = summarize(HdrPoolStrategy::Packed, 2, 16, vec![run]);
         let v = serde_json::to_value(vec![row]).unwrap();
         for key in [

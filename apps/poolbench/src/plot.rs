@@ -11,13 +11,21 @@ pub fn write_svg(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Er
     let max_t = rows.iter().map(|r| r.threads).max().unwrap_or(1) as f64;
     // Log scale: GRO 16 rates are an order of magnitude below GRO 1.
     let max_y = rows.iter().map(|r| r.mops).fold(0.0, f64::max).max(0.1) * 1.5;
-    let min_y = rows.iter().map(|r| r.mops).filter(|m| *m > 0.0).fold(max_y, f64::min) / 1.5;
+    let min_y = rows
+        .iter()
+        .map(|r| r.mops)
+        .filter(|m| *m > 0.0)
+        .fold(max_y, f64::min)
+        / 1.5;
     let mut chart = ChartBuilder::on(&root)
         .caption("Header pool throughput", ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.5f64..max_t + 0.5, (min_y.min(max_y / 10.0)..max_y).log_scale())?;
+        .build_cartesian_2d(
+            0.5f64..max_t + 0.5,
+            (min_y.min(max_y / 10.0)..max_y).log_scale(),
+        )?;
     chart
         .configure_mesh()
         .x_desc("threads")
@@ -41,9 +49,15 @@ pub fn write_svg(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Er
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

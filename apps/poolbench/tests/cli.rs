@@ -4,12 +4,20 @@
 use std::process::Command;
 
 fn poolbench(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_poolbench")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_poolbench"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn bad_arguments_one_line_exit_2() {
-    for args in [&["--gro", "0"][..], &["--bogus"], &["--strategies", "spin"], &["--duration-ms", "x"]] {
+    for args in [
+        &["--gro", "0"][..],
+        &["--bogus"],
+        &["--strategies", "spin"],
+        &["--duration-ms", "x"],
+    ] {
         let out = poolbench(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8(out.stderr).unwrap();
@@ -39,12 +47,20 @@ fn json_and_plot() {
         "--plot",
         svg.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["gro"], 4);
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(text.contains("<svg") && text.contains("packed gro4"), "{}", &text[..200.min(text.len())]);
+    assert!(
+        text.contains("<svg") && text.contains("packed gro4"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

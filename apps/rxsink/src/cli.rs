@@ -5,13 +5,17 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use driver::vfio::PciAddress;
 use driver::SplitMode;
-use pipeline::HdrPoolStrategy;
 use hw_sim::wire::{FrameSize, GenConfig, Proto};
+use pipeline::HdrPoolStrategy;
 use std::fmt;
 use std::str::FromStr;
 
 #[derive(Parser, Debug)]
-#[command(name = "rxsink", version, about = "Receive sink for the igb userspace driver: drains an RX queue and reports the cost per packet")]
+#[command(
+    name = "rxsink",
+    version,
+    about = "Receive sink for the igb userspace driver: drains an RX queue and reports the cost per packet"
+)]
 pub struct Args {
     /// NIC to drive: `sim` (the software igb model) or `vfio:PCI_ADDRESS`
     /// (an 82576 / I350 bound to vfio-pci, e.g. vfio:0000:03:00.0).
@@ -156,16 +160,28 @@ impl Args {
             }
         }
         if !(8..=4096).contains(&self.ring_size) || !self.ring_size.is_power_of_two() {
-            return Err(format!("--ring-size {} must be a power of two in 8..=4096", self.ring_size));
+            return Err(format!(
+                "--ring-size {} must be a power of two in 8..=4096",
+                self.ring_size
+            ));
         }
         if self.batch == 0 || self.batch > self.ring_size {
-            return Err(format!("--batch {} must be 1..={} (the ring size)", self.batch, self.ring_size));
+            return Err(format!(
+                "--batch {} must be 1..={} (the ring size)",
+                self.batch, self.ring_size
+            ));
         }
         if !(64..=960).contains(&self.hdr_buf) || !self.hdr_buf.is_multiple_of(64) {
-            return Err(format!("--hdr-buf {} must be 64..=960 in steps of 64", self.hdr_buf));
+            return Err(format!(
+                "--hdr-buf {} must be 64..=960 in steps of 64",
+                self.hdr_buf
+            ));
         }
         if !(1024..=4096).contains(&self.payload_buf) || !self.payload_buf.is_multiple_of(1024) {
-            return Err(format!("--payload-buf {} must be 1024, 2048, 3072 or 4096", self.payload_buf));
+            return Err(format!(
+                "--payload-buf {} must be 1024, 2048, 3072 or 4096",
+                self.payload_buf
+            ));
         }
         if self.payload_buf + self.headroom > 4096 {
             return Err(format!(
@@ -175,7 +191,10 @@ impl Args {
         }
         if let Some(p) = self.pages {
             if p < self.ring_size {
-                return Err(format!("--pages {p} must be at least the ring size {}", self.ring_size));
+                return Err(format!(
+                    "--pages {p} must be at least the ring size {}",
+                    self.ring_size
+                ));
             }
         }
         if self.flows == 0 {
@@ -183,7 +202,9 @@ impl Args {
         }
         if let Some(d) = self.duration {
             if !(d > 0.0 && d.is_finite()) {
-                return Err(format!("--duration {d} must be a positive number of seconds"));
+                return Err(format!(
+                    "--duration {d} must be a positive number of seconds"
+                ));
             }
         }
         if self.packets == Some(0) {
@@ -194,11 +215,17 @@ impl Args {
         }
         if let Some(c) = self.cores {
             if c.rx == c.app {
-                return Err(format!("--cores {},{}: the RX and application threads need two different cores", c.rx, c.app));
+                return Err(format!(
+                    "--cores {},{}: the RX and application threads need two different cores",
+                    c.rx, c.app
+                ));
             }
         }
         if !(1..=1024).contains(&self.recycle_batch) {
-            return Err(format!("--recycle-batch {} must be 1..=1024", self.recycle_batch));
+            return Err(format!(
+                "--recycle-batch {} must be 1..=1024",
+                self.recycle_batch
+            ));
         }
         if self.burst == Some(0) {
             return Err("--burst must be at least 1".into());
@@ -207,7 +234,10 @@ impl Args {
             return Err(format!("--gro {} must be 1..=64", self.gro));
         }
         if self.hdr_pool == HdrPoolStrategy::Packed && self.hdr_buf > 256 {
-            return Err(format!("--hdr-pool packed takes --hdr-buf 64..=256, not {}", self.hdr_buf));
+            return Err(format!(
+                "--hdr-pool packed takes --hdr-buf 64..=256, not {}",
+                self.hdr_buf
+            ));
         }
         Ok(())
     }
@@ -215,7 +245,11 @@ impl Args {
     /// The simulator mode: as given, else stepped with --cores (each of the
     /// two threads then owns a core) and thread otherwise.
     pub fn sim_mode(&self) -> SimMode {
-        self.sim_mode_arg.unwrap_or(if self.cores.is_some() { SimMode::Stepped } else { SimMode::Thread })
+        self.sim_mode_arg.unwrap_or(if self.cores.is_some() {
+            SimMode::Stepped
+        } else {
+            SimMode::Thread
+        })
     }
 
     pub fn gen_config(&self) -> GenConfig {
@@ -240,9 +274,18 @@ pub struct Cores {
 impl FromStr for Cores {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, b) = s.split_once(',').ok_or_else(|| format!("{s:?} is not two cores like 0,1"))?;
-        let n = |t: &str| t.trim().parse::<usize>().map_err(|_| format!("{t:?} is not a core number"));
-        Ok(Cores { rx: n(a)?, app: n(b)? })
+        let (a, b) = s
+            .split_once(',')
+            .ok_or_else(|| format!("{s:?} is not two cores like 0,1"))?;
+        let n = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{t:?} is not a core number"))
+        };
+        Ok(Cores {
+            rx: n(a)?,
+            app: n(b)?,
+        })
     }
 }
 
@@ -260,7 +303,9 @@ impl FromStr for DeviceSpec {
         }
         if let Some(addr) = s.strip_prefix("vfio:") {
             // Normalised to sysfs spelling (lower-case hex).
-            let addr: PciAddress = addr.parse().map_err(|e: driver::vfio::VfioError| e.to_string())?;
+            let addr: PciAddress = addr
+                .parse()
+                .map_err(|e: driver::vfio::VfioError| e.to_string())?;
             return Ok(DeviceSpec::Vfio(addr.to_string()));
         }
         Err(format!("unknown device {s:?}: use sim or vfio:PCI_ADDRESS"))
@@ -351,7 +396,10 @@ impl FromStr for FrameSizeArg {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let n = |t: &str| -> Result<usize, String> {
-            let v: usize = t.trim().parse().map_err(|_| format!("{t:?} is not a number"))?;
+            let v: usize = t
+                .trim()
+                .parse()
+                .map_err(|_| format!("{t:?} is not a number"))?;
             if !(60..=9216).contains(&v) {
                 return Err(format!("frame size {v} outside 60..=9216"));
             }
@@ -402,8 +450,14 @@ mod tests {
 
     #[test]
     fn pci_addresses() {
-        assert_eq!("vfio:0000:03:00.0".parse::<DeviceSpec>(), Ok(DeviceSpec::Vfio("0000:03:00.0".into())));
-        assert_eq!("vfio:0000:AF:00.1".parse::<DeviceSpec>(), Ok(DeviceSpec::Vfio("0000:af:00.1".into())));
+        assert_eq!(
+            "vfio:0000:03:00.0".parse::<DeviceSpec>(),
+            Ok(DeviceSpec::Vfio("0000:03:00.0".into()))
+        );
+        assert_eq!(
+            "vfio:0000:AF:00.1".parse::<DeviceSpec>(),
+            Ok(DeviceSpec::Vfio("0000:af:00.1".into()))
+        );
         assert!("vfio:0000:03:00.8".parse::<DeviceSpec>().is_err());
         assert!("vfio:03:00.0".parse::<DeviceSpec>().is_err());
         assert!("vfio:zz".parse::<DeviceSpec>().is_err());
@@ -411,20 +465,54 @@ mod tests {
 
     #[test]
     fn simulator_options_rejected_on_vfio() {
-        let parse = |argv: &[&str]| Args::parse_checked_from(std::iter::once("rxsink").chain(argv.iter().copied())).unwrap();
-        let a = parse(&["--device", "vfio:0000:03:00.0", "--frame-size", "64", "--lossy", "--mode", "read"]);
+        let parse = |argv: &[&str]| {
+            Args::parse_checked_from(std::iter::once("rxsink").chain(argv.iter().copied())).unwrap()
+        };
+        let a = parse(&[
+            "--device",
+            "vfio:0000:03:00.0",
+            "--frame-size",
+            "64",
+            "--lossy",
+            "--mode",
+            "read",
+        ]);
         assert_eq!(a.sim_options_given, vec!["--frame-size", "--lossy"]);
         let e = a.validate().unwrap_err();
-        assert!(e.starts_with("--frame-size, --lossy are for the simulator only; with --device vfio:0000:03:00.0"), "{e}");
+        assert!(
+            e.starts_with(
+                "--frame-size, --lossy are for the simulator only; with --device vfio:0000:03:00.0"
+            ),
+            "{e}"
+        );
         // Defaults do not count, and the simulator takes them all.
-        assert!(parse(&["--device", "vfio:0000:03:00.0", "--mode", "read", "--cores", "0,1"]).validate().is_ok());
-        assert!(parse(&["--frame-size", "64", "--lossy", "--sim-mode", "stepped"]).validate().is_ok());
+        assert!(parse(&[
+            "--device",
+            "vfio:0000:03:00.0",
+            "--mode",
+            "read",
+            "--cores",
+            "0,1"
+        ])
+        .validate()
+        .is_ok());
+        assert!(
+            parse(&["--frame-size", "64", "--lossy", "--sim-mode", "stepped"])
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
     fn frame_sizes() {
-        assert!(matches!("64".parse::<FrameSizeArg>().unwrap().0, FrameSize::Fixed(64)));
-        assert!(matches!("60-9216".parse::<FrameSizeArg>().unwrap().0, FrameSize::Range { min: 60, max: 9216 }));
+        assert!(matches!(
+            "64".parse::<FrameSizeArg>().unwrap().0,
+            FrameSize::Fixed(64)
+        ));
+        assert!(matches!(
+            "60-9216".parse::<FrameSizeArg>().unwrap().0,
+            FrameSize::Range { min: 60, max: 9216 }
+        ));
         assert!("59".parse::<FrameSizeArg>().is_err());
         assert!("100-70".parse::<FrameSizeArg>().is_err());
     }

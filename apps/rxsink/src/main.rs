@@ -14,10 +14,12 @@ use crossbeam_queue::ArrayQueue;
 use driver::vfio::VfioNic;
 use driver::{BufPool, Device, Igb, IgbConfig, RxBatch, RxConfig, RxRing};
 use hw_sim::{SimConfig, SimNic};
-use pipeline::{LockStats, PagePool, PagePoolConfig, Returner, StrategyHeaderPool, StrategyPoolConfig};
-use std::sync::atomic::{AtomicBool, Ordering};
+use pipeline::{
+    LockStats, PagePool, PagePoolConfig, Returner, StrategyHeaderPool, StrategyPoolConfig,
+};
 use serde_json::json;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,11 +43,16 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(summary) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                );
             } else {
                 print_human(&summary);
             }
-            if summary["leaked_pages"].as_u64() != Some(0) || summary["leaked_headers"].as_u64() != Some(0) {
+            if summary["leaked_pages"].as_u64() != Some(0)
+                || summary["leaked_headers"].as_u64() != Some(0)
+            {
                 eprintln!("rxsink: buffers leaked (see leaked_pages / leaked_headers)");
                 return ExitCode::from(1);
             }
@@ -100,7 +107,15 @@ type SimParts = (Arc<SimNic>, hw_sim::SimEngine);
 fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     signals::install().map_err(RunError::Other)?;
     let cores = args.cores.map(|c| (c.rx, c.app));
-    for c in [args.core, args.sim_core, cores.map(|c| c.0), cores.map(|c| c.1)].into_iter().flatten() {
+    for c in [
+        args.core,
+        args.sim_core,
+        cores.map(|c| c.0),
+        cores.map(|c| c.1),
+    ]
+    .into_iter()
+    .flatten()
+    {
         // Fail early and clearly rather than inside a thread.
         pipeline::affinity::check_core(c).map_err(RunError::Usage)?;
     }
@@ -114,8 +129,14 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
                         .map_err(|e| RunError::Usage(format!("--wire gen: {e}")))?,
                 ),
             };
-            let sim_cfg = SimConfig { flow_control: !args.lossy, gro: args.gro, ..SimConfig::default() };
-            sim_cfg.validate().map_err(|e| RunError::Usage(format!("simulator: {e}")))?;
+            let sim_cfg = SimConfig {
+                flow_control: !args.lossy,
+                gro: args.gro,
+                ..SimConfig::default()
+            };
+            sim_cfg
+                .validate()
+                .map_err(|e| RunError::Usage(format!("simulator: {e}")))?;
             let (nic, engine) = SimNic::new(sim_cfg, wire);
             (nic.clone(), Some((nic, engine)))
         }
@@ -123,11 +144,22 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     };
     let (nic, engine) = sim_parts.unzip();
 
-    let mut igb = Igb::init(dev.clone(), IgbConfig { max_frame: 9216, ..IgbConfig::default() })?;
+    let mut igb = Igb::init(
+        dev.clone(),
+        IgbConfig {
+            max_frame: 9216,
+            ..IgbConfig::default()
+        },
+    )?;
     let ring_size = args.ring_size;
     // Buffers in flight: the ring, plus the batches queued to the
     // application thread, plus what its returners hold.
-    let in_flight = args.batch * (BATCH_QUEUE + 2) + if cores.is_some() { 2 * args.recycle_batch } else { 0 };
+    let in_flight = args.batch * (BATCH_QUEUE + 2)
+        + if cores.is_some() {
+            2 * args.recycle_batch
+        } else {
+            0
+        };
     let pages = PagePool::new(
         igb.dma(),
         PagePoolConfig {
@@ -149,7 +181,12 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     // A coalesced (GRO) packet carries up to 64 KiB: one descriptor per
     // payload buffer, plus one for the header's share.
     let max_descs = 65536 / args.payload_buf + 2;
-    let rx_cfg = RxConfig { queue: 0, ring_size, split: args.header_split, max_descs_per_packet: max_descs };
+    let rx_cfg = RxConfig {
+        queue: 0,
+        ring_size,
+        split: args.header_split,
+        max_descs_per_packet: max_descs,
+    };
     let mut ring: Ring = RxRing::new(dev.clone(), igb.dma(), rx_cfg, pages, hdrs)?;
     igb.enable_rx();
 
@@ -165,7 +202,9 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
                     }
                 }
             });
-            Sim::Thread(t.map_err(|e| RunError::Other(format!("cannot start the simulator thread: {e}")))?)
+            Sim::Thread(
+                t.map_err(|e| RunError::Other(format!("cannot start the simulator thread: {e}")))?,
+            )
         }
     };
     if let Some(core) = args.core.or(cores.map(|c| c.0)) {
@@ -177,7 +216,16 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let (r, app) = match cores {
         None => {
             let batch = ring_batch(&ring, args.batch);
-            (rx_loop(args, &mut ring, &mut sim, nic.as_ref(), Handoff::Inline(batch)), None)
+            (
+                rx_loop(
+                    args,
+                    &mut ring,
+                    &mut sim,
+                    nic.as_ref(),
+                    Handoff::Inline(batch),
+                ),
+                None,
+            )
         }
         Some((_, app_core)) => {
             let full = Arc::new(ArrayQueue::<RxBatch>::new(BATCH_QUEUE));
@@ -190,16 +238,25 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
             let hdr_ret = Returner::new(hdrs.returner(), args.recycle_batch)?;
             let done = Arc::new(AtomicBool::new(false));
             let app = {
-                let (full, empty, done, mode) = (full.clone(), empty.clone(), done.clone(), args.mode);
+                let (full, empty, done, mode) =
+                    (full.clone(), empty.clone(), done.clone(), args.mode);
                 std::thread::Builder::new()
                     .name("rxsink-app".into())
                     .spawn(move || app_thread(app_core, mode, full, empty, done, page_ret, hdr_ret))
-                    .map_err(|e| RunError::Other(format!("cannot start the application thread: {e}")))?
+                    .map_err(|e| {
+                        RunError::Other(format!("cannot start the application thread: {e}"))
+                    })?
             };
-            let handoff = Handoff::Thread { full: full.clone(), empty: empty.clone(), cur: ring_batch(&ring, args.batch) };
+            let handoff = Handoff::Thread {
+                full: full.clone(),
+                empty: empty.clone(),
+                cur: ring_batch(&ring, args.batch),
+            };
             let r = rx_loop(args, &mut ring, &mut sim, nic.as_ref(), handoff);
             done.store(true, Ordering::Release);
-            let a = app.join().map_err(|_| RunError::Other("application thread panicked".into()))?;
+            let a = app
+                .join()
+                .map_err(|_| RunError::Other("application thread panicked".into()))?;
             // Batches left in the queues: their buffers go home too.
             while let Some(mut b) = full.pop() {
                 b.give_back();
@@ -304,12 +361,22 @@ enum Handoff {
     Inline(RxBatch),
     /// Sent to the application thread, which returns the buffers through
     /// the pools' foreign path.
-    Thread { full: Arc<ArrayQueue<RxBatch>>, empty: Arc<ArrayQueue<RxBatch>>, cur: RxBatch },
+    Thread {
+        full: Arc<ArrayQueue<RxBatch>>,
+        empty: Arc<ArrayQueue<RxBatch>>,
+        cur: RxBatch,
+    },
 }
 
 /// The RX thread: step the simulator (stepped mode), poll, hand off; until
 /// --packets, --duration or a signal.
-fn rx_loop(args: &Args, ring: &mut Ring, sim: &mut Sim, nic: Option<&Arc<SimNic>>, mut handoff: Handoff) -> Recv {
+fn rx_loop(
+    args: &Args,
+    ring: &mut Ring,
+    sim: &mut Sim,
+    nic: Option<&Arc<SimNic>>,
+    mut handoff: Handoff,
+) -> Recv {
     let mut r = Recv::default();
     let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
@@ -318,7 +385,9 @@ fn rx_loop(args: &Args, ring: &mut Ring, sim: &mut Sim, nic: Option<&Arc<SimNic>
     let mut iter: u64 = 0;
     loop {
         // Never harvest past --packets.
-        let budget = args.packets.map_or(args.batch, |max| args.batch.min((max - ring.stats().packets) as usize));
+        let budget = args.packets.map_or(args.batch, |max| {
+            args.batch.min((max - ring.stats().packets) as usize)
+        });
         if let Sim::Stepped(engine) = sim {
             // Device work happens outside the timed section.
             engine.step(budget);
@@ -380,7 +449,10 @@ fn rx_loop(args: &Args, ring: &mut Ring, sim: &mut Sim, nic: Option<&Arc<SimNic>
                     st.drops_total(),
                     // The hardware's missed counter (MPC) clears on read and
                     // is summed at the end; only the simulator reports live.
-                    nic.map_or(String::new(), |n| format!(" missed {}", n.stats().rx_missed))
+                    nic.map_or(String::new(), |n| format!(
+                        " missed {}",
+                        n.stats().rx_missed
+                    ))
                 );
                 last = (now, st.packets, st.bytes);
                 next_report = now + Duration::from_secs(1);
@@ -435,7 +507,10 @@ fn app_thread(
     }
     page_ret.flush();
     hdr_ret.flush();
-    AppResult { fold, cpu_ns: signals::thread_cpu_ns() - cpu0 }
+    AppResult {
+        fold,
+        cpu_ns: signals::thread_cpu_ns() - cpu0,
+    }
 }
 
 /// Reads every byte of every frame in the batch.

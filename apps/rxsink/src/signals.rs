@@ -23,7 +23,10 @@ pub fn install() -> Result<(), String> {
             libc::sigaction(sig, &sa, std::ptr::null_mut())
         };
         if rc != 0 {
-            return Err(format!("cannot install signal handler: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "cannot install signal handler: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     Ok(())
@@ -35,7 +38,10 @@ pub fn stop_requested() -> bool {
 
 /// CPU time consumed by the calling thread, in nanoseconds.
 pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec into the valid `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -50,7 +50,10 @@ const TCP_CSUM: usize = L4 + 16;
 pub enum FrameSize {
     Fixed(usize),
     /// Uniform over `min..=max` (256 sizes drawn once, then cycled).
-    Range { min: usize, max: usize },
+    Range {
+        min: usize,
+        max: usize,
+    },
     /// 7:4:1 mix of 60, 590 and 1514 byte frames.
     Imix,
 }
@@ -170,13 +173,19 @@ pub struct Generator {
 
 impl std::fmt::Debug for Generator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generator").field("cfg", &self.cfg).field("generated", &self.n).finish_non_exhaustive()
+        f.debug_struct("Generator")
+            .field("cfg", &self.cfg)
+            .field("generated", &self.n)
+            .finish_non_exhaustive()
     }
 }
 
 fn flow_src(flow: u32) -> ([u8; 4], u16) {
     let host = flow % 65536;
-    ([198, 18, (host >> 8) as u8, host as u8], 1024 + (flow % 64512) as u16)
+    (
+        [198, 18, (host >> 8) as u8, host as u8],
+        1024 + (flow % 64512) as u16,
+    )
 }
 
 impl Generator {
@@ -195,11 +204,16 @@ impl Generator {
                     return Err(GenError::FrameSize { min, max });
                 }
                 let span = (max - min + 1) as u64;
-                (0..MAX_TEMPLATES).map(|_| min + (splitmix(&mut rng) % span) as usize).collect()
+                (0..MAX_TEMPLATES)
+                    .map(|_| min + (splitmix(&mut rng) % span) as usize)
+                    .collect()
             }
             FrameSize::Imix => IMIX.to_vec(),
         };
-        let (min, max) = (sizes.iter().min().copied().unwrap_or(0), sizes.iter().max().copied().unwrap_or(0));
+        let (min, max) = (
+            sizes.iter().min().copied().unwrap_or(0),
+            sizes.iter().max().copied().unwrap_or(0),
+        );
         if min < frames::ETH_ZLEN || max > MAX_JUMBO {
             return Err(GenError::FrameSize { min, max });
         }
@@ -208,7 +222,10 @@ impl Generator {
             Proto::Tcp => &[true],
             Proto::Mixed => &[false, true],
         };
-        let kinds: Vec<(usize, bool)> = protos.iter().flat_map(|&tcp| sizes.iter().map(move |&s| (s, tcp))).collect();
+        let kinds: Vec<(usize, bool)> = protos
+            .iter()
+            .flat_map(|&tcp| sizes.iter().map(move |&s| (s, tcp)))
+            .collect();
         let t = kinds.len() as u64;
         let round = cfg.flows as u64 * cfg.burst as u64;
         let period = (t / gcd(t, round)).saturating_mul(round);
@@ -221,14 +238,28 @@ impl Generator {
                 })
                 .collect()
         } else {
-            kinds.iter().enumerate().map(|(i, &(size, tcp))| Self::slot(&cfg, i, size, tcp, None)).collect()
+            kinds
+                .iter()
+                .enumerate()
+                .map(|(i, &(size, tcp))| Self::slot(&cfg, i, size, tcp, None))
+                .collect()
         };
         let seq = if cfg.proto == Proto::Udp {
             Vec::new()
         } else {
-            (0..cfg.flows).map(|f| splitmix(&mut (cfg.seed ^ ((f as u64) << 32))) as u32).collect()
+            (0..cfg.flows)
+                .map(|f| splitmix(&mut (cfg.seed ^ ((f as u64) << 32))) as u32)
+                .collect()
         };
-        Ok(Generator { cfg, slots, seq, n: 0, slot: 0, flow: 0, in_burst: 0 })
+        Ok(Generator {
+            cfg,
+            slots,
+            seq,
+            n: 0,
+            slot: 0,
+            flow: 0,
+            in_burst: 0,
+        })
     }
 
     /// Builds template `index` of `size` bytes; with `flow`, that flow's
@@ -246,7 +277,14 @@ impl Generator {
         let hdrs = frames::ETH_HLEN + 20 + if tcp { 20 } else { 8 };
         let payload = frames::payload_pattern(size - hdrs, (cfg.seed as u8) ^ (index as u8));
         let mut frame = if tcp {
-            let t = Tcp { src_port, dst_port: DST_PORT, seq: 0, ack: 1, flags: TCP_ACK | TCP_PSH, ..Tcp::default() };
+            let t = Tcp {
+                src_port,
+                dst_port: DST_PORT,
+                seq: 0,
+                ack: 1,
+                flags: TCP_ACK | TCP_PSH,
+                ..Tcp::default()
+            };
             b.tcp(&t, &payload)
         } else {
             b.udp(src_port, DST_PORT, &payload)
@@ -257,19 +295,35 @@ impl Generator {
             frame[IP_CSUM..IP_CSUM + 2].fill(0);
         }
         let csum = if tcp { TCP_CSUM } else { UDP_CSUM };
-        let saved = [frame[csum], frame[csum + 1], frame[IP_CSUM], frame[IP_CSUM + 1]];
+        let saved = [
+            frame[csum],
+            frame[csum + 1],
+            frame[IP_CSUM],
+            frame[IP_CSUM + 1],
+        ];
         frame[csum..csum + 2].fill(0);
         frame[IP_CSUM..IP_CSUM + 2].fill(0);
         let ip_sum = ones_sum(&frame[frames::ETH_HLEN..L4], 0);
         let seg_len = (size - L4) as u64;
-        let proto = if tcp { frames::IPPROTO_TCP } else { frames::IPPROTO_UDP };
+        let proto = if tcp {
+            frames::IPPROTO_TCP
+        } else {
+            frames::IPPROTO_UDP
+        };
         let pseudo = ones_sum(&src_ip, 0) + ones_sum(&DST_IP, 0) + proto as u64 + seg_len;
         let l4_sum = ones_sum(&frame[L4..], pseudo);
         frame[IP_CSUM..IP_CSUM + 2].copy_from_slice(&saved[2..]);
         if baked && !tcp {
             frame[csum..csum + 2].copy_from_slice(&saved[..2]);
         }
-        Slot { frame, tcp, baked, payload_len: payload.len() as u32, ip_sum, l4_sum }
+        Slot {
+            frame,
+            tcp,
+            baked,
+            payload_len: payload.len() as u32,
+            ip_sum,
+            l4_sum,
+        }
     }
 
     pub fn config(&self) -> &GenConfig {
@@ -290,7 +344,9 @@ impl Generator {
     /// The first `n` frames a generator with this config produces (fewer if
     /// `count` stops it earlier), independent of this one's position.
     pub fn expected(&self, n: usize) -> Vec<Vec<u8>> {
-        let Ok(mut g) = Generator::new(self.cfg.clone()) else { return Vec::new() };
+        let Ok(mut g) = Generator::new(self.cfg.clone()) else {
+            return Vec::new();
+        };
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             match g.recv() {
@@ -310,11 +366,19 @@ impl Wire for Generator {
         }
         let (idx, flow) = (self.slot, self.flow);
         self.n += 1;
-        self.slot = if idx + 1 == self.slots.len() { 0 } else { idx + 1 };
+        self.slot = if idx + 1 == self.slots.len() {
+            0
+        } else {
+            idx + 1
+        };
         self.in_burst += 1;
         if self.in_burst == self.cfg.burst {
             self.in_burst = 0;
-            self.flow = if flow + 1 == self.cfg.flows { 0 } else { flow + 1 };
+            self.flow = if flow + 1 == self.cfg.flows {
+                0
+            } else {
+                flow + 1
+            };
         }
         let t = &mut self.slots[idx];
         let f = &mut t.frame;
@@ -323,7 +387,8 @@ impl Wire for Generator {
             let (ip, port) = flow_src(flow);
             f[IP_SRC..IP_SRC + 4].copy_from_slice(&ip);
             f[L4..L4 + 2].copy_from_slice(&port.to_be_bytes());
-            let ip_words = ((ip[0] as u64) << 8 | ip[1] as u64) + ((ip[2] as u64) << 8 | ip[3] as u64);
+            let ip_words =
+                ((ip[0] as u64) << 8 | ip[1] as u64) + ((ip[2] as u64) << 8 | ip[3] as u64);
             f[IP_CSUM..IP_CSUM + 2].copy_from_slice(&(!fold(t.ip_sum + ip_words)).to_be_bytes());
             l4 += ip_words + port as u64;
             if !t.tcp {
@@ -361,18 +426,39 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(size: FrameSize, proto: Proto, flows: u32) -> GenConfig {
-        GenConfig { frame_size: size, proto, flows, seed: 42, ..GenConfig::default() }
+        GenConfig {
+            frame_size: size,
+            proto,
+            flows,
+            seed: 42,
+            ..GenConfig::default()
+        }
     }
 
     #[test]
     fn rejects_invalid_configs() {
-        assert_eq!(Generator::new(cfg(FrameSize::Fixed(59), Proto::Udp, 1)).unwrap_err(), GenError::FrameSize { min: 59, max: 59 });
+        assert_eq!(
+            Generator::new(cfg(FrameSize::Fixed(59), Proto::Udp, 1)).unwrap_err(),
+            GenError::FrameSize { min: 59, max: 59 }
+        );
         assert!(Generator::new(cfg(FrameSize::Fixed(9217), Proto::Udp, 1)).is_err());
-        assert!(Generator::new(cfg(FrameSize::Range { min: 100, max: 99 }, Proto::Udp, 1)).is_err());
+        assert!(
+            Generator::new(cfg(FrameSize::Range { min: 100, max: 99 }, Proto::Udp, 1)).is_err()
+        );
         assert!(Generator::new(cfg(FrameSize::Range { min: 10, max: 99 }, Proto::Udp, 1)).is_err());
-        assert_eq!(Generator::new(cfg(FrameSize::Fixed(60), Proto::Udp, 0)).unwrap_err(), GenError::Flows(0));
+        assert_eq!(
+            Generator::new(cfg(FrameSize::Fixed(60), Proto::Udp, 0)).unwrap_err(),
+            GenError::Flows(0)
+        );
         assert!(Generator::new(cfg(FrameSize::Fixed(60), Proto::Udp, MAX_FLOWS + 1)).is_err());
-        assert_eq!(Generator::new(GenConfig { burst: 0, ..GenConfig::default() }).unwrap_err(), GenError::Burst(0));
+        assert_eq!(
+            Generator::new(GenConfig {
+                burst: 0,
+                ..GenConfig::default()
+            })
+            .unwrap_err(),
+            GenError::Burst(0)
+        );
         let e = Generator::new(cfg(FrameSize::Fixed(59), Proto::Udp, 1)).unwrap_err();
         assert!(e.to_string().contains("60..=9216"));
     }
@@ -384,9 +470,18 @@ mod tests {
             cfg(FrameSize::Fixed(9216), Proto::Tcp, 2),
             cfg(FrameSize::Range { min: 60, max: 9216 }, Proto::Mixed, 1000),
             cfg(FrameSize::Imix, Proto::Mixed, 7),
-            GenConfig { burst: 16, ..cfg(FrameSize::Fixed(1502), Proto::Tcp, 5) },
-            GenConfig { burst: 3, ..cfg(FrameSize::Range { min: 60, max: 1514 }, Proto::Tcp, 2000) },
-            GenConfig { burst: 1000, ..cfg(FrameSize::Imix, Proto::Mixed, 3) },
+            GenConfig {
+                burst: 16,
+                ..cfg(FrameSize::Fixed(1502), Proto::Tcp, 5)
+            },
+            GenConfig {
+                burst: 3,
+                ..cfg(FrameSize::Range { min: 60, max: 1514 }, Proto::Tcp, 2000)
+            },
+            GenConfig {
+                burst: 1000,
+                ..cfg(FrameSize::Imix, Proto::Mixed, 3)
+            },
         ] {
             let mut a = Generator::new(c.clone()).unwrap();
             let expected = a.expected(600);
@@ -399,13 +494,24 @@ mod tests {
                 assert_eq!(f[..6], c.dst_mac);
                 let p = frames::parse(f);
                 assert_eq!(p.l3, L3::Ipv4);
-                assert_eq!(frames::ipv4_header_ok(f, &p), Some(true), "frame {i} IP checksum");
-                assert_eq!(frames::l4_checksum_ok(f, &p), Some(true), "frame {i} L4 checksum");
+                assert_eq!(
+                    frames::ipv4_header_ok(f, &p),
+                    Some(true),
+                    "frame {i} IP checksum"
+                );
+                assert_eq!(
+                    frames::l4_checksum_ok(f, &p),
+                    Some(true),
+                    "frame {i} L4 checksum"
+                );
                 // Source in 198.18.0.0/15.
                 assert_eq!(f[26], 198);
                 assert!(f[27] == 18 || f[27] == 19);
                 if p.l4 == L4P::Tcp {
-                    let key = ([f[26], f[27], f[28], f[29]], u16::from_be_bytes([f[34], f[35]]));
+                    let key = (
+                        [f[26], f[27], f[28], f[29]],
+                        u16::from_be_bytes([f[34], f[35]]),
+                    );
                     let seq = u32::from_be_bytes([f[38], f[39], f[40], f[41]]);
                     if let Some(&want) = next_seq.get(&key) {
                         assert_eq!(seq, want, "frame {i}: TCP sequence out of order");
@@ -415,16 +521,26 @@ mod tests {
             }
         }
         // A different seed gives different frames.
-        let x = Generator::new(cfg(FrameSize::Range { min: 60, max: 1514 }, Proto::Udp, 4)).unwrap().expected(8);
-        let y = Generator::new(GenConfig { seed: 7, ..cfg(FrameSize::Range { min: 60, max: 1514 }, Proto::Udp, 4) })
+        let x = Generator::new(cfg(FrameSize::Range { min: 60, max: 1514 }, Proto::Udp, 4))
             .unwrap()
             .expected(8);
+        let y = Generator::new(GenConfig {
+            seed: 7,
+            ..cfg(FrameSize::Range { min: 60, max: 1514 }, Proto::Udp, 4)
+        })
+        .unwrap()
+        .expected(8);
         assert_ne!(x, y);
     }
 
     #[test]
     fn count_and_flows() {
-        let mut g = Generator::new(GenConfig { count: Some(5), flows: 5, ..GenConfig::default() }).unwrap();
+        let mut g = Generator::new(GenConfig {
+            count: Some(5),
+            flows: 5,
+            ..GenConfig::default()
+        })
+        .unwrap();
         let mut srcs = std::collections::HashSet::new();
         for _ in 0..5 {
             let f = g.recv().unwrap();
@@ -434,23 +550,39 @@ mod tests {
         assert_eq!(srcs.len(), 5);
         assert_eq!(g.generated(), 5);
         assert_eq!(g.expected(10).len(), 5);
-        let imix = Generator::new(cfg(FrameSize::Imix, Proto::Udp, 1)).unwrap().expected(12);
+        let imix = Generator::new(cfg(FrameSize::Imix, Proto::Udp, 1))
+            .unwrap()
+            .expected(12);
         let mut sizes: Vec<usize> = imix.iter().map(|f| f.len()).collect();
         sizes.sort();
-        assert_eq!(sizes, [60, 60, 60, 60, 60, 60, 60, 590, 590, 590, 590, 1514]);
+        assert_eq!(
+            sizes,
+            [60, 60, 60, 60, 60, 60, 60, 590, 590, 590, 590, 1514]
+        );
     }
 
     #[test]
     fn bursts_keep_a_flow_together() {
         for flows in [1, 3, 1000] {
-            let c = GenConfig { burst: 4, ..cfg(FrameSize::Fixed(200), Proto::Tcp, flows) };
+            let c = GenConfig {
+                burst: 4,
+                ..cfg(FrameSize::Fixed(200), Proto::Tcp, flows)
+            };
             let frames = Generator::new(c).unwrap().expected(48);
             let src = |f: &Vec<u8>| (f[28], f[29], f[34], f[35]);
             for (i, f) in frames.iter().enumerate() {
                 let first = &frames[i / 4 * 4];
-                assert_eq!(src(f), src(first), "flows {flows}: frame {i} left its burst");
+                assert_eq!(
+                    src(f),
+                    src(first),
+                    "flows {flows}: frame {i} left its burst"
+                );
                 if flows > 1 && i >= 4 && i % 4 == 0 {
-                    assert_ne!(src(f), src(&frames[i - 1]), "flows {flows}: next burst, next flow");
+                    assert_ne!(
+                        src(f),
+                        src(&frames[i - 1]),
+                        "flows {flows}: next burst, next flow"
+                    );
                 }
             }
         }
@@ -461,9 +593,23 @@ mod tests {
         let g = |size, proto, flows| Generator::new(cfg(size, proto, flows)).unwrap().cycle_len();
         assert_eq!(g(FrameSize::Fixed(60), Proto::Udp, 64), 64);
         assert_eq!(g(FrameSize::Imix, Proto::Mixed, 8), 24);
-        assert_eq!(g(FrameSize::Fixed(60), Proto::Udp, 1000), 1, "long period: patched per frame");
-        assert_eq!(g(FrameSize::Range { min: 60, max: 100 }, Proto::Tcp, 3), 256);
-        let b = |burst, flows| Generator::new(GenConfig { burst, ..cfg(FrameSize::Fixed(60), Proto::Tcp, flows) }).unwrap().cycle_len();
+        assert_eq!(
+            g(FrameSize::Fixed(60), Proto::Udp, 1000),
+            1,
+            "long period: patched per frame"
+        );
+        assert_eq!(
+            g(FrameSize::Range { min: 60, max: 100 }, Proto::Tcp, 3),
+            256
+        );
+        let b = |burst, flows| {
+            Generator::new(GenConfig {
+                burst,
+                ..cfg(FrameSize::Fixed(60), Proto::Tcp, flows)
+            })
+            .unwrap()
+            .cycle_len()
+        };
         assert_eq!(b(16, 4), 64);
         assert_eq!(b(16, 64), 1, "long period: patched per frame");
     }

@@ -91,7 +91,10 @@ pub struct QueueWire {
 
 impl Clone for QueueWire {
     fn clone(&self) -> Self {
-        QueueWire { shared: Arc::clone(&self.shared), current: Vec::new() }
+        QueueWire {
+            shared: Arc::clone(&self.shared),
+            current: Vec::new(),
+        }
     }
 }
 

@@ -8,12 +8,30 @@ fn pool(strategy: HdrPoolStrategy, buffers: usize, batch: usize) -> StrategyHead
     pool_in(&DmaSpace::new(Arc::new(NoIommu)), strategy, buffers, batch)
 }
 
-fn pool_in(space: &Arc<DmaSpace>, strategy: HdrPoolStrategy, buffers: usize, batch: usize) -> StrategyHeaderPool {
-    StrategyHeaderPool::new(space, StrategyPoolConfig { strategy, buffers, slot: 64, batch }).unwrap()
+fn pool_in(
+    space: &Arc<DmaSpace>,
+    strategy: HdrPoolStrategy,
+    buffers: usize,
+    batch: usize,
+) -> StrategyHeaderPool {
+    StrategyHeaderPool::new(
+        space,
+        StrategyPoolConfig {
+            strategy,
+            buffers,
+            slot: 64,
+            batch,
+        },
+    )
+    .unwrap()
 }
 
 fn forge(b: &Buf) -> Buf {
-    Buf { idx: b.idx, iova: b.iova, ptr: b.ptr }
+    Buf {
+        idx: b.idx,
+        iova: b.iova,
+        ptr: b.ptr,
+    }
 }
 
 #[test]
@@ -24,7 +42,10 @@ fn parses_and_prints_strategy_names() {
     }
     let e = "spin".parse::<HdrPoolStrategy>().unwrap_err();
     assert!(e.contains("locked, batched, packed or ring"), "{e}");
-    assert_eq!(serde_json::to_string(&HdrPoolStrategy::Packed).unwrap(), "\"packed\"");
+    assert_eq!(
+        serde_json::to_string(&HdrPoolStrategy::Packed).unwrap(),
+        "\"packed\""
+    );
 }
 
 #[test]
@@ -37,13 +58,37 @@ fn usable_as_the_rx_rings_header_pool() {
 fn bad_configs_are_rejected() {
     let space = DmaSpace::new(Arc::new(NoIommu));
     let new = |strategy, buffers, slot, batch| {
-        StrategyHeaderPool::new(&space, StrategyPoolConfig { strategy, buffers, slot, batch }).map(|_| ())
+        StrategyHeaderPool::new(
+            &space,
+            StrategyPoolConfig {
+                strategy,
+                buffers,
+                slot,
+                batch,
+            },
+        )
+        .map(|_| ())
     };
-    assert_eq!(new(HdrPoolStrategy::Packed, 64, 320, 64), Err(PoolError::PackedSlot(320)));
+    assert_eq!(
+        new(HdrPoolStrategy::Packed, 64, 320, 64),
+        Err(PoolError::PackedSlot(320))
+    );
     assert!(new(HdrPoolStrategy::Locked, 64, 320, 64).is_ok());
-    assert_eq!(new(HdrPoolStrategy::Ring, 64, 100, 64), Err(PoolError::SlotSize(100)));
-    assert_eq!(new(HdrPoolStrategy::Ring, 0, 64, 64), Err(PoolError::BufferCount(0)));
-    assert_eq!(new(HdrPoolStrategy::Batched, 64, 64, 0), Err(PoolError::Cache { cache_size: 0, bulk: 0 }));
+    assert_eq!(
+        new(HdrPoolStrategy::Ring, 64, 100, 64),
+        Err(PoolError::SlotSize(100))
+    );
+    assert_eq!(
+        new(HdrPoolStrategy::Ring, 0, 64, 64),
+        Err(PoolError::BufferCount(0))
+    );
+    assert_eq!(
+        new(HdrPoolStrategy::Batched, 64, 64, 0),
+        Err(PoolError::Cache {
+            cache_size: 0,
+            bulk: 0
+        })
+    );
     assert!(new(HdrPoolStrategy::Batched, 64, 64, 1025).is_err());
 }
 
@@ -58,11 +103,19 @@ fn exhaustion_is_counted_and_recovers_after_returns() {
         let mut bufs: Vec<Buf> = std::iter::from_fn(|| p.alloc()).collect();
         assert_eq!(bufs.len(), total, "{s}");
         let idx: HashSet<u32> = bufs.iter().map(|b| b.idx).collect();
-        assert_eq!(idx, (0..total as u32).collect(), "{s}: distinct and complete");
+        assert_eq!(
+            idx,
+            (0..total as u32).collect(),
+            "{s}: distinct and complete"
+        );
         assert!(p.alloc().is_none());
         let st = p.stats();
         assert_eq!(st.alloc_empty, 2, "{s}");
-        assert_eq!(st.alloc_fast + st.alloc_slow - st.alloc_empty, total as u64, "{s}");
+        assert_eq!(
+            st.alloc_fast + st.alloc_slow - st.alloc_empty,
+            total as u64,
+            "{s}"
+        );
         assert_eq!(p.audit().lent, total);
 
         let foreign: Vec<Buf> = bufs.drain(..total / 2).collect();
@@ -101,8 +154,15 @@ fn gro_pattern_lock_counts() {
         locks.push((s, p.lock_stats().lock_acquisitions));
     }
     let get = |k| locks.iter().find(|(s, _)| *s == k).unwrap().1;
-    assert_eq!(get(HdrPoolStrategy::Locked), packets * 16 * 2, "alloc + return, one lock each");
-    assert!(get(HdrPoolStrategy::Batched) <= packets * 16 * 2 / 32, "{locks:?}");
+    assert_eq!(
+        get(HdrPoolStrategy::Locked),
+        packets * 16 * 2,
+        "alloc + return, one lock each"
+    );
+    assert!(
+        get(HdrPoolStrategy::Batched) <= packets * 16 * 2 / 32,
+        "{locks:?}"
+    );
     assert_eq!(get(HdrPoolStrategy::Packed), 0);
     assert_eq!(get(HdrPoolStrategy::Ring), 0);
 }
@@ -157,14 +217,24 @@ fn packed_slots_are_64_per_page_and_the_last_release_frees_the_page() {
     let base = p.region().as_ptr() as usize;
     let first: Vec<Buf> = (0..64).map(|_| p.alloc().unwrap()).collect();
     let page0 = (first[0].ptr.as_ptr() as usize - base) / PAGE_SIZE;
-    assert!(first.iter().all(|b| (b.ptr.as_ptr() as usize - base) / PAGE_SIZE == page0));
+    assert!(first
+        .iter()
+        .all(|b| (b.ptr.as_ptr() as usize - base) / PAGE_SIZE == page0));
     let ret = p.returner();
     let mut it = first.into_iter();
     let last = it.next().unwrap();
     ret.give_back(&mut it.collect());
-    assert_eq!(p.audit().in_ring, 64, "page 1 only: page 0 still has a slot out");
+    assert_eq!(
+        p.audit().in_ring,
+        64,
+        "page 1 only: page 0 still has a slot out"
+    );
     ret.give_back(&mut vec![last]);
-    assert_eq!(p.audit().in_ring, 128, "the last release pushed page 0 back");
+    assert_eq!(
+        p.audit().in_ring,
+        128,
+        "the last release pushed page 0 back"
+    );
 }
 
 mod random_ops {
@@ -225,7 +295,9 @@ mod random_ops {
         let mut take = |held: &mut Vec<Buf>, n: usize| -> Vec<Buf> {
             (0..n.min(held.len()))
                 .map(|_| {
-                    pick = pick.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    pick = pick
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     held.swap_remove((pick >> 33) as usize % held.len())
                 })
                 .collect()
@@ -236,7 +308,11 @@ mod random_ops {
                     for _ in 0..n {
                         let Some(b) = p.alloc() else { break };
                         prop_assert!((b.idx as usize) < total);
-                        prop_assert!(lent.lock().unwrap().insert(b.idx), "slot {} lent twice", b.idx);
+                        prop_assert!(
+                            lent.lock().unwrap().insert(b.idx),
+                            "slot {} lent twice",
+                            b.idx
+                        );
                         held.push(b);
                     }
                 }

@@ -28,7 +28,15 @@ fn space() -> (Arc<RecordingMapper>, Arc<DmaSpace>) {
 }
 
 fn pages(buffers: usize, checked: bool) -> PagePool {
-    PagePool::new(&space().1, PagePoolConfig { buffers, checked, ..Default::default() }).unwrap()
+    PagePool::new(
+        &space().1,
+        PagePoolConfig {
+            buffers,
+            checked,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 fn drain_all<K>(pool: &mut DmaPool<K>) -> Vec<Buf> {
@@ -43,7 +51,11 @@ fn assert_distinct_and_complete(bufs: &[Buf], total: usize) {
 
 /// Same idx/addresses as `b`: what a double free looks like.
 fn forge(b: &Buf) -> Buf {
-    Buf { idx: b.idx, iova: b.iova, ptr: b.ptr }
+    Buf {
+        idx: b.idx,
+        iova: b.iova,
+        ptr: b.ptr,
+    }
 }
 
 #[test]
@@ -59,7 +71,15 @@ fn alloc_until_empty_then_return_everything() {
         // Refills of 64, 64, 64, 64, 44, then one that finds nothing.
         assert_eq!(s.alloc_slow, 6);
         assert_eq!(s.alloc_fast + s.alloc_slow - s.alloc_empty, 300);
-        assert_eq!(pool.audit(), PoolAudit { total: 300, in_cache: 0, in_ring: 0, lent: 300 });
+        assert_eq!(
+            pool.audit(),
+            PoolAudit {
+                total: 300,
+                in_cache: 0,
+                in_ring: 0,
+                lent: 300
+            }
+        );
 
         for b in bufs {
             pool.recycle(b);
@@ -85,7 +105,15 @@ fn refill_and_flush_move_64_at_a_time() {
     let s = pool.stats();
     assert_eq!((s.alloc_slow, s.alloc_refill, s.alloc_fast), (2, 128, 63));
     held.extend((0..127).map(|_| pool.alloc().unwrap()));
-    assert_eq!(pool.audit(), PoolAudit { total: 1024, in_cache: 0, in_ring: 832, lent: 192 });
+    assert_eq!(
+        pool.audit(),
+        PoolAudit {
+            total: 1024,
+            in_cache: 0,
+            in_ring: 832,
+            lent: 192
+        }
+    );
 
     // 128 fit in the cache; the 129th flushes the 64 coldest first.
     for b in held.drain(..128) {
@@ -94,13 +122,29 @@ fn refill_and_flush_move_64_at_a_time() {
     assert_eq!(pool.stats().recycle_cache_full, 0);
     pool.recycle(held.pop().unwrap());
     assert_eq!(pool.stats().recycle_cache_full, 64);
-    assert_eq!(pool.audit(), PoolAudit { total: 1024, in_cache: 65, in_ring: 896, lent: 63 });
+    assert_eq!(
+        pool.audit(),
+        PoolAudit {
+            total: 1024,
+            in_cache: 65,
+            in_ring: 896,
+            lent: 63
+        }
+    );
     for b in held.drain(..) {
         pool.recycle(b);
     }
     let s = pool.stats();
     assert_eq!((s.recycle_cached, s.recycle_cache_full), (192, 64));
-    assert_eq!(pool.audit(), PoolAudit { total: 1024, in_cache: 128, in_ring: 896, lent: 0 });
+    assert_eq!(
+        pool.audit(),
+        PoolAudit {
+            total: 1024,
+            in_cache: 128,
+            in_ring: 896,
+            lent: 0
+        }
+    );
 }
 
 #[test]
@@ -109,7 +153,11 @@ fn cache_is_lifo() {
     let a = pool.alloc().unwrap();
     let idx = a.idx;
     pool.recycle(a);
-    assert_eq!(pool.alloc().unwrap().idx, idx, "the hottest buffer is reused first");
+    assert_eq!(
+        pool.alloc().unwrap().idx,
+        idx,
+        "the hottest buffer is reused first"
+    );
 }
 
 #[test]
@@ -132,12 +180,24 @@ fn foreign_returns_come_back_and_are_drained_on_refill() {
     let s = pool.stats();
     assert_eq!((s.recycle_ring, s.recycle_ring_full), (900, 0));
     // 16 refills of 64 served the first 1000; 24 are still cached.
-    assert_eq!(pool.audit(), PoolAudit { total: 1024, in_cache: 24, in_ring: 900, lent: 100 });
+    assert_eq!(
+        pool.audit(),
+        PoolAudit {
+            total: 1024,
+            in_cache: 24,
+            in_ring: 900,
+            lent: 100
+        }
+    );
 
     let refill_before = pool.stats().alloc_refill;
     held.extend(drain_all(&mut pool));
     assert_distinct_and_complete(&held, 1024);
-    assert_eq!(pool.stats().alloc_refill - refill_before, 900, "every foreign return was refilled");
+    assert_eq!(
+        pool.stats().alloc_refill - refill_before,
+        900,
+        "every foreign return was refilled"
+    );
     pool.returner().give_back(&mut held);
     assert_eq!(pool.audit().lent, 0);
 }
@@ -145,19 +205,36 @@ fn foreign_returns_come_back_and_are_drained_on_refill() {
 #[test]
 fn page_addresses_are_page_aligned_plus_headroom() {
     let (_m, space) = space();
-    let cfg = PagePoolConfig { buffers: 600, buf_len: 3072, headroom: 512, ..Default::default() };
+    let cfg = PagePoolConfig {
+        buffers: 600,
+        buf_len: 3072,
+        headroom: 512,
+        ..Default::default()
+    };
     let mut pool = PagePool::new(&space, cfg).unwrap();
     assert_eq!((pool.buf_len(), pool.headroom()), (3072, 512));
-    let (base, base_iova, len) = (pool.region().as_ptr() as usize, pool.region().iova(), pool.region().len());
+    let (base, base_iova, len) = (
+        pool.region().as_ptr() as usize,
+        pool.region().iova(),
+        pool.region().len(),
+    );
     assert_eq!(base % PAGE_SIZE, 0);
     assert_eq!(base_iova % PAGE_SIZE as u64, 0);
     let bufs = drain_all(&mut pool);
     let mut pages = HashSet::new();
     for b in &bufs {
         let off = b.ptr.as_ptr() as usize - base;
-        assert_eq!(off as u64, b.iova - base_iova, "ptr and iova describe the same byte");
+        assert_eq!(
+            off as u64,
+            b.iova - base_iova,
+            "ptr and iova describe the same byte"
+        );
         assert_eq!(off % PAGE_SIZE, 512);
-        assert_eq!(off / PAGE_SIZE, b.idx as usize, "buffer idx lives in page idx");
+        assert_eq!(
+            off / PAGE_SIZE,
+            b.idx as usize,
+            "buffer idx lives in page idx"
+        );
         assert!(off + 3072 <= len);
         assert!(pages.insert(off / PAGE_SIZE));
     }
@@ -169,7 +246,11 @@ fn header_slots_do_not_overlap_and_stay_in_their_page() {
     let (_m, space) = space();
     for slot in (64..=960).step_by(64) {
         let buffers = 1000;
-        let cfg = HeaderPoolConfig { buffers, slot, ..Default::default() };
+        let cfg = HeaderPoolConfig {
+            buffers,
+            slot,
+            ..Default::default()
+        };
         let mut pool = HeaderPool::new(&space, cfg).unwrap();
         assert_eq!((pool.buf_len(), pool.headroom()), (slot, 0));
         let per_page = PAGE_SIZE / slot;
@@ -183,16 +264,25 @@ fn header_slots_do_not_overlap_and_stay_in_their_page() {
                 let off = b.ptr.as_ptr() as usize - base;
                 assert_eq!(off as u64, b.iova - base_iova);
                 assert_eq!(off % 64, 0, "slots are cache-line aligned");
-                assert!(off % PAGE_SIZE + slot <= PAGE_SIZE, "slot {slot} at {off:#x} crosses its page");
+                assert!(
+                    off % PAGE_SIZE + slot <= PAGE_SIZE,
+                    "slot {slot} at {off:#x} crosses its page"
+                );
                 assert_eq!(off / PAGE_SIZE, b.idx as usize / per_page);
                 assert!(off + slot <= pool.region().len());
                 off
             })
             .collect();
         offs.sort_unstable();
-        assert!(offs.windows(2).all(|w| w[1] - w[0] >= slot), "slot {slot}: overlapping buffers");
+        assert!(
+            offs.windows(2).all(|w| w[1] - w[0] >= slot),
+            "slot {slot}: overlapping buffers"
+        );
         // Packed: the pool uses exactly ceil(buffers / per_page) pages.
-        assert_eq!(offs.last().unwrap() / PAGE_SIZE + 1, buffers.div_ceil(per_page));
+        assert_eq!(
+            offs.last().unwrap() / PAGE_SIZE + 1,
+            buffers.div_ceil(per_page)
+        );
         bufs.into_iter().for_each(|b| pool.recycle(b));
     }
 }
@@ -203,7 +293,11 @@ fn index_arithmetic_matches_division() {
         let l = PoolLayout::new(PAGE_SIZE / per_page, 0, PAGE_SIZE / per_page);
         let check = |idx: u32| {
             let (page, slot) = (idx as usize / per_page, idx as usize % per_page);
-            assert_eq!(l.offset(idx), page * PAGE_SIZE + slot * l.stride, "idx {idx}, per_page {per_page}");
+            assert_eq!(
+                l.offset(idx),
+                page * PAGE_SIZE + slot * l.stride,
+                "idx {idx}, per_page {per_page}"
+            );
         };
         let top = MAX_BUFFERS as u32;
         (0..1 << 14).chain(top - (1 << 14)..top).for_each(check);
@@ -214,25 +308,73 @@ fn index_arithmetic_matches_division() {
 #[test]
 fn bad_configs_are_rejected() {
     let (_m, space) = space();
-    let page = |buf_len, headroom| PagePool::new(&space, PagePoolConfig { buffers: 8, buf_len, headroom, ..Default::default() });
-    for (len, head) in [(512, 0), (1000, 0), (1536, 0), (5120, 0), (4096, 256), (3072, 1025), (2048, 3)] {
-        assert_eq!(page(len, head).unwrap_err(), PoolError::BufLen { buf_len: len, headroom: head });
+    let page = |buf_len, headroom| {
+        PagePool::new(
+            &space,
+            PagePoolConfig {
+                buffers: 8,
+                buf_len,
+                headroom,
+                ..Default::default()
+            },
+        )
+    };
+    for (len, head) in [
+        (512, 0),
+        (1000, 0),
+        (1536, 0),
+        (5120, 0),
+        (4096, 256),
+        (3072, 1025),
+        (2048, 3),
+    ] {
+        assert_eq!(
+            page(len, head).unwrap_err(),
+            PoolError::BufLen {
+                buf_len: len,
+                headroom: head
+            }
+        );
     }
     for (len, head) in [(1024, 0), (4096, 0), (3072, 1024), (3072, 256), (2048, 2)] {
         assert!(page(len, head).is_ok(), "{len} + {head}");
     }
-    let header = |slot| HeaderPool::new(&space, HeaderPoolConfig { buffers: 8, slot, ..Default::default() });
+    let header = |slot| {
+        HeaderPool::new(
+            &space,
+            HeaderPoolConfig {
+                buffers: 8,
+                slot,
+                ..Default::default()
+            },
+        )
+    };
     for slot in [0, 32, 100, 1024, 4096] {
         assert_eq!(header(slot).unwrap_err(), PoolError::SlotSize(slot));
     }
     assert!(header(64).is_ok() && header(960).is_ok());
     for buffers in [0, MAX_BUFFERS + 1] {
-        let e = PagePool::new(&space, PagePoolConfig { buffers, ..Default::default() }).unwrap_err();
+        let e = PagePool::new(
+            &space,
+            PagePoolConfig {
+                buffers,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert_eq!(e, PoolError::BufferCount(buffers));
     }
     for (cache_size, bulk) in [(128, 0), (64, 65), (0, 0)] {
-        let cfg = HeaderPoolConfig { buffers: 8, cache_size, bulk, ..Default::default() };
-        assert_eq!(HeaderPool::new(&space, cfg).unwrap_err(), PoolError::Cache { cache_size, bulk });
+        let cfg = HeaderPoolConfig {
+            buffers: 8,
+            cache_size,
+            bulk,
+            ..Default::default()
+        };
+        assert_eq!(
+            HeaderPool::new(&space, cfg).unwrap_err(),
+            PoolError::Cache { cache_size, bulk }
+        );
     }
 }
 
@@ -256,8 +398,24 @@ fn dma_errors_are_reported() {
 fn out_of_range_and_foreign_buffers_are_refused_and_counted() {
     for checked in [false, true] {
         let (_m, space) = space();
-        let mut pool = PagePool::new(&space, PagePoolConfig { buffers: 16, checked, ..Default::default() }).unwrap();
-        let mut other = HeaderPool::new(&space, HeaderPoolConfig { buffers: 16, checked, ..Default::default() }).unwrap();
+        let mut pool = PagePool::new(
+            &space,
+            PagePoolConfig {
+                buffers: 16,
+                checked,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut other = HeaderPool::new(
+            &space,
+            HeaderPoolConfig {
+                buffers: 16,
+                checked,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let b = pool.alloc().unwrap();
         let before = pool.audit();
 
@@ -273,7 +431,10 @@ fn out_of_range_and_foreign_buffers_are_refused_and_counted() {
         pool.returner().give_back(&mut vec![forge(&h)]);
 
         let s = pool.stats();
-        assert_eq!((s.recycle_ring_full, s.recycle_ring, s.recycle_cached), (4, 0, 0));
+        assert_eq!(
+            (s.recycle_ring_full, s.recycle_ring, s.recycle_cached),
+            (4, 0, 0)
+        );
         assert_eq!(pool.audit(), before, "refused buffers never enter the pool");
         pool.recycle(b);
         other.recycle(h);
@@ -292,7 +453,10 @@ fn checked_mode_refuses_double_returns_on_both_paths() {
     pool.returner().give_back(&mut vec![b]);
     pool.returner().give_back(&mut vec![b2]);
     let s = pool.stats();
-    assert_eq!((s.recycle_ring_full, s.recycle_cached, s.recycle_ring), (2, 1, 1));
+    assert_eq!(
+        (s.recycle_ring_full, s.recycle_cached, s.recycle_ring),
+        (2, 1, 1)
+    );
     let all = drain_all(&mut pool);
     assert_distinct_and_complete(&all, 64);
 }
@@ -308,22 +472,40 @@ fn unchecked_mode_catches_a_double_return_when_the_ring_overflows() {
     returner.give_back(&mut vec![a]);
     assert_eq!(pool.stats().recycle_ring_full, 0);
     returner.give_back(&mut vec![dup]);
-    assert_eq!(pool.stats().recycle_ring_full, 1, "a 65th buffer in a 64-buffer ring is refused");
+    assert_eq!(
+        pool.stats().recycle_ring_full,
+        1,
+        "a 65th buffer in a 64-buffer ring is refused"
+    );
     assert_eq!(pool.audit().lent, 0);
 }
 
 #[test]
 fn memory_lives_until_the_last_returner_is_gone() {
     let (mapper, space) = space();
-    let mut pool = PagePool::new(&space, PagePoolConfig { buffers: 32, ..Default::default() }).unwrap();
-    assert_eq!(mapper.maps.lock().unwrap().len(), 1, "mapped once at creation");
+    let mut pool = PagePool::new(
+        &space,
+        PagePoolConfig {
+            buffers: 32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        mapper.maps.lock().unwrap().len(),
+        1,
+        "mapped once at creation"
+    );
     let held: Vec<Buf> = (0..3).map(|_| pool.alloc().unwrap()).collect();
     let one = pool.alloc().unwrap();
     pool.recycle(one);
     let returner = pool.returner();
     let stats = pool.close();
     assert_eq!(stats.released, 29, "idle buffers at teardown");
-    assert!(mapper.unmaps.lock().unwrap().is_empty(), "a returner still holds the memory");
+    assert!(
+        mapper.unmaps.lock().unwrap().is_empty(),
+        "a returner still holds the memory"
+    );
     // Late returns still land in memory that is mapped.
     returner.give_back(&mut held.into_iter().collect());
     drop(returner);
@@ -333,7 +515,14 @@ fn memory_lives_until_the_last_returner_is_gone() {
 #[test]
 fn drop_flushes_the_cache() {
     let (mapper, space) = space();
-    let mut pool = HeaderPool::new(&space, HeaderPoolConfig { buffers: 100, ..Default::default() }).unwrap();
+    let mut pool = HeaderPool::new(
+        &space,
+        HeaderPoolConfig {
+            buffers: 100,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let bufs = drain_all(&mut pool);
     bufs.into_iter().for_each(|b| pool.recycle(b));
     let returner = pool.returner();
@@ -375,7 +564,11 @@ fn returner_takes_one_lock_per_batch_and_the_owner_drains_the_spill_list() {
     r.flush();
     assert_eq!(r.pending(), 0);
     let ls = pool.lock_stats();
-    assert_eq!(ls.lock_acquisitions - locks_before, 4000usize.div_ceil(64) as u64, "one lock per batch");
+    assert_eq!(
+        ls.lock_acquisitions - locks_before,
+        4000usize.div_ceil(64) as u64,
+        "one lock per batch"
+    );
     assert_eq!(ls.contended, 0);
     let s = pool.stats();
     assert_eq!((s.recycle_ring, s.recycle_ring_full), (4000, 0));
@@ -391,7 +584,10 @@ fn returner_takes_one_lock_per_batch_and_the_owner_drains_the_spill_list() {
 fn returner_batch_bounds_and_drop_flushes() {
     let mut pool = pages(64, false);
     for bad in [0, MAX_RECYCLE_BATCH + 1] {
-        assert_eq!(Returner::new(pool.returner(), bad).unwrap_err(), PoolError::RecycleBatch(bad));
+        assert_eq!(
+            Returner::new(pool.returner(), bad).unwrap_err(),
+            PoolError::RecycleBatch(bad)
+        );
     }
     let mut r = Returner::new(pool.returner(), 1).unwrap();
     r.push(pool.alloc().unwrap());
@@ -405,13 +601,27 @@ fn returner_batch_bounds_and_drop_flushes() {
 
 #[test]
 fn ring_foreign_path_still_works() {
-    let mut pool =
-        PagePool::new(&space().1, PagePoolConfig { buffers: 128, foreign: ForeignReturn::Ring, ..Default::default() })
-            .unwrap();
+    let mut pool = PagePool::new(
+        &space().1,
+        PagePoolConfig {
+            buffers: 128,
+            foreign: ForeignReturn::Ring,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut bufs = drain_all(&mut pool);
     pool.returner().give_back(&mut bufs);
     assert_eq!(pool.lock_stats().lock_acquisitions, 0);
-    assert_eq!(pool.audit(), PoolAudit { total: 128, in_cache: 0, in_ring: 128, lent: 0 });
+    assert_eq!(
+        pool.audit(),
+        PoolAudit {
+            total: 128,
+            in_cache: 0,
+            in_ring: 128,
+            lent: 0
+        }
+    );
 }
 
 mod random_ops {
@@ -490,7 +700,9 @@ mod random_ops {
         let mut take = |held: &mut Vec<Buf>, n: usize| -> Vec<Buf> {
             (0..n.min(held.len()))
                 .map(|_| {
-                    pick = pick.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    pick = pick
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     held.swap_remove((pick >> 33) as usize % held.len())
                 })
                 .collect()
@@ -500,7 +712,11 @@ mod random_ops {
                 Op::Alloc(n) => {
                     for _ in 0..n {
                         let Some(b) = pool.alloc() else { break };
-                        prop_assert!(lent.lock().unwrap().insert(b.idx), "buffer {} lent twice", b.idx);
+                        prop_assert!(
+                            lent.lock().unwrap().insert(b.idx),
+                            "buffer {} lent twice",
+                            b.idx
+                        );
                         prop_assert!((b.idx as usize) < total);
                         allocated += 1;
                         held.push(b);
@@ -519,7 +735,10 @@ mod random_ops {
             }
         }
         drop(tx);
-        prop_assert!(done_rx.recv_timeout(Duration::from_secs(10)).is_ok(), "foreign thread stuck");
+        prop_assert!(
+            done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "foreign thread stuck"
+        );
         worker.join().unwrap();
         for b in held.drain(..) {
             lent.lock().unwrap().remove(&b.idx);
