@@ -2,8 +2,9 @@
 //! address, receive/transmit control. Queue setup lives with the rings
 //! ([`crate::rx`], [`crate::tx`]); this module owns the device-wide state.
 
+use crate::desc::{DescSlot, DESC_LEN};
 use crate::device::Device;
-use crate::dma::{DmaError, DmaSpace};
+use crate::dma::{DmaError, DmaRegion, DmaSpace};
 use crate::regs::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,6 +94,49 @@ pub(crate) fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> boo
 /// How long a queue may take to report enabled / disabled.
 pub(crate) const QUEUE_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// The descriptor memory of one RX or TX queue: `mask + 1` slots in DMA
+/// memory shared with the device.
+pub(crate) struct DescRing {
+    mem: DmaRegion,
+    pub mask: usize,
+}
+
+impl DescRing {
+    /// Allocates `n` descriptors for queue `queue`; `what` ("RX", "TX")
+    /// names the ring in errors.
+    pub fn new(space: &Arc<DmaSpace>, what: &str, n: usize, queue: u32) -> Result<Self, IgbError> {
+        if !(8..=4096).contains(&n) || !n.is_power_of_two() {
+            return Err(IgbError::Config(format!(
+                "{what} ring size {n} must be a power of two in 8..=4096"
+            )));
+        }
+        if queue >= MAX_QUEUES {
+            return Err(IgbError::Config(format!(
+                "{what} queue {queue} out of range (0..{MAX_QUEUES})"
+            )));
+        }
+        Ok(DescRing {
+            mem: space.alloc(n * DESC_LEN)?,
+            mask: n - 1,
+        })
+    }
+
+    /// Descriptors in the ring.
+    pub fn len(&self) -> usize {
+        self.mask + 1
+    }
+
+    #[inline]
+    pub fn slot(&self, i: usize) -> &DescSlot {
+        debug_assert!(i <= self.mask);
+        // SAFETY: the region holds mask+1 16-byte descriptors, is
+        // page-aligned (so each slot is 16-byte aligned), lives as long as
+        // `self`, and DescSlot is made of atomics, so shared access with the
+        // device is sound.
+        unsafe { &*(self.mem.as_ptr().add(i * DESC_LEN) as *const DescSlot) }
+    }
+}
+
 /// The register block of one RX or TX queue (both share a layout).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct QueueRegs {
@@ -105,23 +149,22 @@ impl QueueRegs {
         self.base + off
     }
 
-    /// Disables the queue, points it at `ring` (`len` bytes), zeroes head
+    /// Disables the queue, points it at `ring`, zeroes head
     /// and tail, runs `extra` (queue-type specific registers), then enables
     /// it and waits for the enable bit to read back set.
     pub fn program(
         self,
         dev: &dyn Device,
-        ring: &crate::dma::DmaRegion,
-        len: usize,
+        ring: &DescRing,
         extra: impl FnOnce(&dyn Device),
     ) -> Result<(), IgbError> {
         if !self.disable(dev) {
             return Err(IgbError::QueueDisableTimeout(self.queue));
         }
-        let iova = ring.iova();
+        let iova = ring.mem.iova();
         dev.write32(self.reg(Q_BAL), iova as u32);
         dev.write32(self.reg(Q_BAH), (iova >> 32) as u32);
-        dev.write32(self.reg(Q_LEN), len as u32);
+        dev.write32(self.reg(Q_LEN), (ring.len() * DESC_LEN) as u32);
         extra(dev);
         dev.write32(self.reg(Q_HEAD), 0);
         dev.write32(self.reg(Q_TAIL), 0);

@@ -21,10 +21,10 @@
 //! recycled.
 
 use crate::buf::{Buf, BufPool, BufReturn};
-use crate::desc::{DescSlot, RxWriteBack, DESC_LEN};
+use crate::desc::{DescSlot, RxWriteBack};
 use crate::device::Device;
-use crate::dma::{DmaRegion, DmaSpace};
-use crate::igb::{IgbError, QueueRegs};
+use crate::dma::DmaSpace;
+use crate::igb::{DescRing, IgbError, QueueRegs};
 use crate::regs::*;
 use crate::SplitMode;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -332,8 +332,7 @@ struct Partial {
 /// One RX queue.
 pub struct RxRing<P: BufPool, H: BufPool> {
     dev: Arc<dyn Device>,
-    ring: DmaRegion,
-    mask: usize,
+    ring: DescRing,
     next_clean: usize,
     next_fill: usize,
     posted: Vec<Option<(Buf, Option<Buf>)>>,
@@ -361,18 +360,8 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         pages: P,
         hdrs: H,
     ) -> Result<Self, IgbError> {
-        let n = cfg.ring_size;
-        if !(8..=4096).contains(&n) || !n.is_power_of_two() {
-            return Err(IgbError::Config(format!(
-                "RX ring size {n} must be a power of two in 8..=4096"
-            )));
-        }
-        if cfg.queue >= MAX_QUEUES {
-            return Err(IgbError::Config(format!(
-                "RX queue {} out of range (0..{MAX_QUEUES})",
-                cfg.queue
-            )));
-        }
+        let ring = DescRing::new(space, "RX", cfg.ring_size, cfg.queue)?;
+        let n = ring.len();
         let pkt_buf = pages.buf_len();
         if pkt_buf == 0 || !pkt_buf.is_multiple_of(1024) || pkt_buf > 127 * 1024 {
             return Err(IgbError::Config(format!(
@@ -391,11 +380,9 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             )));
         }
         let max_descs = cfg.max_descs_per_packet.clamp(1, n - 1);
-        let ring = space.alloc(n * DESC_LEN)?;
         let mut r = RxRing {
             dev,
             ring,
-            mask: n - 1,
             next_clean: 0,
             next_fill: 0,
             posted: (0..n).map(|_| None).collect(),
@@ -436,23 +423,12 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
 
     fn program(&mut self) -> Result<(), IgbError> {
         let (q, split, hdr, pkt) = (self.queue, self.split, self.hdr_buf, self.pkt_buf);
-        self.regs()
-            .program(&*self.dev, &self.ring, (self.mask + 1) * DESC_LEN, |d| {
-                d.write32(rx_queue_base(q) + Q_SRRCTL, srrctl(split, hdr, pkt));
-                d.write32(psrtype(q), PSRTYPE_L2_L3_L4);
-            })?;
+        self.regs().program(&*self.dev, &self.ring, |d| {
+            d.write32(rx_queue_base(q) + Q_SRRCTL, srrctl(split, hdr, pkt));
+            d.write32(psrtype(q), PSRTYPE_L2_L3_L4);
+        })?;
         self.refill();
         Ok(())
-    }
-
-    #[inline]
-    fn slot(&self, i: usize) -> &DescSlot {
-        debug_assert!(i <= self.mask);
-        // SAFETY: the ring region holds mask+1 16-byte descriptors, is
-        // page-aligned (so each slot is 16-byte aligned), lives as long as
-        // `self`, and DescSlot is made of atomics, so shared access with the
-        // device is sound.
-        unsafe { &*(self.ring.as_ptr().add(i * DESC_LEN) as *const DescSlot) }
     }
 
     /// An empty batch tied to this ring's pools.
@@ -479,17 +455,17 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         }
         while completed < budget && self.next_clean != self.next_fill {
             let i = self.next_clean;
-            let status = self.slot(i).status_acquire();
+            let status = self.ring.slot(i).status_acquire();
             if status & 1 == 0 {
                 break;
             }
-            let wb = self.slot(i).read_rx_wb(status);
+            let wb = self.ring.slot(i).read_rx_wb(status);
             let Some((page, hdr)) = self.posted[i].take() else {
                 // Unreachable by construction: every slot in
                 // [next_clean, next_fill) is posted.
                 break;
             };
-            self.next_clean = (i + 1) & self.mask;
+            self.next_clean = (i + 1) & self.ring.mask;
             self.stats.descriptors += 1;
             // Fast path: a whole, clean frame in one descriptor.
             let (page, hdr) = match self.try_single(&wb, page, hdr, batch) {
@@ -713,7 +689,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             return;
         }
         let start = self.next_fill;
-        while (self.next_fill + 1) & self.mask != self.next_clean {
+        while (self.next_fill + 1) & self.ring.mask != self.next_clean {
             let Some(page) = self.pages.alloc() else {
                 self.stats.refill_short += 1;
                 break;
@@ -728,10 +704,11 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
                 break;
             };
             let i = self.next_fill;
-            self.slot(i)
+            self.ring
+                .slot(i)
                 .write_rx_read(page.iova, hdr.as_ref().map_or(0, |h| h.iova));
             self.posted[i] = Some((page, hdr));
-            self.next_fill = (i + 1) & self.mask;
+            self.next_fill = (i + 1) & self.ring.mask;
         }
         if self.next_fill != start {
             // Descriptors first, then the doorbell.
@@ -766,11 +743,11 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         self.queue
     }
     pub fn ring_size(&self) -> usize {
-        self.mask + 1
+        self.ring.mask + 1
     }
     /// Descriptors currently posted to the device.
     pub fn posted(&self) -> usize {
-        (self.next_fill.wrapping_sub(self.next_clean)) & self.mask
+        (self.next_fill.wrapping_sub(self.next_clean)) & self.ring.mask
     }
     /// Software view of the tail (the last value written to RDT).
     pub fn tail(&self) -> usize {
@@ -790,7 +767,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     }
     /// Direct access to a descriptor (tests and fault injection).
     pub fn descriptor(&self, i: usize) -> Option<&DescSlot> {
-        (i <= self.mask).then(|| self.slot(i))
+        (i <= self.ring.mask).then(|| self.ring.slot(i))
     }
 
     /// Stops the queue and takes back every posted buffer. Idempotent.

@@ -7,10 +7,10 @@
 //! order, so DD on the last implies all before it are done.
 
 use crate::buf::{Buf, BufPool};
-use crate::desc::{DescSlot, TxCmdTypeLen, TxOlinfo, DESC_LEN, TX_STATUS_DD};
+use crate::desc::{TxCmdTypeLen, TxOlinfo, TX_STATUS_DD};
 use crate::device::Device;
-use crate::dma::{DmaRegion, DmaSpace};
-use crate::igb::{IgbError, QueueRegs};
+use crate::dma::DmaSpace;
+use crate::igb::{DescRing, IgbError, QueueRegs};
 use crate::regs::*;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
@@ -57,8 +57,7 @@ pub struct TxStats {
 
 pub struct TxRing<P: BufPool> {
     dev: Arc<dyn Device>,
-    ring: DmaRegion,
-    mask: usize,
+    ring: DescRing,
     next_clean: usize,
     next_post: usize,
     posted: Vec<Option<Buf>>,
@@ -75,23 +74,11 @@ impl<P: BufPool> TxRing<P> {
         cfg: TxConfig,
         pool: P,
     ) -> Result<Self, IgbError> {
-        let n = cfg.ring_size;
-        if !(8..=4096).contains(&n) || !n.is_power_of_two() {
-            return Err(IgbError::Config(format!(
-                "TX ring size {n} must be a power of two in 8..=4096"
-            )));
-        }
-        if cfg.queue >= MAX_QUEUES {
-            return Err(IgbError::Config(format!(
-                "TX queue {} out of range (0..{MAX_QUEUES})",
-                cfg.queue
-            )));
-        }
-        let ring = space.alloc(n * DESC_LEN)?;
+        let ring = DescRing::new(space, "TX", cfg.ring_size, cfg.queue)?;
+        let n = ring.len();
         let mut t = TxRing {
             dev,
             ring,
-            mask: n - 1,
             next_clean: 0,
             next_post: 0,
             posted: (0..n).map(|_| None).collect(),
@@ -116,15 +103,7 @@ impl<P: BufPool> TxRing<P> {
     }
 
     fn program(&mut self) -> Result<(), IgbError> {
-        self.regs()
-            .program(&*self.dev, &self.ring, (self.mask + 1) * DESC_LEN, |_| {})
-    }
-
-    #[inline]
-    fn slot(&self, i: usize) -> &DescSlot {
-        // SAFETY: see RxRing::slot: the region holds mask+1 aligned slots
-        // of atomics and lives as long as `self`.
-        unsafe { &*(self.ring.as_ptr().add(i * DESC_LEN) as *const DescSlot) }
+        self.regs().program(&*self.dev, &self.ring, |_| {})
     }
 
     /// A buffer to build a frame in (owner fast path of the TX pool).
@@ -143,7 +122,7 @@ impl<P: BufPool> TxRing<P> {
 
     /// Free descriptor slots (one is always kept empty).
     pub fn free_slots(&self) -> usize {
-        self.mask - ((self.next_post.wrapping_sub(self.next_clean)) & self.mask)
+        self.ring.mask - ((self.next_post.wrapping_sub(self.next_clean)) & self.ring.mask)
     }
 
     /// Posts whole frames from the front of `bufs` while they fit, then
@@ -176,12 +155,12 @@ impl<P: BufPool> TxRing<P> {
             }
             for b in &bufs[taken..taken + n] {
                 let i = self.next_post;
-                self.slot(i).write_tx(
+                self.ring.slot(i).write_tx(
                     b.buf.iova,
                     TxCmdTypeLen::data(b.len, b.eop),
                     TxOlinfo::with_paylen(paylen),
                 );
-                self.next_post = (i + 1) & self.mask;
+                self.next_post = (i + 1) & self.ring.mask;
             }
             taken += n;
             frames += 1;
@@ -193,7 +172,7 @@ impl<P: BufPool> TxRing<P> {
         let mut i = start;
         for b in bufs.drain(..taken) {
             self.posted[i] = Some(b.buf);
-            i = (i + 1) & self.mask;
+            i = (i + 1) & self.ring.mask;
         }
         if self.next_post != start {
             fence(Ordering::Release);
@@ -209,20 +188,20 @@ impl<P: BufPool> TxRing<P> {
     pub fn clean(&mut self) -> usize {
         let mut cleaned = 0;
         loop {
-            let in_flight = (self.next_post.wrapping_sub(self.next_clean)) & self.mask;
+            let in_flight = (self.next_post.wrapping_sub(self.next_clean)) & self.ring.mask;
             if in_flight == 0 {
                 break;
             }
             let block = in_flight.min(TX_CLEAN_BLOCK);
-            let last = (self.next_clean + block - 1) & self.mask;
-            if self.slot(last).tx_status_acquire() & TX_STATUS_DD == 0 {
+            let last = (self.next_clean + block - 1) & self.ring.mask;
+            if self.ring.slot(last).tx_status_acquire() & TX_STATUS_DD == 0 {
                 break;
             }
             for _ in 0..block {
                 if let Some(b) = self.posted[self.next_clean].take() {
                     self.pool.recycle(b);
                 }
-                self.next_clean = (self.next_clean + 1) & self.mask;
+                self.next_clean = (self.next_clean + 1) & self.ring.mask;
             }
             cleaned += block;
         }
@@ -231,7 +210,7 @@ impl<P: BufPool> TxRing<P> {
     }
 
     pub fn in_flight(&self) -> usize {
-        (self.next_post.wrapping_sub(self.next_clean)) & self.mask
+        (self.next_post.wrapping_sub(self.next_clean)) & self.ring.mask
     }
 
     pub fn stats(&self) -> &TxStats {
