@@ -8,11 +8,13 @@
 //! The generator sends TCP segments of `payload` bytes (default 1448, a
 //! 1502-byte frame) for 64 flows in bursts of 16 segments per flow.
 
-use driver::{Device, Igb, IgbConfig, RxConfig, RxRing, SplitMode};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::RxSetup;
+use driver::{RxConfig, SplitMode};
 use hw_sim::wire::{FrameSize, GenConfig, Generator, Proto};
 use hw_sim::{SimConfig, SimNic};
-use pipeline::{HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Result {
@@ -41,34 +43,14 @@ fn run(
     };
     cfg.validate().expect("sim config");
     let (nic, mut engine) = SimNic::new(cfg, Box::new(Generator::new(gen).expect("generator")));
-    let dev: Arc<dyn Device> = nic.clone();
-    let igb = Igb::init(dev.clone(), IgbConfig::default()).expect("init");
-    let pages = PagePool::new(
-        igb.dma(),
-        PagePoolConfig {
-            buffers: 2 * ring_size,
-            buf_len: 2048,
-            headroom: 0,
-            ..Default::default()
-        },
-    )
-    .expect("pages");
-    let hdrs = HeaderPool::new(
-        igb.dma(),
-        HeaderPoolConfig {
-            buffers: 2 * ring_size,
-            slot: 256,
-            ..Default::default()
-        },
-    )
-    .expect("hdrs");
-    let rcfg = RxConfig {
-        ring_size,
+    let setup = RxSetup {
         split,
-        ..RxConfig::default()
+        ring: ring_size,
+        pages: 2 * ring_size,
+        max_descs_per_packet: RxConfig::default().max_descs_per_packet,
+        ..RxSetup::default()
     };
-    let mut ring = RxRing::new(dev, igb.dma(), rcfg, pages, hdrs).expect("ring");
-    igb.enable_rx();
+    let (igb, mut ring) = common::bring_up(nic.clone(), &setup);
     let mut b = ring.new_batch(ring_size);
     let mut in_step = Duration::ZERO;
     let mut moved = 0u64;
@@ -79,8 +61,7 @@ fn run(
         ring.poll(&mut b, ring_size);
         ring.recycle(&mut b);
     }
-    igb.disable();
-    ring.stop().expect("stop");
+    common::stop_and_audit(&igb, &mut ring);
     let s = nic.stats();
     Result {
         ns_per_segment: in_step.as_nanos() as f64 / moved as f64,

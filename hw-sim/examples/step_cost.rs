@@ -4,11 +4,13 @@
 //!
 //! `cargo run --release -p hw-sim --example step_cost [frames] [size] [ring]`
 
-use driver::{Device, Igb, IgbConfig, RxConfig, RxRing, SplitMode};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::RxSetup;
+use driver::{RxConfig, SplitMode};
 use hw_sim::wire::{FrameSize, GenConfig, Generator};
 use hw_sim::{SimConfig, SimNic};
-use pipeline::{HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn run(split: SplitMode, size: usize, frames: u64, batch: usize, ring_size: usize) -> (f64, u64) {
@@ -19,34 +21,14 @@ fn run(split: SplitMode, size: usize, frames: u64, batch: usize, ring_size: usiz
     })
     .expect("generator");
     let (nic, mut engine) = SimNic::new(SimConfig::default(), Box::new(gen));
-    let dev: Arc<dyn Device> = nic.clone();
-    let igb = Igb::init(dev.clone(), IgbConfig::default()).expect("init");
-    let pages = PagePool::new(
-        igb.dma(),
-        PagePoolConfig {
-            buffers: 2 * ring_size,
-            buf_len: 2048,
-            headroom: 0,
-            ..Default::default()
-        },
-    )
-    .expect("pages");
-    let hdrs = HeaderPool::new(
-        igb.dma(),
-        HeaderPoolConfig {
-            buffers: 2 * ring_size,
-            slot: 256,
-            ..Default::default()
-        },
-    )
-    .expect("hdrs");
-    let cfg = RxConfig {
-        ring_size,
+    let setup = RxSetup {
         split,
-        ..RxConfig::default()
+        ring: ring_size,
+        pages: 2 * ring_size,
+        max_descs_per_packet: RxConfig::default().max_descs_per_packet,
+        ..RxSetup::default()
     };
-    let mut ring = RxRing::new(dev, igb.dma(), cfg, pages, hdrs).expect("ring");
-    igb.enable_rx();
+    let (igb, mut ring) = common::bring_up(nic.clone(), &setup);
     let mut b = ring.new_batch(batch);
     let mut in_step = Duration::ZERO;
     let mut moved = 0u64;
@@ -58,8 +40,7 @@ fn run(split: SplitMode, size: usize, frames: u64, batch: usize, ring_size: usiz
         got += ring.poll(&mut b, batch) as u64;
         ring.recycle(&mut b);
     }
-    igb.disable();
-    ring.stop().expect("stop");
+    common::stop_and_audit(&igb, &mut ring);
     (
         in_step.as_nanos() as f64 / moved as f64,
         nic.stats().rx_frames,

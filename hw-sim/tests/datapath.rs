@@ -3,15 +3,15 @@
 //! write-backs, DMA faults and MAC loopback. Every test ends by proving that
 //! every payload page and header slot is back in its pool.
 
+mod common;
+
+use common::RxSetup;
 use driver::desc::RxWriteBack;
-use driver::{
-    Device, DropReason, Igb, IgbConfig, RxBatch, RxConfig, RxRing, SplitMode, TxBuf, TxConfig,
-    TxRing,
-};
+use driver::{Device, DropReason, Igb, RxBatch, RxRing, SplitMode, TxBuf, TxConfig, TxRing};
 use hw_sim::frames;
 use hw_sim::wire::QueueWire;
 use hw_sim::{SimConfig, SimEngine, SimNic};
-use pipeline::{HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig};
+use pipeline::{HeaderPool, PagePool, PagePoolConfig};
 use std::sync::Arc;
 
 /// A device brought up by the driver, one RX ring, the engine stepped by
@@ -64,42 +64,16 @@ fn rig_on(c: RigCfg, source: Box<dyn hw_sim::Wire>, wire: QueueWire) -> Rig {
         },
         source,
     );
-    let dev: Arc<dyn Device> = nic.clone();
-    let igb = Igb::init(
-        dev.clone(),
-        IgbConfig {
-            mac_loopback: c.loopback,
-            ..IgbConfig::default()
-        },
-    )
-    .expect("igb init");
-    let pages = PagePool::new(
-        igb.dma(),
-        PagePoolConfig {
-            buffers: c.pages,
-            buf_len: c.payload,
-            headroom: 256.min(4096 - c.payload),
-            ..Default::default()
-        },
-    )
-    .expect("page pool");
-    let hdrs = HeaderPool::new(
-        igb.dma(),
-        HeaderPoolConfig {
-            buffers: c.pages,
-            slot: c.hdr,
-            ..Default::default()
-        },
-    )
-    .expect("header pool");
-    let cfg = RxConfig {
-        queue: 0,
-        ring_size: c.ring,
+    let setup = RxSetup {
         split: c.split,
+        ring: c.ring,
+        hdr: c.hdr,
+        payload: c.payload,
+        pages: c.pages,
         max_descs_per_packet: 16,
+        mac_loopback: c.loopback,
     };
-    let ring = RxRing::new(dev, igb.dma(), cfg, pages, hdrs).expect("rx ring");
-    igb.enable_rx();
+    let (igb, ring) = common::bring_up(nic.clone(), &setup);
     let batch = ring.new_batch(c.ring);
     Rig {
         nic,
@@ -149,11 +123,7 @@ impl Rig {
     /// Stops everything and proves every page and header slot came home.
     fn finish(mut self) {
         self.ring.recycle(&mut self.batch);
-        self.igb.disable();
-        self.ring.stop().expect("stop");
-        let (pages, hdrs) = self.ring.pools();
-        assert_eq!(pages.audit().lent, 0, "payload pages leaked");
-        assert_eq!(hdrs.audit().lent, 0, "header slots leaked");
+        common::stop_and_audit(&self.igb, &mut self.ring);
     }
 }
 

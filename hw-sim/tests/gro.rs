@@ -5,11 +5,13 @@
 //! buffers come back as dummies, flow control holds a whole coalesced
 //! packet, and every page and header slot returns to its pool.
 
-use driver::{Device, Igb, IgbConfig, RxConfig, RxRing, RxStats, SplitMode};
+mod common;
+
+use common::RxSetup;
+use driver::{RxStats, SplitMode};
 use hw_sim::frames::{self, L4};
 use hw_sim::wire::{FrameSize, GenConfig, Generator, Proto, QueueWire};
 use hw_sim::{SimConfig, SimNic, SimStats, Wire};
-use pipeline::{HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -68,35 +70,13 @@ fn run(wire: Box<dyn Wire>, s: &Setup) -> Out {
             .unwrap()
             .push((wb.status.eop(), wb.info.rsc_cnt()));
     })));
-    let dev: Arc<dyn Device> = nic.clone();
-    let igb = Igb::init(dev.clone(), IgbConfig::default()).expect("init");
-    let pages = PagePool::new(
-        igb.dma(),
-        PagePoolConfig {
-            buffers: 256,
-            buf_len: 2048,
-            headroom: 0,
-            ..Default::default()
-        },
-    )
-    .expect("pages");
-    let hdrs = HeaderPool::new(
-        igb.dma(),
-        HeaderPoolConfig {
-            buffers: 256,
-            slot: 256,
-            ..Default::default()
-        },
-    )
-    .expect("hdrs");
-    let rcfg = RxConfig {
-        ring_size: s.ring,
+    let setup = RxSetup {
         split: s.split,
+        ring: s.ring,
         max_descs_per_packet: 40,
-        ..RxConfig::default()
+        ..RxSetup::default()
     };
-    let mut ring = RxRing::new(dev, igb.dma(), rcfg, pages, hdrs).expect("ring");
-    igb.enable_rx();
+    let (igb, mut ring) = common::bring_up(nic.clone(), &setup);
     let mut batch = ring.new_batch(s.ring);
     let mut packets = Vec::new();
     let mut idle = 0;
@@ -118,10 +98,7 @@ fn run(wire: Box<dyn Wire>, s: &Setup) -> Out {
         }
     }
     let ring_stats = *ring.stats();
-    igb.disable();
-    ring.stop().expect("stop");
-    let (p, h) = ring.pools();
-    assert_eq!((p.audit().lent, h.audit().lent), (0, 0), "buffers leaked");
+    common::stop_and_audit(&igb, &mut ring);
     let mut rsc = Vec::new();
     let mut sum = 0;
     for &(eop, n) in descs.lock().unwrap().iter() {
