@@ -58,7 +58,10 @@
 //! ```
 
 use crate::lockstats::{LockStats, TimedMutex};
-use crate::pool::{Geometry, PoolAudit, PoolError, PoolLayout, PoolStats, Refusal, MAX_BUFFERS};
+use crate::pool::{
+    fill_from, Geometry, OwnerStats, PoolAudit, PoolError, PoolLayout, PoolStats, Refusal,
+    MAX_BUFFERS,
+};
 use crate::sync::{fence, AtomicU32};
 use crossbeam_queue::ArrayQueue;
 use driver::dma::PAGE_SIZE;
@@ -352,16 +355,6 @@ impl BufReturn for Shared {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct OwnerStats {
-    alloc_fast: u64,
-    alloc_slow: u64,
-    alloc_refill: u64,
-    alloc_empty: u64,
-    recycle_cached: u64,
-    recycle_cache_full: u64,
-}
-
 /// A header pool whose return path follows a [`HdrPoolStrategy`]. The
 /// value is the owner's handle (the RX thread's); other threads return
 /// slots through [`BufPool::returner`]. Counters use the page_pool names
@@ -625,21 +618,9 @@ impl StrategyHeaderPool {
                 let at = list.len().saturating_sub(self.batch);
                 self.cache.extend(list.drain(at..).rev());
             }
-            _ => {
-                while self.cache.len() < self.batch {
-                    match self.shared.queue.pop() {
-                        Some(i) => self.cache.push(i),
-                        None => break,
-                    }
-                }
-            }
+            _ => fill_from(&self.shared.queue, &mut self.cache, self.batch),
         }
-        self.stats.alloc_refill += self.cache.len() as u64;
-        let idx = self.cache.pop();
-        if idx.is_none() {
-            self.stats.alloc_empty += 1;
-        }
-        idx
+        self.stats.refilled(&mut self.cache)
     }
 
     /// `batched` / `ring`: moves the `n` coldest cached slots to shared state.

@@ -217,6 +217,17 @@ pub struct PoolStats {
     pub released: u64,
 }
 
+/// Moves indices from `queue` into `cache` until it holds `n` or the queue
+/// is empty.
+pub(crate) fn fill_from(queue: &crossbeam_queue::ArrayQueue<u32>, cache: &mut Vec<u32>, n: usize) {
+    while cache.len() < n {
+        match queue.pop() {
+            Some(idx) => cache.push(idx),
+            None => break,
+        }
+    }
+}
+
 /// Where every buffer is, from [`DmaPool::audit`].
 #[derive(serde::Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolAudit {
@@ -486,15 +497,29 @@ impl BufReturn for Shared {
 }
 
 /// Owner counters: plain integers, only the owner thread touches them.
+/// Shared by [`DmaPool`] and the header pool strategies.
 #[derive(Clone, Copy, Debug, Default)]
-struct OwnerStats {
-    alloc_fast: u64,
-    alloc_slow: u64,
-    alloc_refill: u64,
-    alloc_empty: u64,
-    recycle_cached: u64,
-    recycle_cache_full: u64,
-    released: u64,
+pub(crate) struct OwnerStats {
+    pub alloc_fast: u64,
+    pub alloc_slow: u64,
+    pub alloc_refill: u64,
+    pub alloc_empty: u64,
+    pub recycle_cached: u64,
+    pub recycle_cache_full: u64,
+    pub released: u64,
+}
+
+impl OwnerStats {
+    /// The end of a refill: counts the buffers that reached the owner's
+    /// cache and hands out one, or counts the allocation as failed.
+    pub(crate) fn refilled(&mut self, cache: &mut Vec<u32>) -> Option<u32> {
+        self.alloc_refill += cache.len() as u64;
+        let idx = cache.pop();
+        if idx.is_none() {
+            self.alloc_empty += 1;
+        }
+        idx
+    }
 }
 
 /// A fixed-size pool of equal DMA buffers; use it as [`PagePool`] or
@@ -772,18 +797,8 @@ impl<K> DmaPool<K> {
             self.cache.extend(spill.drain(at..));
             self.shared.spill_hint.store(spill.len(), Relaxed);
         }
-        while self.cache.len() < self.bulk {
-            match self.shared.ring.pop() {
-                Some(idx) => self.cache.push(idx),
-                None => break,
-            }
-        }
-        self.stats.alloc_refill += self.cache.len() as u64;
-        let idx = self.cache.pop();
-        if idx.is_none() {
-            self.stats.alloc_empty += 1;
-        }
-        idx
+        fill_from(&self.shared.ring, &mut self.cache, self.bulk);
+        self.stats.refilled(&mut self.cache)
     }
 
     /// Everything `recycle` does besides pushing a valid buffer into a
