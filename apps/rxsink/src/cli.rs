@@ -45,7 +45,8 @@ pub struct Args {
     /// RX descriptors (power of two, 8..=4096).
     #[arg(long, default_value_t = 512)]
     pub ring_size: usize,
-    /// Payload pages in the pool (default: 2 x ring size + 16 x batch).
+    /// Payload pages in the pool (default: 2 x ring size + 40 x batch, plus
+    /// 8 x --recycle-batch with --cores).
     #[arg(long)]
     pub pages: Option<usize>,
     /// Generated frame size in bytes: N, MIN-MAX (uniform), or imix. 60..=9216.
