@@ -27,7 +27,7 @@ pub use buf::{Buf, BufPool, BufReturn};
 pub use device::{Device, DmaMapper, RegisterIo};
 pub use dma::{DmaError, DmaRegion, DmaSpace};
 pub use igb::{Igb, IgbConfig, IgbError};
-pub use rx::{DropReason, PacketRef, RxBatch, RxConfig, RxRing, RxStats};
+pub use rx::{Csum, DropReason, OwnedPacket, PacketRef, RxBatch, RxConfig, RxRing, RxStats, Seg};
 pub use tx::{TxBuf, TxConfig, TxRing, TxStats};
 
 /// Header split mode of an RX queue (SRRCTL.DESCTYPE).

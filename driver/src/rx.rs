@@ -189,6 +189,27 @@ impl RxPacket {
     }
 }
 
+/// One received frame moved out of an [`RxBatch`] by
+/// [`RxBatch::drain_packets`]: its buffers, now owned by the consumer, and
+/// the write-back facts about it.
+#[derive(Debug)]
+pub struct OwnedPacket {
+    /// The header slot holding the first `hdr_len` bytes, when the device
+    /// split the frame.
+    pub hdr: Option<Buf>,
+    pub hdr_len: u16,
+    /// Frame length in bytes (header + payload).
+    pub len: u32,
+    /// Payload segments in order, each at the start of its buffer.
+    pub segs: Vec<Seg>,
+    /// Packet type bits from the write-back (`desc::PKT_TYPE_*`).
+    pub pkt_type: u16,
+    pub ip_csum: Csum,
+    pub l4_csum: Csum,
+    /// Dword 1 of the write-back (RSS hash or IP id).
+    pub rss: u32,
+}
+
 static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A batch of received frames. Reused across polls: [`RxRing::poll`]
@@ -234,6 +255,49 @@ impl RxBatch {
         }
         for s in self.segs.drain(..) {
             page(s.buf);
+        }
+    }
+
+    /// Moves every packet out, one call of `f` per packet in arrival order,
+    /// and empties the batch: the path for consumers that keep buffers past
+    /// the batch (a stack presenting each payload page on its own).
+    ///
+    /// `f` takes what it wants out of [`OwnedPacket::hdr`] and
+    /// [`OwnedPacket::segs`]; whatever it leaves there goes back to the pools
+    /// through the foreign return path, so nothing is lost.
+    pub fn drain_packets(&mut self, mut f: impl FnMut(&mut OwnedPacket)) {
+        let mut leftover_hdrs = Vec::new();
+        let mut leftover_pages = Vec::new();
+        let mut segs = self.segs.drain(..);
+        let mut scratch = OwnedPacket {
+            hdr: None,
+            hdr_len: 0,
+            len: 0,
+            pkt_type: 0,
+            ip_csum: Csum::None,
+            l4_csum: Csum::None,
+            rss: 0,
+            segs: Vec::new(),
+        };
+        for p in self.pkts.drain(..) {
+            scratch.hdr = p.hdr;
+            scratch.hdr_len = p.hdr_len;
+            scratch.len = p.len;
+            scratch.pkt_type = p.pkt_type;
+            scratch.ip_csum = p.ip_csum;
+            scratch.l4_csum = p.l4_csum;
+            scratch.rss = p.rss;
+            scratch
+                .segs
+                .extend(segs.by_ref().take(p.seg_count as usize));
+            f(&mut scratch);
+            leftover_hdrs.extend(scratch.hdr.take());
+            leftover_pages.extend(scratch.segs.drain(..).map(|s| s.buf));
+        }
+        drop(segs);
+        if let Some((pages, hdrs)) = &self.returners {
+            hdrs.give_back(&mut leftover_hdrs);
+            pages.give_back(&mut leftover_pages);
         }
     }
 

@@ -1,8 +1,30 @@
-//! The TCP/IP stack on top of the driver queues.
+//! TCP/IP on the driver queues: smoltcp over one RX/TX queue pair, with
+//! payload copied exactly once (into the socket's receive ring).
 //!
-//! smoltcp arrives with the stack issue; until then this crate only re-exports
-//! what applications need so the dependency direction
-//! apps -> stack -> pipeline -> driver already holds.
+//! - [`frame`]: the [`Presenter`](frame::Presenter), which makes received
+//!   packets contiguous without copying payload (headers into page
+//!   headroom, multi-buffer TCP packets as one segment per buffer) and
+//!   verifies the checksums the device did not.
+//! - [`device`]: [`QueueDevice`], the smoltcp `phy::Device` over an
+//!   `RxRing` and a `TxRing`.
+//! - [`sink`]: [`TcpSink`], listeners that accept several connections and
+//!   read in place, with [`pattern`] verification.
+//! - [`sender`]: [`PatternSender`], a smoltcp TCP source for tests and the
+//!   back-to-back pair wire.
+//! - [`csum`]: checksums over data in several buffers.
+//!
+//! Dependency direction: apps -> stack -> pipeline -> driver.
 
+pub mod csum;
+pub mod device;
+pub mod frame;
+pub mod pattern;
+pub mod sender;
+pub mod sink;
+
+pub use device::{DeviceConfig, QueueDevice};
 pub use driver;
 pub use pipeline;
+pub use sender::{PatternSender, SenderConfig, SenderStats};
+pub use sink::{SinkConfig, SocketMemory, TcpSink, TcpStats};
+pub use smoltcp;

@@ -1,0 +1,309 @@
+//! A smoltcp [`phy::Device`] over one RX/TX queue pair of the driver.
+//!
+//! Receive: [`QueueDevice::receive`] polls the RX ring for a batch when no
+//! frame is waiting, moves each packet's buffers into the [`Presenter`]
+//! (which makes them contiguous in place) and hands smoltcp one frame per
+//! token. When smoltcp has consumed a frame (it copied any TCP payload into
+//! the socket's receive ring: the one copy), the buffer goes straight back
+//! to its pool on the owner fast path.
+//!
+//! Transmit: a [`TxToken`] lends smoltcp a TX pool buffer to build the
+//! frame in, and queues it; [`QueueDevice::flush`] posts everything queued
+//! with one tail write and reclaims completed buffers. Frames longer than a
+//! TX buffer are built in a scratch buffer and copied over several
+//! descriptors.
+
+use crate::frame::{Frame, PresentStats, Presenter};
+use driver::{BufPool, RxBatch, RxRing, TxBuf, TxRing};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+/// Transmit counters of a [`QueueDevice`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxSideStats {
+    /// Frames smoltcp built.
+    pub frames: u64,
+    /// Frames copied over several buffers (longer than one TX buffer).
+    pub multi_buffer: u64,
+    /// Frames dropped: no TX buffer free, or longer than the ring can carry.
+    pub dropped: u64,
+}
+
+/// Settings of a [`QueueDevice`].
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceConfig {
+    /// IP MTU announced to smoltcp (the Ethernet frame is 14 bytes more).
+    pub mtu: usize,
+    /// Packets taken from the RX ring per poll.
+    pub rx_batch: usize,
+    /// Frames queued before TX is flushed without waiting for
+    /// [`QueueDevice::flush`].
+    pub tx_batch: usize,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            mtu: 1500,
+            rx_batch: 32,
+            tx_batch: 32,
+        }
+    }
+}
+
+/// How smoltcp should treat checksums on this device: compute them on
+/// transmit, never verify on receive (the device or the [`Presenter`] did).
+/// ICMP is left to smoltcp both ways.
+pub fn checksum_caps() -> ChecksumCapabilities {
+    let mut c = ChecksumCapabilities::default();
+    c.ipv4 = Checksum::Tx;
+    c.tcp = Checksum::Tx;
+    c.udp = Checksum::Tx;
+    c.icmpv4 = Checksum::Both;
+    c
+}
+
+struct TxSide<T: BufPool> {
+    ring: TxRing<T>,
+    queued: Vec<TxBuf>,
+    scratch: Vec<u8>,
+    batch: usize,
+    stats: TxSideStats,
+}
+
+impl<T: BufPool> TxSide<T> {
+    fn flush(&mut self) {
+        self.ring.clean();
+        if !self.queued.is_empty() {
+            self.ring.send(&mut self.queued);
+            if !self.queued.is_empty() {
+                // The ring is full: reclaim and try once more, then drop.
+                self.ring.clean();
+                self.ring.send(&mut self.queued);
+                for b in self.queued.drain(..) {
+                    if b.eop {
+                        self.stats.dropped += 1;
+                    }
+                    self.ring.free(b.buf);
+                }
+            }
+        }
+    }
+
+    fn build<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.stats.frames += 1;
+        let blen = self.ring.buf_len();
+        if len <= blen {
+            if let Some(buf) = self.ring.alloc() {
+                // SAFETY: a TX buffer of `blen >= len` bytes, exclusively ours
+                // until it is posted.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(buf.ptr.as_ptr(), len) };
+                let r = f(bytes);
+                self.queued.push(TxBuf {
+                    buf,
+                    len: len as u16,
+                    eop: true,
+                });
+                if self.queued.len() >= self.batch {
+                    self.flush();
+                }
+                return r;
+            }
+        }
+        // Too long for one buffer, or no buffer: build aside.
+        self.scratch.clear();
+        self.scratch.resize(len, 0);
+        let r = f(&mut self.scratch);
+        let need = len.div_ceil(blen.max(1));
+        let mut bufs = Vec::with_capacity(need);
+        for _ in 0..need {
+            match self.ring.alloc() {
+                Some(b) => bufs.push(b),
+                None => break,
+            }
+        }
+        if bufs.len() < need || need > self.ring.free_slots() {
+            for b in bufs {
+                self.ring.free(b);
+            }
+            self.stats.dropped += 1;
+            return r;
+        }
+        self.stats.multi_buffer += 1;
+        for (i, (buf, chunk)) in bufs.into_iter().zip(self.scratch.chunks(blen)).enumerate() {
+            // SAFETY: as above; chunk.len() <= blen.
+            let dst = unsafe { std::slice::from_raw_parts_mut(buf.ptr.as_ptr(), chunk.len()) };
+            dst.copy_from_slice(chunk);
+            self.queued.push(TxBuf {
+                buf,
+                len: chunk.len() as u16,
+                eop: i + 1 == need,
+            });
+        }
+        self.flush();
+        r
+    }
+}
+
+/// One RX/TX queue pair as a smoltcp device.
+pub struct QueueDevice<P: BufPool, H: BufPool, T: BufPool> {
+    rx: RxRing<P, H>,
+    batch: RxBatch,
+    presenter: Presenter,
+    tx: TxSide<T>,
+    cfg: DeviceConfig,
+}
+
+impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
+    pub fn new(mut rx: RxRing<P, H>, tx: TxRing<T>, cfg: DeviceConfig) -> Self {
+        let headroom = rx.pools().0.headroom();
+        let batch = rx.new_batch(cfg.rx_batch.max(1));
+        QueueDevice {
+            rx,
+            batch,
+            presenter: Presenter::new(headroom),
+            tx: TxSide {
+                ring: tx,
+                queued: Vec::with_capacity(cfg.tx_batch.max(1) * 2),
+                scratch: Vec::new(),
+                batch: cfg.tx_batch.max(1),
+                stats: TxSideStats::default(),
+            },
+            cfg,
+        }
+    }
+
+    /// Posts queued TX frames (one tail write) and reclaims completed ones.
+    /// Call after each `Interface::poll`.
+    pub fn flush(&mut self) {
+        self.tx.flush();
+    }
+
+    /// Polls the RX ring into the presenter; returns the packets taken.
+    fn fill(&mut self) -> usize {
+        let n = self.rx.poll(&mut self.batch, self.cfg.rx_batch.max(1));
+        if n > 0 {
+            let (pages, hdrs) = self.rx.pools();
+            let p = &mut self.presenter;
+            self.batch.drain_packets(|pkt| p.push(pkt, pages, hdrs));
+        }
+        n
+    }
+
+    /// Whether a frame is waiting (polls the ring when none is).
+    pub fn rx_pending(&mut self) -> bool {
+        self.presenter.ready() > 0 || self.fill() > 0
+    }
+
+    pub fn present_stats(&self) -> &PresentStats {
+        self.presenter.stats()
+    }
+    pub fn tx_stats(&self) -> &TxSideStats {
+        &self.tx.stats
+    }
+    pub fn rx_ring(&self) -> &RxRing<P, H> {
+        &self.rx
+    }
+    pub fn rx_ring_mut(&mut self) -> &mut RxRing<P, H> {
+        &mut self.rx
+    }
+    pub fn tx_ring(&self) -> &TxRing<T> {
+        &self.tx.ring
+    }
+
+    /// Stops both rings and returns every buffer to its pool; the rings are
+    /// handed back for auditing.
+    pub fn shutdown(mut self) -> Result<(RxRing<P, H>, TxRing<T>), driver::IgbError> {
+        let (pages, hdrs) = self.rx.pools();
+        self.presenter.release_all(pages, hdrs);
+        self.rx.recycle(&mut self.batch);
+        self.rx.stop()?;
+        for b in self.tx.queued.drain(..) {
+            self.tx.ring.free(b.buf);
+        }
+        self.tx.ring.stop()?;
+        Ok((self.rx, self.tx.ring))
+    }
+}
+
+/// A received frame lent to smoltcp.
+pub struct RxToken<'a, P: BufPool, H: BufPool> {
+    frame: Option<Frame>,
+    rx: &'a mut RxRing<P, H>,
+    presenter: &'a mut Presenter,
+}
+
+impl<P: BufPool, H: BufPool> phy::RxToken for RxToken<'_, P, H> {
+    fn consume<R, F>(mut self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        let frame = self.frame.take().expect("a token holds its frame");
+        let r = f(frame.bytes());
+        let (pages, hdrs) = self.rx.pools();
+        self.presenter.release(frame, pages, hdrs);
+        r
+    }
+}
+
+impl<P: BufPool, H: BufPool> Drop for RxToken<'_, P, H> {
+    fn drop(&mut self) {
+        // A token smoltcp did not consume still gives its buffer back.
+        if let Some(frame) = self.frame.take() {
+            let (pages, hdrs) = self.rx.pools();
+            self.presenter.release(frame, pages, hdrs);
+        }
+    }
+}
+
+/// A TX buffer lent to smoltcp.
+pub struct TxToken<'a, T: BufPool> {
+    tx: &'a mut TxSide<T>,
+}
+
+impl<T: BufPool> phy::TxToken for TxToken<'_, T> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        self.tx.build(len, f)
+    }
+}
+
+impl<P: BufPool, H: BufPool, T: BufPool> phy::Device for QueueDevice<P, H, T> {
+    type RxToken<'a>
+        = RxToken<'a, P, H>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TxToken<'a, T>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        if self.presenter.ready() == 0 {
+            self.fill();
+        }
+        let frame = self.presenter.pop()?;
+        Some((
+            RxToken {
+                frame: Some(frame),
+                rx: &mut self.rx,
+                presenter: &mut self.presenter,
+            },
+            TxToken { tx: &mut self.tx },
+        ))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        Some(TxToken { tx: &mut self.tx })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.cfg.mtu + 14;
+        caps.checksum = checksum_caps();
+        caps
+    }
+}

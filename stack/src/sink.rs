@@ -1,0 +1,312 @@
+//! The TCP receive sink: a smoltcp interface on one queue pair with
+//! listeners that accept several connections, read every byte in place and
+//! optionally verify it against the [`pattern`](crate::pattern).
+//!
+//! Each connection's payload is copied exactly once: by smoltcp, from the
+//! RX page into the socket's receive ring. The application then reads it in
+//! place through smoltcp's `recv` closure (never `recv_slice`). The rings
+//! live in a [`SocketMemory`] region allocated once, up front.
+
+use crate::pattern;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::Device;
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+
+/// Memory for the sockets' receive and transmit rings: one anonymous
+/// mapping, populated at creation, carved into per-socket rings.
+pub struct SocketMemory {
+    map: memmap2::MmapMut,
+}
+
+impl SocketMemory {
+    /// `bytes` of zeroed, pre-faulted memory.
+    pub fn new(bytes: usize) -> std::io::Result<SocketMemory> {
+        let map = memmap2::MmapOptions::new()
+            .len(bytes.max(1))
+            .populate()
+            .map_anon()?;
+        Ok(SocketMemory { map })
+    }
+
+    /// Memory for `sockets` sockets with the given ring sizes.
+    pub fn for_sockets(sockets: usize, rx: usize, tx: usize) -> std::io::Result<SocketMemory> {
+        SocketMemory::new(sockets * (rx + tx))
+    }
+
+    pub(crate) fn map_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Sink settings.
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    pub mac: [u8; 6],
+    /// Our address and prefix.
+    pub ip: Ipv4Cidr,
+    /// Default route, if any.
+    pub gateway: Option<Ipv4Address>,
+    /// The port the sink listens on.
+    pub port: u16,
+    /// Connections accepted at once (one socket each).
+    pub max_conns: usize,
+    /// Receive ring per connection (the advertised window; size it for the
+    /// bandwidth-delay product).
+    pub rx_buf: usize,
+    pub tx_buf: usize,
+    /// Check every byte against the pattern.
+    pub verify: bool,
+    pub congestion: tcp::CongestionControl,
+    /// smoltcp's random seed (initial sequence numbers, ports).
+    pub seed: u64,
+    /// Frames processed per poll before the sockets are read.
+    pub ingress_budget: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            mac: [0x02, 0, 0, 0, 0, 0x01],
+            ip: Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, 1), 24),
+            gateway: None,
+            port: 9000,
+            max_conns: 8,
+            rx_buf: 1 << 20,
+            tx_buf: 16 << 10,
+            verify: false,
+            congestion: tcp::CongestionControl::Cubic,
+            seed: 1,
+            ingress_budget: 64,
+        }
+    }
+}
+
+/// What the sink saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Connections that ended (FIN or reset).
+    pub closed: u64,
+    /// Connections that ended with a reset or timeout instead of a FIN.
+    pub aborted: u64,
+    /// Payload bytes read.
+    pub bytes: u64,
+    /// Bytes checked against the pattern and found right.
+    pub verified: u64,
+    /// Reads that did not match the pattern (counted once per connection
+    /// from the first wrong byte on; the rest of that stream is not checked).
+    pub mismatches: u64,
+}
+
+#[derive(Default)]
+struct Conn {
+    handle: SocketHandle,
+    open: bool,
+    /// The peer's FIN arrived (a normal end).
+    fin: bool,
+    /// Stream offset of the next byte.
+    offset: u64,
+    /// Verification stopped at a mismatch.
+    broken: bool,
+}
+
+/// A TCP sink on one interface.
+pub struct TcpSink<'a> {
+    iface: Interface,
+    sockets: SocketSet<'a>,
+    conns: Vec<Conn>,
+    cfg: SinkConfig,
+    stats: TcpStats,
+}
+
+/// Configures a socket the way every socket of ours is configured.
+pub(crate) fn tune(s: &mut tcp::Socket<'_>, cc: tcp::CongestionControl) {
+    s.set_congestion_control(cc);
+    s.set_nagle_enabled(false);
+    s.set_ack_delay(Some(Duration::from_millis(1)));
+}
+
+/// A smoltcp interface for `mac`/`ip` on `dev`.
+pub(crate) fn interface(
+    dev: &mut impl Device,
+    mac: [u8; 6],
+    ip: Ipv4Cidr,
+    gateway: Option<Ipv4Address>,
+    seed: u64,
+    now: Instant,
+) -> Interface {
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    config.random_seed = seed;
+    let mut iface = Interface::new(config, dev, now);
+    iface.update_ip_addrs(|a| {
+        let _ = a.push(IpCidr::Ipv4(ip));
+    });
+    if let Some(gw) = gateway {
+        let _ = iface.routes_mut().add_default_ipv4_route(gw);
+    }
+    iface
+}
+
+impl<'a> TcpSink<'a> {
+    /// A sink on `dev`, its socket rings carved from `mem` (which must hold
+    /// `max_conns * (rx_buf + tx_buf)` bytes).
+    pub fn new(
+        cfg: SinkConfig,
+        mem: &'a mut SocketMemory,
+        dev: &mut impl Device,
+        now: Instant,
+    ) -> Result<TcpSink<'a>, String> {
+        let per = cfg.rx_buf + cfg.tx_buf;
+        if cfg.max_conns == 0 || cfg.rx_buf == 0 || cfg.tx_buf == 0 {
+            return Err("max_conns, rx_buf and tx_buf must be at least 1".into());
+        }
+        if mem.len() < cfg.max_conns * per {
+            return Err(format!(
+                "socket memory of {} bytes cannot hold {} connections of {per} bytes",
+                mem.len(),
+                cfg.max_conns
+            ));
+        }
+        let iface = interface(dev, cfg.mac, cfg.ip, cfg.gateway, cfg.seed, now);
+        let mut sockets = SocketSet::new(Vec::with_capacity(cfg.max_conns));
+        let mut conns = Vec::with_capacity(cfg.max_conns);
+        for chunk in mem.map.chunks_mut(per).take(cfg.max_conns) {
+            let (rx, tx) = chunk.split_at_mut(cfg.rx_buf);
+            let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
+            tune(&mut s, cfg.congestion);
+            s.listen(cfg.port)
+                .map_err(|e| format!("listen on port {}: {e}", cfg.port))?;
+            conns.push(Conn {
+                handle: sockets.add(s),
+                ..Conn::default()
+            });
+        }
+        Ok(TcpSink {
+            iface,
+            sockets,
+            conns,
+            cfg,
+            stats: TcpStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> &TcpStats {
+        &self.stats
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.conns.iter().filter(|c| c.open).count()
+    }
+
+    /// One round: up to `ingress_budget` frames into the stack, every
+    /// socket read in place, then what the stack has to send. Returns
+    /// whether anything happened (a frame or a state change).
+    pub fn poll<D: Device>(&mut self, now: Instant, dev: &mut D) -> bool {
+        let mut busy = false;
+        for _ in 0..self.cfg.ingress_budget {
+            use smoltcp::iface::PollIngressSingleResult as R;
+            match self.iface.poll_ingress_single(now, dev, &mut self.sockets) {
+                R::None => break,
+                R::PacketProcessed | R::SocketStateChanged => busy = true,
+            }
+        }
+        self.service();
+        for _ in 0..64 {
+            use smoltcp::iface::PollResult;
+            if self.iface.poll_egress(now, dev, &mut self.sockets) == PollResult::None {
+                break;
+            }
+            busy = true;
+        }
+        self.iface.poll_maintenance(now);
+        busy
+    }
+
+    /// How long the stack may sleep before it has timers to run.
+    pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
+        self.iface.poll_delay(now, &self.sockets)
+    }
+
+    /// Reads every socket in place, tracks connection life.
+    fn service(&mut self) {
+        let verify = self.cfg.verify;
+        for c in &mut self.conns {
+            let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+            if !c.open && synchronized(s.state()) {
+                *c = Conn {
+                    handle: c.handle,
+                    open: true,
+                    ..Conn::default()
+                };
+                self.stats.connections += 1;
+            }
+            while s.can_recv() {
+                let st = &mut self.stats;
+                let r = s.recv(|data| {
+                    if verify && !c.broken {
+                        match pattern::check(c.offset, data) {
+                            None => st.verified += data.len() as u64,
+                            Some(i) => {
+                                st.verified += i as u64;
+                                st.mismatches += 1;
+                                c.broken = true;
+                                tracing::warn!(
+                                    "pattern mismatch at stream offset {}",
+                                    c.offset + i as u64
+                                );
+                            }
+                        }
+                    }
+                    c.offset += data.len() as u64;
+                    st.bytes += data.len() as u64;
+                    (data.len(), ())
+                });
+                if r.is_err() {
+                    break;
+                }
+            }
+            match s.state() {
+                // The peer finished sending: finish our side too.
+                tcp::State::CloseWait => {
+                    c.fin = true;
+                    s.close();
+                }
+                tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait => c.fin = true,
+                // Closed after the handshake, or back to Listen from
+                // SYN-RECEIVED (a reset): the connection is over.
+                tcp::State::Closed | tcp::State::Listen => {
+                    if c.open {
+                        c.open = false;
+                        self.stats.closed += 1;
+                        if !c.fin {
+                            self.stats.aborted += 1;
+                        }
+                    }
+                    if s.state() == tcp::State::Closed {
+                        let _ = s.listen(self.cfg.port);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// States after the handshake completed.
+fn synchronized(s: tcp::State) -> bool {
+    !matches!(
+        s,
+        tcp::State::Closed | tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived
+    )
+}
