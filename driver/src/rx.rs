@@ -161,6 +161,9 @@ pub struct RxPacket {
     pub l4_csum: Csum,
     /// Dword 1 of the write-back (RSS hash or IP id).
     pub rss: u32,
+    /// RSS type of the write-back (`desc::RSS_TYPE_*`): which hash `rss`
+    /// holds, 0 when none.
+    pub rss_type: u8,
 }
 
 impl RxPacket {
@@ -185,6 +188,7 @@ impl RxPacket {
             ip_csum: if st.ipcs() { Csum::Good } else { Csum::None },
             l4_csum: if st.l4cs() { Csum::Good } else { Csum::None },
             rss: wb.rss,
+            rss_type: wb.info.rss_type() as u8,
         }
     }
 }
