@@ -133,7 +133,7 @@ bitfield! {
     #[derive(Clone, Copy, PartialEq, Eq)]
     pub struct RxWbInfo(pub u32);
     impl Debug;
-    /// RSS type.
+    /// RSS type (see `RSS_TYPE_*`): which hash dword 1 holds.
     pub rss_type, set_rss_type: 3, 0;
     /// Packet type (see `PKT_TYPE_*`).
     pub pkt_type, set_pkt_type: 16, 4;
@@ -217,6 +217,21 @@ pub const PKT_TYPE_IPV4: u32 = 1 << 0;
 pub const PKT_TYPE_IPV6: u32 = 1 << 2;
 pub const PKT_TYPE_TCP: u32 = 1 << 4;
 pub const PKT_TYPE_UDP: u32 = 1 << 5;
+
+/// RSS types (write-back `rss_type`, low 4 bits of dword 0): which hash
+/// dword 1 holds. 0 when RSS is off or the frame was not hashed (then it
+/// went to queue 0 and dword 1 is 0). Values as QEMU's igb model writes them.
+pub const RSS_TYPE_NONE: u32 = 0;
+pub const RSS_TYPE_IPV4_TCP: u32 = 1;
+pub const RSS_TYPE_IPV4: u32 = 2;
+/// TCP/IPv6 (QEMU's `IPV6TCPEX`: the type it reports for all TCP/IPv6).
+pub const RSS_TYPE_IPV6_TCP_EX: u32 = 3;
+pub const RSS_TYPE_IPV6_EX: u32 = 4;
+pub const RSS_TYPE_IPV6: u32 = 5;
+pub const RSS_TYPE_IPV6_TCP: u32 = 6;
+pub const RSS_TYPE_IPV4_UDP: u32 = 7;
+pub const RSS_TYPE_IPV6_UDP: u32 = 8;
+pub const RSS_TYPE_IPV6_UDP_EX: u32 = 9;
 
 bitfield! {
     /// Advanced TX data descriptor, dword 2.

@@ -6,6 +6,7 @@ use crate::desc::{DescSlot, DESC_LEN};
 use crate::device::Device;
 use crate::dma::{DmaError, DmaRegion, DmaSpace};
 use crate::regs::*;
+use crate::rss::RssConfig;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -317,6 +318,46 @@ impl Igb {
 
     pub fn enable_tx(&self) {
         self.write(TCTL, TCTL_EN | TCTL_PSP);
+    }
+
+    /// Turns RSS on over RX queues `0..queues` with `key` and the default
+    /// hash fields ([`crate::rss::RSS_FIELDS_TCP_UDP`]); see
+    /// [`Igb::enable_rss_with`].
+    pub fn enable_rss(&self, queues: u32, key: &[u8; RSS_KEY_LEN]) -> Result<(), IgbError> {
+        self.enable_rss_with(&RssConfig::new(queues, key))
+    }
+
+    /// Programs RSS: the key (RSSRK), the redirection table (RETA, round
+    /// robin over `cfg.queues`), RXCSUM.PCSD (dword 1 of the write-back then
+    /// carries the hash instead of the IP id; the NIC hashes only with PCSD
+    /// set) and last MRQC (RSS mode plus `cfg.fields`). The rings of queues
+    /// `0..cfg.queues` should be enabled first: a frame steered to a
+    /// disabled queue is dropped. Nothing is written if `cfg` is invalid.
+    pub fn enable_rss_with(&self, cfg: &RssConfig) -> Result<(), IgbError> {
+        cfg.validate().map_err(IgbError::Config)?;
+        for (i, k) in cfg.key.chunks_exact(4).enumerate() {
+            self.write(
+                rssrk(i as u32),
+                u32::from_le_bytes([k[0], k[1], k[2], k[3]]),
+            );
+        }
+        for (i, e) in cfg.reta().chunks_exact(4).enumerate() {
+            self.write(reta(i as u32), u32::from_le_bytes([e[0], e[1], e[2], e[3]]));
+        }
+        self.write(RXCSUM, self.read(RXCSUM) | RXCSUM_PCSD);
+        self.write(MRQC, cfg.mrqc());
+        tracing::info!(
+            queues = cfg.queues,
+            fields = format_args!("{:#x}", cfg.fields),
+            "RSS on"
+        );
+        Ok(())
+    }
+
+    /// Turns RSS off: every frame to queue 0 again, dword 1 back to the IP id.
+    pub fn disable_rss(&self) {
+        self.write(MRQC, 0);
+        self.write(RXCSUM, self.read(RXCSUM) & !RXCSUM_PCSD);
     }
 
     /// Stops receive and transmit (queues are stopped by their rings).

@@ -10,6 +10,7 @@
 //! - [`dma`]: DMA memory, IOVA allocation.
 //! - [`igb`]: reset, link, MAC, queue setup.
 //! - [`rx`] / [`tx`]: the rings.
+//! - [`rss`]: receive side scaling (Toeplitz hash, key, redirection table).
 //! - [`vfio`]: the real-hardware backend (vfio-pci, IOMMU, BAR0 mmap).
 
 pub mod buf;
@@ -19,6 +20,7 @@ pub mod dma;
 pub mod igb;
 pub mod mmio;
 pub mod regs;
+pub mod rss;
 pub mod rx;
 pub mod tx;
 pub mod vfio;
@@ -27,6 +29,7 @@ pub use buf::{Buf, BufPool, BufReturn};
 pub use device::{Device, DmaMapper, RegisterIo};
 pub use dma::{DmaError, DmaRegion, DmaSpace};
 pub use igb::{Igb, IgbConfig, IgbError};
+pub use rss::RssConfig;
 pub use rx::{Csum, DropReason, OwnedPacket, PacketRef, RxBatch, RxConfig, RxRing, RxStats, Seg};
 pub use tx::{TxBuf, TxConfig, TxRing, TxStats};
 

@@ -75,6 +75,50 @@ pub const RXCSUM_TUOFLD: u32 = 1 << 9;
 /// Packet checksum disable: dword1 carries the RSS hash instead of the IP id.
 pub const RXCSUM_PCSD: u32 = 1 << 13;
 
+/// Multiple receive queues command: how frames are spread over the RX
+/// queues. Bits 2:0 pick the mode, bits 31:16 the RSS hash inputs.
+pub const MRQC: u32 = 0x5818;
+/// Mode field (bits 2:0): QEMU's model checks bits 1:0 only.
+pub const MRQC_MODE_MASK: u32 = 0x7;
+/// Mode 010b: RSS alone, no VMDq (Linux `E1000_MRQC_ENABLE_RSS_MQ`).
+pub const MRQC_ENABLE_RSS: u32 = 0x2;
+/// Hash TCP/IPv4 on the 4-tuple (src ip, dst ip, src port, dst port).
+pub const MRQC_RSS_FIELD_IPV4_TCP: u32 = 1 << 16;
+/// Hash IPv4 on the 2-tuple (src ip, dst ip).
+pub const MRQC_RSS_FIELD_IPV4: u32 = 1 << 17;
+/// Hash TCP/IPv6 on the 4-tuple, extension-header addresses allowed. QEMU
+/// uses this bit (not `IPV6_TCP`) to hash TCP/IPv6.
+pub const MRQC_RSS_FIELD_IPV6_TCP_EX: u32 = 1 << 18;
+/// Hash IPv6 on the 2-tuple, extension-header addresses allowed.
+pub const MRQC_RSS_FIELD_IPV6_EX: u32 = 1 << 19;
+/// Hash IPv6 on the 2-tuple.
+pub const MRQC_RSS_FIELD_IPV6: u32 = 1 << 20;
+/// Hash TCP/IPv6 on the 4-tuple (datasheet; QEMU's model ignores it).
+pub const MRQC_RSS_FIELD_IPV6_TCP: u32 = 1 << 21;
+/// Hash UDP/IPv4 on the 4-tuple.
+pub const MRQC_RSS_FIELD_IPV4_UDP: u32 = 1 << 22;
+/// Hash UDP/IPv6 on the 4-tuple.
+pub const MRQC_RSS_FIELD_IPV6_UDP: u32 = 1 << 23;
+
+/// RSS redirection table: 32 dwords holding 128 one-byte entries, entry
+/// `i` in byte `i % 4` (little endian) of `RETA(i / 4)`. A frame goes to
+/// the queue in entry `hash & 127`, bits 3:0 of the entry.
+pub const fn reta(i: u32) -> u32 {
+    0x5C00 + 4 * i
+}
+/// Entries in the redirection table.
+pub const RETA_ENTRIES: u32 = 128;
+/// Queue index bits of a redirection table entry.
+pub const RETA_QUEUE_MASK: u8 = 0x0F;
+
+/// RSS random key: 10 dwords holding the 40-byte Toeplitz key, key byte
+/// `i` in byte `i % 4` (little endian) of `RSSRK(i / 4)`.
+pub const fn rssrk(i: u32) -> u32 {
+    0x5C80 + 4 * i
+}
+/// Bytes in the RSS key.
+pub const RSS_KEY_LEN: usize = 40;
+
 /// Receive address low/high, entry 0 (the station MAC address).
 pub const RAL0: u32 = 0x5400;
 pub const RAH0: u32 = 0x5404;
@@ -200,5 +244,17 @@ mod tests {
         assert_eq!(rx_queue_base(1) + Q_DCTL, 0x2928);
         assert_eq!(tx_queue_base(0) + Q_TAIL, 0x3818);
         assert_eq!(rx_queue_base(4), 0xC100);
+    }
+
+    #[test]
+    fn rss_registers_match_linux_e1000_regs() {
+        assert_eq!(MRQC, 0x05818);
+        assert_eq!(reta(0), 0x05C00);
+        assert_eq!(reta(31), 0x05C7C);
+        assert_eq!(rssrk(0), 0x05C80);
+        assert_eq!(rssrk(9), 0x05CA4);
+        assert_eq!(RXCSUM_PCSD, 0x2000);
+        assert_eq!(MRQC_RSS_FIELD_IPV4_UDP, 0x0040_0000);
+        assert_eq!(MRQC_RSS_FIELD_IPV6_TCP_EX, 0x0004_0000);
     }
 }

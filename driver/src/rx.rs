@@ -161,6 +161,9 @@ pub struct RxPacket {
     pub l4_csum: Csum,
     /// Dword 1 of the write-back (RSS hash or IP id).
     pub rss: u32,
+    /// RSS type of the write-back (`desc::RSS_TYPE_*`): which hash `rss`
+    /// holds, 0 when none.
+    pub rss_type: u8,
 }
 
 impl RxPacket {
@@ -185,6 +188,7 @@ impl RxPacket {
             ip_csum: if st.ipcs() { Csum::Good } else { Csum::None },
             l4_csum: if st.l4cs() { Csum::Good } else { Csum::None },
             rss: wb.rss,
+            rss_type: wb.info.rss_type() as u8,
         }
     }
 }
@@ -208,6 +212,8 @@ pub struct OwnedPacket {
     pub l4_csum: Csum,
     /// Dword 1 of the write-back (RSS hash or IP id).
     pub rss: u32,
+    /// RSS hash type (`desc::RSS_TYPE_*`), 0 when RSS is off.
+    pub rss_type: u8,
 }
 
 static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
@@ -277,6 +283,7 @@ impl RxBatch {
             ip_csum: Csum::None,
             l4_csum: Csum::None,
             rss: 0,
+            rss_type: 0,
             segs: Vec::new(),
         };
         for p in self.pkts.drain(..) {
@@ -287,6 +294,7 @@ impl RxBatch {
             scratch.ip_csum = p.ip_csum;
             scratch.l4_csum = p.l4_csum;
             scratch.rss = p.rss;
+            scratch.rss_type = p.rss_type;
             scratch
                 .segs
                 .extend(segs.by_ref().take(p.seg_count as usize));

@@ -275,7 +275,7 @@ impl RxCtx<'_, '_> {
             }
         }
         if let Some(seg) = seg {
-            let q = steer(frame, &seg.parsed);
+            let (q, _) = steer(self.nic, self.set, frame, &seg.parsed);
             let cap = self.rx.ring_capacity(self.nic, self.set, q);
             if self.gro.start_seg(frame, &seg, cap) {
                 return Fed::Done;

@@ -11,8 +11,9 @@
 //!
 //! - [`nic`]: registers, PHY and link, statistics, the `Device` impl.
 //! - `iommu`: the IOVA mapping table; all DMA (and all `unsafe`) goes through it.
-//! - `rx` / `tx`: the receive path (filters, header split, write-back) and
-//!   the transmit path (gather, loopback).
+//! - `rx` / `tx`: the receive path (filters, queue choice, header split,
+//!   write-back) and the transmit path (gather, loopback).
+//! - `rss`: receive side scaling (MRQC, RSSRK, RETA; Toeplitz hash).
 //! - [`gro`]: receive side coalescing of TCP segments (`SimConfig::gro`).
 //! - [`engine`]: `SimEngine::step` and the engine thread.
 //! - [`wire`]: the [`Wire`] trait and the generator / test / null wires.
@@ -28,8 +29,13 @@
 //!   `SimConfig::flow_control` is on (QEMU drops it).
 //! - Receive side coalescing (`SimConfig::gro` > 1, off by default) is not
 //!   an 82576 feature: it follows ixgbe's RSC, see [`gro`].
-//! - Legacy/replication descriptor types, VLAN stripping, RSS, VMDq, the
-//!   multicast hash table and interrupts are not modelled.
+//! - RSS (see `rss`) follows QEMU except: RFCTL's IPv6 extension-header
+//!   switches are not modelled (taken as 0, their reset value), and the
+//!   IPv6 "EX" hash types hash the fixed header's addresses, never the
+//!   Home Address option / type 2 routing header addresses QEMU substitutes.
+//! - Legacy/replication descriptor types, VLAN stripping, VMDq (MRQC modes
+//!   with bit 0 set: every frame to queue 0, no hash), the multicast hash
+//!   table and interrupts are not modelled.
 //!
 //! ```
 //! use hw_sim::{SimConfig, SimNic, wire::NullWire};
@@ -44,6 +50,7 @@ pub mod frames;
 pub mod gro;
 mod iommu;
 pub mod nic;
+mod rss;
 mod rx;
 mod tx;
 pub mod wire;

@@ -15,6 +15,7 @@ use crate::frames::{self, Parsed, L3, L4};
 use crate::gro::RunInfo;
 use crate::iommu::{DmaView, Hint};
 use crate::nic::{RegDelta, SimNic, NUM_RA};
+use crate::rss::{self, RssInfo, RssTables};
 use crate::SimStats;
 use driver::desc::*;
 use driver::regs::*;
@@ -35,7 +36,13 @@ pub(crate) struct RxSettings {
     pub rctl: u32,
     pub rxcsum: u32,
     pub rlpml: u32,
+    pub mrqc: u32,
+    /// MRQC and RXCSUM.PCSD turn RSS on (`rss::enabled`).
+    pub rss_on: bool,
     pub link_up: bool,
+    /// RSS key and redirection table, loaded on first use in the step.
+    rss: RssTables,
+    rss_loaded: bool,
     /// Valid receive addresses (RAH.AV), loaded on first use in the step.
     ra: [[u8; 6]; NUM_RA as usize],
     ra_count: u8,
@@ -44,9 +51,13 @@ pub(crate) struct RxSettings {
 
 impl RxSettings {
     pub(crate) fn load(nic: &SimNic) -> RxSettings {
+        let rxcsum = nic.load(RXCSUM);
+        let mrqc = nic.load(MRQC);
         RxSettings {
             rctl: nic.load(RCTL),
-            rxcsum: nic.load(RXCSUM),
+            rxcsum,
+            mrqc,
+            rss_on: rss::enabled(mrqc, rxcsum),
             // QEMU keeps RLPML in a u16: frames over 64 KiB never pass.
             rlpml: nic.load(RLPML) & 0xFFFF,
             link_up: nic.link_is_up(),
@@ -223,10 +234,28 @@ pub(crate) fn pkt_buf_size(srrctl: u32, rctl: u32) -> usize {
     }
 }
 
-/// Which queue a frame goes to. Everything to queue 0 until RSS.
+/// Which queue a frame goes to, and its RSS hash: queue 0 and no hash
+/// unless RSS is on (see [`crate::rss`]).
 #[inline]
-pub(crate) fn steer(_frame: &[u8], _p: &Parsed) -> u32 {
-    0
+pub(crate) fn steer(
+    nic: &SimNic,
+    set: &mut RxSettings,
+    frame: &[u8],
+    p: &Parsed,
+) -> (u32, RssInfo) {
+    if !set.rss_on {
+        return (0, RssInfo::default());
+    }
+    steer_rss(nic, set, frame, p)
+}
+
+#[inline(never)]
+fn steer_rss(nic: &SimNic, set: &mut RxSettings, frame: &[u8], p: &Parsed) -> (u32, RssInfo) {
+    if !set.rss_loaded {
+        set.rss_loaded = true;
+        set.rss = RssTables::load(nic);
+    }
+    rss::classify(&set.rss, set.mrqc, frame, p)
 }
 
 /// EOP-only write-back contents: packet type, IP id and checksum status
@@ -234,7 +263,9 @@ pub(crate) fn steer(_frame: &[u8], _p: &Parsed) -> u32 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct EopMeta {
     pkt_type: u32,
-    /// Dword 1: the IP id when `ipidv`.
+    /// Low 4 bits of dword 0 (`RSS_TYPE_*`), when RSS hashed the frame.
+    rss_type: u32,
+    /// Dword 1: the IP id when `ipidv`, else the RSS hash (0 without RSS).
     rss: u32,
     ipidv: bool,
     /// IPv4 header checksum checked, and whether it was wrong.
@@ -247,7 +278,7 @@ struct EopMeta {
 }
 
 impl EopMeta {
-    fn of(f: &[u8], p: &Parsed, rxcsum: u32) -> EopMeta {
+    fn of(f: &[u8], p: &Parsed, rxcsum: u32, rss: &RssInfo) -> EopMeta {
         let pkt_type = match p.l3 {
             L3::Ipv4 => PKT_TYPE_IPV4,
             L3::Ipv6 if p.ipv6_ext => PKT_TYPE_IPV6E,
@@ -263,6 +294,7 @@ impl EopMeta {
             pkt_type,
             ..EopMeta::default()
         };
+        m.set_rss(rss);
         if rxcsum & RXCSUM_PCSD == 0 && p.l3 == L3::Ipv4 {
             m.ipidv = true;
             m.rss = p.ip_id as u32;
@@ -285,11 +317,14 @@ impl EopMeta {
 
     /// A TCP/IPv4 packet whose checksums the GRO engine verified (every
     /// coalesced segment was right): reported as checked and good.
-    fn verified_tcp4(ip_id: u16, rxcsum: u32) -> EopMeta {
+    fn verified_tcp4(ip_id: u16, rxcsum: u32, rss: &RssInfo) -> EopMeta {
         let pcsd = rxcsum & RXCSUM_PCSD != 0;
+        let mut m = EopMeta::default();
+        m.set_rss(rss);
         EopMeta {
             pkt_type: PKT_TYPE_IPV4 | PKT_TYPE_TCP,
-            rss: if pcsd { 0 } else { ip_id as u32 },
+            rss_type: m.rss_type,
+            rss: if pcsd { m.rss } else { ip_id as u32 },
             ipidv: !pcsd,
             ipcs: rxcsum & RXCSUM_IPOFLD != 0,
             ipe: false,
@@ -299,8 +334,18 @@ impl EopMeta {
         }
     }
 
+    /// RSS type and hash, as QEMU reports them whenever RSS is on (which
+    /// implies RXCSUM.PCSD, so dword 1 is the hash).
+    fn set_rss(&mut self, rss: &RssInfo) {
+        if rss.enabled {
+            self.rss_type = rss.rss_type;
+            self.rss = rss.hash;
+        }
+    }
+
     fn apply(&self, wb: &mut RxWriteBack) {
         wb.info.set_pkt_type(self.pkt_type);
+        wb.info.set_rss_type(self.rss_type);
         wb.rss = self.rss;
         let s = &mut wb.status;
         s.set_ipidv(self.ipidv);
@@ -470,7 +515,7 @@ impl RxPath {
         let n = run.map_or(1, |r| r.segs());
 
         let parsed = frames::parse(frame);
-        let q = steer(frame, &parsed);
+        let (q, rss) = steer(nic, set, frame, &parsed);
         let ring = &mut self.rings[q as usize];
         if !ring.loaded {
             *ring = RxRing::load(nic, q);
@@ -501,7 +546,7 @@ impl RxPath {
             }
         }
         let ring = *ring;
-        match self.plan(view, &ring, set, frame, &parsed, fcs, pbuf, run) {
+        match self.plan(view, &ring, set, frame, &parsed, &rss, fcs, pbuf, run) {
             None => {
                 st.sim.dma_faults += 1;
                 RxOutcome::Dropped
@@ -541,6 +586,7 @@ impl RxPath {
         set: &RxSettings,
         frame: &[u8],
         p: &Parsed,
+        rss: &RssInfo,
         fcs: usize,
         pbuf: usize,
         run: Option<&RunInfo<'_>>,
@@ -553,8 +599,8 @@ impl RxPath {
             desctype == SRRCTL_DESCTYPE_HDR_SPLIT || desctype == SRRCTL_DESCTYPE_HDR_SPLIT_ALWAYS;
         let sp = split(desctype, srrctl_hdr_bytes(ring.srrctl), size, p);
         let eop = match run {
-            Some(r) => EopMeta::verified_tcp4(r.ip_id, set.rxcsum),
-            None => EopMeta::of(frame, p, set.rxcsum),
+            Some(r) => EopMeta::verified_tcp4(r.ip_id, set.rxcsum, rss),
+            None => EopMeta::of(frame, p, set.rxcsum, rss),
         };
         // Segment payload starts not yet counted into a descriptor's RSCCNT.
         let mut starts: &[u32] = match run {

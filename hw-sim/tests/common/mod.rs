@@ -1,5 +1,5 @@
 //! Shared by the integration tests and the examples: bring the unmodified
-//! driver up on a simulated NIC with one RX ring and its two pools.
+//! driver up on a simulated NIC with one RX ring (or several) and its pools.
 //! (Examples include this file with `#[path]`.)
 
 #![allow(dead_code)]
@@ -41,6 +41,17 @@ impl Default for RxSetup {
 /// Resets and brings up `dev`, creates the pools and the RX ring on queue 0
 /// and turns receive on.
 pub fn bring_up(dev: Arc<dyn Device>, s: &RxSetup) -> (Igb, RxRing<PagePool, HeaderPool>) {
+    let (igb, mut rings) = bring_up_queues(dev, s, 1);
+    (igb, rings.pop().expect("one ring"))
+}
+
+/// Like [`bring_up`] with `queues` RX rings on queues `0..queues`, each with
+/// its own pools, then receive on.
+pub fn bring_up_queues(
+    dev: Arc<dyn Device>,
+    s: &RxSetup,
+    queues: u32,
+) -> (Igb, Vec<RxRing<PagePool, HeaderPool>>) {
     let igb = Igb::init(
         dev.clone(),
         IgbConfig {
@@ -49,6 +60,18 @@ pub fn bring_up(dev: Arc<dyn Device>, s: &RxSetup) -> (Igb, RxRing<PagePool, Hea
         },
     )
     .expect("igb init");
+    let rings = (0..queues).map(|q| new_ring(&dev, &igb, s, q)).collect();
+    igb.enable_rx();
+    (igb, rings)
+}
+
+/// The pools and the RX ring of queue `queue`.
+fn new_ring(
+    dev: &Arc<dyn Device>,
+    igb: &Igb,
+    s: &RxSetup,
+    queue: u32,
+) -> RxRing<PagePool, HeaderPool> {
     let pages = PagePool::new(
         igb.dma(),
         PagePoolConfig {
@@ -69,14 +92,12 @@ pub fn bring_up(dev: Arc<dyn Device>, s: &RxSetup) -> (Igb, RxRing<PagePool, Hea
     )
     .expect("header pool");
     let cfg = RxConfig {
-        queue: 0,
+        queue,
         ring_size: s.ring,
         split: s.split,
         max_descs_per_packet: s.max_descs_per_packet,
     };
-    let ring = RxRing::new(dev, igb.dma(), cfg, pages, hdrs).expect("rx ring");
-    igb.enable_rx();
-    (igb, ring)
+    RxRing::new(dev.clone(), igb.dma(), cfg, pages, hdrs).expect("rx ring")
 }
 
 /// Stops receive and the ring and proves every page and header slot came home.
@@ -86,4 +107,16 @@ pub fn stop_and_audit(igb: &Igb, ring: &mut RxRing<PagePool, HeaderPool>) {
     let (pages, hdrs) = ring.pools();
     assert_eq!(pages.audit().lent, 0, "payload pages leaked");
     assert_eq!(hdrs.audit().lent, 0, "header slots leaked");
+}
+
+/// [`stop_and_audit`] for several rings: receive off, every ring stopped,
+/// every page and header slot of every ring home.
+pub fn stop_and_audit_all(igb: &Igb, rings: &mut [RxRing<PagePool, HeaderPool>]) {
+    igb.disable();
+    for (q, ring) in rings.iter_mut().enumerate() {
+        ring.stop().expect("stop");
+        let (pages, hdrs) = ring.pools();
+        assert_eq!(pages.audit().lent, 0, "queue {q}: payload pages leaked");
+        assert_eq!(hdrs.audit().lent, 0, "queue {q}: header slots leaked");
+    }
 }
