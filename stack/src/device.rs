@@ -212,17 +212,18 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
     }
 
     /// Stops both rings and returns every buffer to its pool; the rings are
-    /// handed back for auditing.
-    pub fn shutdown(mut self) -> Result<(RxRing<P, H>, TxRing<T>), driver::IgbError> {
+    /// handed back for auditing, with the first error stopping them gave
+    /// (a queue that did not confirm it stopped).
+    pub fn shutdown(mut self) -> (RxRing<P, H>, TxRing<T>, Option<driver::IgbError>) {
         let (pages, hdrs) = self.rx.pools();
         self.presenter.release_all(pages, hdrs);
         self.rx.recycle(&mut self.batch);
-        self.rx.stop()?;
+        let e1 = self.rx.stop().err();
         for b in self.tx.queued.drain(..) {
             self.tx.ring.free(b.buf);
         }
-        self.tx.ring.stop()?;
-        Ok((self.rx, self.tx.ring))
+        let e2 = self.tx.ring.stop().err();
+        (self.rx, self.tx.ring, e1.or(e2))
     }
 }
 

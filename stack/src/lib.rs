@@ -11,6 +11,7 @@
 //!   read in place, with [`pattern`] verification.
 //! - [`sender`]: [`PatternSender`], a smoltcp TCP source for tests and the
 //!   back-to-back pair wire.
+//! - [`queue`]: bringing up a queue pair with its pools, and auditing it.
 //! - [`csum`]: checksums over data in several buffers.
 //!
 //! Dependency direction: apps -> stack -> pipeline -> driver.
@@ -19,6 +20,7 @@ pub mod csum;
 pub mod device;
 pub mod frame;
 pub mod pattern;
+pub mod queue;
 pub mod sender;
 pub mod sink;
 

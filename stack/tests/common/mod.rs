@@ -3,13 +3,14 @@
 
 #![allow(dead_code)]
 
-use driver::{Igb, IgbConfig, RxConfig, RxRing, SplitMode, TxConfig, TxRing};
+use driver::{Igb, IgbConfig, SplitMode};
 use hw_sim::{SimConfig, SimEngine, SimNic, Wire};
-use pipeline::{HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig};
-use stack::{DeviceConfig, QueueDevice};
+use pipeline::{HeaderPool, HeaderPoolConfig};
+use stack::queue::{self, PoolDevice, QueueSetup};
+use stack::DeviceConfig;
 use std::sync::Arc;
 
-pub type Dev = QueueDevice<PagePool, HeaderPool, PagePool>;
+pub type Dev = PoolDevice<HeaderPool>;
 
 #[derive(Clone, Copy, Debug)]
 pub struct NicSetup {
@@ -54,16 +55,6 @@ pub fn nic(s: NicSetup, wire: Box<dyn Wire>) -> Nic {
     );
     let dev: Arc<dyn driver::Device> = sim.clone();
     let igb = Igb::init(dev.clone(), IgbConfig::default()).expect("igb init");
-    let pages = PagePool::new(
-        igb.dma(),
-        PagePoolConfig {
-            buffers: s.pages,
-            buf_len: s.payload,
-            headroom: 256.min(4096 - s.payload),
-            ..Default::default()
-        },
-    )
-    .expect("page pool");
     let hdrs = HeaderPool::new(
         igb.dma(),
         HeaderPoolConfig {
@@ -73,49 +64,21 @@ pub fn nic(s: NicSetup, wire: Box<dyn Wire>) -> Nic {
         },
     )
     .expect("header pool");
-    let tx_pool = PagePool::new(
-        igb.dma(),
-        PagePoolConfig {
-            buffers: 512,
-            buf_len: 4096,
-            headroom: 0,
-            ..Default::default()
-        },
-    )
-    .expect("tx pool");
-    let rx = RxRing::new(
-        dev.clone(),
-        igb.dma(),
-        RxConfig {
-            queue: 0,
-            ring_size: s.ring,
-            split: s.split,
-            max_descs_per_packet: 64,
-        },
-        pages,
-        hdrs,
-    )
-    .expect("rx ring");
-    let tx = TxRing::new(
-        dev,
-        igb.dma(),
-        TxConfig {
-            queue: 0,
-            ring_size: 512,
-        },
-        tx_pool,
-    )
-    .expect("tx ring");
-    igb.enable_rx();
-    igb.enable_tx();
-    let dev = QueueDevice::new(
-        rx,
-        tx,
-        DeviceConfig {
+    let setup = QueueSetup {
+        split: s.split,
+        rx_ring: s.ring,
+        payload_buf: s.payload,
+        headroom: 256.min(4096 - s.payload),
+        rx_pages: s.pages,
+        device: DeviceConfig {
             mtu: s.mtu,
             ..DeviceConfig::default()
         },
-    );
+        ..QueueSetup::default()
+    };
+    let dev = queue::build(dev, &igb, &setup, hdrs).expect("queue pair");
+    igb.enable_rx();
+    igb.enable_tx();
     Nic {
         sim,
         engine,
@@ -128,10 +91,8 @@ impl Nic {
     /// Stops the NIC and proves every buffer came home.
     pub fn stop_and_audit(self) {
         self.igb.disable();
-        let (mut rx, mut tx) = self.dev.shutdown().expect("shutdown");
-        let (pages, hdrs) = rx.pools();
-        assert_eq!(pages.audit().lent, 0, "payload pages leaked");
-        assert_eq!(hdrs.audit().lent, 0, "header slots leaked");
-        assert_eq!(tx.pool().audit().lent, 0, "TX buffers leaked");
+        let (leaks, err) = queue::shutdown(self.dev);
+        assert_eq!(err, None);
+        assert_eq!(leaks, queue::Leaks::default(), "buffers leaked");
     }
 }
