@@ -6,3 +6,5 @@
 
 pub use driver;
 pub use pipeline;
+
+pub mod iperf3;
