@@ -11,6 +11,8 @@
 //!   read in place, with [`pattern`] verification.
 //! - [`sender`]: [`PatternSender`], a smoltcp TCP source for tests and the
 //!   back-to-back pair wire.
+//! - [`iperf3`]: the iperf3 server protocol as a state machine, so stock
+//!   `iperf3 -c` clients run against the sink.
 //! - [`queue`]: bringing up a queue pair with its pools, and auditing it.
 //! - [`csum`]: checksums over data in several buffers.
 //!
@@ -19,6 +21,7 @@
 pub mod csum;
 pub mod device;
 pub mod frame;
+pub mod iperf3;
 pub mod pattern;
 pub mod queue;
 pub mod sender;
