@@ -1,12 +1,20 @@
 //! The cable: where frames towards the NIC come from and where transmitted
 //! frames go.
 //!
-//! [`Wire`] is deliberately small and object safe so that backends (this
-//! module's [`Generator`], [`QueueWire`], [`NullWire`]; later a TAP device,
-//! pcap replay, a back-to-back pair) and middleware wrapping any wire (fault
-//! injection, tracing, pcap capture, like smoltcp's `phy` middleware) compose:
-//! a wrapper holds a `Box<dyn Wire>` (or a generic `W: Wire`) and is a `Wire`
+//! [`Wire`] is deliberately small and object safe so that backends and
+//! middleware wrapping any wire (like smoltcp's `phy` middleware) compose: a
+//! wrapper holds a `Box<dyn Wire>` (or a generic `W: Wire`) and is a `Wire`
 //! itself.
+//!
+//! Backends:
+//! - [`Generator`]: deterministic UDP/TCP traffic at memory speed.
+//! - [`QueueWire`]: frames pushed and inspected by a test; [`NullWire`]: nothing.
+//! - [`pair`]: two simulated NICs back to back ([`PairEnd`]), one thread each.
+//! - [`PcapReplay`]: the frames of a classic pcap file.
+//!
+//! Middleware:
+//! - [`FaultWire`]: drop, duplicate, reorder, corrupt, rate limit ([`FaultConfig`]).
+//! - [`CaptureWire`]: writes the frames crossing a wire to a [`PcapWriter`].
 //!
 //! ```
 //! use hw_sim::wire::{QueueWire, NullWire};
@@ -21,9 +29,18 @@
 //! let _: Box<dyn Wire> = Box::new(NullWire);
 //! ```
 
+mod faults;
 mod generator;
+mod pair;
+mod pcap;
 
+pub use faults::{
+    FaultConfig, FaultConfigError, FaultCounts, FaultStats, FaultWire, IDLE_FLUSH, MAX_REORDER,
+    WIRE_OVERHEAD,
+};
 pub use generator::{FrameSize, GenConfig, GenError, Generator, Proto};
+pub use pair::{pair, LinkCounts, PairEnd, PairStats};
+pub use pcap::{CaptureWire, PcapError, PcapReplay, PcapWriter, MAX_REPLAY_FRAME};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

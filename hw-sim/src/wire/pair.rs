@@ -1,0 +1,386 @@
+//! Two simulated NICs back to back: [`pair`].
+
+use super::Wire;
+use crossbeam_queue::ArrayQueue;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Capacity of a new frame buffer when none is free to recycle (a
+/// standard frame fits; longer frames grow it once).
+const NEW_BUF: usize = 2048;
+
+/// Counters of one direction, a snapshot of [`PairStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCounts {
+    /// Frames queued towards the peer.
+    pub frames: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Frames dropped because the queue was full.
+    pub full_drops: u64,
+}
+
+/// Counters written only by the sending end, on their own cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Counters {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    full_drops: AtomicU64,
+}
+
+/// One direction of the cable.
+struct Link {
+    frames: ArrayQueue<Vec<u8>>,
+    /// Buffers the receiver is done with, back to the sender.
+    free: ArrayQueue<Vec<u8>>,
+    counters: Counters,
+}
+
+impl Link {
+    fn new(capacity: usize) -> Link {
+        Link {
+            frames: ArrayQueue::new(capacity),
+            // Every buffer is in `frames`, in `free`, held by the receiver
+            // or by the sender between pop and push.
+            free: ArrayQueue::new(capacity + 2),
+            counters: Counters::default(),
+        }
+    }
+
+    fn counts(&self) -> LinkCounts {
+        LinkCounts {
+            frames: self.counters.frames.load(Relaxed),
+            bytes: self.counters.bytes.load(Relaxed),
+            full_drops: self.counters.full_drops.load(Relaxed),
+        }
+    }
+}
+
+/// Shared handle on the counters of both directions of a [`pair`]; clones
+/// see the same counters.
+#[derive(Clone)]
+pub struct PairStats {
+    ab: Arc<Link>,
+    ba: Arc<Link>,
+}
+
+impl fmt::Debug for PairStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PairStats")
+            .field("a_to_b", &self.a_to_b())
+            .field("b_to_a", &self.b_to_a())
+            .finish()
+    }
+}
+
+impl PairStats {
+    /// Frames end A sent towards end B.
+    pub fn a_to_b(&self) -> LinkCounts {
+        self.ab.counts()
+    }
+
+    /// Frames end B sent towards end A.
+    pub fn b_to_a(&self) -> LinkCounts {
+        self.ba.counts()
+    }
+}
+
+/// One end of a [`pair`]: a [`Wire`] whose `send` reaches the other end's
+/// `recv`. `Send`, so it can move to its NIC's engine thread.
+pub struct PairEnd {
+    /// Towards the peer.
+    tx: Arc<Link>,
+    /// From the peer.
+    rx: Arc<Link>,
+    /// The frame last returned by `recv`.
+    current: Vec<u8>,
+    /// 'a' or 'b'.
+    side: char,
+}
+
+impl fmt::Debug for PairEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PairEnd")
+            .field("side", &self.side)
+            .field("pending", &self.pending())
+            .field("tx_pending", &self.tx_pending())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two simulated NICs back to back: a cable between two wires in one
+/// process.
+///
+/// [`pair`] returns two [`PairEnd`]s; what one end [`send`](Wire::send)s,
+/// the other [`recv`](Wire::recv)s. Each direction is a lock-free bounded
+/// queue ([`ArrayQueue`]), so each NIC's engine can run on its own thread.
+/// When a direction's queue is full the frame is dropped and counted, like a
+/// switch with a full buffer. Frame buffers travel back to the sender
+/// through a second queue per direction once the receiver is done with
+/// them, so the steady state allocates nothing.
+///
+/// ```
+/// use hw_sim::wire::pair;
+/// use hw_sim::Wire;
+/// let (mut a, mut b) = pair(2);
+/// let stats = a.stats();
+/// a.send(&[1; 60]);
+/// a.send(&[2; 60]);
+/// a.send(&[3; 60]); // queue full: dropped
+/// assert_eq!(b.recv(), Some(&[1u8; 60][..]));
+/// assert_eq!(b.recv(), Some(&[2u8; 60][..]));
+/// assert!(b.recv().is_none());
+/// assert!(a.recv().is_none());
+/// let ab = stats.a_to_b();
+/// assert_eq!((ab.frames, ab.bytes, ab.full_drops), (2, 120, 1));
+/// assert_eq!(stats.b_to_a().frames, 0);
+/// assert_eq!((a.name(), b.name()), ("pair a".to_string(), "pair b".to_string()));
+/// ```
+///
+/// Returns two wires connected back to back, `capacity` frames queued at most in
+/// each direction (0 is taken as 1).
+pub fn pair(capacity: usize) -> (PairEnd, PairEnd) {
+    let capacity = capacity.max(1);
+    let ab = Arc::new(Link::new(capacity));
+    let ba = Arc::new(Link::new(capacity));
+    let a = PairEnd {
+        tx: Arc::clone(&ab),
+        rx: Arc::clone(&ba),
+        current: Vec::new(),
+        side: 'a',
+    };
+    let b = PairEnd {
+        tx: ba,
+        rx: ab,
+        current: Vec::new(),
+        side: 'b',
+    };
+    (a, b)
+}
+
+impl PairEnd {
+    /// Counters of both directions (the same handle from either end).
+    pub fn stats(&self) -> PairStats {
+        let (ab, ba) = if self.side == 'a' {
+            (&self.tx, &self.rx)
+        } else {
+            (&self.rx, &self.tx)
+        };
+        PairStats {
+            ab: Arc::clone(ab),
+            ba: Arc::clone(ba),
+        }
+    }
+
+    /// Frames waiting for this end's `recv`.
+    pub fn pending(&self) -> usize {
+        self.rx.frames.len()
+    }
+
+    /// Frames this end sent that the peer has not received yet; a sender
+    /// that must not lose frames waits while this equals [`capacity`](Self::capacity).
+    pub fn tx_pending(&self) -> usize {
+        self.tx.frames.len()
+    }
+
+    /// Frames each direction holds at most.
+    pub fn capacity(&self) -> usize {
+        self.tx.frames.capacity()
+    }
+}
+
+impl Wire for PairEnd {
+    fn recv(&mut self) -> Option<&[u8]> {
+        let next = self.rx.frames.pop()?;
+        let old = std::mem::replace(&mut self.current, next);
+        if old.capacity() != 0 {
+            // Full only if buffers were lost track of; then let it go.
+            let _ = self.rx.free.push(old);
+        }
+        Some(&self.current)
+    }
+
+    fn send(&mut self, frame: &[u8]) {
+        let mut buf = self
+            .tx
+            .free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(NEW_BUF.max(frame.len())));
+        buf.clear();
+        buf.extend_from_slice(frame);
+        let c = &self.tx.counters;
+        match self.tx.frames.push(buf) {
+            Ok(()) => {
+                c.frames.fetch_add(1, Relaxed);
+                c.bytes.fetch_add(frame.len() as u64, Relaxed);
+            }
+            Err(buf) => {
+                c.full_drops.fetch_add(1, Relaxed);
+                let _ = self.tx.free.push(buf);
+            }
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("pair {}", self.side)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::udp_frame;
+    use std::collections::HashSet;
+
+    fn numbered(i: u32, len: usize) -> Vec<u8> {
+        let mut f = udp_frame(len, i as u8);
+        f[42..46].copy_from_slice(&i.to_be_bytes());
+        f
+    }
+
+    fn number(f: &[u8]) -> u32 {
+        u32::from_be_bytes([f[42], f[43], f[44], f[45]])
+    }
+
+    #[test]
+    fn both_directions_in_order() {
+        let (mut a, mut b) = pair(8);
+        assert_eq!(a.capacity(), 8);
+        for i in 0..5 {
+            a.send(&numbered(i, 60 + i as usize));
+            b.send(&numbered(100 + i, 1514));
+        }
+        assert_eq!((a.tx_pending(), b.pending()), (5, 5));
+        for i in 0..5 {
+            assert_eq!(b.recv(), Some(&numbered(i, 60 + i as usize)[..]));
+            assert_eq!(a.recv(), Some(&numbered(100 + i, 1514)[..]));
+        }
+        assert!(a.recv().is_none() && b.recv().is_none());
+        let s = b.stats();
+        assert_eq!(s.a_to_b().frames, 5);
+        assert_eq!(s.a_to_b().bytes, (60..65).sum::<u64>());
+        assert_eq!(s.b_to_a().bytes, 5 * 1514);
+        assert!(format!("{s:?} {a:?}").contains("a_to_b"));
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let (mut a, mut b) = pair(0);
+        assert_eq!(a.capacity(), 1);
+        a.send(&[1; 20]);
+        a.send(&[2; 20]);
+        assert_eq!(a.stats().a_to_b().full_drops, 1);
+        assert_eq!(b.recv(), Some(&[1u8; 20][..]));
+        a.send(&[3; 20]);
+        assert_eq!(b.recv(), Some(&[3u8; 20][..]));
+        assert_eq!(
+            a.stats().a_to_b(),
+            LinkCounts {
+                frames: 2,
+                bytes: 40,
+                full_drops: 1
+            }
+        );
+    }
+
+    #[test]
+    fn steady_state_recycles_buffers() {
+        let (mut a, mut b) = pair(4);
+        let mut ptrs = HashSet::new();
+        let f = numbered(7, 1514);
+        for round in 0..10_000 {
+            for _ in 0..3 {
+                a.send(&f);
+            }
+            while let Some(g) = b.recv() {
+                assert_eq!(g.len(), 1514);
+                if round > 10 {
+                    ptrs.insert(g.as_ptr() as usize);
+                }
+            }
+        }
+        // A handful of buffers circulate; no new ones after warm-up.
+        assert!(ptrs.len() <= 4 + 2, "{} distinct buffers", ptrs.len());
+    }
+
+    #[test]
+    fn two_threads_exchange_frames() {
+        const N: u32 = 20_000;
+        let (a, b) = pair(64);
+        let stats = a.stats();
+        // Each thread plays an engine: sends its frames (waiting while the
+        // peer's queue is full, so nothing is lost) and receives the other's.
+        let run = |mut end: PairEnd, base: u32| {
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                let mut got = Vec::with_capacity(N as usize);
+                while sent < N || got.len() < N as usize {
+                    if sent < N && end.tx_pending() < end.capacity() {
+                        end.send(&numbered(base + sent, 60 + (sent % 1000) as usize));
+                        sent += 1;
+                    }
+                    if let Some(f) = end.recv() {
+                        got.push((number(f), f.len()));
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                got
+            })
+        };
+        let ta = run(a, 0);
+        let tb = run(b, 1_000_000);
+        let got_a = ta.join().unwrap();
+        let got_b = tb.join().unwrap();
+        for (i, &(n, len)) in got_b.iter().enumerate() {
+            assert_eq!(
+                (n, len),
+                (i as u32, 60 + i % 1000),
+                "b got frame {n} at {i}"
+            );
+        }
+        for (i, &(n, _)) in got_a.iter().enumerate() {
+            assert_eq!(n, 1_000_000 + i as u32);
+        }
+        assert_eq!(stats.a_to_b().frames, N as u64);
+        assert_eq!(stats.b_to_a().frames, N as u64);
+        assert_eq!(stats.a_to_b().full_drops + stats.b_to_a().full_drops, 0);
+    }
+
+    #[test]
+    fn two_threads_lossy_sender() {
+        // A sender that never waits: every frame is either received, in
+        // order, or counted as a full drop.
+        const N: u32 = 50_000;
+        let (mut a, mut b) = pair(16);
+        let stats = b.stats();
+        let tx = std::thread::spawn(move || {
+            for i in 0..N {
+                a.send(&numbered(i, 64));
+            }
+            a
+        });
+        let mut last = None;
+        let mut got = 0u64;
+        loop {
+            let finished = tx.is_finished();
+            match b.recv() {
+                Some(f) => {
+                    let n = number(f);
+                    assert!(last.is_none_or(|l| n > l), "out of order");
+                    last = Some(n);
+                    got += 1;
+                }
+                // The sender was done before this empty poll: nothing more.
+                None if finished => break,
+                None => std::thread::yield_now(),
+            }
+        }
+        let _a = tx.join().unwrap();
+        let c = stats.a_to_b();
+        assert_eq!(c.frames, got);
+        assert_eq!(c.frames + c.full_drops, N as u64);
+    }
+}
