@@ -2,8 +2,9 @@
 //! frames go.
 //!
 //! [`Wire`] is deliberately small and object safe so that backends (this
-//! module's [`Generator`], [`QueueWire`], [`NullWire`]; later a TAP device,
-//! pcap replay, a back-to-back pair) and middleware wrapping any wire (fault
+//! module's [`Generator`], [`QueueWire`], [`NullWire`], [`TapWire`] (a Linux
+//! TAP device, the host kernel as the peer); later pcap replay, a
+//! back-to-back pair) and middleware wrapping any wire (fault
 //! injection, tracing, pcap capture, like smoltcp's `phy` middleware) compose:
 //! a wrapper holds a `Box<dyn Wire>` (or a generic `W: Wire`) and is a `Wire`
 //! itself.
@@ -22,8 +23,10 @@
 //! ```
 
 mod generator;
+mod tap;
 
 pub use generator::{FrameSize, GenConfig, GenError, Generator, Proto};
+pub use tap::{TapConfig, TapCounts, TapError, TapStats, TapWire, VNET_HDR_LEN};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
