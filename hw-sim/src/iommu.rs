@@ -8,7 +8,8 @@
 //! start later. Every device access goes through [`DmaView::translate`]: a
 //! range not fully inside one mapping is a DMA fault and nothing is touched.
 //!
-//! All of the crate's `unsafe` is in this module.
+//! All of the crate's memory `unsafe` is in this module (the only other
+//! `unsafe`, system calls on a TAP device, is in `wire::tap`).
 
 use driver::desc::DescSlot;
 use driver::DmaError;

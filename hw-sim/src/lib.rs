@@ -10,13 +10,14 @@
 //! [`SimEngine::spawn`] (benchmarks).
 //!
 //! - [`nic`]: registers, PHY and link, statistics, the `Device` impl.
-//! - `iommu`: the IOVA mapping table; all DMA (and all `unsafe`) goes through it.
+//! - `iommu`: the IOVA mapping table; all DMA (and all `unsafe` but the TAP
+//!   wire's system calls) goes through it.
 //! - `rx` / `tx`: the receive path (filters, queue choice, header split,
 //!   write-back) and the transmit path (gather, loopback).
 //! - `rss`: receive side scaling (MRQC, RSSRK, RETA; Toeplitz hash).
 //! - [`gro`]: receive side coalescing of TCP segments (`SimConfig::gro`).
 //! - [`engine`]: `SimEngine::step` and the engine thread.
-//! - [`wire`]: the [`Wire`] trait and the generator / test / null wires.
+//! - [`wire`]: the [`Wire`] trait and the generator / test / null / TAP wires.
 //! - [`frames`]: frame builders, parser and checksums.
 //!
 //! Where the model knowingly differs from QEMU 10:

@@ -11,6 +11,7 @@
 //! - [`QueueWire`]: frames pushed and inspected by a test; [`NullWire`]: nothing.
 //! - [`pair`]: two simulated NICs back to back ([`PairEnd`]), one thread each.
 //! - [`PcapReplay`]: the frames of a classic pcap file.
+//! - [`TapWire`]: a Linux TAP device, the host kernel as the peer.
 //!
 //! Middleware:
 //! - [`FaultWire`]: drop, duplicate, reorder, corrupt, rate limit ([`FaultConfig`]).
@@ -33,6 +34,7 @@ mod faults;
 mod generator;
 mod pair;
 mod pcap;
+mod tap;
 
 pub use faults::{
     FaultConfig, FaultConfigError, FaultCounts, FaultStats, FaultWire, IDLE_FLUSH, MAX_REORDER,
@@ -41,6 +43,7 @@ pub use faults::{
 pub use generator::{FrameSize, GenConfig, GenError, Generator, Proto};
 pub use pair::{pair, LinkCounts, PairEnd, PairStats};
 pub use pcap::{CaptureWire, PcapError, PcapReplay, PcapWriter, MAX_REPLAY_FRAME};
+pub use tap::{TapConfig, TapCounts, TapError, TapStats, TapWire, VNET_HDR_LEN};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
