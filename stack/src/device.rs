@@ -145,6 +145,10 @@ impl<T: BufPool> TxSide<T> {
     }
 }
 
+/// Called with every received frame, reassembled (see
+/// [`QueueDevice::set_capture`]).
+pub type Capture = Box<dyn FnMut(&[u8]) + Send>;
+
 /// One RX/TX queue pair as a smoltcp device.
 pub struct QueueDevice<P: BufPool, H: BufPool, T: BufPool> {
     rx: RxRing<P, H>,
@@ -152,6 +156,7 @@ pub struct QueueDevice<P: BufPool, H: BufPool, T: BufPool> {
     presenter: Presenter,
     tx: TxSide<T>,
     cfg: DeviceConfig,
+    capture: Option<(Capture, Vec<u8>)>,
 }
 
 impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
@@ -170,7 +175,15 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
                 stats: TxSideStats::default(),
             },
             cfg,
+            capture: None,
         }
+    }
+
+    /// Hands every received frame, as it came off the wire (header and
+    /// payload buffers joined: a copy), to `f` before the stack sees it; for
+    /// `--pcap-out`. Costs a copy per frame while set.
+    pub fn set_capture(&mut self, f: Capture) {
+        self.capture = Some((f, Vec::with_capacity(16384)));
     }
 
     /// Posts queued TX frames (one tail write) and reclaims completed ones.
@@ -182,6 +195,16 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
     /// Polls the RX ring into the presenter; returns the packets taken.
     fn fill(&mut self) -> usize {
         let n = self.rx.poll(&mut self.batch, self.cfg.rx_batch.max(1));
+        if let (Some((f, buf)), true) = (&mut self.capture, n > 0) {
+            for p in self.batch.iter() {
+                buf.clear();
+                buf.extend_from_slice(p.header());
+                for s in p.segments() {
+                    buf.extend_from_slice(s);
+                }
+                f(buf);
+            }
+        }
         if n > 0 {
             let (pages, hdrs) = self.rx.pools();
             let p = &mut self.presenter;

@@ -7,6 +7,7 @@
 //! place through smoltcp's `recv` closure (never `recv_slice`). The rings
 //! live in a [`SocketMemory`] region allocated once, up front.
 
+use crate::iperf3::{self, Iperf3Server, Role};
 use crate::pattern;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
@@ -57,6 +58,9 @@ pub struct SinkConfig {
     pub gateway: Option<Ipv4Address>,
     /// The port the sink listens on.
     pub port: u16,
+    /// Serve the iperf3 control protocol on this port (`None` = off), with
+    /// its own `max_conns` sockets.
+    pub iperf3_port: Option<u16>,
     /// Connections accepted at once (one socket each).
     pub max_conns: usize,
     /// Receive ring per connection (the advertised window; size it for the
@@ -79,6 +83,7 @@ impl Default for SinkConfig {
             ip: Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, 1), 24),
             gateway: None,
             port: 9000,
+            iperf3_port: None,
             max_conns: 8,
             rx_buf: 1 << 20,
             tx_buf: 16 << 10,
@@ -106,11 +111,25 @@ pub struct TcpStats {
     /// Reads that did not match the pattern (counted once per connection
     /// from the first wrong byte on; the rest of that stream is not checked).
     pub mismatches: u64,
+    /// Of `bytes`, those that arrived on iperf3 data streams.
+    pub iperf3_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Service {
+    /// The plain sink on `port`.
+    #[default]
+    Sink,
+    /// iperf3 on `iperf3_port`.
+    Iperf3,
 }
 
 #[derive(Default)]
 struct Conn {
     handle: SocketHandle,
+    service: Service,
+    /// The iperf3 server's name for this connection.
+    id: iperf3::ConnId,
     open: bool,
     /// The peer's FIN arrived (a normal end).
     fin: bool,
@@ -127,6 +146,8 @@ pub struct TcpSink<'a> {
     conns: Vec<Conn>,
     cfg: SinkConfig,
     stats: TcpStats,
+    iperf3: Iperf3Server,
+    next_id: iperf3::ConnId,
 }
 
 /// Configures a socket the way every socket of ours is configured.
@@ -170,26 +191,34 @@ impl<'a> TcpSink<'a> {
         if cfg.max_conns == 0 || cfg.rx_buf == 0 || cfg.tx_buf == 0 {
             return Err("max_conns, rx_buf and tx_buf must be at least 1".into());
         }
-        if mem.len() < cfg.max_conns * per {
+        let services: Vec<(Service, u16)> = std::iter::once((Service::Sink, cfg.port))
+            .chain(cfg.iperf3_port.map(|p| (Service::Iperf3, p)))
+            .collect();
+        let sockets_needed = cfg.max_conns * services.len();
+        if mem.len() < sockets_needed * per {
             return Err(format!(
-                "socket memory of {} bytes cannot hold {} connections of {per} bytes",
+                "socket memory of {} bytes cannot hold {sockets_needed} sockets of {per} bytes",
                 mem.len(),
-                cfg.max_conns
             ));
         }
         let iface = interface(dev, cfg.mac, cfg.ip, cfg.gateway, cfg.seed, now);
-        let mut sockets = SocketSet::new(Vec::with_capacity(cfg.max_conns));
-        let mut conns = Vec::with_capacity(cfg.max_conns);
-        for chunk in mem.map.chunks_mut(per).take(cfg.max_conns) {
-            let (rx, tx) = chunk.split_at_mut(cfg.rx_buf);
-            let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
-            tune(&mut s, cfg.congestion);
-            s.listen(cfg.port)
-                .map_err(|e| format!("listen on port {}: {e}", cfg.port))?;
-            conns.push(Conn {
-                handle: sockets.add(s),
-                ..Conn::default()
-            });
+        let mut sockets = SocketSet::new(Vec::with_capacity(sockets_needed));
+        let mut conns = Vec::with_capacity(sockets_needed);
+        let mut chunks = mem.map.chunks_mut(per);
+        for &(service, port) in &services {
+            for chunk in chunks.by_ref().take(cfg.max_conns) {
+                let (rx, tx) = chunk.split_at_mut(cfg.rx_buf);
+                let mut s =
+                    tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
+                tune(&mut s, cfg.congestion);
+                s.listen(port)
+                    .map_err(|e| format!("listen on port {port}: {e}"))?;
+                conns.push(Conn {
+                    handle: sockets.add(s),
+                    service,
+                    ..Conn::default()
+                });
+            }
         }
         Ok(TcpSink {
             iface,
@@ -197,7 +226,14 @@ impl<'a> TcpSink<'a> {
             conns,
             cfg,
             stats: TcpStats::default(),
+            iperf3: Iperf3Server::new(),
+            next_id: 1,
         })
+    }
+
+    /// The iperf3 server (its tests and their byte counts).
+    pub fn iperf3(&self) -> &Iperf3Server {
+        &self.iperf3
     }
 
     pub fn stats(&self) -> &TcpStats {
@@ -238,67 +274,120 @@ impl<'a> TcpSink<'a> {
         self.iface.poll_delay(now, &self.sockets)
     }
 
-    /// Reads every socket in place, tracks connection life.
+    /// Reads every socket in place, tracks connection life, runs iperf3.
     fn service(&mut self) {
-        let verify = self.cfg.verify;
-        for c in &mut self.conns {
-            let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
-            if !c.open && synchronized(s.state()) {
-                *c = Conn {
-                    handle: c.handle,
-                    open: true,
-                    ..Conn::default()
-                };
-                self.stats.connections += 1;
-            }
-            while s.can_recv() {
-                let st = &mut self.stats;
-                let r = s.recv(|data| {
-                    if verify && !c.broken {
-                        match pattern::check(c.offset, data) {
-                            None => st.verified += data.len() as u64,
-                            Some(i) => {
-                                st.verified += i as u64;
-                                st.mismatches += 1;
-                                c.broken = true;
-                                tracing::warn!(
-                                    "pattern mismatch at stream offset {}",
-                                    c.offset + i as u64
-                                );
-                            }
-                        }
-                    }
-                    c.offset += data.len() as u64;
-                    st.bytes += data.len() as u64;
-                    (data.len(), ())
-                });
-                if r.is_err() {
-                    break;
+        let now = std::time::Instant::now();
+        // iperf3 wants data streams read before the control connection in
+        // a round (TEST_END must not overtake the last data).
+        for pass in [false, true] {
+            for i in 0..self.conns.len() {
+                let c = &self.conns[i];
+                let control = c.service == Service::Iperf3
+                    && c.open
+                    && self.iperf3.role(c.id) == Role::Control;
+                if control == pass {
+                    self.service_one(i, now);
                 }
             }
-            match s.state() {
-                // The peer finished sending: finish our side too.
-                tcp::State::CloseWait => {
-                    c.fin = true;
+        }
+        if self.cfg.iperf3_port.is_some() {
+            self.iperf3.poll(now);
+            for id in self.iperf3.take_closes() {
+                if let Some(c) = self.conns.iter().find(|c| c.open && c.id == id) {
+                    self.sockets.get_mut::<tcp::Socket>(c.handle).close();
+                }
+            }
+        }
+    }
+
+    fn service_one(&mut self, i: usize, now: std::time::Instant) {
+        let verify = self.cfg.verify;
+        let c = &mut self.conns[i];
+        let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        let iperf = c.service == Service::Iperf3;
+        if !c.open && synchronized(s.state()) {
+            *c = Conn {
+                handle: c.handle,
+                service: c.service,
+                id: self.next_id,
+                open: true,
+                ..Conn::default()
+            };
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            self.stats.connections += 1;
+            if iperf {
+                self.iperf3.on_accept(c.id, now);
+            }
+        }
+        while s.can_recv() {
+            let st = &mut self.stats;
+            let server = &mut self.iperf3;
+            let r = s.recv(|data| {
+                if iperf {
+                    if let Role::Data { .. } = server.on_recv(c.id, data, now) {
+                        st.iperf3_bytes += data.len() as u64;
+                    }
+                } else if verify && !c.broken {
+                    match pattern::check(c.offset, data) {
+                        None => st.verified += data.len() as u64,
+                        Some(i) => {
+                            st.verified += i as u64;
+                            st.mismatches += 1;
+                            c.broken = true;
+                            tracing::warn!(
+                                "pattern mismatch at stream offset {}",
+                                c.offset + i as u64
+                            );
+                        }
+                    }
+                }
+                c.offset += data.len() as u64;
+                st.bytes += data.len() as u64;
+                (data.len(), ())
+            });
+            if r.is_err() {
+                break;
+            }
+        }
+        if iperf && c.open {
+            let out = self.iperf3.pending_output(c.id);
+            if !out.is_empty() && s.can_send() {
+                if let Ok(n) = s.send_slice(out) {
+                    self.iperf3.sent(c.id, n);
+                }
+            }
+        }
+        let port = match c.service {
+            Service::Sink => self.cfg.port,
+            Service::Iperf3 => self.cfg.iperf3_port.unwrap_or(self.cfg.port),
+        };
+        match s.state() {
+            // The peer finished sending: finish our side too.
+            tcp::State::CloseWait => {
+                c.fin = true;
+                if !iperf || self.iperf3.pending_output(c.id).is_empty() {
                     s.close();
                 }
-                tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait => c.fin = true,
-                // Closed after the handshake, or back to Listen from
-                // SYN-RECEIVED (a reset): the connection is over.
-                tcp::State::Closed | tcp::State::Listen => {
-                    if c.open {
-                        c.open = false;
-                        self.stats.closed += 1;
-                        if !c.fin {
-                            self.stats.aborted += 1;
-                        }
+            }
+            tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait => c.fin = true,
+            // Closed after the handshake, or back to Listen from
+            // SYN-RECEIVED (a reset): the connection is over.
+            tcp::State::Closed | tcp::State::Listen => {
+                if c.open {
+                    c.open = false;
+                    self.stats.closed += 1;
+                    if !c.fin {
+                        self.stats.aborted += 1;
                     }
-                    if s.state() == tcp::State::Closed {
-                        let _ = s.listen(self.cfg.port);
+                    if iperf {
+                        self.iperf3.on_close(c.id, now);
                     }
                 }
-                _ => {}
+                if s.state() == tcp::State::Closed {
+                    let _ = s.listen(port);
+                }
             }
+            _ => {}
         }
     }
 }

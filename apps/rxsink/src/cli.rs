@@ -21,12 +21,61 @@ pub struct Args {
     /// (an 82576 / I350 bound to vfio-pci, e.g. vfio:0000:03:00.0).
     #[arg(long, default_value = "sim")]
     pub device: DeviceSpec,
-    /// Frame source of the simulator: `gen` (built-in generator).
+    /// Frame source of the simulator: `gen` (built-in generator),
+    /// `tap:IFNAME` (a Linux TAP device, created if missing: the host kernel
+    /// is the peer), `pcap:FILE` (replay a capture) or `pair` (a second
+    /// simulated NIC back to back, running a smoltcp TCP sender).
     #[arg(long, default_value = "gen")]
     pub wire: WireSpec,
-    /// `drop`: never touch packet data; `read`: read every byte.
+    /// Faults injected on the wire, both directions:
+    /// drop=PCT,dup=PCT,reorder=N,corrupt=PCT,rate=MBPS,seed=N.
+    #[arg(long, value_name = "SPEC")]
+    pub faults: Option<String>,
+    /// `drop`: never touch packet data; `read`: read every byte; `tcp`: run
+    /// the smoltcp stack (ARP, ping, TCP listeners) and read TCP streams in
+    /// place.
     #[arg(long, default_value = "drop")]
     pub mode: Mode,
+    /// tcp mode: our IPv4 address and prefix (default 10.0.0.1/24).
+    #[arg(long, value_name = "A.B.C.D/NN")]
+    pub ip: Option<Ipv4Net>,
+    /// tcp mode: the sink's port (plain TCP, optionally --verify'd).
+    #[arg(long, default_value_t = 9000)]
+    pub port: u16,
+    /// tcp mode: serve the iperf3 control protocol on this port (0 = off),
+    /// so `iperf3 -c ADDR` runs against rxsink.
+    #[arg(long, default_value_t = 5201)]
+    pub iperf3_port: u16,
+    /// tcp mode: check every byte on --port against the documented pattern
+    /// (byte i of a stream is i mod 251).
+    #[arg(long)]
+    pub verify: bool,
+    /// tcp mode: connections accepted at once per port.
+    #[arg(long, default_value_t = 16)]
+    pub max_conns: usize,
+    /// tcp mode: receive window (socket receive ring) per connection, bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub tcp_buf: usize,
+    /// tcp mode: stop once this many connections have ended and none is open.
+    #[arg(long, value_name = "N")]
+    pub until_closed: Option<u64>,
+    /// IP MTU: the TAP device's MTU and the stack's; the pair wire's sender uses it too.
+    #[arg(long, default_value_t = 1500)]
+    pub mtu: usize,
+    /// tap wire: ask the kernel for 64 KiB TCP super-frames (IFF_VNET_HDR
+    /// with TSO offloads), split back into segments on the wire.
+    #[arg(long)]
+    pub vnet_hdr: bool,
+    /// pair wire: parallel connections of the far side's sender.
+    #[arg(long, default_value_t = 1)]
+    pub pair_conns: usize,
+    /// pair wire: bytes each of them sends (the pattern).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub pair_bytes: u64,
+    /// Write every received frame (as reassembled from its buffers) to this
+    /// pcap file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap_out: Option<std::path::PathBuf>,
     /// Header split: off (one buffer), on (split after L4/L3), always.
     #[arg(long, default_value = "on")]
     pub header_split: SplitMode,
@@ -75,7 +124,7 @@ pub struct Args {
     pub quiet: bool,
     /// Simulator: `thread` (own thread, concurrent like a NIC) or `stepped`
     /// (run inside the RX loop between polls, outside the timed section).
-    /// Default: thread; stepped with --cores.
+    /// Default: thread; stepped with --cores or --wire pair.
     #[arg(long = "sim-mode")]
     pub sim_mode_arg: Option<SimMode>,
     /// Pin the RX thread to this core.
@@ -117,8 +166,12 @@ pub struct Args {
 
 /// Options that only drive the simulator (its wire and device model), as
 /// (clap id, flag).
-const SIM_ONLY: [(&str, &str); 10] = [
+const SIM_ONLY: [(&str, &str); 14] = [
     ("wire", "--wire"),
+    ("faults", "--faults"),
+    ("vnet_hdr", "--vnet-hdr"),
+    ("pair_conns", "--pair-conns"),
+    ("pair_bytes", "--pair-bytes"),
     ("frame_size", "--frame-size"),
     ("flows", "--flows"),
     ("proto", "--proto"),
@@ -234,6 +287,7 @@ impl Args {
         if !(1..=64).contains(&self.gro) {
             return Err(format!("--gro {} must be 1..=64", self.gro));
         }
+        self.validate_tcp()?;
         if self.hdr_pool == HdrPoolStrategy::Packed && self.hdr_buf > 256 {
             return Err(format!(
                 "--hdr-pool packed takes --hdr-buf 64..=256, not {}",
@@ -243,14 +297,88 @@ impl Args {
         Ok(())
     }
 
+    /// The checks of the tcp mode and the wires.
+    fn validate_tcp(&self) -> Result<(), String> {
+        let tcp = self.mode == Mode::Tcp;
+        for (given, flag) in [
+            (self.ip.is_some(), "--ip"),
+            (self.verify, "--verify"),
+            (self.until_closed.is_some(), "--until-closed"),
+        ] {
+            if given && !tcp {
+                return Err(format!("{flag} needs --mode tcp"));
+            }
+        }
+        if tcp && self.cores.is_some() {
+            return Err(
+                "--mode tcp runs the stack on the RX thread; use --core, not --cores".into(),
+            );
+        }
+        if tcp && self.port == self.iperf3_port {
+            return Err(format!(
+                "--port {} and --iperf3-port {} must differ",
+                self.port, self.iperf3_port
+            ));
+        }
+        if tcp && self.port == 0 {
+            return Err("--port must be 1..=65535".into());
+        }
+        if !(1..=1024).contains(&self.max_conns) {
+            return Err(format!("--max-conns {} must be 1..=1024", self.max_conns));
+        }
+        if !(4096..=(1 << 30)).contains(&self.tcp_buf) {
+            return Err(format!(
+                "--tcp-buf {} must be 4096..=1073741824 bytes",
+                self.tcp_buf
+            ));
+        }
+        if !(576..=9000).contains(&self.mtu) {
+            return Err(format!("--mtu {} must be 576..=9000", self.mtu));
+        }
+        if self.until_closed == Some(0) {
+            return Err("--until-closed must be at least 1".into());
+        }
+        match &self.wire {
+            WireSpec::Pair if !tcp => {
+                return Err("--wire pair runs a TCP sender: it needs --mode tcp".into())
+            }
+            WireSpec::Pair if self.pair_conns == 0 || self.pair_conns > self.max_conns => {
+                return Err(format!(
+                    "--pair-conns {} must be 1..={} (--max-conns)",
+                    self.pair_conns, self.max_conns
+                ))
+            }
+            _ => {}
+        }
+        if self.vnet_hdr && !matches!(self.wire, WireSpec::Tap(_)) {
+            return Err("--vnet-hdr is for --wire tap:IFNAME".into());
+        }
+        if let Some(f) = &self.faults {
+            f.parse::<hw_sim::wire::FaultConfig>()
+                .map_err(|e| format!("--faults {f:?}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// tcp mode: our address.
+    pub fn tcp_ip(&self) -> Ipv4Net {
+        self.ip.unwrap_or(Ipv4Net {
+            addr: [10, 0, 0, 1],
+            prefix: 24,
+        })
+    }
+
     /// The simulator mode: as given, else stepped with --cores (each of the
     /// two threads then owns a core) and thread otherwise.
     pub fn sim_mode(&self) -> SimMode {
-        self.sim_mode_arg.unwrap_or(if self.cores.is_some() {
-            SimMode::Stepped
-        } else {
-            SimMode::Thread
-        })
+        // Two cores: with --cores, or with the pair wire's peer thread, the
+        // simulator steps inside the RX thread so every thread has a core.
+        self.sim_mode_arg
+            .unwrap_or(if self.cores.is_some() || self.wire == WireSpec::Pair {
+                SimMode::Stepped
+            } else {
+                SimMode::Thread
+            })
     }
 
     pub fn gen_config(&self) -> GenConfig {
@@ -316,24 +444,84 @@ impl FromStr for DeviceSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WireSpec {
     Gen,
+    Tap(String),
+    Pcap(std::path::PathBuf),
+    Pair,
 }
 
 impl FromStr for WireSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(name) = s.strip_prefix("tap:") {
+            if name.is_empty() || name.len() > 15 {
+                return Err(format!(
+                    "TAP name {name:?} must be 1..=15 bytes (an interface name)"
+                ));
+            }
+            return Ok(WireSpec::Tap(name.into()));
+        }
+        if let Some(path) = s.strip_prefix("pcap:") {
+            if path.is_empty() {
+                return Err("pcap: needs a file name, e.g. pcap:capture.pcap".into());
+            }
+            return Ok(WireSpec::Pcap(path.into()));
+        }
         match s {
             "gen" => Ok(WireSpec::Gen),
-            _ if s.starts_with("tap:") || s.starts_with("pcap:") || s == "pair" => {
-                Err(format!("wire {s:?} is not available yet; use gen"))
-            }
-            _ => Err(format!("unknown wire {s:?}: use gen")),
+            "pair" => Ok(WireSpec::Pair),
+            _ => Err(format!(
+                "unknown wire {s:?}: use gen, tap:IFNAME, pcap:FILE or pair"
+            )),
         }
     }
 }
 
 impl fmt::Display for WireSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("gen")
+        match self {
+            WireSpec::Gen => f.write_str("gen"),
+            WireSpec::Tap(n) => write!(f, "tap:{n}"),
+            WireSpec::Pcap(p) => write!(f, "pcap:{}", p.display()),
+            WireSpec::Pair => f.write_str("pair"),
+        }
+    }
+}
+
+/// `--ip A.B.C.D/NN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub addr: [u8; 4],
+    pub prefix: u8,
+}
+
+impl FromStr for Ipv4Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not an address with a prefix like 10.0.0.1/24"))?;
+        let addr: std::net::Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| (1..=32).contains(p))
+            .ok_or_else(|| format!("prefix {p:?} must be 1..=32"))?;
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+            return Err(format!("{addr} cannot be an interface address"));
+        }
+        Ok(Ipv4Net {
+            addr: addr.octets(),
+            prefix,
+        })
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d] = self.addr;
+        write!(f, "{a}.{b}.{c}.{d}/{}", self.prefix)
     }
 }
 
@@ -341,6 +529,7 @@ impl fmt::Display for WireSpec {
 pub enum Mode {
     Drop,
     Read,
+    Tcp,
 }
 
 impl FromStr for Mode {
@@ -349,8 +538,8 @@ impl FromStr for Mode {
         match s {
             "drop" => Ok(Mode::Drop),
             "read" => Ok(Mode::Read),
-            "tcp" => Err("mode tcp is not available yet; use drop or read".into()),
-            _ => Err(format!("unknown mode {s:?}: use drop or read")),
+            "tcp" => Ok(Mode::Tcp),
+            _ => Err(format!("unknown mode {s:?}: use drop, read or tcp")),
         }
     }
 }
@@ -360,6 +549,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Drop => "drop",
             Mode::Read => "read",
+            Mode::Tcp => "tcp",
         })
     }
 }
@@ -502,6 +692,42 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn tcp_options_are_checked() {
+        let parse = |argv: &[&str]| {
+            Args::parse_checked_from(std::iter::once("rxsink").chain(argv.iter().copied()))
+                .map_err(|e| e.to_string())
+                .and_then(|a| a.validate().map(|_| a))
+        };
+        assert!(parse(&["--mode", "tcp", "--ip", "192.168.7.1/24", "--verify"]).is_ok());
+        for (argv, want) in [
+            (&["--verify"][..], "--verify needs --mode tcp"),
+            (&["--mode", "tcp", "--ip", "10.0.0.1"], "prefix like"),
+            (
+                &["--mode", "tcp", "--ip", "10.0.0.300/24"],
+                "not an IPv4 address",
+            ),
+            (&["--mode", "tcp", "--ip", "10.0.0.1/33"], "must be 1..=32"),
+            (
+                &["--mode", "tcp", "--ip", "0.0.0.0/8"],
+                "cannot be an interface",
+            ),
+            (&["--wire", "pair"], "needs --mode tcp"),
+            (&["--wire", "tap:"], "must be 1..=15"),
+            (&["--wire", "tap:averyveryverylongname"], "must be 1..=15"),
+            (&["--wire", "pcap:"], "needs a file name"),
+            (&["--wire", "tcp"], "unknown wire"),
+            (&["--mode", "tcp", "--port", "5201"], "must differ"),
+            (&["--mode", "tcp", "--mtu", "100"], "--mtu 100"),
+            (&["--vnet-hdr"], "--vnet-hdr is for"),
+            (&["--faults", "drop=200"], "--faults"),
+            (&["--mode", "tcp", "--cores", "0,1"], "use --core"),
+        ] {
+            let e = parse(argv).err().unwrap_or_default();
+            assert!(e.contains(want), "{argv:?}: {e:?} lacks {want:?}");
+        }
     }
 
     #[test]

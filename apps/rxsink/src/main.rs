@@ -8,8 +8,10 @@
 
 mod cli;
 mod signals;
+mod tcp;
+mod wires;
 
-use cli::{Args, DeviceSpec, Mode, SimMode, WireSpec};
+use cli::{Args, DeviceSpec, Mode, SimMode};
 use crossbeam_queue::ArrayQueue;
 use driver::vfio::VfioNic;
 use driver::{BufPool, Device, Igb, IgbConfig, RxBatch, RxConfig, RxRing};
@@ -67,7 +69,7 @@ fn main() -> ExitCode {
 
 /// Errors that end a run, each one line for the user.
 #[derive(Debug, thiserror::Error)]
-enum RunError {
+pub(crate) enum RunError {
     #[error("{0}")]
     Usage(String),
     #[error("device: {0}")]
@@ -93,7 +95,7 @@ impl RunError {
 
 /// The simulator, either stepped inside the RX loop or on its own thread;
 /// or nothing to run beside the RX loop (a real NIC through VFIO).
-enum Sim {
+pub(crate) enum Sim {
     Stepped(Box<hw_sim::SimEngine>),
     Thread(hw_sim::SimThread),
     Hardware,
@@ -102,7 +104,7 @@ enum Sim {
 type Ring = RxRing<PagePool, StrategyHeaderPool>;
 
 /// The simulated NIC and the engine that plays its hardware.
-type SimParts = (Arc<SimNic>, hw_sim::SimEngine);
+pub(crate) type SimParts = (Arc<SimNic>, hw_sim::SimEngine);
 
 fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     signals::install().map_err(RunError::Other)?;
@@ -121,27 +123,10 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     }
     // The simulator (its NIC and engine), or a VFIO NIC; the ring and pool
     // code below is the same for both.
-    let (dev, sim_parts): (Arc<dyn Device>, Option<SimParts>) = match &args.device {
-        DeviceSpec::Sim => {
-            let wire: Box<dyn hw_sim::Wire> = match &args.wire {
-                WireSpec::Gen => Box::new(
-                    hw_sim::wire::Generator::new(args.gen_config())
-                        .map_err(|e| RunError::Usage(format!("--wire gen: {e}")))?,
-                ),
-            };
-            let sim_cfg = SimConfig {
-                flow_control: !args.lossy,
-                gro: args.gro,
-                ..SimConfig::default()
-            };
-            sim_cfg
-                .validate()
-                .map_err(|e| RunError::Usage(format!("simulator: {e}")))?;
-            let (nic, engine) = SimNic::new(sim_cfg, wire);
-            (nic.clone(), Some((nic, engine)))
-        }
-        DeviceSpec::Vfio(addr) => (VfioNic::open(addr)?, None),
-    };
+    let (dev, sim_parts, wire_extras) = open_device(args)?;
+    if args.mode == Mode::Tcp {
+        return tcp::run(args, dev, sim_parts, wire_extras);
+    }
     let (nic, engine) = sim_parts.unzip();
 
     let mut igb = Igb::init(
@@ -190,23 +175,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let mut ring: Ring = RxRing::new(dev.clone(), igb.dma(), rx_cfg, pages, hdrs)?;
     igb.enable_rx();
 
-    let mut sim = match (engine, args.sim_mode()) {
-        (None, _) => Sim::Hardware,
-        (Some(engine), SimMode::Stepped) => Sim::Stepped(Box::new(engine)),
-        (Some(engine), SimMode::Thread) => {
-            let core = args.sim_core;
-            let t = engine.spawn_with(move || {
-                if let Some(c) = core {
-                    if let Err(e) = pipeline::pin_current_thread(c) {
-                        tracing::warn!("simulator thread: {e}");
-                    }
-                }
-            });
-            Sim::Thread(
-                t.map_err(|e| RunError::Other(format!("cannot start the simulator thread: {e}")))?,
-            )
-        }
-    };
+    let mut sim = start_sim(engine, args)?;
     if let Some(core) = args.core.or(cores.map(|c| c.0)) {
         pipeline::pin_current_thread(core).map_err(RunError::Usage)?;
     }
@@ -345,7 +314,54 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         "leaked_pages": page_audit.lent,
         "leaked_headers": hdr_audit.lent,
         "read_fold": r.fold.wrapping_add(app.map_or(0, |a| a.fold)),
+        "wire_stats": wire_extras.json(),
     }))
+}
+
+/// The NIC `open_device` opened: the device, the simulator's parts when it
+/// is simulated, and its wire's extras.
+type Opened = (Arc<dyn Device>, Option<SimParts>, wires::WireExtras);
+
+/// Opens the NIC `--device` names: the simulator on its `--wire`, or a
+/// VFIO device.
+fn open_device(args: &Args) -> Result<Opened, RunError> {
+    match &args.device {
+        DeviceSpec::Sim => {
+            let (wire, extras) = wires::open(args)?;
+            let sim_cfg = SimConfig {
+                flow_control: !args.lossy,
+                gro: args.gro,
+                ..SimConfig::default()
+            };
+            sim_cfg
+                .validate()
+                .map_err(|e| RunError::Usage(format!("simulator: {e}")))?;
+            let (nic, engine) = SimNic::new(sim_cfg, wire);
+            Ok((nic.clone(), Some((nic, engine)), extras))
+        }
+        DeviceSpec::Vfio(addr) => Ok((VfioNic::open(addr)?, None, Default::default())),
+    }
+}
+
+/// Starts the simulator's engine the way `--sim-mode` asks.
+pub(crate) fn start_sim(engine: Option<hw_sim::SimEngine>, args: &Args) -> Result<Sim, RunError> {
+    Ok(match (engine, args.sim_mode()) {
+        (None, _) => Sim::Hardware,
+        (Some(engine), SimMode::Stepped) => Sim::Stepped(Box::new(engine)),
+        (Some(engine), SimMode::Thread) => {
+            let core = args.sim_core;
+            let t = engine.spawn_with(move || {
+                if let Some(c) = core {
+                    if let Err(e) = pipeline::pin_current_thread(c) {
+                        tracing::warn!("simulator thread: {e}");
+                    }
+                }
+            });
+            Sim::Thread(
+                t.map_err(|e| RunError::Other(format!("cannot start the simulator thread: {e}")))?,
+            )
+        }
+    })
 }
 
 /// Batches queued between the RX thread and the application thread.
