@@ -131,6 +131,8 @@ struct Conn {
     /// The iperf3 server's name for this connection.
     id: iperf3::ConnId,
     open: bool,
+    /// Counted as ended while the socket still waits in TIME-WAIT.
+    ended: bool,
     /// The peer's FIN arrived (a normal end).
     fin: bool,
     /// Stream offset of the next byte.
@@ -305,7 +307,7 @@ impl<'a> TcpSink<'a> {
         let c = &mut self.conns[i];
         let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
         let iperf = c.service == Service::Iperf3;
-        if !c.open && synchronized(s.state()) {
+        if !c.open && !c.ended && synchronized(s.state()) {
             *c = Conn {
                 handle: c.handle,
                 service: c.service,
@@ -369,7 +371,20 @@ impl<'a> TcpSink<'a> {
                     s.close();
                 }
             }
-            tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait => c.fin = true,
+            tcp::State::LastAck | tcp::State::Closing => c.fin = true,
+            // Both FINs exchanged: the connection is over, though the
+            // socket stays in TIME-WAIT a while before it can listen again.
+            tcp::State::TimeWait => {
+                c.fin = true;
+                if c.open {
+                    c.open = false;
+                    c.ended = true;
+                    self.stats.closed += 1;
+                    if iperf {
+                        self.iperf3.on_close(c.id, now);
+                    }
+                }
+            }
             // Closed after the handshake, or back to Listen from
             // SYN-RECEIVED (a reset): the connection is over.
             tcp::State::Closed | tcp::State::Listen => {
@@ -383,6 +398,7 @@ impl<'a> TcpSink<'a> {
                         self.iperf3.on_close(c.id, now);
                     }
                 }
+                c.ended = false;
                 if s.state() == tcp::State::Closed {
                     let _ = s.listen(port);
                 }

@@ -180,6 +180,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         pipeline::pin_current_thread(core).map_err(RunError::Usage)?;
     }
 
+    let mut capture = args.pcap_out.as_deref().map(Capture::create).transpose()?;
     let start = Instant::now();
     let cpu0 = signals::thread_cpu_ns();
     let (r, app) = match cores {
@@ -192,6 +193,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
                     &mut sim,
                     nic.as_ref(),
                     Handoff::Inline(batch),
+                    capture.as_mut(),
                 ),
                 None,
             )
@@ -221,7 +223,14 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
                 empty: empty.clone(),
                 cur: ring_batch(&ring, args.batch),
             };
-            let r = rx_loop(args, &mut ring, &mut sim, nic.as_ref(), handoff);
+            let r = rx_loop(
+                args,
+                &mut ring,
+                &mut sim,
+                nic.as_ref(),
+                handoff,
+                capture.as_mut(),
+            );
             done.store(true, Ordering::Release);
             let a = app
                 .join()
@@ -235,6 +244,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     };
     let seconds = start.elapsed().as_secs_f64();
     let cpu_ns = signals::thread_cpu_ns() - cpu0;
+    let pcap_out = capture.map(Capture::finish);
 
     // Orderly stop: device thread first (no DMA after this), then the ring
     // takes back every posted buffer, then the pools prove nothing leaked.
@@ -315,6 +325,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         "leaked_headers": hdr_audit.lent,
         "read_fold": r.fold.wrapping_add(app.map_or(0, |a| a.fold)),
         "wire_stats": wire_extras.json(),
+        "pcap_out": pcap_out.map(|(frames, errors)| json!({"frames": frames, "errors": errors})),
     }))
 }
 
@@ -392,6 +403,7 @@ fn rx_loop(
     sim: &mut Sim,
     nic: Option<&Arc<SimNic>>,
     mut handoff: Handoff,
+    mut capture: Option<&mut Capture>,
 ) -> Recv {
     let mut r = Recv::default();
     let start = Instant::now();
@@ -412,6 +424,9 @@ fn rx_loop(
             Handoff::Inline(batch) => {
                 let t0 = Instant::now();
                 if ring.poll(batch, budget) > 0 {
+                    if let Some(c) = capture.as_deref_mut() {
+                        c.batch(batch);
+                    }
                     if args.mode == Mode::Read {
                         r.fold = r.fold.wrapping_add(read_batch(batch));
                     }
@@ -423,6 +438,9 @@ fn rx_loop(
             Handoff::Thread { full, empty, cur } => {
                 let t0 = Instant::now();
                 if ring.poll(cur, budget) > 0 {
+                    if let Some(c) = capture.as_deref_mut() {
+                        c.batch(cur);
+                    }
                     r.busy_ns += t0.elapsed().as_nanos() as u64;
                     r.polls_nonempty += 1;
                     // The application is behind: wait for an empty batch
@@ -479,6 +497,57 @@ fn rx_loop(
         cur.give_back();
     }
     r
+}
+
+/// `--pcap-out`: every received frame, reassembled from its buffers (a
+/// copy, so capturing runs are not timing runs).
+pub(crate) struct Capture {
+    writer: hw_sim::wire::PcapWriter,
+    buf: Vec<u8>,
+    errors: u64,
+}
+
+impl Capture {
+    pub(crate) fn create(path: &std::path::Path) -> Result<Capture, RunError> {
+        let writer = hw_sim::wire::PcapWriter::create(path)
+            .map_err(|e| RunError::Usage(format!("--pcap-out {}: {e}", path.display())))?;
+        Ok(Capture {
+            writer,
+            buf: Vec::with_capacity(16384),
+            errors: 0,
+        })
+    }
+
+    pub(crate) fn frame(&mut self, frame: &[u8]) {
+        if let Err(e) = self.writer.write(frame) {
+            if self.errors == 0 {
+                tracing::warn!("--pcap-out: {e}");
+            }
+            self.errors += 1;
+        }
+    }
+
+    fn batch(&mut self, batch: &RxBatch) {
+        for p in batch.iter() {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            buf.extend_from_slice(p.header());
+            for s in p.segments() {
+                buf.extend_from_slice(s);
+            }
+            self.frame(&buf);
+            self.buf = buf;
+        }
+    }
+
+    /// Flushes the file; returns (frames written, write errors).
+    pub(crate) fn finish(mut self) -> (u64, u64) {
+        if let Err(e) = self.writer.flush() {
+            tracing::warn!("--pcap-out: {e}");
+            self.errors += 1;
+        }
+        (self.writer.frames(), self.errors)
+    }
 }
 
 /// What the application thread did.

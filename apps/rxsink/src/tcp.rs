@@ -8,9 +8,9 @@
 
 use crate::cli::Args;
 use crate::wires::WireExtras;
-use crate::{signals, start_sim, RunError, Sim, SimParts};
+use crate::{signals, start_sim, Capture, RunError, Sim, SimParts};
 use driver::{Device, Igb, IgbConfig};
-use hw_sim::wire::{PairEnd, PcapWriter};
+use hw_sim::wire::PairEnd;
 use hw_sim::{SimConfig, SimNic};
 use pipeline::{HeaderPool, HeaderPoolConfig, StrategyHeaderPool, StrategyPoolConfig};
 use serde_json::json;
@@ -90,16 +90,19 @@ pub fn run(
     let mut qdev = queue::build(dev.clone(), &igb, &setup, hdrs).map_err(RunError::Other)?;
     igb.enable_rx();
     igb.enable_tx();
-    if let Some(path) = &args.pcap_out {
-        let mut w = PcapWriter::create(path)
-            .map_err(|e| RunError::Usage(format!("--pcap-out {}: {e}", path.display())))?;
-        qdev.set_capture(Box::new(move |frame: &[u8]| {
-            if let Err(e) = w.write(frame) {
-                tracing::warn!("--pcap-out: {e}");
-            }
-        }));
-    }
-
+    let capture = match args.pcap_out.as_deref() {
+        Some(path) => {
+            let shared = Arc::new(std::sync::Mutex::new(Capture::create(path)?));
+            let c = shared.clone();
+            qdev.set_capture(Box::new(move |frame: &[u8]| {
+                if let Ok(mut c) = c.lock() {
+                    c.frame(frame);
+                }
+            }));
+            Some(shared)
+        }
+        None => None,
+    };
     let ip = args.tcp_ip();
     let cidr = Ipv4Cidr::new(Ipv4Address::from(ip.addr), ip.prefix);
     let start = Instant::now();
@@ -233,6 +236,11 @@ pub fn run(
     drop(sim);
     igb.disable();
     let (leaks, stop_err) = queue::shutdown(qdev);
+    // The device (and its capture callback) is gone: the writer is ours.
+    let pcap_out = capture
+        .and_then(|c| Arc::into_inner(c))
+        .and_then(|m| m.into_inner().ok())
+        .map(Capture::finish);
     if let Some(e) = stop_err {
         tracing::warn!("{e}");
     }
@@ -308,6 +316,7 @@ pub fn run(
         },
         "peer": peer_json,
         "wire_stats": extras.json(),
+        "pcap_out": pcap_out.map(|(frames, errors)| json!({"frames": frames, "errors": errors})),
         "leaked_pages": leaks.pages,
         "leaked_headers": leaks.headers,
         "leaked_tx_buffers": leaks.tx_buffers,
