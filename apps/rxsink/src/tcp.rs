@@ -238,7 +238,7 @@ pub fn run(
     let (leaks, stop_err) = queue::shutdown(qdev);
     // The device (and its capture callback) is gone: the writer is ours.
     let pcap_out = capture
-        .and_then(|c| Arc::into_inner(c))
+        .and_then(Arc::into_inner)
         .and_then(|m| m.into_inner().ok())
         .map(Capture::finish);
     if let Some(e) = stop_err {
