@@ -150,7 +150,17 @@ pub struct TcpSink<'a> {
     stats: TcpStats,
     iperf3: Iperf3Server,
     next_id: iperf3::ConnId,
+    /// When the sockets are next visited even without traffic (timers:
+    /// delayed ACKs, retransmissions, TIME-WAIT, iperf3 timeouts).
+    next_tick: Instant,
+    /// When every socket, listening ones included, is next looked at.
+    next_scan: Instant,
 }
+
+/// Timer resolution of an idle sink.
+const TICK: Duration = Duration::from_micros(100);
+/// Interval of the look at every socket without a state change.
+const SCAN: Duration = Duration::from_millis(1);
 
 /// Configures a socket the way every socket of ours is configured.
 pub(crate) fn tune(s: &mut tcp::Socket<'_>, cc: tcp::CongestionControl) {
@@ -230,6 +240,8 @@ impl<'a> TcpSink<'a> {
             stats: TcpStats::default(),
             iperf3: Iperf3Server::new(),
             next_id: 1,
+            next_tick: now,
+            next_scan: now,
         })
     }
 
@@ -249,26 +261,45 @@ impl<'a> TcpSink<'a> {
 
     /// One round: up to `ingress_budget` frames into the stack, every
     /// socket read in place, then what the stack has to send. Returns
-    /// whether anything happened (a frame or a state change).
+    /// whether frames arrived (the round did receive work).
     pub fn poll<D: Device>(&mut self, now: Instant, dev: &mut D) -> bool {
-        let mut busy = false;
-        for _ in 0..self.cfg.ingress_budget {
+        let mut frames = 0;
+        let mut changed = false;
+        while frames < self.cfg.ingress_budget {
             use smoltcp::iface::PollIngressSingleResult as R;
             match self.iface.poll_ingress_single(now, dev, &mut self.sockets) {
                 R::None => break,
-                R::PacketProcessed | R::SocketStateChanged => busy = true,
+                R::PacketProcessed => frames += 1,
+                R::SocketStateChanged => {
+                    frames += 1;
+                    changed = true;
+                }
             }
         }
-        self.service();
+        // An idle round costs only the look at the RX ring: the sockets
+        // are visited when frames arrived, and for timers once per tick.
+        let tick = now >= self.next_tick;
+        if frames == 0 && !tick {
+            return false;
+        }
+        // Listening sockets only need a look when a state changed (a
+        // handshake completed) or now and then.
+        let full = changed || now >= self.next_scan;
+        if tick {
+            self.next_tick = now + TICK;
+        }
+        if full {
+            self.next_scan = now + SCAN;
+        }
+        self.service(full);
         for _ in 0..64 {
             use smoltcp::iface::PollResult;
             if self.iface.poll_egress(now, dev, &mut self.sockets) == PollResult::None {
                 break;
             }
-            busy = true;
         }
         self.iface.poll_maintenance(now);
-        busy
+        frames > 0
     }
 
     /// How long the stack may sleep before it has timers to run.
@@ -277,13 +308,16 @@ impl<'a> TcpSink<'a> {
     }
 
     /// Reads every socket in place, tracks connection life, runs iperf3.
-    fn service(&mut self) {
+    fn service(&mut self, full: bool) {
         let now = std::time::Instant::now();
         // iperf3 wants data streams read before the control connection in
         // a round (TEST_END must not overtake the last data).
         for pass in [false, true] {
             for i in 0..self.conns.len() {
                 let c = &self.conns[i];
+                if !(full || c.open || c.ended) {
+                    continue;
+                }
                 let control = c.service == Service::Iperf3
                     && c.open
                     && self.iperf3.role(c.id) == Role::Control;
