@@ -3,19 +3,9 @@
 
 mod common;
 
-use common::{nic, Nic, NicSetup};
+use common::{check, nic, transfer, Nic, NicSetup, Outcome, Transfer};
 use driver::SplitMode;
 use hw_sim::wire::QueueWire;
-use smoltcp::time::Instant;
-use stack::{PatternSender, SenderConfig, SinkConfig, SocketMemory, TcpSink, TcpStats};
-use std::time::Duration;
-
-struct Outcome {
-    sink: TcpStats,
-    present: stack::frame::PresentStats,
-    sent: u64,
-    finished: u64,
-}
 
 /// Moves frames from one test wire to the other.
 fn carry(from: &QueueWire, to: &QueueWire) -> usize {
@@ -27,7 +17,9 @@ fn carry(from: &QueueWire, to: &QueueWire) -> usize {
     n
 }
 
-fn transfer(sink_side: NicSetup, sender_side: NicSetup, conns: usize, bytes: u64) -> Outcome {
+/// A sender on a NIC set up as `sender_side` sends to a sink on a NIC set
+/// up as `sink_side`, through two test wires carried by hand.
+fn run(sink_side: NicSetup, sender_side: NicSetup, conns: usize, bytes: u64) -> Outcome {
     let (wa, wb) = (QueueWire::new(), QueueWire::new());
     let (ha, hb) = (wa.clone(), wb.clone());
     let mut a: Nic = nic(sink_side, Box::new(wa));
@@ -38,66 +30,25 @@ fn transfer(sink_side: NicSetup, sender_side: NicSetup, conns: usize, bytes: u64
         },
         Box::new(wb),
     );
-    let sink_cfg = SinkConfig {
-        verify: true,
-        max_conns: 4,
-        rx_buf: 256 << 10,
-        ..SinkConfig::default()
-    };
-    let snd_cfg = SenderConfig {
-        conns,
-        bytes,
-        tx_buf: 256 << 10,
-        ..SenderConfig::default()
-    };
-    let mut mem_a = SocketMemory::for_sockets(4, sink_cfg.rx_buf, sink_cfg.tx_buf).unwrap();
-    let mut mem_b = SocketMemory::for_sockets(conns, snd_cfg.rx_buf, snd_cfg.tx_buf).unwrap();
-    let mut now = Instant::from_millis(0);
-    let mut sink = TcpSink::new(sink_cfg, &mut mem_a, &mut a.dev, now).unwrap();
-    let mut sender = PatternSender::new(snd_cfg, &mut mem_b, &mut b.dev, now).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !(sender.done() && sink.open_connections() == 0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "transfer did not finish: sink {:?}, sender {:?}",
-            sink.stats(),
-            sender.stats()
-        );
-        now += smoltcp::time::Duration::from_micros(50);
-        sender.poll(now, &mut b.dev);
-        b.dev.flush();
-        b.engine.step(256);
-        carry(&hb, &ha);
-        a.engine.step(256);
-        sink.poll(now, &mut a.dev);
-        a.dev.flush();
-        a.engine.step(256);
-        carry(&ha, &hb);
-        b.engine.step(256);
-    }
-    let out = Outcome {
-        sink: *sink.stats(),
-        present: *a.dev.present_stats(),
-        sent: sender.stats().queued,
-        finished: sender.stats().finished,
-    };
-    drop(sink);
-    drop(sender);
+    let out = transfer(
+        &mut a,
+        &mut b,
+        Transfer::new(conns, bytes),
+        || {
+            carry(&hb, &ha);
+            carry(&ha, &hb);
+        },
+        || {
+            format!(
+                "wires: {} to the sink, {} to the sender",
+                ha.pending(),
+                hb.pending()
+            )
+        },
+    );
     a.stop_and_audit();
     b.stop_and_audit();
     out
-}
-
-fn check(out: &Outcome, conns: usize, bytes: u64) {
-    let total = conns as u64 * bytes;
-    assert_eq!(out.finished, conns as u64);
-    assert_eq!(out.sent, total);
-    assert_eq!(out.sink.connections, conns as u64);
-    assert_eq!(out.sink.closed, conns as u64);
-    assert_eq!(out.sink.aborted, 0);
-    assert_eq!(out.sink.bytes, total);
-    assert_eq!(out.sink.verified, total);
-    assert_eq!(out.sink.mismatches, 0);
 }
 
 #[test]
@@ -107,7 +58,7 @@ fn pattern_arrives_whole_in_every_split_mode() {
             split,
             ..NicSetup::default()
         };
-        let out = transfer(s, NicSetup::default(), 2, 1 << 20);
+        let out = run(s, NicSetup::default(), 2, 1 << 20);
         check(&out, 2, 1 << 20);
         let p = out.present;
         assert_eq!(p.linearized, 0, "{split}: {p:?}");
@@ -139,7 +90,7 @@ fn jumbo_frames_and_gro_give_the_same_stream() {
             mtu: 9000,
             ..NicSetup::default()
         };
-        let out = transfer(sink, jumbo, 1, 2 << 20);
+        let out = run(sink, jumbo, 1, 2 << 20);
         check(&out, 1, 2 << 20);
         let p = out.present;
         eprintln!("{split} gro {gro}: {p:?}");

@@ -6,9 +6,14 @@
 use driver::{Igb, IgbConfig, SplitMode};
 use hw_sim::{SimConfig, SimEngine, SimNic, Wire};
 use pipeline::{HeaderPool, HeaderPoolConfig};
+use smoltcp::time::Instant;
+use stack::frame::PresentStats;
 use stack::queue::{self, PoolDevice, QueueSetup};
-use stack::DeviceConfig;
+use stack::{
+    DeviceConfig, PatternSender, SenderConfig, SinkConfig, SocketMemory, TcpSink, TcpStats,
+};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub type Dev = PoolDevice<HeaderPool>;
 
@@ -95,4 +100,135 @@ impl Nic {
         assert_eq!(err, None);
         assert_eq!(leaks, queue::Leaks::default(), "buffers leaked");
     }
+}
+
+/// What a [`transfer`] ended with.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    /// The sink's counters.
+    pub sink: TcpStats,
+    /// The presenter's counters on the sink's NIC.
+    pub present: PresentStats,
+    /// Bytes the sender queued, connections it finished and lost.
+    pub sent: u64,
+    pub finished: u64,
+    pub failed: u64,
+    /// Loop rounds and virtual time they took.
+    pub rounds: u64,
+    pub virtual_ms: u64,
+}
+
+/// A pattern transfer between two NICs: `conns` connections of `bytes`
+/// each from a sender on `b` to a verifying sink on `a`.
+#[derive(Clone, Copy, Debug)]
+pub struct Transfer {
+    pub conns: usize,
+    pub bytes: u64,
+    /// Wall-clock bound of the whole transfer.
+    pub limit: Duration,
+}
+
+impl Transfer {
+    pub fn new(conns: usize, bytes: u64) -> Transfer {
+        Transfer {
+            conns,
+            bytes,
+            limit: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Virtual time per loop round while frames move.
+const ROUND: smoltcp::time::Duration = smoltcp::time::Duration::from_micros(50);
+/// Virtual time per loop round when nothing happened (waiting for a
+/// retransmission or delayed-ACK timer).
+const IDLE_ROUND: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(1);
+
+/// Runs `t` in one thread on a virtual clock: the sender on `b`, the sink
+/// on `a`, each NIC's engine stepped after its stack. `exchange` moves
+/// frames between the NICs' wires (after every engine step; a no-op for
+/// wires that carry frames themselves); `context` describes the wires for
+/// the timeout message. Panics (with the counters) when the transfer does
+/// not end within `t.limit` of wall-clock time.
+pub fn transfer(
+    a: &mut Nic,
+    b: &mut Nic,
+    t: Transfer,
+    mut exchange: impl FnMut(),
+    context: impl Fn() -> String,
+) -> Outcome {
+    let sink_cfg = SinkConfig {
+        verify: true,
+        max_conns: 4,
+        rx_buf: 256 << 10,
+        ..SinkConfig::default()
+    };
+    let snd_cfg = SenderConfig {
+        conns: t.conns,
+        bytes: t.bytes,
+        tx_buf: 256 << 10,
+        ..SenderConfig::default()
+    };
+    let mut mem_a = SocketMemory::for_sockets(4, sink_cfg.rx_buf, sink_cfg.tx_buf).unwrap();
+    let mut mem_b = SocketMemory::for_sockets(t.conns, snd_cfg.rx_buf, snd_cfg.tx_buf).unwrap();
+    let start = Instant::from_millis(0);
+    let mut now = start;
+    let mut sink = TcpSink::new(sink_cfg, &mut mem_a, &mut a.dev, now).unwrap();
+    let mut sender = PatternSender::new(snd_cfg, &mut mem_b, &mut b.dev, now).unwrap();
+    let deadline = std::time::Instant::now() + t.limit;
+    let mut rounds = 0u64;
+    while !(sender.done() && sink.open_connections() == 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transfer of {} x {} bytes did not finish within {:?} \
+             ({rounds} rounds, {} ms virtual):\n  sink {:?}\n  sender {:?}\n  \
+             sink NIC present {:?}\n  {}",
+            t.conns,
+            t.bytes,
+            t.limit,
+            (now - start).total_millis(),
+            sink.stats(),
+            sender.stats(),
+            a.dev.present_stats(),
+            context()
+        );
+        rounds += 1;
+        let mut busy = sender.poll(now, &mut b.dev);
+        b.dev.flush();
+        busy |= b.engine.step(256) > 0;
+        exchange();
+        busy |= a.engine.step(256) > 0;
+        busy |= sink.poll(now, &mut a.dev);
+        a.dev.flush();
+        busy |= a.engine.step(256) > 0;
+        exchange();
+        busy |= b.engine.step(256) > 0;
+        now += if busy { ROUND } else { IDLE_ROUND };
+    }
+    let out = Outcome {
+        sink: *sink.stats(),
+        present: *a.dev.present_stats(),
+        sent: sender.stats().queued,
+        finished: sender.stats().finished,
+        failed: sender.stats().failed,
+        rounds,
+        virtual_ms: (now - start).total_millis(),
+    };
+    drop(sink);
+    drop(sender);
+    out
+}
+
+/// Every connection finished and every byte arrived and matched the pattern.
+pub fn check(out: &Outcome, conns: usize, bytes: u64) {
+    let total = conns as u64 * bytes;
+    assert_eq!(out.finished, conns as u64, "{out:?}");
+    assert_eq!(out.failed, 0, "{out:?}");
+    assert_eq!(out.sent, total, "{out:?}");
+    assert_eq!(out.sink.connections, conns as u64, "{out:?}");
+    assert_eq!(out.sink.closed, conns as u64, "{out:?}");
+    assert_eq!(out.sink.aborted, 0, "{out:?}");
+    assert_eq!(out.sink.bytes, total, "{out:?}");
+    assert_eq!(out.sink.verified, total, "{out:?}");
+    assert_eq!(out.sink.mismatches, 0, "{out:?}");
 }
