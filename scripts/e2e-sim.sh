@@ -77,6 +77,13 @@ kill -TERM $pid
 wait $pid
 check "SIGTERM stops cleanly with a summary" "$out" "s['packets']>0 and $clean"
 
+# RSS: four queues, one thread each; 64 flows spread over all of them.
+out=$TMP/queues.json
+timeout 60 $BIN --queues 4 --mode read --flows 64 --proto mixed --frame-size 60-1500 \
+    --duration 2 --json --quiet >"$out"
+check "--queues 4: RSS spreads 64 flows over every queue, counts add up, nothing leaked" "$out" \
+    "s['queues']==4 and all(q['packets']>0 for q in s['per_queue']) and sum(q['packets'] for q in s['per_queue'])==s['packets']==s['hw']['gprc'] and s['leaked_pages']==0 and s['leaked_headers']==0 and s['drops']['total']==0"
+
 # TCP through smoltcp over the back-to-back pair wire: a smoltcp sender on
 # the far NIC, the sink verifying every byte, in every split mode and with
 # simulated HW GRO over jumbo frames.
@@ -124,7 +131,7 @@ else echo "FAIL pcap round trip"; fail=$((fail+1)); fi
 for bad in "--batch 0" "--ring-size 100" "--device vfio:nonsense" "--device vfio:0000:03:00.0 --frame-size 64" \
            "--wire tap:" "--wire pair" "--wire pcap:/nonexistent/x.pcap" "--verify" \
            "--mode tcp --ip 10.0.0.1" "--mode tcp --ip 10.0.0.1/40" "--mode tcp --port 5201" \
-           "--faults drop=150" "--faults colour=red" "--vnet-hdr" "--header-split sometimes" "--frame-size 10" "--hdr-buf 1000" \
+           "--faults drop=150" "--faults colour=red" "--vnet-hdr" "--queues 9" "--queues 2 --mode tcp" "--header-split sometimes" "--frame-size 10" "--hdr-buf 1000" \
            "--payload-buf 4096 --headroom 256" "--duration -1" "--core 4096" \
            "--cores 0,0" "--cores 1" "--recycle-batch 0" "--gro 65" "--hdr-pool spinlock" \
            "--hdr-pool packed --hdr-buf 512"; do

@@ -72,6 +72,12 @@ pub struct Args {
     /// pair wire: bytes each of them sends (the pattern).
     #[arg(long, default_value_t = 64 << 20)]
     pub pair_bytes: u64,
+    /// RX queues (1..=8). Above 1, RSS spreads flows over the queues
+    /// (Toeplitz hash of addresses and ports, redirection table round robin)
+    /// and each queue has its own pinned thread (queue i on core --core + i,
+    /// modulo the core count), ring and pools. drop and read modes.
+    #[arg(long, default_value_t = 1)]
+    pub queues: u32,
     /// Write every received frame (as reassembled from its buffers) to this
     /// pcap file.
     #[arg(long, value_name = "FILE")]
@@ -288,6 +294,27 @@ impl Args {
             return Err(format!("--gro {} must be 1..=64", self.gro));
         }
         self.validate_tcp()?;
+        if !(1..=8).contains(&self.queues) {
+            return Err(format!("--queues {} must be 1..=8", self.queues));
+        }
+        if self.queues > 1 {
+            for (given, flag) in [
+                (self.mode == Mode::Tcp, "--mode tcp"),
+                (self.cores.is_some(), "--cores"),
+                (
+                    self.sim_mode_arg == Some(SimMode::Stepped),
+                    "--sim-mode stepped",
+                ),
+                (self.pcap_out.is_some(), "--pcap-out"),
+            ] {
+                if given {
+                    return Err(format!(
+                        "--queues {} runs one thread per queue; it does not combine with {flag}",
+                        self.queues
+                    ));
+                }
+            }
+        }
         if self.hdr_pool == HdrPoolStrategy::Packed && self.hdr_buf > 256 {
             return Err(format!(
                 "--hdr-pool packed takes --hdr-buf 64..=256, not {}",
@@ -724,6 +751,15 @@ mod tests {
             (&["--vnet-hdr"], "--vnet-hdr is for"),
             (&["--faults", "drop=200"], "--faults"),
             (&["--mode", "tcp", "--cores", "0,1"], "use --core"),
+            (&["--queues", "0"], "--queues 0 must be"),
+            (
+                &["--queues", "4", "--mode", "tcp"],
+                "does not combine with --mode tcp",
+            ),
+            (
+                &["--queues", "2", "--sim-mode", "stepped"],
+                "does not combine",
+            ),
         ] {
             let e = parse(argv).err().unwrap_or_default();
             assert!(e.contains(want), "{argv:?}: {e:?} lacks {want:?}");

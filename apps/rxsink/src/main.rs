@@ -7,6 +7,7 @@
 //! summary on stdout (`--json` for one JSON object).
 
 mod cli;
+mod multiq;
 mod signals;
 mod tcp;
 mod wires;
@@ -126,6 +127,9 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let (dev, sim_parts, wire_extras) = open_device(args)?;
     if args.mode == Mode::Tcp {
         return tcp::run(args, dev, sim_parts, wire_extras);
+    }
+    if args.queues > 1 {
+        return multiq::run(args, dev, sim_parts, wire_extras);
     }
     let (nic, engine) = sim_parts.unzip();
 
@@ -599,7 +603,7 @@ fn app_thread(
 }
 
 /// Reads every byte of every frame in the batch.
-fn read_batch(batch: &RxBatch) -> u64 {
+pub(crate) fn read_batch(batch: &RxBatch) -> u64 {
     let mut fold = 0u64;
     for p in batch.iter() {
         fold = fold.wrapping_add(read_all(p.header()));
