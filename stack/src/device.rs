@@ -14,9 +14,11 @@
 //! descriptors.
 
 use crate::frame::{Frame, PresentStats, Presenter};
+use crossbeam_queue::ArrayQueue;
 use driver::{BufPool, RxBatch, RxRing, TxBuf, TxRing};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use std::sync::Arc;
 
 /// Transmit counters of a [`QueueDevice`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,6 +29,44 @@ pub struct TxSideStats {
     pub multi_buffer: u64,
     /// Frames dropped: no TX buffer free, or longer than the ring can carry.
     pub dropped: u64,
+    /// ARP replies not sent because another queue's interface answers ARP
+    /// (see [`ArpRole`]).
+    pub arp_replies_suppressed: u64,
+}
+
+/// ARP frames waiting for one queue's interface.
+type ArpInbox = Arc<ArrayQueue<Vec<u8>>>;
+
+/// How a queue's interface takes part in ARP when several queues share one
+/// MAC and IP address. RSS steers frames without IP (ARP among them) to
+/// queue 0 only, yet every queue's interface must know its peers' MAC
+/// addresses. So queue 0 (the leader) hands a copy of every ARP frame it
+/// receives to the other queues (the followers); the followers learn from
+/// them but do not answer, so a request gets one reply. ARP is rare: the
+/// copies cost nothing on the data path.
+pub enum ArpRole {
+    Leader(Vec<ArpInbox>),
+    Follower(ArpInbox),
+}
+
+/// Roles for `queues` queues sharing an address: index 0 leads.
+pub fn arp_roles(queues: usize) -> Vec<ArpRole> {
+    let inboxes: Vec<ArpInbox> = (1..queues.max(1))
+        .map(|_| Arc::new(ArrayQueue::new(64)))
+        .collect();
+    std::iter::once(ArpRole::Leader(inboxes.clone()))
+        .chain(inboxes.into_iter().map(ArpRole::Follower))
+        .collect()
+}
+
+const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
+
+fn is_arp(frame: &[u8]) -> bool {
+    frame.get(12..14) == Some(&ETHERTYPE_ARP[..])
+}
+
+fn is_arp_reply(frame: &[u8]) -> bool {
+    is_arp(frame) && frame.get(20..22) == Some(&[0, 2][..])
 }
 
 /// Settings of a [`QueueDevice`].
@@ -69,6 +109,8 @@ struct TxSide<T: BufPool> {
     scratch: Vec<u8>,
     batch: usize,
     stats: TxSideStats,
+    /// An ARP follower: our ARP replies are not sent.
+    quiet_arp: bool,
 }
 
 impl<T: BufPool> TxSide<T> {
@@ -99,6 +141,11 @@ impl<T: BufPool> TxSide<T> {
                 // until it is posted.
                 let bytes = unsafe { std::slice::from_raw_parts_mut(buf.ptr.as_ptr(), len) };
                 let r = f(bytes);
+                if self.quiet_arp && is_arp_reply(bytes) {
+                    self.stats.arp_replies_suppressed += 1;
+                    self.ring.free(buf);
+                    return r;
+                }
                 self.queued.push(TxBuf {
                     buf,
                     len: len as u16,
@@ -157,6 +204,19 @@ pub struct QueueDevice<P: BufPool, H: BufPool, T: BufPool> {
     tx: TxSide<T>,
     cfg: DeviceConfig,
     capture: Option<(Capture, Vec<u8>)>,
+    arp: Option<ArpRole>,
+    arp_stats: ArpStats,
+}
+
+/// ARP frames shared between queues (see [`ArpRole`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArpStats {
+    /// Leader: copies handed to followers.
+    pub shared: u64,
+    /// Leader: copies lost because a follower's inbox was full.
+    pub inbox_full: u64,
+    /// Follower: ARP frames received from the leader.
+    pub received: u64,
 }
 
 impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
@@ -173,10 +233,24 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
                 scratch: Vec::new(),
                 batch: cfg.tx_batch.max(1),
                 stats: TxSideStats::default(),
+                quiet_arp: false,
             },
             cfg,
             capture: None,
+            arp: None,
+            arp_stats: ArpStats::default(),
         }
+    }
+
+    /// Makes this queue's interface an ARP leader or follower (several
+    /// queues sharing one address; see [`ArpRole`]).
+    pub fn set_arp_role(&mut self, role: ArpRole) {
+        self.tx.quiet_arp = matches!(role, ArpRole::Follower(_));
+        self.arp = Some(role);
+    }
+
+    pub fn arp_stats(&self) -> &ArpStats {
+        &self.arp_stats
     }
 
     /// Hands every received frame, as it came off the wire (header and
@@ -203,6 +277,23 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
                     buf.extend_from_slice(s);
                 }
                 f(buf);
+            }
+        }
+        if let (Some(ArpRole::Leader(inboxes)), true) = (&self.arp, n > 0) {
+            for p in self.batch.iter() {
+                let head = match p.header() {
+                    [] => p.segments().next().unwrap_or(&[]),
+                    h => h,
+                };
+                if is_arp(head) {
+                    let frame = p.to_vec();
+                    for inbox in inboxes {
+                        match inbox.push(frame.clone()) {
+                            Ok(()) => self.arp_stats.shared += 1,
+                            Err(_) => self.arp_stats.inbox_full += 1,
+                        }
+                    }
+                }
             }
         }
         if n > 0 {
@@ -305,10 +396,22 @@ impl<P: BufPool, H: BufPool, T: BufPool> phy::Device for QueueDevice<P, H, T> {
         Self: 'a;
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        if self.presenter.ready() == 0 {
-            self.fill();
-        }
-        let frame = self.presenter.pop()?;
+        let shared_arp = match &self.arp {
+            Some(ArpRole::Follower(inbox)) => inbox.pop(),
+            _ => None,
+        };
+        let frame = match shared_arp {
+            Some(v) => {
+                self.arp_stats.received += 1;
+                Frame::Copied(v)
+            }
+            None => {
+                if self.presenter.ready() == 0 {
+                    self.fill();
+                }
+                self.presenter.pop()?
+            }
+        };
         Some((
             RxToken {
                 frame: Some(frame),

@@ -129,6 +129,21 @@ pub struct PresentStats {
     pub malformed: u64,
 }
 
+impl std::ops::AddAssign for PresentStats {
+    fn add_assign(&mut self, o: PresentStats) {
+        self.packets += o.packets;
+        self.frames += o.frames;
+        self.header_copies += o.header_copies;
+        self.segmented += o.segmented;
+        self.segments += o.segments;
+        self.linearized += o.linearized;
+        self.linearized_bytes += o.linearized_bytes;
+        self.sw_checked += o.sw_checked;
+        self.bad_checksum += o.bad_checksum;
+        self.malformed += o.malformed;
+    }
+}
+
 /// The checksum verdict for one packet, computed over its pieces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {

@@ -694,6 +694,22 @@ impl Iperf3Server {
         std::mem::take(&mut self.closes)
     }
 
+    /// Like [`take_closes`](Self::take_closes), but only the connections
+    /// `mine` claims: for one server shared by several queues' stacks, each
+    /// closing its own connections.
+    pub fn take_closes_if(&mut self, mut mine: impl FnMut(ConnId) -> bool) -> Vec<ConnId> {
+        let mut taken = Vec::new();
+        self.closes.retain(|&c| {
+            if mine(c) {
+                taken.push(c);
+                false
+            } else {
+                true
+            }
+        });
+        taken
+    }
+
     /// Whether [`take_closes`](Self::take_closes) has something.
     pub fn has_closes(&self) -> bool {
         !self.closes.is_empty()

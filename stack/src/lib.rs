@@ -27,7 +27,7 @@ pub mod queue;
 pub mod sender;
 pub mod sink;
 
-pub use device::{DeviceConfig, QueueDevice};
+pub use device::{arp_roles, ArpRole, ArpStats, DeviceConfig, QueueDevice};
 pub use driver;
 pub use pipeline;
 pub use sender::{PatternSender, SenderConfig, SenderStats};

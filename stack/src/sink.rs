@@ -74,6 +74,9 @@ pub struct SinkConfig {
     pub seed: u64,
     /// Frames processed per poll before the sockets are read.
     pub ingress_budget: usize,
+    /// Connection ids this sink gives out start here (several sinks sharing
+    /// one iperf3 server need disjoint ids: use the queue number << 24).
+    pub id_base: u32,
 }
 
 impl Default for SinkConfig {
@@ -91,6 +94,7 @@ impl Default for SinkConfig {
             congestion: tcp::CongestionControl::Cubic,
             seed: 1,
             ingress_budget: 64,
+            id_base: 0,
         }
     }
 }
@@ -148,7 +152,7 @@ pub struct TcpSink<'a> {
     conns: Vec<Conn>,
     cfg: SinkConfig,
     stats: TcpStats,
-    iperf3: Iperf3Server,
+    iperf3: SharedIperf3,
     next_id: iperf3::ConnId,
     /// When the sockets are next visited even without traffic (timers:
     /// delayed ACKs, retransmissions, TIME-WAIT, iperf3 timeouts).
@@ -161,6 +165,20 @@ pub struct TcpSink<'a> {
 const TICK: Duration = Duration::from_micros(100);
 /// Interval of the look at every socket without a state change.
 const SCAN: Duration = Duration::from_millis(1);
+
+/// An iperf3 server shared by the sinks of several queues: RSS may put a
+/// test's control connection and its data streams on different queues.
+pub type SharedIperf3 = std::sync::Arc<std::sync::Mutex<Iperf3Server>>;
+
+/// A new, unshared iperf3 server.
+pub fn iperf3_server() -> SharedIperf3 {
+    std::sync::Arc::new(std::sync::Mutex::new(Iperf3Server::new()))
+}
+
+fn lock(s: &SharedIperf3) -> std::sync::MutexGuard<'_, Iperf3Server> {
+    // The server's state stays consistent across a panic elsewhere.
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Configures a socket the way every socket of ours is configured.
 pub(crate) fn tune(s: &mut tcp::Socket<'_>, cc: tcp::CongestionControl) {
@@ -192,12 +210,24 @@ pub(crate) fn interface(
 
 impl<'a> TcpSink<'a> {
     /// A sink on `dev`, its socket rings carved from `mem` (which must hold
-    /// `max_conns * (rx_buf + tx_buf)` bytes).
+    /// `max_conns * (rx_buf + tx_buf)` bytes per service).
     pub fn new(
         cfg: SinkConfig,
         mem: &'a mut SocketMemory,
         dev: &mut impl Device,
         now: Instant,
+    ) -> Result<TcpSink<'a>, String> {
+        TcpSink::with_iperf3(cfg, mem, dev, now, iperf3_server())
+    }
+
+    /// Like [`TcpSink::new`], serving iperf3 with `server` (shared with the
+    /// other queues' sinks).
+    pub fn with_iperf3(
+        cfg: SinkConfig,
+        mem: &'a mut SocketMemory,
+        dev: &mut impl Device,
+        now: Instant,
+        server: SharedIperf3,
     ) -> Result<TcpSink<'a>, String> {
         let per = cfg.rx_buf + cfg.tx_buf;
         if cfg.max_conns == 0 || cfg.rx_buf == 0 || cfg.tx_buf == 0 {
@@ -236,18 +266,18 @@ impl<'a> TcpSink<'a> {
             iface,
             sockets,
             conns,
+            next_id: cfg.id_base.wrapping_add(1),
             cfg,
             stats: TcpStats::default(),
-            iperf3: Iperf3Server::new(),
-            next_id: 1,
+            iperf3: server,
             next_tick: now,
             next_scan: now,
         })
     }
 
     /// The iperf3 server (its tests and their byte counts).
-    pub fn iperf3(&self) -> &Iperf3Server {
-        &self.iperf3
+    pub fn iperf3(&self) -> std::sync::MutexGuard<'_, Iperf3Server> {
+        lock(&self.iperf3)
     }
 
     pub fn stats(&self) -> &TcpStats {
@@ -320,15 +350,20 @@ impl<'a> TcpSink<'a> {
                 }
                 let control = c.service == Service::Iperf3
                     && c.open
-                    && self.iperf3.role(c.id) == Role::Control;
+                    && lock(&self.iperf3).role(c.id) == Role::Control;
                 if control == pass {
                     self.service_one(i, now);
                 }
             }
         }
         if self.cfg.iperf3_port.is_some() {
-            self.iperf3.poll(now);
-            for id in self.iperf3.take_closes() {
+            let closes = {
+                let mut server = lock(&self.iperf3);
+                server.poll(now);
+                let conns = &self.conns;
+                server.take_closes_if(|id| conns.iter().any(|c| c.open && c.id == id))
+            };
+            for id in closes {
                 if let Some(c) = self.conns.iter().find(|c| c.open && c.id == id) {
                     self.sockets.get_mut::<tcp::Socket>(c.handle).close();
                 }
@@ -349,18 +384,18 @@ impl<'a> TcpSink<'a> {
                 open: true,
                 ..Conn::default()
             };
-            self.next_id = self.next_id.wrapping_add(1).max(1);
+            self.next_id = self.next_id.wrapping_add(1);
             self.stats.connections += 1;
             if iperf {
-                self.iperf3.on_accept(c.id, now);
+                lock(&self.iperf3).on_accept(c.id, now);
             }
         }
         while s.can_recv() {
             let st = &mut self.stats;
-            let server = &mut self.iperf3;
+            let server = &self.iperf3;
             let r = s.recv(|data| {
                 if iperf {
-                    if let Role::Data { .. } = server.on_recv(c.id, data, now) {
+                    if let Role::Data { .. } = lock(server).on_recv(c.id, data, now) {
                         st.iperf3_bytes += data.len() as u64;
                     }
                 } else if verify && !c.broken {
@@ -386,10 +421,11 @@ impl<'a> TcpSink<'a> {
             }
         }
         if iperf && c.open {
-            let out = self.iperf3.pending_output(c.id);
+            let mut server = lock(&self.iperf3);
+            let out = server.pending_output(c.id);
             if !out.is_empty() && s.can_send() {
                 if let Ok(n) = s.send_slice(out) {
-                    self.iperf3.sent(c.id, n);
+                    server.sent(c.id, n);
                 }
             }
         }
@@ -401,7 +437,7 @@ impl<'a> TcpSink<'a> {
             // The peer finished sending: finish our side too.
             tcp::State::CloseWait => {
                 c.fin = true;
-                if !iperf || self.iperf3.pending_output(c.id).is_empty() {
+                if !iperf || lock(&self.iperf3).pending_output(c.id).is_empty() {
                     s.close();
                 }
             }
@@ -415,7 +451,7 @@ impl<'a> TcpSink<'a> {
                     c.ended = true;
                     self.stats.closed += 1;
                     if iperf {
-                        self.iperf3.on_close(c.id, now);
+                        lock(&self.iperf3).on_close(c.id, now);
                     }
                 }
             }
@@ -429,7 +465,7 @@ impl<'a> TcpSink<'a> {
                         self.stats.aborted += 1;
                     }
                     if iperf {
-                        self.iperf3.on_close(c.id, now);
+                        lock(&self.iperf3).on_close(c.id, now);
                     }
                 }
                 c.ended = false;

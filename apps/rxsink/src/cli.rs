@@ -75,7 +75,9 @@ pub struct Args {
     /// RX queues (1..=8). Above 1, RSS spreads flows over the queues
     /// (Toeplitz hash of addresses and ports, redirection table round robin)
     /// and each queue has its own pinned thread (queue i on core --core + i,
-    /// modulo the core count), ring and pools. drop and read modes.
+    /// modulo the core count), ring and pools; in tcp mode each queue runs
+    /// its own smoltcp interface (same MAC and IP) and the iperf3 server is
+    /// shared.
     #[arg(long, default_value_t = 1)]
     pub queues: u32,
     /// Write every received frame (as reassembled from its buffers) to this
@@ -299,7 +301,6 @@ impl Args {
         }
         if self.queues > 1 {
             for (given, flag) in [
-                (self.mode == Mode::Tcp, "--mode tcp"),
                 (self.cores.is_some(), "--cores"),
                 (
                     self.sim_mode_arg == Some(SimMode::Stepped),
@@ -399,13 +400,15 @@ impl Args {
     /// two threads then owns a core) and thread otherwise.
     pub fn sim_mode(&self) -> SimMode {
         // Two cores: with --cores, or with the pair wire's peer thread, the
-        // simulator steps inside the RX thread so every thread has a core.
-        self.sim_mode_arg
-            .unwrap_or(if self.cores.is_some() || self.wire == WireSpec::Pair {
+        // simulator steps inside the RX thread so every thread has a core
+        // (one RX queue only: with several, each queue has its own thread).
+        self.sim_mode_arg.unwrap_or(
+            if self.queues == 1 && (self.cores.is_some() || self.wire == WireSpec::Pair) {
                 SimMode::Stepped
             } else {
                 SimMode::Thread
-            })
+            },
+        )
     }
 
     pub fn gen_config(&self) -> GenConfig {

@@ -14,6 +14,7 @@
 use crate::cli::Args;
 use crate::wires::WireExtras;
 use crate::{signals, start_sim, Capture, RunError, Sim, SimParts};
+use driver::rss::{RssConfig, DEFAULT_KEY};
 use driver::{Device, Igb, IgbConfig};
 use hw_sim::wire::PairEnd;
 use hw_sim::{SimConfig, SimNic};
@@ -23,7 +24,7 @@ use stack::queue::{self, QueueSetup};
 use stack::smoltcp::time::Instant as SmolInstant;
 use stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use stack::{DeviceConfig, PatternSender, SenderConfig, SinkConfig, SocketMemory, TcpSink};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,122 @@ fn peer_ip(ours: Ipv4Cidr) -> Ipv4Address {
     }
 }
 
+/// One queue's device with the project's pools and rxsink's header pool.
+type Dev = queue::PoolDevice<StrategyHeaderPool>;
+
+/// Stop conditions and totals shared by the queues' threads.
+struct Shared {
+    stop: AtomicBool,
+    /// Connections ended, all queues.
+    closed: AtomicU64,
+    /// Connections open, per queue.
+    open: Vec<AtomicU64>,
+}
+
+/// What one queue's loop measured.
+#[derive(Default)]
+struct LoopResult {
+    busy_ns: u64,
+    cpu_ns: u64,
+    stats: stack::TcpStats,
+}
+
+/// The stack's loop on one queue: (step the simulator,) poll the stack,
+/// flush TX; until a stop condition. Queue 0 prints the stats lines.
+#[allow(clippy::too_many_arguments)]
+fn sink_loop(
+    args: &Args,
+    q: usize,
+    start: Instant,
+    sink: &mut TcpSink<'_>,
+    qdev: &mut Dev,
+    mut sim: Option<&mut Sim>,
+    shared: &Shared,
+    peer_done: Option<&AtomicBool>,
+) -> LoopResult {
+    let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
+    let cpu0 = signals::thread_cpu_ns();
+    let mut r = LoopResult::default();
+    let mut next_report = start + Duration::from_secs(1);
+    let mut last = (start, 0u64);
+    let mut closed_seen = 0u64;
+    let mut iter = 0u64;
+    loop {
+        if let Some(Sim::Stepped(engine)) = sim.as_deref_mut() {
+            engine.step(args.batch);
+        }
+        let t0 = Instant::now();
+        let busy = sink.poll(smol_now(start), qdev);
+        qdev.flush();
+        if busy {
+            r.busy_ns += t0.elapsed().as_nanos() as u64;
+        }
+        iter += 1;
+        if !iter.is_multiple_of(64) {
+            continue;
+        }
+        let st = *sink.stats();
+        shared
+            .closed
+            .fetch_add(st.closed - closed_seen, Ordering::Relaxed);
+        closed_seen = st.closed;
+        shared.open[q].store(sink.open_connections() as u64, Ordering::Relaxed);
+        let idle = shared.open.iter().all(|o| o.load(Ordering::Relaxed) == 0);
+        let closed = shared.closed.load(Ordering::Relaxed);
+        if shared.stop.load(Ordering::Relaxed)
+            || signals::stop_requested()
+            || args.until_closed.is_some_and(|n| closed >= n && idle)
+            || (peer_done.is_some_and(|d| d.load(Ordering::Acquire)) && idle)
+        {
+            shared.stop.store(true, Ordering::Relaxed);
+            break;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        if q == 0 && now >= next_report && !args.quiet {
+            let secs = (now - last.0).as_secs_f64();
+            eprintln!(
+                "rxsink: {:6.1}s {:7.3} Gbit/s (queue 0) tcp: {} open, {} closed (all queues), {} bytes, {} verified, {} mismatches (queue 0)",
+                (now - start).as_secs_f64(),
+                (st.bytes - last.1) as f64 * 8.0 / secs / 1e9,
+                shared.open.iter().map(|o| o.load(Ordering::Relaxed)).sum::<u64>(),
+                closed,
+                st.bytes,
+                st.verified,
+                st.mismatches,
+            );
+            last = (now, st.bytes);
+            next_report = now + Duration::from_secs(1);
+        }
+    }
+    r.cpu_ns = signals::thread_cpu_ns() - cpu0;
+    r.stats = *sink.stats();
+    r
+}
+
+/// A queue's sink, its socket memory and its loop, on the current thread.
+fn run_queue(
+    args: &Args,
+    q: usize,
+    start: Instant,
+    cfg: SinkConfig,
+    server: stack::sink::SharedIperf3,
+    qdev: &mut Dev,
+    sim: Option<&mut Sim>,
+    shared: &Shared,
+    peer_done: Option<&AtomicBool>,
+) -> Result<LoopResult, String> {
+    let services = if cfg.iperf3_port.is_some() { 2 } else { 1 };
+    let mut mem = SocketMemory::for_sockets(services * cfg.max_conns, cfg.rx_buf, cfg.tx_buf)
+        .map_err(|e| format!("socket memory: {e}"))?;
+    let mut sink = TcpSink::with_iperf3(cfg, &mut mem, qdev, smol_now(start), server)?;
+    Ok(sink_loop(
+        args, q, start, &mut sink, qdev, sim, shared, peer_done,
+    ))
+}
+
 pub fn run(
     args: &Args,
     dev: Arc<dyn Device>,
@@ -82,24 +199,37 @@ pub fn run(
             ..IgbConfig::default()
         },
     )?;
-    let setup = queue_setup(args);
-    let hdrs = StrategyHeaderPool::new(
-        igb.dma(),
-        StrategyPoolConfig {
-            strategy: args.hdr_pool,
-            buffers: setup.rx_ring * 2 + args.batch * 8,
-            slot: args.hdr_buf,
-            ..StrategyPoolConfig::default()
-        },
-    )?;
-    let mut qdev = queue::build(dev.clone(), &igb, &setup, hdrs).map_err(RunError::Other)?;
+    let queues = args.queues as usize;
+    let mut devs: Vec<Dev> = Vec::with_capacity(queues);
+    for q in 0..queues {
+        let setup = QueueSetup {
+            queue: q as u32,
+            ..queue_setup(args)
+        };
+        let hdrs = StrategyHeaderPool::new(
+            igb.dma(),
+            StrategyPoolConfig {
+                strategy: args.hdr_pool,
+                buffers: setup.rx_ring * 2 + args.batch * 8,
+                slot: args.hdr_buf,
+                ..StrategyPoolConfig::default()
+            },
+        )?;
+        devs.push(queue::build(dev.clone(), &igb, &setup, hdrs).map_err(RunError::Other)?);
+    }
+    if queues > 1 {
+        igb.enable_rss_with(&RssConfig::new(queues as u32, &DEFAULT_KEY))?;
+        for (d, role) in devs.iter_mut().zip(stack::arp_roles(queues)) {
+            d.set_arp_role(role);
+        }
+    }
     igb.enable_rx();
     igb.enable_tx();
     let capture = match args.pcap_out.as_deref() {
         Some(path) => {
             let shared = Arc::new(std::sync::Mutex::new(Capture::create(path)?));
             let c = shared.clone();
-            qdev.set_capture(Box::new(move |frame: &[u8]| {
+            devs[0].set_capture(Box::new(move |frame: &[u8]| {
                 if let Ok(mut c) = c.lock() {
                     c.frame(frame);
                 }
@@ -122,15 +252,6 @@ pub fn run(
         seed: args.seed,
         ..SinkConfig::default()
     };
-    let services = if sink_cfg.iperf3_port.is_some() { 2 } else { 1 };
-    let mut mem = SocketMemory::for_sockets(
-        services * sink_cfg.max_conns,
-        sink_cfg.rx_buf,
-        sink_cfg.tx_buf,
-    )
-    .map_err(|e| RunError::Other(format!("socket memory: {e}")))?;
-    let mut sink =
-        TcpSink::new(sink_cfg, &mut mem, &mut qdev, smol_now(start)).map_err(RunError::Usage)?;
 
     // The far side of the pair wire: its own NIC, driver and sender.
     let peer_done = Arc::new(AtomicBool::new(false));
@@ -168,65 +289,76 @@ pub fn run(
     };
 
     let mut sim = start_sim(engine, args)?;
-    if let Some(core) = args.core {
-        pipeline::pin_current_thread(core).map_err(RunError::Usage)?;
-    }
-    let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
-    let cpu0 = signals::thread_cpu_ns();
-    let mut busy_ns = 0u64;
-    let mut next_report = start + Duration::from_secs(1);
-    let mut last = (start, 0u64);
-    let mut iter = 0u64;
-    loop {
-        if let Sim::Stepped(engine) = &mut sim {
-            engine.step(args.batch);
+    let shared = Shared {
+        stop: AtomicBool::new(false),
+        closed: AtomicU64::new(0),
+        open: (0..queues).map(|_| AtomicU64::new(0)).collect(),
+    };
+    let server = stack::sink::iperf3_server();
+    let peer_flag = peer.as_ref().map(|_| &*peer_done);
+    let results: Vec<Result<LoopResult, String>> = if queues == 1 {
+        if let Some(core) = args.core {
+            pipeline::pin_current_thread(core).map_err(RunError::Usage)?;
         }
-        let t0 = Instant::now();
-        if sink.poll(smol_now(start), &mut qdev) {
-            qdev.flush();
-            busy_ns += t0.elapsed().as_nanos() as u64;
-        } else {
-            qdev.flush();
-        }
-        iter += 1;
-        if !iter.is_multiple_of(64) {
-            continue;
-        }
-        let st = *sink.stats();
-        let idle = sink.open_connections() == 0;
-        if signals::stop_requested()
-            || args.until_closed.is_some_and(|n| st.closed >= n && idle)
-            || (peer.is_some() && peer_done.load(Ordering::Acquire) && idle)
-        {
-            break;
-        }
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            break;
-        }
-        if now >= next_report && !args.quiet {
-            let secs = (now - last.0).as_secs_f64();
-            eprintln!(
-                "rxsink: {:6.1}s {:7.3} Gbit/s tcp: {} open, {} closed, {} bytes, {} verified, {} mismatches",
-                (now - start).as_secs_f64(),
-                (st.bytes - last.1) as f64 * 8.0 / secs / 1e9,
-                sink.open_connections(),
-                st.closed,
-                st.bytes,
-                st.verified,
-                st.mismatches,
-            );
-            last = (now, st.bytes);
-            next_report = now + Duration::from_secs(1);
-        }
-    }
+        let r = run_queue(
+            args,
+            0,
+            start,
+            sink_cfg.clone(),
+            server.clone(),
+            &mut devs[0],
+            Some(&mut sim),
+            &shared,
+            peer_flag,
+        );
+        vec![r]
+    } else {
+        let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::thread::scope(|s| {
+            let handles: Vec<_> = devs
+                .iter_mut()
+                .enumerate()
+                .map(|(q, qdev)| {
+                    let (cfg, server, shared) = (
+                        SinkConfig {
+                            id_base: (q as u32) << 24,
+                            seed: sink_cfg.seed.wrapping_add(q as u64),
+                            ..sink_cfg.clone()
+                        },
+                        server.clone(),
+                        &shared,
+                    );
+                    let core = (args.core.unwrap_or(0) + q) % ncores;
+                    std::thread::Builder::new()
+                        .name(format!("rxsink-q{q}"))
+                        .spawn_scoped(s, move || {
+                            if let Err(e) = pipeline::pin_current_thread(core) {
+                                tracing::warn!("queue {q}: {e}");
+                            }
+                            let r = run_queue(
+                                args, q, start, cfg, server, qdev, None, shared, peer_flag,
+                            );
+                            // One queue failing stops the others.
+                            shared.stop.store(true, Ordering::Relaxed);
+                            r
+                        })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h {
+                    Ok(h) => h
+                        .join()
+                        .unwrap_or_else(|_| Err("queue thread panicked".into())),
+                    Err(e) => {
+                        shared.stop.store(true, Ordering::Relaxed);
+                        Err(format!("cannot start a queue thread: {e}"))
+                    }
+                })
+                .collect()
+        })
+    };
     let seconds = start.elapsed().as_secs_f64();
-    let cpu_ns = signals::thread_cpu_ns() - cpu0;
-    let tcp = *sink.stats();
-    let present = *qdev.present_stats();
-    let tx_side = *qdev.tx_stats();
-    let ring_stats = *qdev.rx_ring().stats();
-    drop(sink);
 
     // Orderly stop: the peer (it stops on its own once done, or on the
     // signal), the device, then the rings give every buffer back.
@@ -243,21 +375,77 @@ pub fn run(
     }
     drop(sim);
     igb.disable();
-    let (leaks, stop_err) = queue::shutdown(qdev);
+    let mut first_err = None;
+    let mut tcp = stack::TcpStats::default();
+    let (mut busy_ns, mut cpu_ns) = (0u64, 0u64);
+    let mut leaks = queue::Leaks::default();
+    let mut drops = serde_json::Map::new();
+    let (mut packets, mut bytes, mut hbo) = (0u64, 0u64, 0u64);
+    let mut per_queue = Vec::new();
+    let mut present_all = stack::frame::PresentStats::default();
+    for (q, (qdev, r)) in devs.into_iter().zip(results).enumerate() {
+        let r = r.unwrap_or_else(|e| {
+            first_err.get_or_insert(e);
+            LoopResult::default()
+        });
+        let present = *qdev.present_stats();
+        present_all += present;
+        let tx_side = *qdev.tx_stats();
+        let arp = *qdev.arp_stats();
+        let ring_stats = *qdev.rx_ring().stats();
+        let (l, stop_err) = queue::shutdown(qdev);
+        if let Some(e) = stop_err {
+            tracing::warn!("{e}");
+        }
+        leaks.pages += l.pages;
+        leaks.headers += l.headers;
+        leaks.tx_buffers += l.tx_buffers;
+        for reason in driver::DropReason::ALL {
+            let e = drops.entry(reason.name()).or_insert(0.into());
+            *e = (e.as_u64().unwrap_or(0) + ring_stats.drop_count(reason)).into();
+        }
+        packets += ring_stats.packets;
+        bytes += ring_stats.bytes;
+        hbo += ring_stats.hbo;
+        busy_ns += r.busy_ns;
+        cpu_ns += r.cpu_ns;
+        let t = r.stats;
+        tcp.connections += t.connections;
+        tcp.closed += t.closed;
+        tcp.aborted += t.aborted;
+        tcp.bytes += t.bytes;
+        tcp.verified += t.verified;
+        tcp.mismatches += t.mismatches;
+        tcp.iperf3_bytes += t.iperf3_bytes;
+        per_queue.push(json!({
+            "queue": q,
+            "packets": ring_stats.packets,
+            "connections": t.connections,
+            "bytes": t.bytes,
+            "verified": t.verified,
+            "mismatches": t.mismatches,
+            "busy_seconds": r.busy_ns as f64 / 1e9,
+            "present": present_json(&present),
+            "tx": {
+                "frames": tx_side.frames,
+                "multi_buffer": tx_side.multi_buffer,
+                "dropped": tx_side.dropped,
+                "arp_replies_suppressed": tx_side.arp_replies_suppressed,
+            },
+            "arp": {"shared": arp.shared, "inbox_full": arp.inbox_full, "received": arp.received},
+            "leaks": l,
+        }));
+    }
+    if let Some(e) = first_err {
+        return Err(RunError::Other(e));
+    }
     // The device (and its capture callback) is gone: the writer is ours.
     let pcap_out = capture
         .and_then(Arc::into_inner)
         .and_then(|m| m.into_inner().ok())
         .map(Capture::finish);
-    if let Some(e) = stop_err {
-        tracing::warn!("{e}");
-    }
     let hw = igb.read_stats();
     let sim_stats = nic.as_ref().map(|n| n.stats());
-    let mut drops = serde_json::Map::new();
-    for reason in driver::DropReason::ALL {
-        drops.insert(reason.name().into(), ring_stats.drop_count(reason).into());
-    }
     drops.insert("missed".into(), hw.missed_packets.into());
     let gb = tcp.bytes as f64 / 1e9;
     let peer_json = peer_result.map(|p| match p {
@@ -270,20 +458,22 @@ pub fn run(
         }),
         Err(e) => json!({ "error": e }),
     });
+    let iperf3 = server.lock().map(|s| s.stats()).ok();
     Ok(json!({
         "device": dev.name(),
         "wire": nic.as_ref().map(|_| args.wire.to_string()),
         "mode": "tcp",
         "ip": ip.to_string(),
         "port": args.port,
+        "queues": queues,
         "header_split": args.header_split.to_string(),
         "sim_mode": nic.as_ref().map(|_| args.sim_mode().to_string()),
         "gro": args.gro,
         "mtu": args.mtu,
         "batch": args.batch,
         "ring_size": args.ring_size,
-        "packets": ring_stats.packets,
-        "bytes": ring_stats.bytes,
+        "packets": packets,
+        "bytes": bytes,
         "seconds": seconds,
         "gbps": tcp.bytes as f64 * 8.0 / seconds / 1e9,
         "rx_thread_cpu_seconds": cpu_ns as f64 / 1e9,
@@ -298,26 +488,20 @@ pub fn run(
             "verify": args.verify,
             "verified": tcp.verified,
             "mismatches": tcp.mismatches,
+            "iperf3_bytes": tcp.iperf3_bytes,
         },
-        "present": {
-            "packets": present.packets,
-            "frames": present.frames,
-            "header_copies": present.header_copies,
-            "segmented": present.segmented,
-            "segments": present.segments,
-            "linearized": present.linearized,
-            "linearized_bytes": present.linearized_bytes,
-            "sw_checked": present.sw_checked,
-            "bad_checksum": present.bad_checksum,
-            "malformed": present.malformed,
-        },
-        "tx": {
-            "frames": tx_side.frames,
-            "multi_buffer": tx_side.multi_buffer,
-            "dropped": tx_side.dropped,
-        },
+        "iperf3": iperf3.map(|s| json!({
+            "tests_completed": s.tests_completed,
+            "tests_failed": s.tests_failed,
+            "refused_tests": s.refused_tests,
+            "rejected_connections": s.rejected_connections,
+            "last_test_bytes": s.last_test.as_ref().map(|t| t.bytes),
+            "last_test_streams": s.last_test.as_ref().map(|t| t.streams.len()),
+        })),
+        "present": present_json(&present_all),
+        "per_queue": per_queue,
         "drops": drops,
-        "hbo": ring_stats.hbo,
+        "hbo": hbo,
         "dma_faults": sim_stats.map(|s| s.dma_faults),
         "hw": {
             "gprc": hw.good_packets_rx,
@@ -331,6 +515,21 @@ pub fn run(
         "leaked_headers": leaks.headers,
         "leaked_tx_buffers": leaks.tx_buffers,
     }))
+}
+
+fn present_json(p: &stack::frame::PresentStats) -> serde_json::Value {
+    json!({
+        "packets": p.packets,
+        "frames": p.frames,
+        "header_copies": p.header_copies,
+        "segmented": p.segmented,
+        "segments": p.segments,
+        "linearized": p.linearized,
+        "linearized_bytes": p.linearized_bytes,
+        "sw_checked": p.sw_checked,
+        "bad_checksum": p.bad_checksum,
+        "malformed": p.malformed,
+    })
 }
 
 struct PeerConfig {
