@@ -117,7 +117,8 @@ import json, sys
 s = json.load(open(sys.argv[1])); e = json.load(open(sys.argv[2]))["end"]
 assert s["leaked_pages"] == s["leaked_headers"] == s["leaked_tx_buffers"] == s["dma_faults"] == 0, s
 print(json.dumps({"row": sys.argv[3], "mtu": int(sys.argv[4]), "gbps": e["sum_received"]["bits_per_second"] / 1e9,
-                  "cpu_gb": s["cpu_seconds_per_gb"], "rxsink_gbps": s["gbps"],
+                  "cpu_gb": s["cpu_seconds_per_gb"], "thread_gb": s["thread_cpu_seconds_per_gb"],
+                  "rxsink_gbps": s["gbps"],
                   "super": s["wire_stats"]["tap"]["rx_super_frames"]}))
 PY
 }
@@ -134,7 +135,7 @@ s = json.load(open(sys.argv[1]))
 assert s["leaked_pages"] == s["leaked_headers"] == s["leaked_tx_buffers"] == s["dma_faults"] == 0, s
 assert s["peer"]["finished"] == 1 and s["tcp"]["aborted"] == 0, s
 print(json.dumps({"row": sys.argv[2], "mtu": int(sys.argv[3]), "gbps": s["gbps"], "cpu_gb": s["cpu_seconds_per_gb"],
-                  "seconds": s["seconds"], "cpu_zero": s["rx_thread_cpu_seconds"] == 0}))
+                  "thread_gb": s["thread_cpu_seconds_per_gb"], "seconds": s["seconds"]}))
 PY
 }
 
@@ -161,29 +162,27 @@ python3 - "$RESULTS" "$T" "$R" <<'PY'
 import json, sys, statistics as st
 rows = [json.loads(l) for l in open(sys.argv[1])]
 T, R = sys.argv[2], sys.argv[3]
+busy = "rxsink receive path: the polling rounds that received frames (driver, presentation, smoltcp, in-place reads, ACKs)"
 names = [
     ("kernel", "Linux TCP, veth, iperf3 -s", "iperf3 -s process utime+stime"),
     ("kernel+softirq", "Linux TCP, veth, iperf3 -s", "iperf3 -s process + softirq time of all CPUs"),
-    ("tap", "rxsink over TAP, iperf3 -c from the kernel", "rxsink RX thread (driver + smoltcp, busy polling)"),
-    ("tap-vnet", "rxsink over TAP --vnet-hdr --gro 16", "rxsink RX thread (driver + smoltcp, busy polling)"),
-    ("pair", "rxsink --wire pair (smoltcp sender in-process)", "rxsink RX thread minus stepped simulator"),
+    ("tap", "rxsink over TAP, iperf3 -c from the kernel", busy),
+    ("tap-vnet", "rxsink over TAP --vnet-hdr --gro 16", busy),
+    ("pair", "rxsink --wire pair (smoltcp sender in-process)", busy),
 ]
 print(f"TCP receive, {T} s per run, {R} runs each: min / median\n")
-print("| receiver | MTU | Gbit/s min | Gbit/s median | receiver CPU-s/GB min | receiver CPU-s/GB median | CPU counted |")
-print("|---|---:|---:|---:|---:|---:|---|")
+print("| receiver | MTU | Gbit/s min | Gbit/s median | receiver CPU-s/GB min | receiver CPU-s/GB median | whole RX thread CPU-s/GB median | CPU counted |")
+print("|---|---:|---:|---:|---:|---:|---:|---|")
 for mtu in (1500, 9000):
     for key, name, what in names:
         sel = [r for r in rows if r["row"] == key and r["mtu"] == mtu]
         if not sel:
             continue
         g = [r["gbps"] for r in sel]
-        # rxsink reports 0 CPU when the stepped simulator's wall time exceeds
-        # the thread's CPU time (see the note): such runs are left out.
-        c = [r["cpu_gb"] for r in sel if not r.get("cpu_zero")]
-        zero = len(sel) - len(c)
-        cmin, cmed = (f"{min(c):.3f}", f"{st.median(c):.3f}") if c else ("n/a", "n/a")
-        note = f"; {zero} of {len(sel)} runs reported 0 CPU s, left out (*)" if zero else ""
-        print(f"| {name} | {mtu} | {min(g):.2f} | {st.median(g):.2f} | {cmin} | {cmed} | {what}{note} |")
+        c = [r["cpu_gb"] for r in sel]
+        t = [r["thread_gb"] for r in sel if "thread_gb" in r]
+        tmed = f"{st.median(t):.3f}" if t else "-"
+        print(f"| {name} | {mtu} | {min(g):.2f} | {st.median(g):.2f} | {min(c):.3f} | {st.median(c):.3f} | {tmed} | {what} |")
 sup = [r["super"] for r in rows if r["row"] == "tap-vnet"]
 print(f"\nTAP with --vnet-hdr: rx_super_frames per run {sup} (TSO super-frames from the kernel).")
 PY
@@ -200,17 +199,14 @@ received:
   softirq on core 0) but also the sender's own ACK processing: an upper
   bound of the receive cost, the first row a lower bound. /proc/stat is
   machine-wide: on a shared machine it also holds other tenants' softirq.
-- rxsink: rx_thread_cpu_seconds / GB from its JSON (cpu_seconds_per_gb):
-  the thread that runs driver + smoltcp. The simulator thread (TAP) or the
-  stepped simulator (pair) is the NIC and is excluded; so is the in-process
-  sender's thread (pair). The RX thread busy-polls, so over TAP this is also
-  the time it spun while waiting (from its start to the end of the test,
-  about 0.5-1 s more than T), not only work done.
-- (*) pair: rxsink computes rx_thread_cpu_seconds as the thread's CPU time
-  minus the WALL time spent stepping the simulator (apps/rxsink/src/tcp.rs),
-  saturating at 0; when the thread is preempted (a loaded machine) the
-  subtraction removes more than the simulator used, down to 0. Pair CPU
-  figures are therefore a lower bound on a busy machine.
+- rxsink: cpu_seconds_per_gb from its JSON: the wall time of the RX
+  thread's polling rounds that received frames (ring poll, header into
+  headroom, smoltcp, the in-place reads and verification, ACKs out), on a
+  core of its own (pinned, busy-polling, so wall time is CPU time). Idle
+  rounds are not in it, nor is the simulator (the NIC's stand-in: its own
+  thread over TAP, stepped between rounds on the pair wire) nor the pair's
+  in-process sender. "whole RX thread" is everything that thread burned,
+  idle spinning (and the stepped simulator on the pair wire) included.
 - Load average when the runs started: $LOAD0; at the end: $(cut -d' ' -f1-3 /proc/loadavg).
 
 Commands (NSA/NSB/NST are namespaces; va/vb a veth pair; rxb0 rxsink's TAP):

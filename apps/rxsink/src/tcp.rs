@@ -89,19 +89,31 @@ struct LoopResult {
     stats: stack::TcpStats,
 }
 
+/// What every queue's loop shares.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    args: &'a Args,
+    start: Instant,
+    shared: &'a Shared,
+    /// Set when the pair wire's sender is done.
+    peer_done: Option<&'a AtomicBool>,
+}
+
 /// The stack's loop on one queue: (step the simulator,) poll the stack,
 /// flush TX; until a stop condition. Queue 0 prints the stats lines.
-#[allow(clippy::too_many_arguments)]
 fn sink_loop(
-    args: &Args,
+    ctx: Ctx<'_>,
     q: usize,
-    start: Instant,
     sink: &mut TcpSink<'_>,
     qdev: &mut Dev,
     mut sim: Option<&mut Sim>,
-    shared: &Shared,
-    peer_done: Option<&AtomicBool>,
 ) -> LoopResult {
+    let Ctx {
+        args,
+        start,
+        shared,
+        peer_done,
+    } = ctx;
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let cpu0 = signals::thread_cpu_ns();
     let mut r = LoopResult::default();
@@ -166,23 +178,19 @@ fn sink_loop(
 
 /// A queue's sink, its socket memory and its loop, on the current thread.
 fn run_queue(
-    args: &Args,
+    ctx: Ctx<'_>,
     q: usize,
-    start: Instant,
     cfg: SinkConfig,
     server: stack::sink::SharedIperf3,
     qdev: &mut Dev,
     sim: Option<&mut Sim>,
-    shared: &Shared,
-    peer_done: Option<&AtomicBool>,
 ) -> Result<LoopResult, String> {
+    let start = ctx.start;
     let services = if cfg.iperf3_port.is_some() { 2 } else { 1 };
     let mut mem = SocketMemory::for_sockets(services * cfg.max_conns, cfg.rx_buf, cfg.tx_buf)
         .map_err(|e| format!("socket memory: {e}"))?;
     let mut sink = TcpSink::with_iperf3(cfg, &mut mem, qdev, smol_now(start), server)?;
-    Ok(sink_loop(
-        args, q, start, &mut sink, qdev, sim, shared, peer_done,
-    ))
+    Ok(sink_loop(ctx, q, &mut sink, qdev, sim))
 }
 
 pub fn run(
@@ -295,21 +303,23 @@ pub fn run(
         open: (0..queues).map(|_| AtomicU64::new(0)).collect(),
     };
     let server = stack::sink::iperf3_server();
-    let peer_flag = peer.as_ref().map(|_| &*peer_done);
+    let ctx = Ctx {
+        args,
+        start,
+        shared: &shared,
+        peer_done: peer.as_ref().map(|_| &*peer_done),
+    };
     let results: Vec<Result<LoopResult, String>> = if queues == 1 {
         if let Some(core) = args.core {
             pipeline::pin_current_thread(core).map_err(RunError::Usage)?;
         }
         let r = run_queue(
-            args,
+            ctx,
             0,
-            start,
             sink_cfg.clone(),
             server.clone(),
             &mut devs[0],
             Some(&mut sim),
-            &shared,
-            peer_flag,
         );
         vec![r]
     } else {
@@ -319,14 +329,13 @@ pub fn run(
                 .iter_mut()
                 .enumerate()
                 .map(|(q, qdev)| {
-                    let (cfg, server, shared) = (
+                    let (cfg, server) = (
                         SinkConfig {
                             id_base: (q as u32) << 24,
                             seed: sink_cfg.seed.wrapping_add(q as u64),
                             ..sink_cfg.clone()
                         },
                         server.clone(),
-                        &shared,
                     );
                     let core = (args.core.unwrap_or(0) + q) % ncores;
                     std::thread::Builder::new()
@@ -335,11 +344,9 @@ pub fn run(
                             if let Err(e) = pipeline::pin_current_thread(core) {
                                 tracing::warn!("queue {q}: {e}");
                             }
-                            let r = run_queue(
-                                args, q, start, cfg, server, qdev, None, shared, peer_flag,
-                            );
-                            // One queue failing stops the others.
-                            shared.stop.store(true, Ordering::Relaxed);
+                            let r = run_queue(ctx, q, cfg, server, qdev, None);
+                            // One queue ending (or failing) stops the others.
+                            ctx.shared.stop.store(true, Ordering::Relaxed);
                             r
                         })
                 })
