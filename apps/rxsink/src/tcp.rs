@@ -4,10 +4,12 @@
 //!
 //! The RX thread runs the stack (and the simulator between polls in
 //! stepped mode) and busy-polls. Its cost figures:
-//! - `busy_seconds` / `cpu_seconds_per_gb`: the time of the rounds that
-//!   received frames (ring poll, presentation, smoltcp, the in-place reads,
-//!   ACKs out): the receive path's CPU time on its own core. Idle rounds
-//!   and the simulator are not in it.
+//! - `busy_seconds`: the wall time of the rounds that received frames
+//!   (ring poll, presentation, smoltcp, the in-place reads, ACKs out).
+//! - `busy_cpu_seconds` / `cpu_seconds_per_gb`: the receive path's CPU
+//!   time: the thread's CPU time times the busy rounds' share of the loop's
+//!   wall time (so time the thread spent preempted is not counted). Idle
+//!   rounds and the simulator are not in it.
 //! - `rx_thread_cpu_seconds` / `thread_cpu_seconds_per_gb`: everything the
 //!   thread burned, idle spinning and a stepped simulator included.
 
@@ -84,9 +86,27 @@ struct Shared {
 /// What one queue's loop measured.
 #[derive(Default)]
 struct LoopResult {
+    /// Wall time of the rounds that received frames.
     busy_ns: u64,
+    /// Wall time of the whole loop.
+    loop_ns: u64,
+    /// The thread's CPU time over the loop.
     cpu_ns: u64,
     stats: stack::TcpStats,
+}
+
+impl LoopResult {
+    /// CPU time of the busy rounds: the thread's CPU time times the busy
+    /// rounds' share of the loop's wall time. Wall time alone would count
+    /// the time the thread was preempted inside a round (on a loaded machine
+    /// that can exceed the thread's whole CPU time); the share assumes
+    /// preemption strikes busy and idle rounds alike.
+    fn busy_cpu_ns(&self) -> u64 {
+        if self.loop_ns == 0 {
+            return 0;
+        }
+        (self.cpu_ns as u128 * self.busy_ns.min(self.loop_ns) as u128 / self.loop_ns as u128) as u64
+    }
 }
 
 /// What every queue's loop shares.
@@ -116,6 +136,7 @@ fn sink_loop(
     } = ctx;
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let cpu0 = signals::thread_cpu_ns();
+    let loop0 = Instant::now();
     let mut r = LoopResult::default();
     let mut next_report = start + Duration::from_secs(1);
     let mut last = (start, 0u64);
@@ -172,6 +193,7 @@ fn sink_loop(
         }
     }
     r.cpu_ns = signals::thread_cpu_ns() - cpu0;
+    r.loop_ns = loop0.elapsed().as_nanos() as u64;
     r.stats = *sink.stats();
     r
 }
@@ -384,7 +406,7 @@ pub fn run(
     igb.disable();
     let mut first_err = None;
     let mut tcp = stack::TcpStats::default();
-    let (mut busy_ns, mut cpu_ns) = (0u64, 0u64);
+    let (mut busy_ns, mut busy_cpu_ns, mut cpu_ns) = (0u64, 0u64, 0u64);
     let mut leaks = queue::Leaks::default();
     let mut drops = serde_json::Map::new();
     let (mut packets, mut bytes, mut hbo) = (0u64, 0u64, 0u64);
@@ -415,6 +437,7 @@ pub fn run(
         bytes += ring_stats.bytes;
         hbo += ring_stats.hbo;
         busy_ns += r.busy_ns;
+        busy_cpu_ns += r.busy_cpu_ns();
         cpu_ns += r.cpu_ns;
         let t = r.stats;
         tcp.connections += t.connections;
@@ -432,6 +455,7 @@ pub fn run(
             "verified": t.verified,
             "mismatches": t.mismatches,
             "busy_seconds": r.busy_ns as f64 / 1e9,
+            "busy_cpu_seconds": r.busy_cpu_ns() as f64 / 1e9,
             "present": present_json(&present),
             "tx": {
                 "frames": tx_side.frames,
@@ -486,7 +510,8 @@ pub fn run(
         "rx_thread_cpu_seconds": cpu_ns as f64 / 1e9,
         "thread_cpu_seconds_per_gb": if gb > 0.0 { cpu_ns as f64 / 1e9 / gb } else { 0.0 },
         "busy_seconds": busy_ns as f64 / 1e9,
-        "cpu_seconds_per_gb": if gb > 0.0 { busy_ns as f64 / 1e9 / gb } else { 0.0 },
+        "busy_cpu_seconds": busy_cpu_ns as f64 / 1e9,
+        "cpu_seconds_per_gb": if gb > 0.0 { busy_cpu_ns as f64 / 1e9 / gb } else { 0.0 },
         "tcp": {
             "connections": tcp.connections,
             "closed": tcp.closed,
