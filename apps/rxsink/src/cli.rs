@@ -76,6 +76,10 @@ pub struct Args {
     /// pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap_out: Option<std::path::PathBuf>,
+    /// Write one JSON line per completed RX descriptor write-back (raw
+    /// dwords and decoded fields) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub wb_log: Option<std::path::PathBuf>,
     /// Header split: off (one buffer), on (split after L4/L3), always.
     #[arg(long, default_value = "on")]
     pub header_split: SplitMode,

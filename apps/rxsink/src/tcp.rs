@@ -108,6 +108,11 @@ pub fn run(
         }
         None => None,
     };
+    if let Some(path) = &args.wb_log {
+        let q = qdev.rx_ring().queue();
+        qdev.rx_ring_mut()
+            .set_wb_observer(Some(crate::wblog::observer(path, q)?));
+    }
     let ip = args.tcp_ip();
     let cidr = Ipv4Cidr::new(Ipv4Address::from(ip.addr), ip.prefix);
     let start = Instant::now();
@@ -226,6 +231,7 @@ pub fn run(
     let present = *qdev.present_stats();
     let tx_side = *qdev.tx_stats();
     let ring_stats = *qdev.rx_ring().stats();
+    drop(qdev.rx_ring_mut().set_wb_observer(None)); // flushes --wb-log
     drop(sink);
 
     // Orderly stop: the peer (it stops on its own once done, or on the
