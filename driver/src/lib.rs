@@ -30,7 +30,9 @@ pub use device::{Device, DmaMapper, RegisterIo};
 pub use dma::{DmaError, DmaRegion, DmaSpace};
 pub use igb::{Igb, IgbConfig, IgbError};
 pub use rss::RssConfig;
-pub use rx::{Csum, DropReason, OwnedPacket, PacketRef, RxBatch, RxConfig, RxRing, RxStats, Seg};
+pub use rx::{
+    Csum, DropReason, OwnedPacket, PacketRef, RxBatch, RxConfig, RxRing, RxStats, Seg, WbObserver,
+};
 pub use tx::{TxBuf, TxConfig, TxRing, TxStats};
 
 /// Header split mode of an RX queue (SRRCTL.DESCTYPE).

@@ -419,7 +419,13 @@ pub struct RxRing<P: BufPool, H: BufPool> {
     cur: Partial,
     stats: RxStats,
     stopped: bool,
+    wb_observer: Option<WbObserver>,
 }
+
+/// Sees every completed RX write-back the driver reads, with its
+/// descriptor index, before the driver acts on it (see
+/// [`RxRing::set_wb_observer`]).
+pub type WbObserver = Box<dyn FnMut(u32, &RxWriteBack) + Send>;
 
 impl<P: BufPool, H: BufPool> RxRing<P, H> {
     /// Allocates the descriptor ring, programs the queue registers, fills
@@ -477,6 +483,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             },
             stats: RxStats::default(),
             stopped: false,
+            wb_observer: None,
         };
         r.program()?;
         Ok(r)
@@ -532,6 +539,9 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
                 break;
             }
             let wb = self.ring.slot(i).read_rx_wb(status);
+            if let Some(obs) = self.wb_observer.as_mut() {
+                obs(i as u32, &wb);
+            }
             let Some((page, hdr)) = self.posted[i].take() else {
                 // Unreachable by construction: every slot in
                 // [next_clean, next_fill) is posted.
@@ -837,6 +847,15 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     pub fn pools(&mut self) -> (&mut P, &mut H) {
         (&mut self.pages, &mut self.hdrs)
     }
+    /// Installs (or with `None` removes) an observer called with every
+    /// completed write-back the driver reads, in ring order, with its
+    /// descriptor index: tracing and the simulator-vs-hardware differential.
+    /// Costs one branch per descriptor when unset. Returns the previous
+    /// observer (dropping it, e.g. to flush a log, is the caller's choice).
+    pub fn set_wb_observer(&mut self, obs: Option<WbObserver>) -> Option<WbObserver> {
+        std::mem::replace(&mut self.wb_observer, obs)
+    }
+
     /// Direct access to a descriptor (tests and fault injection).
     pub fn descriptor(&self, i: usize) -> Option<&DescSlot> {
         (i <= self.ring.mask).then(|| self.ring.slot(i))

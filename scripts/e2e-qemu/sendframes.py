@@ -2,12 +2,16 @@
 """Injects a crafted frame set into a TAP device (AF_PACKET, needs root) so
 that QEMU's igb receives it: UDP and TCP over IPv4 and IPv6, non-IP frames,
 headers longer than the header buffer (IPv4 + TCP options, IPv6 extension
-headers), frame sizes 60..9000 bytes. Checksums are correct, so the device's
-checksum offload must not flag any frame.
+headers), frame sizes 60..9000 bytes, one 42-byte runt, and two frames with
+a wrong checksum (UDP; IPv4 header), which the device must flag and the
+driver drop. All other checksums are correct.
 
-usage: sendframes.py IFACE SECONDS [PPS]
-Sends the set round-robin for SECONDS at about PPS frames per second and
-prints one line with what it sent.
+usage: sendframes.py IFACE SECONDS [PPS [ROUNDS [SENT_PCAP]]]
+       sendframes.py --write-pcap FILE
+Sends the set round-robin for SECONDS at about PPS frames per second (or
+stops after ROUNDS passes over the set, if given) and prints one line with
+what it sent; SENT_PCAP receives every frame sent, in order. --write-pcap writes the set once, in order, to a pcap file
+(the reference the receiver's capture and the simulator replay use).
 """
 import signal
 import socket
@@ -105,6 +109,17 @@ def frame_set():
     ip_opts = bytes([1] * 39 + [0])                  # 40 B of IPv4 options: NOPs, EOL
     tcp_opts = bytes([1] * 40)                       # 40 B of TCP options: NOPs
     out = []
+    # First in the set, so the receiver, which stops after the frames it
+    # must deliver, has seen their write-backs by then.
+    # A runt: 42 B, not padded (the NIC pads it to 60 B with zeros).
+    out.append(("runt", DST + SRC + struct.pack("!H", 0x88B5) + fill(28)))
+    # Wrong checksums: the NIC must flag them (TCPE / IPE); the driver drops them.
+    f = bytearray(v4_frame("udp", 242))
+    f[40] ^= 0x5A                                    # UDP checksum
+    out.append(("badl4", bytes(f)))
+    f = bytearray(v4_frame("tcp", 242))
+    f[24] ^= 0x5A                                    # IPv4 header checksum
+    out.append(("badip4", bytes(f)))
     for size in (60, 64, 128, 242, 512, 1442, 1514, 2048, 4000, 9000):
         out.append(("udp4", v4_frame("udp", size)))
         out.append(("tcp4", v4_frame("tcp", size)))
@@ -117,9 +132,21 @@ def frame_set():
     return out
 
 
+def write_pcap(path, frames):
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for _, fr in frames:
+            f.write(struct.pack("<IIII", 0, 0, len(fr), len(fr)) + fr)
+
+
 def main():
+    if sys.argv[1] == "--write-pcap":
+        write_pcap(sys.argv[2], frame_set())
+        return
     iface, seconds = sys.argv[1], float(sys.argv[2])
     pps = float(sys.argv[3]) if len(sys.argv) > 3 else 2000.0
+    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    sent_frames = [] if len(sys.argv) > 5 else None
     frames = frame_set()
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -130,13 +157,18 @@ def main():
     kinds = {}
     start = time.monotonic()
     i = 0
-    while not stop and time.monotonic() - start < seconds:
+    while not stop and time.monotonic() - start < seconds and not (rounds and i >= rounds * len(frames)):
         burst_start = time.monotonic()
         for _ in range(max(1, int(pps / 100))):
+            if rounds and i >= rounds * len(frames):
+                break
             kind, f = frames[i % len(frames)]
             i += 1
             try:
-                s.send(f)
+                if s.send(f) != len(f):
+                    raise OSError("short send")
+                if sent_frames is not None:
+                    sent_frames.append((kind, f))
                 sent += 1
                 nbytes += len(f)
                 kinds[kind] = kinds.get(kind, 0) + 1
@@ -148,6 +180,8 @@ def main():
                 time.sleep(rest)
             except InterruptedError:
                 pass
+    if sent_frames is not None:
+        write_pcap(sys.argv[5], sent_frames)
     print("sendframes: %s sent %d frames (%d bytes, %d send errors) in %.1f s: %s"
           % (iface, sent, nbytes, errors, time.monotonic() - start,
              " ".join("%s=%d" % kv for kv in sorted(kinds.items()))), flush=True)

@@ -84,6 +84,10 @@ pub struct Args {
     /// pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap_out: Option<std::path::PathBuf>,
+    /// Write one JSON line per completed RX descriptor write-back (raw
+    /// dwords and decoded fields) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub wb_log: Option<std::path::PathBuf>,
     /// Header split: off (one buffer), on (split after L4/L3), always.
     #[arg(long, default_value = "on")]
     pub header_split: SplitMode,
@@ -307,6 +311,7 @@ impl Args {
                     "--sim-mode stepped",
                 ),
                 (self.pcap_out.is_some(), "--pcap-out"),
+                (self.wb_log.is_some(), "--wb-log"),
             ] {
                 if given {
                     return Err(format!(

@@ -10,6 +10,7 @@ mod cli;
 mod multiq;
 mod signals;
 mod tcp;
+mod wblog;
 mod wires;
 
 use cli::{Args, DeviceSpec, Mode, SimMode};
@@ -177,6 +178,9 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         max_descs_per_packet: max_descs,
     };
     let mut ring: Ring = RxRing::new(dev.clone(), igb.dma(), rx_cfg, pages, hdrs)?;
+    if let Some(path) = &args.wb_log {
+        ring.set_wb_observer(Some(wblog::observer(path, ring.queue())?));
+    }
     igb.enable_rx();
 
     let mut sim = start_sim(engine, args)?;
@@ -249,6 +253,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let seconds = start.elapsed().as_secs_f64();
     let cpu_ns = signals::thread_cpu_ns() - cpu0;
     let pcap_out = capture.map(Capture::finish);
+    drop(ring.set_wb_observer(None)); // flushes --wb-log
 
     // Orderly stop: device thread first (no DMA after this), then the ring
     // takes back every posted buffer, then the pools prove nothing leaked.

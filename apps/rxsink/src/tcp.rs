@@ -268,6 +268,12 @@ pub fn run(
         }
         None => None,
     };
+    if let Some(path) = &args.wb_log {
+        let q = devs[0].rx_ring().queue();
+        devs[0]
+            .rx_ring_mut()
+            .set_wb_observer(Some(crate::wblog::observer(path, q)?));
+    }
     let ip = args.tcp_ip();
     let cidr = Ipv4Cidr::new(Ipv4Address::from(ip.addr), ip.prefix);
     let start = Instant::now();
@@ -412,7 +418,8 @@ pub fn run(
     let (mut packets, mut bytes, mut hbo) = (0u64, 0u64, 0u64);
     let mut per_queue = Vec::new();
     let mut present_all = stack::frame::PresentStats::default();
-    for (q, (qdev, r)) in devs.into_iter().zip(results).enumerate() {
+    for (q, (mut qdev, r)) in devs.into_iter().zip(results).enumerate() {
+        drop(qdev.rx_ring_mut().set_wb_observer(None)); // flushes --wb-log
         let r = r.unwrap_or_else(|e| {
             first_err.get_or_insert(e);
             LoopResult::default()
