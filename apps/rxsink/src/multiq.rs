@@ -85,7 +85,7 @@ pub fn run(
     };
     let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let start = Instant::now();
-    let results: Vec<QueueResult> = std::thread::scope(|s| {
+    let mut results: Vec<QueueResult> = std::thread::scope(|s| {
         let handles: Vec<_> = rings
             .iter_mut()
             .enumerate()
@@ -121,7 +121,16 @@ pub fn run(
     let (mut packets, mut bytes, mut leaked_pages, mut leaked_headers) = (0u64, 0u64, 0, 0);
     let mut drops_total = 0u64;
     let mut fold = 0u64;
-    for (ring, r) in rings.iter_mut().zip(&results) {
+    for (ring, r) in rings.iter_mut().zip(results.iter_mut()) {
+        // The device is stopped: harvest what it wrote after the queue's
+        // thread left, so the counts match the device's.
+        let mut batch = ring.new_batch(args.batch);
+        while ring.poll(&mut batch, args.batch) > 0 {
+            if args.mode == Mode::Read {
+                r.fold = r.fold.wrapping_add(read_batch(&batch));
+            }
+            ring.recycle(&mut batch);
+        }
         if let Err(e) = ring.stop() {
             tracing::warn!("{e}");
         }

@@ -81,6 +81,8 @@ struct Shared {
     closed: AtomicU64,
     /// Connections open, per queue.
     open: Vec<AtomicU64>,
+    /// Resident set (KiB) once every queue's sockets and pools exist.
+    rss_start: AtomicU64,
 }
 
 /// What one queue's loop measured.
@@ -155,6 +157,13 @@ fn sink_loop(
         iter += 1;
         if !iter.is_multiple_of(64) {
             continue;
+        }
+        if q == 0 && iter == 64 {
+            // Every allocation is done by the first round: from here on the
+            // resident set must stay flat.
+            shared
+                .rss_start
+                .store(signals::rss_kib(), Ordering::Relaxed);
         }
         let st = *sink.stats();
         shared
@@ -329,6 +338,7 @@ pub fn run(
         stop: AtomicBool::new(false),
         closed: AtomicU64::new(0),
         open: (0..queues).map(|_| AtomicU64::new(0)).collect(),
+        rss_start: AtomicU64::new(0),
     };
     let server = stack::sink::iperf3_server();
     let ctx = Ctx {
@@ -394,6 +404,8 @@ pub fn run(
         })
     };
     let seconds = start.elapsed().as_secs_f64();
+    let rss_start = shared.rss_start.load(Ordering::Relaxed);
+    let rss_end = signals::rss_kib();
 
     // Orderly stop: the peer (it stops on its own once done, or on the
     // signal), the device, then the rings give every buffer back.
@@ -550,6 +562,7 @@ pub fn run(
         "peer": peer_json,
         "wire_stats": extras.json(),
         "pcap_out": pcap_out.map(|(frames, errors)| json!({"frames": frames, "errors": errors})),
+        "memory": {"rss_kib_start": rss_start, "rss_kib_end": rss_end},
         "leaked_pages": leaks.pages,
         "leaked_headers": leaks.headers,
         "leaked_tx_buffers": leaks.tx_buffers,
