@@ -334,11 +334,18 @@ fn corrupt_bits(rng: &mut Rng, frame: &mut [u8]) -> bool {
     let nbits = ((frame.len() - ETH_HLEN) * 8) as u64;
     let flips = (1 + rng.below(3)).min(nbits);
     let mut done = [u64::MAX; 3];
+    // A bit's place in its 16-bit word (frames are summed in big-endian
+    // words from even offsets). Flips in distinct places can never cancel
+    // out in a ones-complement sum, so the IP, TCP and UDP checksums always
+    // see them, as they would see what a link's CRC lets through by
+    // accident only very rarely; flips that cancel would corrupt any real
+    // TCP stream undetected.
+    let place = |bit: u64| ((ETH_HLEN as u64 + bit / 8) % 2) * 8 + bit % 8;
     for i in 0..flips as usize {
         let mut bit = rng.below(nbits);
-        // Step past bits already flipped (at most two), so flips never
-        // cancel out.
-        while done[..i].contains(&bit) {
+        // Step past bits in places already flipped (at most two; a frame
+        // past its header has at least 8 places).
+        while done[..i].iter().any(|&d| place(d) == place(bit)) {
             bit = (bit + 1) % nbits;
         }
         done[i] = bit;
@@ -525,10 +532,13 @@ impl Bucket {
 /// Per frame, in this order:
 ///
 /// 1. **drop** (percent): the frame disappears.
-/// 2. **corrupt** (percent): 1..=3 distinct bits are flipped at random
-///    positions after the 14-byte Ethernet header, so the frame still passes
-///    the NIC's address filter and only the checksums can catch it. Frames
-///    of 14 bytes or less are never corrupted.
+/// 2. **corrupt** (percent): 1..=3 bits are flipped at random positions
+///    after the 14-byte Ethernet header, so the frame still passes the NIC's
+///    address filter and only the checksums can catch it. The flipped bits
+///    sit in distinct places of their 16-bit words, so the Internet checksum
+///    always catches them when they fall in what it covers (flips that
+///    cancel in a ones-complement sum would slip through any TCP stack).
+///    Frames of 14 bytes or less are never corrupted.
 /// 3. **dup** (percent): the (possibly corrupted) frame is delivered twice.
 /// 4. **reorder** (window N, 0 or 1 = off): frames are held until N are
 ///    waiting, then released in a uniformly random permutation, so a frame
@@ -930,6 +940,17 @@ mod tests {
             assert!(corrupt_bits(&mut rng, &mut f));
             let flipped: u32 = f.iter().zip(&orig).map(|(a, b)| (a ^ b).count_ones()).sum();
             assert!((1..=3).contains(&flipped), "{flipped} bits");
+            // Distinct places in their 16-bit words: no two flips cancel.
+            let mut places = 0u16;
+            for (i, (a, b)) in f.iter().zip(&orig).enumerate() {
+                for bit in 0..8 {
+                    if (a ^ b) & (1 << bit) != 0 {
+                        let place = (i % 2) * 8 + bit;
+                        assert_eq!(places & (1 << place), 0, "two flips in place {place}");
+                        places |= 1 << place;
+                    }
+                }
+            }
             hist[flipped as usize] += 1;
             assert_eq!(f[..ETH_HLEN], orig[..ETH_HLEN]);
         }

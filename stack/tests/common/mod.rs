@@ -154,8 +154,22 @@ pub fn transfer(
     a: &mut Nic,
     b: &mut Nic,
     t: Transfer,
+    exchange: impl FnMut(),
+    context: impl Fn() -> String,
+) -> Outcome {
+    transfer_with(a, b, t, exchange, context, |_, _, _, _| {})
+}
+
+/// [`transfer`] with `each_round(virtual_ms, a, b, progress)` called before
+/// every round (to flap a link, sample memory, ...); `progress` is the
+/// bytes the sink has read so far.
+pub fn transfer_with(
+    a: &mut Nic,
+    b: &mut Nic,
+    t: Transfer,
     mut exchange: impl FnMut(),
     context: impl Fn() -> String,
+    mut each_round: impl FnMut(u64, &Nic, &Nic, u64),
 ) -> Outcome {
     let sink_cfg = SinkConfig {
         verify: true,
@@ -193,6 +207,7 @@ pub fn transfer(
             context()
         );
         rounds += 1;
+        each_round((now - start).total_millis(), a, b, sink.stats().bytes);
         let mut busy = sender.poll(now, &mut b.dev);
         b.dev.flush();
         busy |= b.engine.step(256) > 0;

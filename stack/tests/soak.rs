@@ -1,0 +1,148 @@
+//! Long runs on the virtual-clock pair rig: a fault soak of at least 10^6
+//! segments, and link flaps during a transfer. The soak is `#[ignore]`d in
+//! the default test run (a few seconds in release, minutes in debug); CI runs it with
+//! `cargo test --release -p stack --test soak -- --ignored`.
+
+mod common;
+
+use common::{check, nic, transfer_with, NicSetup, Transfer};
+use hw_sim::wire::{pair, FaultConfig, FaultWire};
+use std::time::Duration;
+
+/// The resident set of this process in KiB (0 where /proc is missing).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "seconds in release, minutes in debug; run by CI with --ignored"]
+fn fault_soak_of_a_million_segments() {
+    // Segments of 1448 payload bytes (MTU 1500, timestamps on).
+    let segments: u64 = std::env::var("SOAK_SEGMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let bytes = segments * 1448;
+    let (end_a, end_b) = pair(1024);
+    let faults = FaultConfig {
+        drop: 1.0,
+        dup: 0.5,
+        reorder: 8,
+        corrupt: 0.1,
+        rate_mbps: None,
+        seed: 42,
+    };
+    let fw = FaultWire::new(end_a, faults).expect("fault config");
+    let fstats = fw.stats();
+    let mut a = nic(NicSetup::default(), Box::new(fw));
+    let mut b = nic(
+        NicSetup {
+            mac: [0x02, 0, 0, 0, 0, 0x02],
+            ..NicSetup::default()
+        },
+        Box::new(end_b),
+    );
+    // Memory once the transfer runs (everything allocated), and its peak.
+    let (mut rss_warm, mut rss_max, mut rounds) = (0u64, 0u64, 0u64);
+    let t = Transfer {
+        limit: Duration::from_secs(900),
+        ..Transfer::new(2, bytes / 2)
+    };
+    let out = transfer_with(
+        &mut a,
+        &mut b,
+        t,
+        || {},
+        || format!("faults {:?}", fstats.total()),
+        |_, _, _, progress| {
+            rounds += 1;
+            if rss_warm == 0 && progress > bytes / 20 {
+                rss_warm = rss_kib();
+            }
+            if rss_warm != 0 && rounds % 4096 == 0 {
+                rss_max = rss_max.max(rss_kib());
+            }
+        },
+    );
+    check(&out, 2, bytes / 2);
+    let f = fstats.total();
+    eprintln!(
+        "soak: {} bytes, {} frames presented, {} ms virtual, faults {f:?}, RSS {rss_warm} KiB -> max {rss_max} KiB",
+        out.sink.bytes, out.present.frames, out.virtual_ms
+    );
+    assert!(out.present.frames >= segments, "{out:?}");
+    assert!(
+        f.dropped > 0 && f.duplicated > 0 && f.reordered > 0 && f.corrupted > 0,
+        "{f:?}"
+    );
+    // Flat memory: nothing grows with the number of segments.
+    assert!(
+        rss_max <= rss_warm + 4096,
+        "resident set grew from {rss_warm} KiB to {rss_max} KiB"
+    );
+    a.stop_and_audit();
+    b.stop_and_audit();
+}
+
+#[test]
+fn link_flaps_during_a_transfer_cost_retransmissions_only() {
+    let (end_a, end_b) = pair(1024);
+    let mut a = nic(NicSetup::default(), Box::new(end_a));
+    let mut b = nic(
+        NicSetup {
+            mac: [0x02, 0, 0, 0, 0, 0x02],
+            ..NicSetup::default()
+        },
+        Box::new(end_b),
+    );
+    // The sink's cable is pulled three times for 300 ms (virtual) once the
+    // stream runs; the driver sees the link go down and come back.
+    let mut flaps = 0;
+    let mut down_since: Option<u64> = None;
+    let mut link_changes = 0;
+    let mut last_link = true;
+    let out = transfer_with(
+        &mut a,
+        &mut b,
+        Transfer::new(1, 8 << 20),
+        || {},
+        || "link flaps".into(),
+        |ms, a, _, progress| {
+            match down_since {
+                None if flaps < 3 && progress > (flaps + 1) * (2 << 20) => {
+                    a.sim.set_carrier(false);
+                    down_since = Some(ms);
+                    flaps += 1;
+                }
+                Some(t) if ms >= t + 300 => {
+                    a.sim.set_carrier(true);
+                    down_since = None;
+                }
+                _ => {}
+            }
+            let up = a.igb.link_up();
+            if up != last_link {
+                link_changes += 1;
+                last_link = up;
+            }
+        },
+    );
+    check(&out, 1, 8 << 20);
+    assert_eq!(flaps, 3);
+    // Down and up again, three times, as the driver reads STATUS.LU.
+    assert_eq!(link_changes, 6, "link changes seen by the driver");
+    let st = a.sim.stats();
+    assert!(
+        st.rx_link_down > 0,
+        "frames lost while the link was down: {st:?}"
+    );
+    a.stop_and_audit();
+    b.stop_and_audit();
+}
