@@ -158,12 +158,22 @@ enum Verdict {
 /// or the frame is malformed); `tail` are the bytes that follow it. Non-IPv4
 /// frames pass unchecked (smoltcp checks what it understands of them).
 fn verify(head: &[u8], tail: &[&[u8]], ip_csum: Csum, l4_csum: Csum, sw: &mut u64) -> Verdict {
-    if ip_csum == Csum::Good && l4_csum == Csum::Good {
-        return Verdict::Ok;
-    }
     if head.len() < ETH_HLEN + 20 || u16::from_be_bytes([head[12], head[13]]) != ETHERTYPE_IPV4 {
-        return Verdict::Ok;
+        // Too short for IPv4 (a runt the NIC padded holds at least 46
+        // bytes of it) or not IPv4: for smoltcp to judge.
+        return if head.len() >= ETH_HLEN
+            && u16::from_be_bytes([head[12], head[13]]) == ETHERTYPE_IPV4
+            && tail.is_empty()
+        {
+            Verdict::Malformed
+        } else {
+            Verdict::Ok
+        };
     }
+    // The header lengths must fit the frame, whatever the device said about
+    // the checksums (a few loads of bytes already in cache): an IP total
+    // length beyond the frame or shorter than the headers, a TCP data
+    // offset beyond the IP payload.
     let ip = &head[ETH_HLEN..];
     let ihl = (ip[0] & 0x0F) as usize * 4;
     if ip[0] >> 4 != 4 || ihl < 20 || ip.len() < ihl {
@@ -174,6 +184,17 @@ fn verify(head: &[u8], tail: &[&[u8]], ip_csum: Csum, l4_csum: Csum, sw: &mut u6
     if total < ihl || ETH_HLEN + total > frame_len {
         return Verdict::Malformed;
     }
+    let proto = ip[9];
+    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3FFF != 0;
+    if proto == PROTO_TCP && !fragment {
+        match ip.get(ihl + 12) {
+            Some(&b) if (b >> 4) >= 5 && ihl + (b >> 4) as usize * 4 <= total => {}
+            _ => return Verdict::Malformed,
+        }
+    }
+    if ip_csum == Csum::Good && l4_csum == Csum::Good {
+        return Verdict::Ok;
+    }
     *sw += 1;
     if ip_csum == Csum::None {
         let mut s = Sum::new();
@@ -182,8 +203,6 @@ fn verify(head: &[u8], tail: &[&[u8]], ip_csum: Csum, l4_csum: Csum, sw: &mut u6
             return Verdict::BadChecksum;
         }
     }
-    let proto = ip[9];
-    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3FFF != 0;
     if l4_csum == Csum::Good || fragment || !(proto == PROTO_TCP || proto == PROTO_UDP) {
         return Verdict::Ok;
     }
@@ -1136,8 +1155,10 @@ mod tests {
         set_ip_total(&mut k, 30);
         let (out, s) = r.present(&k, Shape::off(BUF).sw());
         assert_eq!((out.len(), s.malformed + s.bad_checksum), (0, 1));
+        // Even where the device vouched for the checksums: the lengths are
+        // checked on every frame.
         let (out, s) = r.present(&k, Shape::off(BUF));
-        assert_eq!((out, s.linearized), (vec![k], 1));
+        assert_eq!((out.len(), s.malformed), (0, 1));
     }
 
     #[test]
@@ -1151,9 +1172,9 @@ mod tests {
                 let (out, s) = r.present(&f, shape);
                 assert_eq!((out.len(), s.malformed), (0, 1), "ihl {ihl}");
             }
-            // Trusted device: not TCP to segment, so copied whole.
+            // Even where the device vouched for the checksums.
             let (out, s) = r.present(&f, Shape::off(1500));
-            assert_eq!((out, s.linearized), (vec![f.clone()], 1), "ihl {ihl}");
+            assert_eq!((out.len(), s.malformed), (0, 1), "ihl {ihl}");
         }
         // Not IPv4 at all (version 6 in an IPv4 ethertype).
         let mut f = tcp(100, 0, hf::TCP_ACK);
@@ -1175,10 +1196,15 @@ mod tests {
         // Beyond the frame's first buffer (split off).
         let (out, s) = r.present(&f, Shape::off(60));
         assert_eq!((out, s.linearized), (vec![f.clone()], 1));
-        // A data offset below 5.
+        // A data offset below 5: malformed, whatever the device said.
         f[14 + 20 + 12] = 0x30;
         let (out, s) = r.present(&f, Shape::off(BUF));
-        assert_eq!((out, s.linearized), (vec![f], 1));
+        assert_eq!((out.len(), s.malformed), (0, 1));
+        // Options that overrun the IP payload.
+        let mut g = tcp(10, 0, hf::TCP_ACK);
+        g[14 + 20 + 12] = 0xF0;
+        let (out, s) = r.present(&g, Shape::off(BUF));
+        assert_eq!((out.len(), s.malformed), (0, 1));
     }
 
     #[test]

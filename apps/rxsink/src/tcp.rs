@@ -554,6 +554,15 @@ pub fn run(
         "drops": drops,
         "hbo": hbo,
         "dma_faults": sim_stats.map(|s| s.dma_faults),
+        "sim": sim_stats.map(|s| json!({
+            "rx_frames": s.rx_frames,
+            "rx_missed": s.rx_missed,
+            "rx_oversize": s.rx_oversize,
+            "rx_filtered": s.rx_filtered,
+            "rx_link_down": s.rx_link_down,
+            "tx_frames": s.tx_frames,
+            "tx_dropped": s.tx_dropped,
+        })),
         "hw": {
             "gprc": hw.good_packets_rx,
             "gorc": hw.good_octets_rx,
