@@ -131,7 +131,8 @@ else echo "FAIL pcap round trip"; fail=$((fail+1)); fi
 for bad in "--batch 0" "--ring-size 100" "--device vfio:nonsense" "--device vfio:0000:03:00.0 --frame-size 64" \
            "--wire tap:" "--wire pair" "--wire pcap:/nonexistent/x.pcap" "--verify" \
            "--mode tcp --ip 10.0.0.1" "--mode tcp --ip 10.0.0.1/40" "--mode tcp --port 5201" \
-           "--faults drop=150" "--faults colour=red" "--vnet-hdr" "--queues 9" "--queues 2 --sim-mode stepped" "--header-split sometimes" "--frame-size 10" "--hdr-buf 1000" \
+           "--faults drop=150" "--faults colour=red" "--vnet-hdr" "--queues 9" "--queues 2 --sim-mode stepped" \
+           "--mode tcp --wire tap:lo --duration 1" "--header-split sometimes" "--frame-size 10" "--hdr-buf 1000" \
            "--payload-buf 4096 --headroom 256" "--duration -1" "--core 4096" \
            "--cores 0,0" "--cores 1" "--recycle-batch 0" "--gro 65" "--hdr-pool spinlock" \
            "--hdr-pool packed --hdr-buf 512"; do
