@@ -104,7 +104,7 @@ unsafe fn payload_mut(buf: &mut Buf, n: usize) -> &mut [u8] {
 }
 
 /// What the presenter did, in packets and frames.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PresentStats {
     /// Packets taken from the driver.
     pub packets: u64,
@@ -402,14 +402,7 @@ impl Presenter {
             if head.is_empty() {
                 Verdict::Malformed
             } else {
-                let tail = tail.as_slice();
-                verify(
-                    head,
-                    tail,
-                    pkt.ip_csum,
-                    pkt.l4_csum,
-                    &mut self.stats.sw_checked,
-                )
+                self.check(head, tail.as_slice(), pkt)
             }
         };
         if verdict != Verdict::Ok {
@@ -452,6 +445,25 @@ impl Presenter {
         }
     }
 
+    /// [`verify`] with this presenter's counter of software checks.
+    fn check(&mut self, head: &[u8], tail: &[&[u8]], pkt: &OwnedPacket) -> Verdict {
+        verify(
+            head,
+            tail,
+            pkt.ip_csum,
+            pkt.l4_csum,
+            &mut self.stats.sw_checked,
+        )
+    }
+
+    /// Counts a dropped packet under its reason.
+    fn count_drop(&mut self, why: Verdict) {
+        match why {
+            Verdict::BadChecksum => self.stats.bad_checksum += 1,
+            _ => self.stats.malformed += 1,
+        }
+    }
+
     fn emit(&mut self, f: Frame) {
         self.stats.frames += 1;
         self.ready.push_back(f);
@@ -464,10 +476,7 @@ impl Presenter {
         pages: &mut P,
         hdrs: &mut H,
     ) {
-        match why {
-            Verdict::BadChecksum => self.stats.bad_checksum += 1,
-            _ => self.stats.malformed += 1,
-        }
+        self.count_drop(why);
         if let Some(h) = pkt.hdr.take() {
             hdrs.recycle(h);
         }
@@ -522,13 +531,7 @@ impl Presenter {
                     seg_bytes(&pkt.segs[0])
                 }
             };
-            verify(
-                head,
-                &tail,
-                pkt.ip_csum,
-                pkt.l4_csum,
-                &mut self.stats.sw_checked,
-            )
+            self.check(head, &tail, pkt)
         };
         if verdict != Verdict::Ok {
             self.drop_packet(pkt, verdict, pages, hdrs);

@@ -134,13 +134,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     }
     let (nic, engine) = sim_parts.unzip();
 
-    let mut igb = Igb::init(
-        dev.clone(),
-        IgbConfig {
-            max_frame: 9216,
-            ..IgbConfig::default()
-        },
-    )?;
+    let mut igb = init_igb(&dev)?;
     let ring_size = args.ring_size;
     // Buffers in flight: the ring, plus the batches queued to the
     // application thread, plus what its returners hold.
@@ -361,6 +355,17 @@ fn open_device(args: &Args) -> Result<Opened, RunError> {
         }
         DeviceSpec::Vfio(addr) => Ok((VfioNic::open(addr)?, None, Default::default())),
     }
+}
+
+/// Resets and brings up the NIC, accepting frames up to 9216 bytes.
+pub(crate) fn init_igb(dev: &Arc<dyn Device>) -> Result<Igb, RunError> {
+    Ok(Igb::init(
+        dev.clone(),
+        IgbConfig {
+            max_frame: 9216,
+            ..IgbConfig::default()
+        },
+    )?)
 }
 
 /// Starts the simulator's engine the way `--sim-mode` asks.

@@ -6,7 +6,7 @@ use crate::cli::{Args, Mode};
 use crate::wires::WireExtras;
 use crate::{read_batch, signals, start_sim, RunError, Sim, SimParts};
 use driver::rss::{RssConfig, DEFAULT_KEY};
-use driver::{Device, Igb, IgbConfig, RxConfig, RxRing};
+use driver::{Device, RxConfig, RxRing};
 use pipeline::{PagePool, PagePoolConfig, StrategyHeaderPool, StrategyPoolConfig};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,13 +37,7 @@ pub fn run(
     extras: WireExtras,
 ) -> Result<serde_json::Value, RunError> {
     let (nic, engine) = sim_parts.unzip();
-    let mut igb = Igb::init(
-        dev.clone(),
-        IgbConfig {
-            max_frame: 9216,
-            ..IgbConfig::default()
-        },
-    )?;
+    let mut igb = crate::init_igb(&dev)?;
     let queues = args.queues;
     let max_descs = 65536 / args.payload_buf + 2;
     let mut rings: Vec<Ring> = Vec::with_capacity(queues as usize);

@@ -231,13 +231,7 @@ pub fn run(
     extras: WireExtras,
 ) -> Result<serde_json::Value, RunError> {
     let (nic, engine) = sim_parts.unzip();
-    let mut igb = Igb::init(
-        dev.clone(),
-        IgbConfig {
-            max_frame: 9216,
-            ..IgbConfig::default()
-        },
-    )?;
+    let mut igb = crate::init_igb(&dev)?;
     let queues = args.queues as usize;
     let mut devs: Vec<Dev> = Vec::with_capacity(queues);
     for q in 0..queues {
@@ -475,7 +469,7 @@ pub fn run(
             "mismatches": t.mismatches,
             "busy_seconds": r.busy_ns as f64 / 1e9,
             "busy_cpu_seconds": r.busy_cpu_ns() as f64 / 1e9,
-            "present": present_json(&present),
+            "present": serde_json::to_value(present).unwrap_or_default(),
             "tx": {
                 "frames": tx_side.frames,
                 "multi_buffer": tx_side.multi_buffer,
@@ -549,7 +543,7 @@ pub fn run(
             "last_test_bytes": s.last_test.as_ref().map(|t| t.bytes),
             "last_test_streams": s.last_test.as_ref().map(|t| t.streams.len()),
         })),
-        "present": present_json(&present_all),
+        "present": serde_json::to_value(present_all).unwrap_or_default(),
         "per_queue": per_queue,
         "drops": drops,
         "hbo": hbo,
@@ -576,21 +570,6 @@ pub fn run(
         "leaked_headers": leaks.headers,
         "leaked_tx_buffers": leaks.tx_buffers,
     }))
-}
-
-fn present_json(p: &stack::frame::PresentStats) -> serde_json::Value {
-    json!({
-        "packets": p.packets,
-        "frames": p.frames,
-        "header_copies": p.header_copies,
-        "segmented": p.segmented,
-        "segments": p.segments,
-        "linearized": p.linearized,
-        "linearized_bytes": p.linearized_bytes,
-        "sw_checked": p.sw_checked,
-        "bad_checksum": p.bad_checksum,
-        "malformed": p.malformed,
-    })
 }
 
 struct PeerConfig {
