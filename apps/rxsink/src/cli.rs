@@ -761,8 +761,8 @@ mod tests {
             (&["--mode", "tcp", "--cores", "0,1"], "use --core"),
             (&["--queues", "0"], "--queues 0 must be"),
             (
-                &["--queues", "4", "--mode", "tcp"],
-                "does not combine with --mode tcp",
+                &["--queues", "4", "--mode", "tcp", "--pcap-out", "x.pcap"],
+                "does not combine with --pcap-out",
             ),
             (
                 &["--queues", "2", "--sim-mode", "stepped"],
