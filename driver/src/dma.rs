@@ -166,6 +166,25 @@ unsafe impl Send for HostMem {}
 unsafe impl Sync for HostMem {}
 
 impl HostMem {
+    /// Under Miri (which cannot mmap with these flags nor mlock) the memory
+    /// comes from the global allocator, page aligned and zeroed like an
+    /// anonymous mapping, so the pool and ring tests run there too.
+    #[cfg(miri)]
+    fn alloc(len: usize, _try_huge: bool) -> Result<HostMem, DmaError> {
+        let plen = len.max(1).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let layout = std::alloc::Layout::from_size_align(plen, PAGE_SIZE)
+            .map_err(|e| DmaError::Alloc(plen, e.to_string()))?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })
+            .ok_or_else(|| DmaError::Alloc(plen, "out of memory".into()))?;
+        Ok(HostMem {
+            ptr,
+            len: plen,
+            huge: false,
+        })
+    }
+
+    #[cfg(not(miri))]
     fn alloc(len: usize, try_huge: bool) -> Result<HostMem, DmaError> {
         if try_huge && len >= HUGE_PAGE_SIZE {
             let hlen = len.div_ceil(HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE;
@@ -188,6 +207,7 @@ impl HostMem {
         })
     }
 
+    #[cfg(not(miri))]
     fn mmap(len: usize, extra: libc::c_int) -> Option<NonNull<u8>> {
         // SAFETY: anonymous private mapping with no address hint; the result
         // is checked for MAP_FAILED before use.
@@ -222,9 +242,21 @@ impl Drop for HostMem {
         if self.len == 0 {
             return;
         }
+        #[cfg(miri)]
+        // SAFETY: allocated by `HostMem::alloc` with this layout (len is a
+        // non-zero multiple of PAGE_SIZE), freed only here.
+        unsafe {
+            std::alloc::dealloc(
+                self.ptr.as_ptr(),
+                std::alloc::Layout::from_size_align_unchecked(self.len, PAGE_SIZE),
+            )
+        };
+        #[cfg(not(miri))]
         // SAFETY: ptr/len describe a mapping created by `HostMem::mmap` and
         // unmapped only here.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len)
+        };
     }
 }
 

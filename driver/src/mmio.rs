@@ -94,11 +94,18 @@ mod tests {
 
     #[test]
     fn volatile_window_over_plain_memory() {
-        let mem = Box::new([0u32; 16]);
-        let base = NonNull::from(&*mem).cast::<u8>();
-        // SAFETY: the boxed array is the owner, moved into the bar; its heap
-        // allocation does not move, and 16 u32 = 64 bytes are in bounds.
-        let bar = unsafe { MmioBar::new(base, 64, mem) };
+        // The window's pointer must carry write permission and must not be
+        // invalidated when the owner moves into the bar: a pointer taken
+        // from `&*Box` is read-only and moving the Box re-asserts its
+        // uniqueness, both undefined behaviour (found by Miri). A Vec's
+        // heap buffer, reached through `as_mut_ptr`, has neither problem.
+        let mut mem = vec![0u32; 16];
+        let base = NonNull::new(mem.as_mut_ptr())
+            .expect("non-null")
+            .cast::<u8>();
+        // SAFETY: the Vec is the owner, moved into the bar; its heap buffer
+        // does not move, and 16 u32 = 64 bytes are in bounds.
+        let bar = unsafe { MmioBar::new(base, 64, Box::new(mem)) };
         bar.write32(8, 0xdead_beef);
         assert_eq!(bar.read32(8), 0xdead_beef);
         assert_eq!(bar.read32(60), 0);

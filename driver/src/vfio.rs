@@ -766,6 +766,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "builds a fake sysfs on disk: file system access, not allowed under Miri isolation"
+    )]
     fn missing_device() {
         let f = FakeSys::new("missing");
         let e = locate(&f.paths(), ADDR).unwrap_err();
@@ -781,6 +785,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "builds a fake sysfs on disk: file system access, not allowed under Miri isolation"
+    )]
     fn wrong_vendor_or_device() {
         for (name, v, d) in [
             ("vendor", "0x10ec", "0x10c9"),
@@ -807,6 +815,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "builds a fake sysfs on disk: file system access, not allowed under Miri isolation"
+    )]
     fn unbound_device() {
         let f = FakeSys::new("unbound");
         f.device(ADDR, "0x8086", "0x1521").group(7, &[ADDR]);
@@ -821,6 +833,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "builds a fake sysfs on disk: file system access, not allowed under Miri isolation"
+    )]
     fn bound_to_another_driver() {
         let f = FakeSys::new("igb");
         f.device(ADDR, "0x8086", "0x10c9")
@@ -844,6 +860,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "builds a fake sysfs on disk: file system access, not allowed under Miri isolation"
+    )]
     fn no_iommu_group() {
         let f = FakeSys::new("noiommu");
         f.device(ADDR, "0x8086", "0x10c9").bind(ADDR, "vfio-pci");
@@ -854,6 +874,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "builds a fake sysfs on disk: file system access, not allowed under Miri isolation"
+    )]
     fn group_shared_with_a_host_driver() {
         let f = FakeSys::new("shared");
         let other = "0000:03:00.1";
@@ -879,6 +903,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "builds a fake sysfs on disk: file system access, not allowed under Miri isolation"
+    )]
     fn group_file_missing() {
         let f = FakeSys::good("nodev");
         let e = VfioNic::open_with(&f.paths(), ADDR).err().unwrap();
@@ -892,6 +920,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "builds a fake sysfs on disk: file system access, not allowed under Miri isolation"
+    )]
     fn group_file_permission() {
         // Root opens anything: the check only means something as a user.
         // SAFETY: geteuid has no preconditions.

@@ -34,6 +34,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "reads /sys and calls sched_setaffinity: not supported by Miri"
+    )]
     fn pins_and_repins_and_rejects_missing_cores() {
         let cores = core_affinity::get_core_ids().unwrap();
         let (first, last) = (cores[0].id, cores[cores.len() - 1].id);

@@ -73,19 +73,20 @@ impl LockStats {
 /// Reads the cheap clock, in ticks (see [`ticks_to_ns`]).
 #[inline(always)]
 pub fn now_ticks() -> u64 {
-    #[cfg(target_arch = "x86_64")]
+    // Miri cannot run rdtsc: it takes the portable clock below.
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         // SAFETY: rdtsc has no preconditions and is available on every
         // x86_64 CPU; it only reads the time-stamp counter.
         unsafe { std::arch::x86_64::_rdtsc() }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(any(not(target_arch = "x86_64"), miri))]
     {
         epoch().elapsed().as_nanos() as u64
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(any(not(target_arch = "x86_64"), miri))]
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
@@ -95,7 +96,7 @@ fn epoch() -> Instant {
 pub fn ns_per_tick() -> f64 {
     static NS_PER_TICK: OnceLock<f64> = OnceLock::new();
     *NS_PER_TICK.get_or_init(|| {
-        if cfg!(not(target_arch = "x86_64")) {
+        if cfg!(any(not(target_arch = "x86_64"), miri)) {
             return 1.0;
         }
         let (t0, c0) = (Instant::now(), now_ticks());
@@ -258,6 +259,10 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "times real lock waits and calibrates a clock: meaningless under Miri"
+    )]
     fn counts_acquisitions_and_samples_hold_time() {
         let m = TimedMutex::new(Vec::<u32>::new());
         for i in 0..100 {
@@ -274,6 +279,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "times real lock waits and calibrates a clock: meaningless under Miri"
+    )]
     fn contention_is_counted_and_timed() {
         let m = Arc::new(TimedMutex::new(0u64));
         let g = m.lock();
@@ -295,6 +304,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "times real lock waits and calibrates a clock: meaningless under Miri"
+    )]
     fn clock_is_calibrated() {
         let f = ns_per_tick();
         assert!(f > 0.01 && f < 100.0, "{f}");

@@ -1344,7 +1344,17 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        // Under Miri: a few cases (each is interpreted, ~1000x slower) and
+        // no regressions file (file access is not allowed in isolation).
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 512 },
+            failure_persistence: if cfg!(miri) {
+                None
+            } else {
+                ProptestConfig::default().failure_persistence
+            },
+            ..ProptestConfig::default()
+        })]
 
         /// Whatever the bytes and their spread over buffers: no panic, no
         /// leak, every packet accounted for, and a frame that was not

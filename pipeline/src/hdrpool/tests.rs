@@ -135,7 +135,8 @@ fn exhaustion_is_counted_and_recovers_after_returns() {
 /// owner, the real one given back in batches of 64 packets.
 #[test]
 fn gro_pattern_lock_counts() {
-    let packets = 4096u64;
+    // Fewer packets under Miri (interpreted); the ratios checked are the same.
+    let packets = if cfg!(miri) { 128u64 } else { 4096 };
     let mut locks = Vec::new();
     for s in HdrPoolStrategy::ALL {
         let mut p = pool(s, 8192, 64);
@@ -258,7 +259,17 @@ mod random_ops {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        // Under Miri: a few cases (each is interpreted, ~1000x slower) and
+        // no regressions file (file access is not allowed in isolation).
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 200 },
+            failure_persistence: if cfg!(miri) {
+                None
+            } else {
+                ProptestConfig::default().failure_persistence
+            },
+            ..ProptestConfig::default()
+        })]
 
         /// Owner alloc / recycle on this thread, foreign give_back on a
         /// second one, random interleaving, every strategy: no slot is lent

@@ -646,7 +646,17 @@ mod random_ops {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        // Under Miri: a few cases (each is interpreted, ~1000x slower) and
+        // no regressions file (file access is not allowed in isolation).
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 200 },
+            failure_persistence: if cfg!(miri) {
+                None
+            } else {
+                ProptestConfig::default().failure_persistence
+            },
+            ..ProptestConfig::default()
+        })]
 
         /// Random alloc / owner recycle / foreign give_back (from a second
         /// thread) never lends one buffer twice, and at the end every buffer
