@@ -128,6 +128,18 @@ enum Service {
     Iperf3,
 }
 
+impl std::ops::AddAssign for TcpStats {
+    fn add_assign(&mut self, o: TcpStats) {
+        self.connections += o.connections;
+        self.closed += o.closed;
+        self.aborted += o.aborted;
+        self.bytes += o.bytes;
+        self.verified += o.verified;
+        self.mismatches += o.mismatches;
+        self.iperf3_bytes += o.iperf3_bytes;
+    }
+}
+
 #[derive(Default)]
 struct Conn {
     handle: SocketHandle,

@@ -153,15 +153,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
             ..PagePoolConfig::default()
         },
     )?;
-    let hdrs = StrategyHeaderPool::new(
-        igb.dma(),
-        StrategyPoolConfig {
-            strategy: args.hdr_pool,
-            buffers: ring_size * 2 + in_flight * 2,
-            slot: args.hdr_buf,
-            ..StrategyPoolConfig::default()
-        },
-    )?;
+    let hdrs = header_pool(args, &igb, ring_size * 2 + in_flight * 2)?;
     // A coalesced (GRO) packet carries up to 64 KiB: one descriptor per
     // payload buffer, plus one for the header's share.
     let max_descs = 65536 / args.payload_buf + 2;
@@ -364,6 +356,23 @@ pub(crate) fn init_igb(dev: &Arc<dyn Device>) -> Result<Igb, RunError> {
         IgbConfig {
             max_frame: 9216,
             ..IgbConfig::default()
+        },
+    )?)
+}
+
+/// The header pool `--hdr-pool` and `--hdr-buf` ask for, of `buffers` slots.
+pub(crate) fn header_pool(
+    args: &Args,
+    igb: &Igb,
+    buffers: usize,
+) -> Result<StrategyHeaderPool, RunError> {
+    Ok(StrategyHeaderPool::new(
+        igb.dma(),
+        StrategyPoolConfig {
+            strategy: args.hdr_pool,
+            buffers,
+            slot: args.hdr_buf,
+            ..StrategyPoolConfig::default()
         },
     )?)
 }

@@ -7,7 +7,7 @@ use crate::wires::WireExtras;
 use crate::{read_batch, signals, start_sim, RunError, Sim, SimParts};
 use driver::rss::{RssConfig, DEFAULT_KEY};
 use driver::{Device, RxConfig, RxRing};
-use pipeline::{PagePool, PagePoolConfig, StrategyHeaderPool, StrategyPoolConfig};
+use pipeline::{PagePool, PagePoolConfig, StrategyHeaderPool};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,15 +51,7 @@ pub fn run(
                 ..PagePoolConfig::default()
             },
         )?;
-        let hdrs = StrategyHeaderPool::new(
-            igb.dma(),
-            StrategyPoolConfig {
-                strategy: args.hdr_pool,
-                buffers: args.ring_size * 2 + args.batch * 4,
-                slot: args.hdr_buf,
-                ..StrategyPoolConfig::default()
-            },
-        )?;
+        let hdrs = crate::header_pool(args, &igb, args.ring_size * 2 + args.batch * 4)?;
         let cfg = RxConfig {
             queue: q,
             ring_size: args.ring_size,

@@ -20,7 +20,7 @@ use driver::rss::{RssConfig, DEFAULT_KEY};
 use driver::{Device, Igb, IgbConfig};
 use hw_sim::wire::PairEnd;
 use hw_sim::{SimConfig, SimNic};
-use pipeline::{HeaderPool, HeaderPoolConfig, StrategyHeaderPool, StrategyPoolConfig};
+use pipeline::{HeaderPool, HeaderPoolConfig, StrategyHeaderPool};
 use serde_json::json;
 use stack::queue::{self, QueueSetup};
 use stack::smoltcp::time::Instant as SmolInstant;
@@ -239,15 +239,7 @@ pub fn run(
             queue: q as u32,
             ..queue_setup(args)
         };
-        let hdrs = StrategyHeaderPool::new(
-            igb.dma(),
-            StrategyPoolConfig {
-                strategy: args.hdr_pool,
-                buffers: setup.rx_ring * 2 + args.batch * 8,
-                slot: args.hdr_buf,
-                ..StrategyPoolConfig::default()
-            },
-        )?;
+        let hdrs = crate::header_pool(args, &igb, setup.rx_ring * 2 + args.batch * 8)?;
         devs.push(queue::build(dev.clone(), &igb, &setup, hdrs).map_err(RunError::Other)?);
     }
     if queues > 1 {
@@ -453,13 +445,7 @@ pub fn run(
         busy_cpu_ns += r.busy_cpu_ns();
         cpu_ns += r.cpu_ns;
         let t = r.stats;
-        tcp.connections += t.connections;
-        tcp.closed += t.closed;
-        tcp.aborted += t.aborted;
-        tcp.bytes += t.bytes;
-        tcp.verified += t.verified;
-        tcp.mismatches += t.mismatches;
-        tcp.iperf3_bytes += t.iperf3_bytes;
+        tcp += t;
         per_queue.push(json!({
             "queue": q,
             "packets": ring_stats.packets,
