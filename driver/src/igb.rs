@@ -207,21 +207,39 @@ impl Igb {
             cfg,
             stats: HwStats::default(),
         };
-        igb.mask_interrupts();
-        igb.reset()?;
-        igb.mask_interrupts();
-        igb.restart_autoneg()?;
-        igb.wait_link()?;
-        igb.mac = igb.read_mac();
-        igb.write(RXCSUM, RXCSUM_IPOFLD | RXCSUM_TUOFLD);
-        // RLPML counts the 4-byte FCS (datasheet; QEMU checks size + 4 > RLPML).
-        igb.write(RLPML, igb.cfg.max_frame + 4);
+        igb.bring_up()?;
         // Clear the clear-on-read statistics left from before.
         igb.stats = HwStats::default();
         igb.read_stats();
         igb.stats = HwStats::default();
         tracing::info!(device = %igb.dev.name(), mac = %fmt_mac(&igb.mac), "igb up");
         Ok(igb)
+    }
+
+    /// Reset, link, MAC address and receive settings: what `init` does to
+    /// the device.
+    fn bring_up(&mut self) -> Result<(), IgbError> {
+        self.mask_interrupts();
+        self.reset()?;
+        self.mask_interrupts();
+        self.restart_autoneg()?;
+        self.wait_link()?;
+        self.mac = self.read_mac();
+        self.write(RXCSUM, RXCSUM_IPOFLD | RXCSUM_TUOFLD);
+        // RLPML counts the 4-byte FCS (datasheet; QEMU checks size + 4 > RLPML).
+        self.write(RLPML, self.cfg.max_frame + 4);
+        Ok(())
+    }
+
+    /// Brings the device up again after it reset itself (or was reset
+    /// behind our back): the same steps as [`Igb::init`], keeping the DMA
+    /// space and the statistics gathered so far. The rings must then be
+    /// restarted ([`crate::RxRing::restart`], [`crate::TxRing::restart`]) and
+    /// receive and transmit enabled again. RSS settings are not restored.
+    pub fn reinit(&mut self) -> Result<(), IgbError> {
+        self.bring_up()?;
+        tracing::warn!(device = %self.dev.name(), "igb brought up again after a reset");
+        Ok(())
     }
 
     fn write(&self, reg: u32, v: u32) {

@@ -120,6 +120,11 @@ pub struct RxStats {
     pub refill_short: u64,
     /// Tail (doorbell) writes.
     pub doorbells: u64,
+    /// Times the queue was started afresh after a device reset.
+    pub restarts: u64,
+    /// Descriptors posted when those resets came: their buffers went back
+    /// to the pools, any frame the device had put in them is lost.
+    pub restart_reclaimed: u64,
 }
 
 impl RxStats {
@@ -864,6 +869,29 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     /// Stops the queue and takes back every posted buffer. Idempotent.
     /// The caller must make sure the device has stopped DMA to this queue
     /// (hardware: RXDCTL.ENABLE reads back clear, which we wait for).
+    /// Whether the device dropped this queue behind the driver's back (a
+    /// device reset clears RXDCTL.ENABLE): one register read, for a periodic
+    /// health check, not for every poll.
+    pub fn device_lost(&self) -> bool {
+        !self.stopped && self.dev.read32(self.reg(Q_DCTL)) & DCTL_QUEUE_ENABLE == 0
+    }
+
+    /// Starts the queue afresh after a device reset: every posted buffer
+    /// and any half-assembled frame go back to the pools (frames the device
+    /// completed but the driver had not harvested are lost; the descriptors
+    /// are counted in `restart_reclaimed`), then the queue is programmed and refilled as at
+    /// creation. The descriptor memory and the pools are kept.
+    pub fn restart(&mut self) -> Result<(), IgbError> {
+        let pending = self.posted();
+        self.stop()?;
+        self.stats.restarts += 1;
+        self.stats.restart_reclaimed += pending as u64;
+        self.next_clean = 0;
+        self.next_fill = 0;
+        self.stopped = false;
+        self.program()
+    }
+
     pub fn stop(&mut self) -> Result<(), IgbError> {
         if self.stopped {
             return Ok(());

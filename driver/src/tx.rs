@@ -53,6 +53,8 @@ pub struct TxStats {
     /// Frames refused: a buffer longer than the pool's buffers, or a frame
     /// without EOP at the end of the list.
     pub invalid: u64,
+    /// Descriptors given up when the queue was restarted after a device reset.
+    pub restart_dropped: u64,
 }
 
 pub struct TxRing<P: BufPool> {
@@ -226,6 +228,20 @@ impl<P: BufPool> TxRing<P> {
     }
 
     /// Stops the queue and takes back every posted buffer. Idempotent.
+    /// Starts the queue afresh after a device reset: frames posted but not
+    /// known to be sent are given up (their buffers go back to the pool,
+    /// counted in `restart_dropped`; TCP retransmits), then the queue is
+    /// programmed as at creation.
+    pub fn restart(&mut self) -> Result<(), IgbError> {
+        let in_flight = self.in_flight();
+        self.stop()?;
+        self.stats.restart_dropped += in_flight as u64;
+        self.next_clean = 0;
+        self.next_post = 0;
+        self.stopped = false;
+        self.program()
+    }
+
     pub fn stop(&mut self) -> Result<(), IgbError> {
         if self.stopped {
             return Ok(());

@@ -325,6 +325,25 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
         &self.tx.ring
     }
 
+    /// Whether the device dropped the queue pair behind our back (a device
+    /// reset): one register read, for a periodic health check.
+    pub fn device_lost(&self) -> bool {
+        self.rx.device_lost()
+    }
+
+    /// Restarts both rings after the device was brought up again
+    /// (`Igb::reinit`): frames queued for TX and descriptors the device
+    /// held are given up (counted in the rings' stats); frames already
+    /// taken from the RX ring are still presented. TCP retransmits what
+    /// was lost.
+    pub fn restart(&mut self) -> Result<(), driver::IgbError> {
+        for b in self.tx.queued.drain(..) {
+            self.tx.ring.free(b.buf);
+        }
+        self.rx.restart()?;
+        self.tx.ring.restart()
+    }
+
     /// Stops both rings and returns every buffer to its pool; the rings are
     /// handed back for auditing, with the first error stopping them gave
     /// (a queue that did not confirm it stopped).

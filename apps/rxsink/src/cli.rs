@@ -72,6 +72,10 @@ pub struct Args {
     /// pair wire: bytes each of them sends (the pattern).
     #[arg(long, default_value_t = 64 << 20)]
     pub pair_bytes: u64,
+    /// tcp mode, simulator: the NIC resets itself every SECS seconds (a
+    /// fault for testing: the driver must notice and bring it up again).
+    #[arg(long, value_name = "SECS")]
+    pub sim_reset_every: Option<f64>,
     /// RX queues (1..=8). Above 1, RSS spreads flows over the queues
     /// (Toeplitz hash of addresses and ports, redirection table round robin)
     /// and each queue has its own pinned thread (queue i on core --core + i,
@@ -178,8 +182,9 @@ pub struct Args {
 
 /// Options that only drive the simulator (its wire and device model), as
 /// (clap id, flag).
-const SIM_ONLY: [(&str, &str); 14] = [
+const SIM_ONLY: [(&str, &str); 15] = [
     ("wire", "--wire"),
+    ("sim_reset_every", "--sim-reset-every"),
     ("faults", "--faults"),
     ("vnet_hdr", "--vnet-hdr"),
     ("pair_conns", "--pair-conns"),
@@ -337,6 +342,7 @@ impl Args {
             (self.ip.is_some(), "--ip"),
             (self.verify, "--verify"),
             (self.until_closed.is_some(), "--until-closed"),
+            (self.sim_reset_every.is_some(), "--sim-reset-every"),
         ] {
             if given && !tcp {
                 return Err(format!("{flag} needs --mode tcp"));
@@ -367,6 +373,16 @@ impl Args {
         }
         if !(576..=9000).contains(&self.mtu) {
             return Err(format!("--mtu {} must be 576..=9000", self.mtu));
+        }
+        if let Some(s) = self.sim_reset_every {
+            if !(s > 0.0 && s.is_finite()) {
+                return Err(format!(
+                    "--sim-reset-every {s} must be a positive number of seconds"
+                ));
+            }
+            if self.queues > 1 {
+                return Err("--sim-reset-every needs --queues 1 (recovery is per device)".into());
+            }
         }
         if self.until_closed == Some(0) {
             return Err("--until-closed must be at least 1".into());

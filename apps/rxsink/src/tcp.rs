@@ -95,6 +95,10 @@ struct LoopResult {
     /// The thread's CPU time over the loop.
     cpu_ns: u64,
     stats: stack::TcpStats,
+    /// Device resets noticed and recovered from.
+    device_resets: u64,
+    /// Why the loop gave up, if it did.
+    error: Option<String>,
 }
 
 impl LoopResult {
@@ -121,14 +125,37 @@ struct Ctx<'a> {
     peer_done: Option<&'a AtomicBool>,
 }
 
+/// What one queue's loop may drive besides its queue pair: the stepped
+/// simulator and, with one queue, the device itself (to bring it up again
+/// after a reset).
+struct Owned<'a> {
+    sim: Option<&'a mut Sim>,
+    igb: Option<&'a mut Igb>,
+    /// `--sim-reset-every`: the simulated NIC to reset now and then.
+    reset: Option<(&'a SimNic, Duration)>,
+}
+
+/// Brings the device and the queue pair up again after the device reset
+/// itself.
+fn recover(igb: &mut Igb, qdev: &mut Dev) -> Result<(), driver::IgbError> {
+    igb.reinit()?;
+    qdev.restart()?;
+    igb.enable_rx();
+    igb.enable_tx();
+    Ok(())
+}
+
 /// The stack's loop on one queue: (step the simulator,) poll the stack,
-/// flush TX; until a stop condition. Queue 0 prints the stats lines.
+/// flush TX; until a stop condition. Queue 0 prints the stats lines. Every
+/// 64 rounds it also checks that the device still has the queue (one
+/// register read): after a device reset it brings everything up again
+/// (one queue) or stops with an error (several).
 fn sink_loop(
     ctx: Ctx<'_>,
     q: usize,
     sink: &mut TcpSink<'_>,
     qdev: &mut Dev,
-    mut sim: Option<&mut Sim>,
+    mut own: Owned<'_>,
 ) -> LoopResult {
     let Ctx {
         args,
@@ -144,8 +171,9 @@ fn sink_loop(
     let mut last = (start, 0u64);
     let mut closed_seen = 0u64;
     let mut iter = 0u64;
+    let mut next_reset = own.reset.map(|(_, every)| start + every);
     loop {
-        if let Some(Sim::Stepped(engine)) = sim.as_deref_mut() {
+        if let Some(Sim::Stepped(engine)) = own.sim.as_deref_mut() {
             engine.step(args.batch);
         }
         let t0 = Instant::now();
@@ -164,6 +192,36 @@ fn sink_loop(
             shared
                 .rss_start
                 .store(signals::rss_kib(), Ordering::Relaxed);
+        }
+        if let (Some((nic, every)), Some(at)) = (own.reset, next_reset) {
+            if Instant::now() >= at {
+                // A fault for testing: the device resets itself (CTRL.RST
+                // from outside the driver).
+                driver::RegisterIo::write32(nic, driver::regs::CTRL, driver::regs::CTRL_RST);
+                next_reset = Some(at + every);
+            }
+        }
+        if qdev.device_lost() {
+            match own.igb.as_deref_mut().map(|igb| recover(igb, qdev)) {
+                Some(Ok(())) => {
+                    r.device_resets += 1;
+                    tracing::warn!("queue {q}: the device reset itself; brought up again");
+                }
+                Some(Err(e)) => {
+                    r.error = Some(format!(
+                        "the device reset itself and did not come back: {e}"
+                    ));
+                    shared.stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+                None => {
+                    r.error = Some(format!(
+                        "queue {q}: the device reset itself; recovery needs --queues 1"
+                    ));
+                    shared.stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
         }
         let st = *sink.stats();
         shared
@@ -214,14 +272,18 @@ fn run_queue(
     cfg: SinkConfig,
     server: stack::sink::SharedIperf3,
     qdev: &mut Dev,
-    sim: Option<&mut Sim>,
+    own: Owned<'_>,
 ) -> Result<LoopResult, String> {
     let start = ctx.start;
     let services = if cfg.iperf3_port.is_some() { 2 } else { 1 };
     let mut mem = SocketMemory::for_sockets(services * cfg.max_conns, cfg.rx_buf, cfg.tx_buf)
         .map_err(|e| format!("socket memory: {e}"))?;
     let mut sink = TcpSink::with_iperf3(cfg, &mut mem, qdev, smol_now(start), server)?;
-    Ok(sink_loop(ctx, q, &mut sink, qdev, sim))
+    let mut r = sink_loop(ctx, q, &mut sink, qdev, own);
+    match r.error.take() {
+        Some(e) => Err(e),
+        None => Ok(r),
+    }
 }
 
 pub fn run(
@@ -343,7 +405,13 @@ pub fn run(
             sink_cfg.clone(),
             server.clone(),
             &mut devs[0],
-            Some(&mut sim),
+            Owned {
+                sim: Some(&mut sim),
+                igb: Some(&mut igb),
+                reset: nic
+                    .as_deref()
+                    .zip(args.sim_reset_every.map(Duration::from_secs_f64)),
+            },
         );
         vec![r]
     } else {
@@ -368,7 +436,12 @@ pub fn run(
                             if let Err(e) = pipeline::pin_current_thread(core) {
                                 tracing::warn!("queue {q}: {e}");
                             }
-                            let r = run_queue(ctx, q, cfg, server, qdev, None);
+                            let own = Owned {
+                                sim: None,
+                                igb: None,
+                                reset: None,
+                            };
+                            let r = run_queue(ctx, q, cfg, server, qdev, own);
                             // One queue ending (or failing) stops the others.
                             ctx.shared.stop.store(true, Ordering::Relaxed);
                             r
@@ -411,6 +484,7 @@ pub fn run(
     let mut first_err = None;
     let mut tcp = stack::TcpStats::default();
     let (mut busy_ns, mut busy_cpu_ns, mut cpu_ns) = (0u64, 0u64, 0u64);
+    let mut device_resets = 0u64;
     let mut leaks = queue::Leaks::default();
     let mut drops = serde_json::Map::new();
     let (mut packets, mut bytes, mut hbo) = (0u64, 0u64, 0u64);
@@ -443,6 +517,7 @@ pub fn run(
         hbo += ring_stats.hbo;
         busy_ns += r.busy_ns;
         busy_cpu_ns += r.busy_cpu_ns();
+        device_resets += r.device_resets;
         cpu_ns += r.cpu_ns;
         let t = r.stats;
         tcp += t;
@@ -455,6 +530,8 @@ pub fn run(
             "mismatches": t.mismatches,
             "busy_seconds": r.busy_ns as f64 / 1e9,
             "busy_cpu_seconds": r.busy_cpu_ns() as f64 / 1e9,
+            "rx_restarts": ring_stats.restarts,
+            "rx_restart_reclaimed": ring_stats.restart_reclaimed,
             "present": serde_json::to_value(present).unwrap_or_default(),
             "tx": {
                 "frames": tx_side.frames,
@@ -531,6 +608,7 @@ pub fn run(
         })),
         "present": serde_json::to_value(present_all).unwrap_or_default(),
         "per_queue": per_queue,
+        "device_resets": device_resets,
         "drops": drops,
         "hbo": hbo,
         "dma_faults": sim_stats.map(|s| s.dma_faults),

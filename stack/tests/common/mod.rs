@@ -161,15 +161,15 @@ pub fn transfer(
 }
 
 /// [`transfer`] with `each_round(virtual_ms, a, b, progress)` called before
-/// every round (to flap a link, sample memory, ...); `progress` is the
-/// bytes the sink has read so far.
+/// every round (to flap a link, reset a device and recover, sample memory,
+/// ...); `progress` is the bytes the sink has read so far.
 pub fn transfer_with(
     a: &mut Nic,
     b: &mut Nic,
     t: Transfer,
     mut exchange: impl FnMut(),
     context: impl Fn() -> String,
-    mut each_round: impl FnMut(u64, &Nic, &Nic, u64),
+    mut each_round: impl FnMut(u64, &mut Nic, &mut Nic, u64),
 ) -> Outcome {
     let sink_cfg = SinkConfig {
         verify: true,
