@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{check, nic, transfer_with, NicSetup, Transfer};
-use hw_sim::wire::{pair, FaultConfig, FaultWire};
+use common::{check, nic, transfer_with, Nic, NicSetup, Transfer};
+use hw_sim::wire::{pair, FaultConfig, FaultWire, PairEnd};
 use std::time::Duration;
 
 /// The resident set of this process in KiB (0 where /proc is missing).
@@ -21,6 +21,21 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The sink's NIC (on `wire`, given the pair's first end) and the sender's
+/// NIC on the pair's other end.
+fn rig(wire: impl FnOnce(PairEnd) -> Box<dyn hw_sim::Wire>) -> (Nic, Nic) {
+    let (end_a, end_b) = pair(1024);
+    let a = nic(NicSetup::default(), wire(end_a));
+    let b = nic(
+        NicSetup {
+            mac: [0x02, 0, 0, 0, 0, 0x02],
+            ..NicSetup::default()
+        },
+        Box::new(end_b),
+    );
+    (a, b)
+}
+
 #[test]
 #[ignore = "seconds in release, minutes in debug; run by CI with --ignored"]
 fn fault_soak_of_a_million_segments() {
@@ -30,7 +45,6 @@ fn fault_soak_of_a_million_segments() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let bytes = segments * 1448;
-    let (end_a, end_b) = pair(1024);
     let faults = FaultConfig {
         drop: 1.0,
         dup: 0.5,
@@ -39,16 +53,13 @@ fn fault_soak_of_a_million_segments() {
         rate_mbps: None,
         seed: 42,
     };
-    let fw = FaultWire::new(end_a, faults).expect("fault config");
-    let fstats = fw.stats();
-    let mut a = nic(NicSetup::default(), Box::new(fw));
-    let mut b = nic(
-        NicSetup {
-            mac: [0x02, 0, 0, 0, 0, 0x02],
-            ..NicSetup::default()
-        },
-        Box::new(end_b),
-    );
+    let mut fstats = None;
+    let (mut a, mut b) = rig(|end| {
+        let fw = FaultWire::new(end, faults).expect("fault config");
+        fstats = Some(fw.stats());
+        Box::new(fw)
+    });
+    let fstats = fstats.expect("the fault wire's counters");
     // Memory once the transfer runs (everything allocated), and its peak.
     let (mut rss_warm, mut rss_max, mut rounds) = (0u64, 0u64, 0u64);
     let t = Transfer {
@@ -93,15 +104,7 @@ fn fault_soak_of_a_million_segments() {
 
 #[test]
 fn link_flaps_during_a_transfer_cost_retransmissions_only() {
-    let (end_a, end_b) = pair(1024);
-    let mut a = nic(NicSetup::default(), Box::new(end_a));
-    let mut b = nic(
-        NicSetup {
-            mac: [0x02, 0, 0, 0, 0, 0x02],
-            ..NicSetup::default()
-        },
-        Box::new(end_b),
-    );
+    let (mut a, mut b) = rig(|end| Box::new(end));
     // The sink's cable is pulled three times for 300 ms (virtual) once the
     // stream runs; the driver sees the link go down and come back.
     let mut flaps = 0;
@@ -151,15 +154,7 @@ fn link_flaps_during_a_transfer_cost_retransmissions_only() {
 fn a_device_reset_during_a_transfer_is_noticed_and_survived() {
     use driver::regs::{CTRL, CTRL_RST};
     use driver::RegisterIo;
-    let (end_a, end_b) = pair(1024);
-    let mut a = nic(NicSetup::default(), Box::new(end_a));
-    let mut b = nic(
-        NicSetup {
-            mac: [0x02, 0, 0, 0, 0, 0x02],
-            ..NicSetup::default()
-        },
-        Box::new(end_b),
-    );
+    let (mut a, mut b) = rig(|end| Box::new(end));
     // Twice during the stream, the sink's device resets itself (CTRL.RST
     // from outside the driver: every queue off, link down). The periodic
     // health check notices the queue gone; the driver brings the device up
