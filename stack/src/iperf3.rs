@@ -1445,8 +1445,9 @@ mod tests {
         assert_eq!(s.on_recv(1, &[1, 2, 3], t0), Role::Closed);
     }
 
-    #[test]
-    fn oversized_results_json_is_a_clean_error() {
+    /// A server with a one-stream test under way: control connection 1,
+    /// data connection 2, parameters exchanged, streams created.
+    fn one_stream_test() -> (Iperf3Server, Instant) {
         let mut s = Iperf3Server::new();
         let t0 = Instant::now();
         s.on_accept(1, t0);
@@ -1454,6 +1455,12 @@ mod tests {
         s.on_recv(1, &params(1, ""), t0);
         s.on_accept(2, t0);
         s.on_recv(2, COOKIE, t0);
+        (s, t0)
+    }
+
+    #[test]
+    fn oversized_results_json_is_a_clean_error() {
+        let (mut s, t0) = one_stream_test();
         s.on_recv(1, &[b(state::TEST_END)], t0);
         drain(&mut s, 1);
         s.on_recv(1, &((MAX_RESULTS_JSON as u32) + 1).to_be_bytes(), t0);
@@ -1552,13 +1559,7 @@ mod tests {
 
     #[test]
     fn control_close_aborts_and_frees_server() {
-        let mut s = Iperf3Server::new();
-        let t0 = Instant::now();
-        s.on_accept(1, t0);
-        s.on_recv(1, COOKIE, t0);
-        s.on_recv(1, &params(1, ""), t0);
-        s.on_accept(2, t0);
-        s.on_recv(2, COOKIE, t0);
+        let (mut s, t0) = one_stream_test();
         s.on_recv(2, &[0; 100], t0);
         s.on_close(1, t0);
         assert!(!s.is_busy());
@@ -1573,13 +1574,7 @@ mod tests {
 
     #[test]
     fn client_terminate_and_timeouts() {
-        let mut s = Iperf3Server::new();
-        let t0 = Instant::now();
-        s.on_accept(1, t0);
-        s.on_recv(1, COOKIE, t0);
-        s.on_recv(1, &params(1, ""), t0);
-        s.on_accept(2, t0);
-        s.on_recv(2, COOKIE, t0);
+        let (mut s, t0) = one_stream_test();
         s.on_recv(1, &[b(state::CLIENT_TERMINATE)], t0);
         assert!(!s.is_busy());
 
