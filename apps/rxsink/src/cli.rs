@@ -72,10 +72,11 @@ pub struct Args {
     /// pair wire: bytes each of them sends (the pattern).
     #[arg(long, default_value_t = 64 << 20)]
     pub pair_bytes: u64,
-    /// tcp mode, simulator: the NIC resets itself every SECS seconds (a
-    /// fault for testing: the driver must notice and bring it up again).
-    #[arg(long, value_name = "SECS")]
-    pub sim_reset_every: Option<f64>,
+    /// tcp mode, simulator: the NIC resets itself each time another BYTES
+    /// have been received (a fault for testing: the driver must notice and
+    /// bring it up again).
+    #[arg(long, value_name = "BYTES")]
+    pub sim_reset_every: Option<u64>,
     /// RX queues (1..=8). Above 1, RSS spreads flows over the queues
     /// (Toeplitz hash of addresses and ports, redirection table round robin)
     /// and each queue has its own pinned thread (queue i on core --core + i,
@@ -375,10 +376,8 @@ impl Args {
             return Err(format!("--mtu {} must be 576..=9000", self.mtu));
         }
         if let Some(s) = self.sim_reset_every {
-            if !(s > 0.0 && s.is_finite()) {
-                return Err(format!(
-                    "--sim-reset-every {s} must be a positive number of seconds"
-                ));
+            if s == 0 {
+                return Err("--sim-reset-every must be at least 1 byte".into());
             }
             if self.queues > 1 {
                 return Err("--sim-reset-every needs --queues 1 (recovery is per device)".into());

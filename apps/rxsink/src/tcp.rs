@@ -132,7 +132,7 @@ struct Owned<'a> {
     sim: Option<&'a mut Sim>,
     igb: Option<&'a mut Igb>,
     /// `--sim-reset-every`: the simulated NIC to reset now and then.
-    reset: Option<(&'a SimNic, Duration)>,
+    reset: Option<(&'a SimNic, u64)>,
 }
 
 /// Brings the device and the queue pair up again after the device reset
@@ -171,7 +171,7 @@ fn sink_loop(
     let mut last = (start, 0u64);
     let mut closed_seen = 0u64;
     let mut iter = 0u64;
-    let mut next_reset = own.reset.map(|(_, every)| start + every);
+    let mut next_reset = own.reset.map(|(_, every)| every);
     loop {
         if let Some(Sim::Stepped(engine)) = own.sim.as_deref_mut() {
             engine.step(args.batch);
@@ -194,7 +194,7 @@ fn sink_loop(
                 .store(signals::rss_kib(), Ordering::Relaxed);
         }
         if let (Some((nic, every)), Some(at)) = (own.reset, next_reset) {
-            if Instant::now() >= at {
+            if sink.stats().bytes >= at {
                 // A fault for testing: the device resets itself (CTRL.RST
                 // from outside the driver).
                 driver::RegisterIo::write32(nic, driver::regs::CTRL, driver::regs::CTRL_RST);
@@ -408,9 +408,7 @@ pub fn run(
             Owned {
                 sim: Some(&mut sim),
                 igb: Some(&mut igb),
-                reset: nic
-                    .as_deref()
-                    .zip(args.sim_reset_every.map(Duration::from_secs_f64)),
+                reset: nic.as_deref().zip(args.sim_reset_every),
             },
         );
         vec![r]
