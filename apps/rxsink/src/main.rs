@@ -103,7 +103,7 @@ pub(crate) enum Sim {
     Hardware,
 }
 
-type Ring = RxRing<PagePool, StrategyHeaderPool>;
+pub(crate) type Ring = RxRing<PagePool, StrategyHeaderPool>;
 
 /// The simulated NIC and the engine that plays its hardware.
 pub(crate) type SimParts = (Arc<SimNic>, hw_sim::SimEngine);
@@ -445,18 +445,14 @@ fn rx_loop(
         }
         match &mut handoff {
             Handoff::Inline(batch) => {
-                let t0 = Instant::now();
-                if ring.poll(batch, budget) > 0 {
-                    if let Some(c) = capture.as_deref_mut() {
-                        c.batch(batch);
-                    }
-                    if args.mode == Mode::Read {
-                        r.fold = r.fold.wrapping_add(read_batch(batch));
-                    }
-                    ring.recycle(batch);
-                    r.busy_ns += t0.elapsed().as_nanos() as u64;
-                    r.polls_nonempty += 1;
-                }
+                harvest(
+                    ring,
+                    batch,
+                    budget,
+                    args.mode,
+                    capture.as_deref_mut(),
+                    &mut r,
+                );
             }
             Handoff::Thread { full, empty, cur } => {
                 let t0 = Instant::now();
@@ -622,7 +618,7 @@ fn app_thread(
 }
 
 /// Reads every byte of every frame in the batch.
-pub(crate) fn read_batch(batch: &RxBatch) -> u64 {
+fn read_batch(batch: &RxBatch) -> u64 {
     let mut fold = 0u64;
     for p in batch.iter() {
         fold = fold.wrapping_add(read_all(p.header()));
@@ -633,18 +629,45 @@ pub(crate) fn read_batch(batch: &RxBatch) -> u64 {
     fold
 }
 
+/// One timed poll on the thread that owns the ring's pools: harvest up to
+/// `budget` frames, (capture them,) read them in read mode, recycle them on
+/// the owner fast path. Returns the frames received.
+pub(crate) fn harvest(
+    ring: &mut Ring,
+    batch: &mut RxBatch,
+    budget: usize,
+    mode: Mode,
+    capture: Option<&mut Capture>,
+    r: &mut Recv,
+) -> usize {
+    let t0 = Instant::now();
+    let n = ring.poll(batch, budget);
+    if n > 0 {
+        if let Some(c) = capture {
+            c.batch(batch);
+        }
+        if mode == Mode::Read {
+            r.fold = r.fold.wrapping_add(read_batch(batch));
+        }
+        ring.recycle(batch);
+        r.busy_ns += t0.elapsed().as_nanos() as u64;
+        r.polls_nonempty += 1;
+    }
+    n
+}
+
 #[derive(Default)]
-struct Recv {
+pub(crate) struct Recv {
     /// Polls that had to wait for the application thread to free a batch.
-    handoff_waits: u64,
+    pub(crate) handoff_waits: u64,
     /// Wall time spent in poll + processing + recycle for polls that
     /// returned packets (the RX thread busy-polls, so this is its CPU time
     /// for that work; the simulator's work is never inside it).
-    busy_ns: u64,
-    polls_nonempty: u64,
+    pub(crate) busy_ns: u64,
+    pub(crate) polls_nonempty: u64,
     /// A fold of every byte read in `read` mode (so the reads cannot be
     /// optimised away, and runs can be compared).
-    fold: u64,
+    pub(crate) fold: u64,
 }
 
 /// Reads every byte of `b`, 8 at a time.

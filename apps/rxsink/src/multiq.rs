@@ -2,25 +2,21 @@
 //! over them (Toeplitz hash, redirection table round robin), one pinned
 //! thread per queue with its own ring and pools, per-queue figures.
 
-use crate::cli::{Args, Mode};
+use crate::cli::Args;
 use crate::wires::WireExtras;
-use crate::{read_batch, signals, start_sim, RunError, Sim, SimParts};
+use crate::{harvest, signals, start_sim, Recv, Ring, RunError, Sim, SimParts};
 use driver::rss::{RssConfig, DEFAULT_KEY};
 use driver::{Device, RxConfig, RxRing};
-use pipeline::{PagePool, PagePoolConfig, StrategyHeaderPool};
+use pipeline::{PagePool, PagePoolConfig};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Ring = RxRing<PagePool, StrategyHeaderPool>;
-
 /// What one queue's thread did.
 #[derive(Default)]
 struct QueueResult {
-    busy_ns: u64,
-    polls_nonempty: u64,
-    fold: u64,
+    recv: Recv,
     core: Option<usize>,
 }
 
@@ -110,13 +106,11 @@ pub fn run(
     for (ring, r) in rings.iter_mut().zip(results.iter_mut()) {
         // The device is stopped: harvest what it wrote after the queue's
         // thread left, so the counts match the device's.
+        // Not timed: only the reads' fold is kept.
         let mut batch = ring.new_batch(args.batch);
-        while ring.poll(&mut batch, args.batch) > 0 {
-            if args.mode == Mode::Read {
-                r.fold = r.fold.wrapping_add(read_batch(&batch));
-            }
-            ring.recycle(&mut batch);
-        }
+        let mut drained = Recv::default();
+        while harvest(ring, &mut batch, args.batch, args.mode, None, &mut drained) > 0 {}
+        r.recv.fold = r.recv.fold.wrapping_add(drained.fold);
         if let Err(e) = ring.stop() {
             tracing::warn!("{e}");
         }
@@ -128,15 +122,15 @@ pub fn run(
         drops_total += st.drops_total();
         leaked_pages += lp;
         leaked_headers += lh;
-        fold = fold.wrapping_add(r.fold);
+        fold = fold.wrapping_add(r.recv.fold);
         per_queue.push(json!({
             "queue": ring.queue(),
             "core": r.core,
             "packets": st.packets,
             "bytes": st.bytes,
             "pps": st.packets as f64 / seconds,
-            "ns_per_packet": if st.packets > 0 { r.busy_ns as f64 / st.packets as f64 } else { 0.0 },
-            "packets_per_poll": if r.polls_nonempty > 0 { st.packets as f64 / r.polls_nonempty as f64 } else { 0.0 },
+            "ns_per_packet": if st.packets > 0 { r.recv.busy_ns as f64 / st.packets as f64 } else { 0.0 },
+            "packets_per_poll": if r.recv.polls_nonempty > 0 { st.packets as f64 / r.recv.polls_nonempty as f64 } else { 0.0 },
             "drops": st.drops_total(),
             "leaked_pages": lp,
             "leaked_headers": lh,
@@ -188,15 +182,8 @@ fn queue_loop(args: &Args, ring: &mut Ring, shared: &Shared, core: usize) -> Que
         .map(|d| Instant::now() + Duration::from_secs_f64(d));
     let mut iter = 0u64;
     loop {
-        let t0 = Instant::now();
-        let n = ring.poll(&mut batch, args.batch);
+        let n = harvest(ring, &mut batch, args.batch, args.mode, None, &mut r.recv);
         if n > 0 {
-            if args.mode == Mode::Read {
-                r.fold = r.fold.wrapping_add(read_batch(&batch));
-            }
-            ring.recycle(&mut batch);
-            r.busy_ns += t0.elapsed().as_nanos() as u64;
-            r.polls_nonempty += 1;
             let total = shared.packets.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
             if args.packets.is_some_and(|max| total >= max) {
                 shared.stop.store(true, Ordering::Relaxed);
