@@ -34,7 +34,12 @@ use std::time::{Duration, Instant};
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
 fn smol_now(start: Instant) -> SmolInstant {
-    SmolInstant::from_micros(start.elapsed().as_micros() as i64)
+    smol_at(start, Instant::now())
+}
+
+/// `at` as smoltcp's clock, which starts at `start`.
+fn smol_at(start: Instant, at: Instant) -> SmolInstant {
+    SmolInstant::from_micros(at.saturating_duration_since(start).as_micros() as i64)
 }
 
 /// The queue pair's rings and pools as rxsink's options size them.
@@ -176,8 +181,10 @@ fn sink_loop(
         if let Some(Sim::Stepped(engine)) = own.sim.as_deref_mut() {
             engine.step(args.batch);
         }
+        // One clock read per round: the stack's time and the busy timer's
+        // start.
         let t0 = Instant::now();
-        let busy = sink.poll(smol_now(start), qdev);
+        let busy = sink.poll(smol_at(start, t0), qdev);
         qdev.flush();
         if busy {
             r.busy_ns += t0.elapsed().as_nanos() as u64;
