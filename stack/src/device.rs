@@ -304,11 +304,6 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
         n
     }
 
-    /// Whether a frame is waiting (polls the ring when none is).
-    pub fn rx_pending(&mut self) -> bool {
-        self.presenter.ready() > 0 || self.fill() > 0
-    }
-
     pub fn present_stats(&self) -> &PresentStats {
         self.presenter.stats()
     }

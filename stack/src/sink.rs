@@ -344,11 +344,6 @@ impl<'a> TcpSink<'a> {
         frames > 0
     }
 
-    /// How long the stack may sleep before it has timers to run.
-    pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
-        self.iface.poll_delay(now, &self.sockets)
-    }
-
     /// Reads every socket in place, tracks connection life, runs iperf3.
     fn service(&mut self, full: bool) {
         let now = std::time::Instant::now();
