@@ -11,6 +11,8 @@
 //! - [`igb`]: reset, link, MAC, queue setup.
 //! - [`rx`] / [`tx`]: the rings.
 //! - [`rss`]: receive side scaling (Toeplitz hash, key, redirection table).
+//! - [`recovery`]: device-reset recovery and the queue watchdog, shared by
+//!   every queue of a device.
 //! - [`vfio`]: the real-hardware backend (vfio-pci, IOMMU, BAR0 mmap).
 
 pub mod buf;
@@ -19,6 +21,7 @@ pub mod device;
 pub mod dma;
 pub mod igb;
 pub mod mmio;
+pub mod recovery;
 pub mod regs;
 pub mod rss;
 pub mod rx;
@@ -29,6 +32,7 @@ pub use buf::{Buf, BufPool, BufReturn};
 pub use device::{Device, DmaMapper, RegisterIo};
 pub use dma::{DmaError, DmaRegion, DmaSpace};
 pub use igb::{Igb, IgbConfig, IgbError};
+pub use recovery::{DeviceCtl, Health, QueueWatch, RecoveryStats, WatchConfig};
 pub use rss::RssConfig;
 pub use rx::{
     Csum, DropReason, OwnedPacket, PacketRef, RxBatch, RxConfig, RxRing, RxStats, Seg, WbObserver,

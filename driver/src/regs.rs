@@ -167,6 +167,13 @@ pub const Q_TAIL: u32 = 0x18;
 pub const Q_DCTL: u32 = 0x28;
 pub const DCTL_QUEUE_ENABLE: u32 = 1 << 25;
 
+/// RQDPC: frames dropped by RX queue `q` (82576; clear on read). Only in the
+/// 0xC000 block, for every queue; the watchdog reads it as evidence that
+/// frames arrived for a queue that did not take them.
+pub const fn rqdpc(q: u32) -> u32 {
+    0xC030 + q * 0x40
+}
+
 /// SRRCTL fields.
 /// Packet buffer size in 1 KiB units, bits 6:0.
 pub const SRRCTL_BSIZEPACKET_MASK: u32 = 0x7F;

@@ -846,6 +846,11 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     }
     /// The device's head register (an MMIO read: slow on hardware; for
     /// tests and diagnostics).
+    /// Frames the device dropped for this queue since the last read
+    /// (RQDPC, clear on read): one register read.
+    pub fn hw_drops(&self) -> u32 {
+        self.dev.read32(crate::regs::rqdpc(self.queue))
+    }
     pub fn hw_head(&self) -> u32 {
         self.dev.read32(self.reg(Q_HEAD))
     }

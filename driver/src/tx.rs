@@ -223,6 +223,10 @@ impl<P: BufPool> TxRing<P> {
         &mut self.pool
     }
 
+    /// Software view of the tail (the last value written to TDT).
+    pub fn tail(&self) -> usize {
+        self.next_post
+    }
     pub fn hw_head(&self) -> u32 {
         self.dev.read32(self.reg(Q_HEAD))
     }

@@ -162,6 +162,9 @@ impl SimEngine {
         drop(view);
         nic.add_stats(&st.sim);
         nic.add_reg_stats(&st.regs);
+        if nic.hooks.scheduled() {
+            nic.run_fault_schedule(rx.last_queue);
+        }
         done
     }
 

@@ -19,6 +19,8 @@
 //! - [`engine`]: `SimEngine::step` and the engine thread.
 //! - [`wire`]: the [`Wire`] trait and the generator / test / null / TAP wires.
 //! - [`frames`]: frame builders, parser and checksums.
+//! - [`hooks`]: faults the model injects on itself (device reset, stalled
+//!   queue), for testing recovery.
 //!
 //! Where the model knowingly differs from QEMU 10:
 //! - MAC/PHY loopback frames are received even while the link is down
@@ -49,6 +51,7 @@
 pub mod engine;
 pub mod frames;
 pub mod gro;
+pub mod hooks;
 mod iommu;
 pub mod nic;
 mod rss;
@@ -61,6 +64,7 @@ mod model_tests;
 
 pub use engine::{SimEngine, SimThread};
 pub use gro::Gro;
+pub use hooks::{FaultSchedule, HookStats};
 pub use nic::SimNic;
 pub use rx::RxWbHook;
 pub use wire::Wire;
@@ -153,6 +157,8 @@ pub struct SimStats {
     pub rx_link_down: u64,
     /// Dropped because RCTL.EN or the queue was off.
     pub rx_disabled: u64,
+    /// Dropped because the queue's DMA engine was stalled (a fault hook).
+    pub rx_stalled: u64,
     /// Dropped by the address filter.
     pub rx_filtered: u64,
     /// Dropped as too long (ROC).

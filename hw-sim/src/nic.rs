@@ -87,6 +87,7 @@ struct Counters {
     gro_segments: AtomicU64,
     rx_link_down: AtomicU64,
     rx_disabled: AtomicU64,
+    rx_stalled: AtomicU64,
     rx_filtered: AtomicU64,
     rx_oversize: AtomicU64,
     dma_faults: AtomicU64,
@@ -119,6 +120,7 @@ pub struct SimNic {
     pub(crate) phy_loopback: AtomicBool,
     /// Bumped by every CTRL.RST so the engine drops per-queue TX state.
     pub(crate) reset_gen: AtomicU64,
+    pub(crate) hooks: crate::hooks::Hooks,
     counters: Counters,
     pub(crate) cfg: SimConfig,
     name: String,
@@ -154,7 +156,12 @@ pub(crate) fn queue_reg(off: u32) -> Option<QueueReg> {
 }
 
 fn is_stat_reg(off: u32) -> bool {
-    matches!(off, MPC | ROC | GPRC | GORCL | GORCH | GPTC | GOTCL | GOTCH)
+    matches!(off, MPC | ROC | GPRC | GORCL | GORCH | GPTC | GOTCL | GOTCH) || is_rqdpc(off)
+}
+
+/// RQDPC of some queue (clear on read).
+fn is_rqdpc(off: u32) -> bool {
+    (0xC000..0xC400).contains(&off) && off & 0x3F == 0x30
 }
 
 impl SimNic {
@@ -167,6 +174,7 @@ impl SimNic {
             autoneg_pending: AtomicBool::new(false),
             phy_loopback: AtomicBool::new(false),
             reset_gen: AtomicU64::new(0),
+            hooks: Default::default(),
             counters: Counters::default(),
             name: format!("sim:{wire_name}"),
             cfg,
@@ -230,8 +238,9 @@ impl SimNic {
     /// CTRL.RST: every register back to its default, queues off, link down
     /// until autonegotiation is restarted. Waits for the engine's current
     /// step so a reset never lands in the middle of a DMA.
-    fn reset(&self) {
+    pub(crate) fn reset_device(&self) {
         let _quiet = self.iommu.quiesce();
+        self.hooks.stalled.store(0, Ordering::Release);
         self.load_defaults();
         let mut phy = self.lock_phy();
         let carrier = phy.carrier;
@@ -377,6 +386,15 @@ impl SimNic {
 
     /// Adds one step's statistics-register increments (saturating, as the
     /// hardware counters stick at their maximum).
+    /// Frames queue `q` dropped (RQDPC, saturating).
+    pub(crate) fn add_rqdpc(&self, q: u32, n: u32) {
+        let _ = self.reg(driver::regs::rqdpc(q)).fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |x| Some(x.saturating_add(n)),
+        );
+    }
+
     pub(crate) fn add_reg_stats(&self, d: &RegDelta) {
         let sat_add = |off: u32, n: u32| {
             if n != 0 {
@@ -409,7 +427,7 @@ impl SimNic {
 
     pub(crate) fn add_stats(&self, d: &SimStats) {
         let c = &self.counters;
-        let pairs: [(&AtomicU64, u64); 14] = [
+        let pairs: [(&AtomicU64, u64); 15] = [
             (&c.rx_frames, d.rx_frames),
             (&c.rx_bytes, d.rx_bytes),
             (&c.rx_missed, d.rx_missed),
@@ -417,6 +435,7 @@ impl SimNic {
             (&c.gro_segments, d.gro_segments),
             (&c.rx_link_down, d.rx_link_down),
             (&c.rx_disabled, d.rx_disabled),
+            (&c.rx_stalled, d.rx_stalled),
             (&c.rx_filtered, d.rx_filtered),
             (&c.rx_oversize, d.rx_oversize),
             (&c.dma_faults, d.dma_faults),
@@ -445,6 +464,7 @@ impl SimNic {
             gro_segments: l(&c.gro_segments),
             rx_link_down: l(&c.rx_link_down),
             rx_disabled: l(&c.rx_disabled),
+            rx_stalled: l(&c.rx_stalled),
             rx_filtered: l(&c.rx_filtered),
             rx_oversize: l(&c.rx_oversize),
             dma_faults: l(&c.dma_faults),
@@ -504,6 +524,7 @@ impl driver::RegisterIo for SimNic {
                 self.reg(offset - 4).store(0, Ordering::Release);
                 v
             }
+            o if is_rqdpc(o) => self.reg(o).swap(0, Ordering::AcqRel),
             _ => self.load(offset),
         }
     }
@@ -515,7 +536,7 @@ impl driver::RegisterIo for SimNic {
         match offset {
             CTRL => {
                 if value & CTRL_RST != 0 {
-                    self.reset();
+                    self.reset_device();
                 } else {
                     self.store(CTRL, value);
                 }

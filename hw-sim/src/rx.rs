@@ -40,6 +40,8 @@ pub(crate) struct RxSettings {
     /// MRQC and RXCSUM.PCSD turn RSS on (`rss::enabled`).
     pub rss_on: bool,
     pub link_up: bool,
+    /// Stalled queues (fault hook), bit q for queue q.
+    pub stalled: u32,
     /// RSS key and redirection table, loaded on first use in the step.
     rss: RssTables,
     rss_loaded: bool,
@@ -61,6 +63,7 @@ impl RxSettings {
             // QEMU keeps RLPML in a u16: frames over 64 KiB never pass.
             rlpml: nic.load(RLPML) & 0xFFFF,
             link_up: nic.link_is_up(),
+            stalled: nic.stalled_queues(),
             ..RxSettings::default()
         }
     }
@@ -363,6 +366,8 @@ pub(crate) struct RxPath {
     plan: Vec<PlannedDesc>,
     rings: [RxRing; MAX_QUEUES as usize],
     pub(crate) hook: Option<RxWbHook>,
+    /// The queue of the last frame delivered (what a scheduled stall hits).
+    pub(crate) last_queue: u32,
 }
 
 impl RxPath {
@@ -371,6 +376,7 @@ impl RxPath {
             plan: Vec::with_capacity(64),
             rings: [RxRing::default(); MAX_QUEUES as usize],
             hook: None,
+            last_queue: 0,
         }
     }
 
@@ -524,6 +530,11 @@ impl RxPath {
             st.sim.rx_disabled += n as u64;
             return RxOutcome::Dropped;
         }
+        if set.stalled & (1 << q) != 0 {
+            st.sim.rx_stalled += n as u64;
+            nic.add_rqdpc(q, n);
+            return RxOutcome::Dropped;
+        }
         let fcs = if set.rctl & RCTL_SECRC != 0 {
             0
         } else {
@@ -554,6 +565,7 @@ impl RxPath {
             Some(complete) => {
                 let head = self.commit(nic, view, q, ring.head, ring.ndesc, frame);
                 self.rings[q as usize].head = head;
+                self.last_queue = q;
                 if complete {
                     st.sim.rx_frames += 1;
                     st.sim.rx_bytes += size as u64;

@@ -77,7 +77,7 @@ impl TxPath {
         let mut frames = 0;
         for q in 0..MAX_QUEUES {
             let b = tx_queue_base(q);
-            if nic.load(b + Q_DCTL) & DCTL_QUEUE_ENABLE == 0 {
+            if nic.load(b + Q_DCTL) & DCTL_QUEUE_ENABLE == 0 || set.stalled & (1 << q) != 0 {
                 continue;
             }
             let ndesc = nic.load(b + Q_LEN) / DESC_LEN as u32;

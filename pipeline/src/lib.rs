@@ -12,6 +12,10 @@
 //! - [`lockstats`]: [`TimedMutex`] and [`LockStats`], the lock figures
 //!   (acquisitions, failed try-locks, wait / hold histograms) every pool
 //!   reports.
+//! - [`port`]: [`Port`], one NIC (simulator or VFIO) opened from a spec
+//!   string, its queues handed out, stopped in order and audited.
+//! - [`stage`]: the application handoff thread with batched returns, and
+//!   one pinned thread per queue.
 //! - [`affinity`]: pinning the current thread to a core.
 //!
 //! Tests: unit and proptest tests next to each module (`cargo test -p
@@ -27,6 +31,8 @@ pub mod affinity;
 pub mod hdrpool;
 pub mod lockstats;
 pub mod pool;
+pub mod port;
+pub mod stage;
 mod sync;
 
 #[cfg(all(test, loom))]
@@ -39,3 +45,4 @@ pub use pool::{
     DmaPool, ForeignReturn, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig, PoolAudit,
     PoolError, PoolLayout, PoolStats, Returner,
 };
+pub use port::{DeviceSpec, Port, PortConfig, PortError, PortReport, Queue};

@@ -206,6 +206,8 @@ pub struct QueueDevice<P: BufPool, H: BufPool, T: BufPool> {
     capture: Option<(Capture, Vec<u8>)>,
     arp: Option<ArpRole>,
     arp_stats: ArpStats,
+    /// Device-reset recovery and the watchdog ([`QueueDevice::check`]).
+    watch: Option<driver::QueueWatch>,
 }
 
 /// ARP frames shared between queues (see [`ArpRole`]).
@@ -239,7 +241,35 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
             capture: None,
             arp: None,
             arp_stats: ArpStats::default(),
+            watch: None,
         }
+    }
+
+    /// Lets [`QueueDevice::check`] recover the queue pair (from a port's
+    /// queue: `pipeline::Queue::watch`).
+    pub fn set_watch(&mut self, watch: driver::QueueWatch) {
+        self.watch = Some(watch);
+    }
+
+    /// The health check of the queue pair (see `driver::recovery`): call it
+    /// every few dozen polling rounds. Without a watch: always `Ok`.
+    pub fn check(&mut self, now: std::time::Instant) -> driver::Health {
+        match &mut self.watch {
+            Some(w) => w.check(&mut self.rx, Some(&mut self.tx.ring), now),
+            None => driver::Health::Ok,
+        }
+    }
+
+    /// Takes the rings (and the watch) back, every buffer the device layer
+    /// held returned to its pool; the rings keep running.
+    pub fn into_parts(mut self) -> (RxRing<P, H>, TxRing<T>, Option<driver::QueueWatch>) {
+        let (pages, hdrs) = self.rx.pools();
+        self.presenter.release_all(pages, hdrs);
+        self.rx.recycle(&mut self.batch);
+        for b in self.tx.queued.drain(..) {
+            self.tx.ring.free(b.buf);
+        }
+        (self.rx, self.tx.ring, self.watch)
     }
 
     /// Makes this queue's interface an ARP leader or follower (several

@@ -102,6 +102,32 @@ pub fn build<H: BufPool>(
     Ok(QueueDevice::new(rx, tx, setup.device))
 }
 
+/// A port's queue pair as a smoltcp device.
+pub type PortDevice = QueueDevice<PagePool, pipeline::StrategyHeaderPool, PagePool>;
+
+/// Makes a port's queue (which needs a TX ring: `PortConfig::tx`) a
+/// smoltcp device; recovery comes along ([`QueueDevice::check`]).
+pub fn from_port(q: pipeline::Queue, cfg: DeviceConfig) -> Result<PortDevice, String> {
+    let id = q.id();
+    let tx = q
+        .tx
+        .ok_or_else(|| format!("queue {id} has no TX ring: open the port with PortConfig::tx"))?;
+    let mut dev = QueueDevice::new(q.rx, tx, cfg);
+    dev.set_watch(q.watch);
+    Ok(dev)
+}
+
+/// Gives a port's queue back (for `Port::shutdown`), with every buffer the
+/// device layer held returned.
+pub fn into_port(dev: PortDevice) -> Option<pipeline::Queue> {
+    let (rx, tx, watch) = dev.into_parts();
+    Some(pipeline::Queue {
+        rx,
+        tx: Some(tx),
+        watch: watch?,
+    })
+}
+
 /// Buffers of a queue pair not back in their pools after
 /// [`QueueDevice::shutdown`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

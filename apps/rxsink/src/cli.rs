@@ -6,6 +6,8 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use driver::vfio::PciAddress;
 use driver::SplitMode;
 use hw_sim::wire::{FrameSize, GenConfig, Proto};
+use pipeline::port::{PortConfig, RxQueueConfig, SimOptions, TxQueueConfig};
+pub use pipeline::port::{SimMode, WireSpec};
 use pipeline::HdrPoolStrategy;
 use std::fmt;
 use std::str::FromStr;
@@ -72,11 +74,16 @@ pub struct Args {
     /// pair wire: bytes each of them sends (the pattern).
     #[arg(long, default_value_t = 64 << 20)]
     pub pair_bytes: u64,
-    /// tcp mode, simulator: the NIC resets itself each time another BYTES
-    /// have been received (a fault for testing: the driver must notice and
-    /// bring it up again).
+    /// Simulator: the NIC resets itself each time it has received another
+    /// BYTES (a fault for testing: the driver must notice and bring it and
+    /// every queue up again).
     #[arg(long, value_name = "BYTES")]
     pub sim_reset_every: Option<u64>,
+    /// Simulator: a queue's DMA engine stalls each time the NIC has received
+    /// another BYTES (a fault for testing: the watchdog must notice within
+    /// 100 ms, count it in queue_stalls and reset the device).
+    #[arg(long, value_name = "BYTES")]
+    pub sim_stall_every: Option<u64>,
     /// RX queues (1..=8). Above 1, RSS spreads flows over the queues
     /// (Toeplitz hash of addresses and ports, redirection table round robin)
     /// and each queue has its own pinned thread (queue i on core --core + i,
@@ -183,9 +190,10 @@ pub struct Args {
 
 /// Options that only drive the simulator (its wire and device model), as
 /// (clap id, flag).
-const SIM_ONLY: [(&str, &str); 15] = [
+const SIM_ONLY: [(&str, &str); 16] = [
     ("wire", "--wire"),
     ("sim_reset_every", "--sim-reset-every"),
+    ("sim_stall_every", "--sim-stall-every"),
     ("faults", "--faults"),
     ("vnet_hdr", "--vnet-hdr"),
     ("pair_conns", "--pair-conns"),
@@ -231,43 +239,12 @@ impl Args {
                 ));
             }
         }
-        if !(8..=4096).contains(&self.ring_size) || !self.ring_size.is_power_of_two() {
-            return Err(format!(
-                "--ring-size {} must be a power of two in 8..=4096",
-                self.ring_size
-            ));
-        }
+        self.port_config().validate()?;
         if self.batch == 0 || self.batch > self.ring_size {
             return Err(format!(
                 "--batch {} must be 1..={} (the ring size)",
                 self.batch, self.ring_size
             ));
-        }
-        if !(64..=960).contains(&self.hdr_buf) || !self.hdr_buf.is_multiple_of(64) {
-            return Err(format!(
-                "--hdr-buf {} must be 64..=960 in steps of 64",
-                self.hdr_buf
-            ));
-        }
-        if !(1024..=4096).contains(&self.payload_buf) || !self.payload_buf.is_multiple_of(1024) {
-            return Err(format!(
-                "--payload-buf {} must be 1024, 2048, 3072 or 4096",
-                self.payload_buf
-            ));
-        }
-        if self.payload_buf + self.headroom > 4096 {
-            return Err(format!(
-                "--payload-buf {} + --headroom {} exceed one 4096-byte page",
-                self.payload_buf, self.headroom
-            ));
-        }
-        if let Some(p) = self.pages {
-            if p < self.ring_size {
-                return Err(format!(
-                    "--pages {p} must be at least the ring size {}",
-                    self.ring_size
-                ));
-            }
         }
         if self.flows == 0 {
             return Err("--flows must be at least 1".into());
@@ -302,20 +279,10 @@ impl Args {
         if self.burst == Some(0) {
             return Err("--burst must be at least 1".into());
         }
-        if !(1..=64).contains(&self.gro) {
-            return Err(format!("--gro {} must be 1..=64", self.gro));
-        }
         self.validate_tcp()?;
-        if !(1..=8).contains(&self.queues) {
-            return Err(format!("--queues {} must be 1..=8", self.queues));
-        }
         if self.queues > 1 {
             for (given, flag) in [
                 (self.cores.is_some(), "--cores"),
-                (
-                    self.sim_mode_arg == Some(SimMode::Stepped),
-                    "--sim-mode stepped",
-                ),
                 (self.pcap_out.is_some(), "--pcap-out"),
                 (self.wb_log.is_some(), "--wb-log"),
             ] {
@@ -326,12 +293,6 @@ impl Args {
                     ));
                 }
             }
-        }
-        if self.hdr_pool == HdrPoolStrategy::Packed && self.hdr_buf > 256 {
-            return Err(format!(
-                "--hdr-pool packed takes --hdr-buf 64..=256, not {}",
-                self.hdr_buf
-            ));
         }
         Ok(())
     }
@@ -344,6 +305,7 @@ impl Args {
             (self.verify, "--verify"),
             (self.until_closed.is_some(), "--until-closed"),
             (self.sim_reset_every.is_some(), "--sim-reset-every"),
+            (self.sim_stall_every.is_some(), "--sim-stall-every"),
         ] {
             if given && !tcp {
                 return Err(format!("{flag} needs --mode tcp"));
@@ -375,12 +337,12 @@ impl Args {
         if !(576..=9000).contains(&self.mtu) {
             return Err(format!("--mtu {} must be 576..=9000", self.mtu));
         }
-        if let Some(s) = self.sim_reset_every {
-            if s == 0 {
-                return Err("--sim-reset-every must be at least 1 byte".into());
-            }
-            if self.queues > 1 {
-                return Err("--sim-reset-every needs --queues 1 (recovery is per device)".into());
+        for (v, flag) in [
+            (self.sim_reset_every, "--sim-reset-every"),
+            (self.sim_stall_every, "--sim-stall-every"),
+        ] {
+            if v == Some(0) {
+                return Err(format!("{flag} must be at least 1 byte"));
             }
         }
         if self.until_closed == Some(0) {
@@ -429,6 +391,74 @@ impl Args {
                 SimMode::Thread
             },
         )
+    }
+
+    /// The port this run opens: rings, pools, simulator and fault hooks as
+    /// the options say. `tx`: the stack's TX ring (tcp mode).
+    pub fn port_config(&self) -> PortConfig {
+        let tcp = self.mode == Mode::Tcp;
+        let with_cores = self.cores.is_some();
+        // Buffers in flight beside the ring: batches queued to the
+        // application thread and what its returners hold (--cores), or the
+        // stack's presenter and sockets (tcp).
+        let (pages, hdr_slots) = if tcp {
+            let pages = self.ring_size * 4 + self.batch * 8;
+            (pages, self.ring_size * 2 + self.batch * 8)
+        } else if self.queues > 1 {
+            (
+                self.ring_size * 2 + self.batch * 8,
+                self.ring_size * 2 + self.batch * 4,
+            )
+        } else {
+            let in_flight = self.batch * (crate::raw::BATCH_QUEUE + 2)
+                + if with_cores {
+                    2 * self.recycle_batch
+                } else {
+                    0
+                };
+            (
+                self.ring_size * 2 + in_flight * 4,
+                self.ring_size * 2 + in_flight * 2,
+            )
+        };
+        PortConfig {
+            queues: self.queues,
+            rx: RxQueueConfig {
+                ring_size: self.ring_size,
+                split: self.header_split,
+                payload_buf: self.payload_buf,
+                headroom: self.headroom,
+                pages: self.pages.unwrap_or(pages),
+                hdr_buf: self.hdr_buf,
+                hdr_pool: self.hdr_pool,
+                hdr_slots,
+            },
+            tx: tcp.then(TxQueueConfig::default),
+            sim: SimOptions {
+                mode: self.sim_mode(),
+                core: self.sim_core,
+                gen: self.gen_config(),
+                tap_mtu: Some(self.mtu as u32),
+                tap_vnet_hdr: self.vnet_hdr,
+                wire_faults: self.faults.as_deref().and_then(|f| f.parse().ok()),
+                gro: self.gro,
+                lossy: self.lossy,
+                schedule: hw_sim::FaultSchedule {
+                    reset_every: self.sim_reset_every,
+                    stall_every: self.sim_stall_every,
+                },
+                mac: None,
+            },
+            ..PortConfig::default()
+        }
+    }
+
+    /// The NIC to open.
+    pub fn device_spec(&self) -> pipeline::DeviceSpec {
+        match &self.device {
+            DeviceSpec::Sim => pipeline::DeviceSpec::Sim(self.wire.clone()),
+            DeviceSpec::Vfio(a) => pipeline::DeviceSpec::Vfio(a.clone()),
+        }
     }
 
     pub fn gen_config(&self) -> GenConfig {
@@ -488,52 +518,6 @@ impl FromStr for DeviceSpec {
             return Ok(DeviceSpec::Vfio(addr.to_string()));
         }
         Err(format!("unknown device {s:?}: use sim or vfio:PCI_ADDRESS"))
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WireSpec {
-    Gen,
-    Tap(String),
-    Pcap(std::path::PathBuf),
-    Pair,
-}
-
-impl FromStr for WireSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(name) = s.strip_prefix("tap:") {
-            if name.is_empty() || name.len() > 15 {
-                return Err(format!(
-                    "TAP name {name:?} must be 1..=15 bytes (an interface name)"
-                ));
-            }
-            return Ok(WireSpec::Tap(name.into()));
-        }
-        if let Some(path) = s.strip_prefix("pcap:") {
-            if path.is_empty() {
-                return Err("pcap: needs a file name, e.g. pcap:capture.pcap".into());
-            }
-            return Ok(WireSpec::Pcap(path.into()));
-        }
-        match s {
-            "gen" => Ok(WireSpec::Gen),
-            "pair" => Ok(WireSpec::Pair),
-            _ => Err(format!(
-                "unknown wire {s:?}: use gen, tap:IFNAME, pcap:FILE or pair"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for WireSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WireSpec::Gen => f.write_str("gen"),
-            WireSpec::Tap(n) => write!(f, "tap:{n}"),
-            WireSpec::Pcap(p) => write!(f, "pcap:{}", p.display()),
-            WireSpec::Pair => f.write_str("pair"),
-        }
     }
 }
 
@@ -600,32 +584,6 @@ impl fmt::Display for Mode {
             Mode::Drop => "drop",
             Mode::Read => "read",
             Mode::Tcp => "tcp",
-        })
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SimMode {
-    Thread,
-    Stepped,
-}
-
-impl FromStr for SimMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "thread" => Ok(SimMode::Thread),
-            "stepped" => Ok(SimMode::Stepped),
-            _ => Err(format!("unknown sim mode {s:?}: use thread or stepped")),
-        }
-    }
-}
-
-impl fmt::Display for SimMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SimMode::Thread => "thread",
-            SimMode::Stepped => "stepped",
         })
     }
 }

@@ -13,16 +13,15 @@
 //! - `rx_thread_cpu_seconds` / `thread_cpu_seconds_per_gb`: everything the
 //!   thread burned, idle spinning and a stepped simulator included.
 
+use crate::capture::Capture;
 use crate::cli::Args;
-use crate::wires::WireExtras;
-use crate::{signals, start_sim, Capture, RunError, Sim, SimParts};
-use driver::rss::{RssConfig, DEFAULT_KEY};
-use driver::{Device, Igb, IgbConfig};
+use crate::raw::{describe, hw_json, report_errors};
+use crate::{signals, RunError};
+use driver::Health;
 use hw_sim::wire::PairEnd;
-use hw_sim::{SimConfig, SimNic};
-use pipeline::{HeaderPool, HeaderPoolConfig, StrategyHeaderPool};
+use pipeline::port::{Port, PortConfig, SimMode, SimOptions, TxQueueConfig, WireParts};
 use serde_json::json;
-use stack::queue::{self, QueueSetup};
+use stack::queue::{self, PortDevice};
 use stack::smoltcp::time::Instant as SmolInstant;
 use stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use stack::{DeviceConfig, PatternSender, SenderConfig, SinkConfig, SocketMemory, TcpSink};
@@ -42,23 +41,6 @@ fn smol_at(start: Instant, at: Instant) -> SmolInstant {
     SmolInstant::from_micros(at.saturating_duration_since(start).as_micros() as i64)
 }
 
-/// The queue pair's rings and pools as rxsink's options size them.
-fn queue_setup(args: &Args) -> QueueSetup {
-    QueueSetup {
-        split: args.header_split,
-        rx_ring: args.ring_size,
-        payload_buf: args.payload_buf,
-        headroom: args.headroom,
-        rx_pages: args.pages.unwrap_or(args.ring_size * 4 + args.batch * 8),
-        device: DeviceConfig {
-            mtu: args.mtu,
-            rx_batch: args.batch,
-            ..DeviceConfig::default()
-        },
-        ..QueueSetup::default()
-    }
-}
-
 /// An address on our subnet for the pair wire's far side: ours + 1 (or - 1
 /// at the top of the subnet).
 fn peer_ip(ours: Ipv4Cidr) -> Ipv4Address {
@@ -76,8 +58,8 @@ fn peer_ip(ours: Ipv4Cidr) -> Ipv4Address {
     }
 }
 
-/// One queue's device with the project's pools and rxsink's header pool.
-type Dev = queue::PoolDevice<StrategyHeaderPool>;
+/// One queue's device.
+type Dev = PortDevice;
 
 /// Stop conditions and totals shared by the queues' threads.
 struct Shared {
@@ -100,8 +82,6 @@ struct LoopResult {
     /// The thread's CPU time over the loop.
     cpu_ns: u64,
     stats: stack::TcpStats,
-    /// Device resets noticed and recovered from.
-    device_resets: u64,
     /// Why the loop gave up, if it did.
     error: Option<String>,
 }
@@ -130,37 +110,20 @@ struct Ctx<'a> {
     peer_done: Option<&'a AtomicBool>,
 }
 
-/// What one queue's loop may drive besides its queue pair: the stepped
-/// simulator and, with one queue, the device itself (to bring it up again
-/// after a reset).
-struct Owned<'a> {
-    sim: Option<&'a mut Sim>,
-    igb: Option<&'a mut Igb>,
-    /// `--sim-reset-every`: the simulated NIC to reset now and then.
-    reset: Option<(&'a SimNic, u64)>,
-}
-
-/// Brings the device and the queue pair up again after the device reset
-/// itself.
-fn recover(igb: &mut Igb, qdev: &mut Dev) -> Result<(), driver::IgbError> {
-    igb.reinit()?;
-    qdev.restart()?;
-    igb.enable_rx();
-    igb.enable_tx();
-    Ok(())
-}
+/// The stepped simulator, driven by the one queue's loop.
+type Stepper<'a> = Option<&'a mut Port>;
 
 /// The stack's loop on one queue: (step the simulator,) poll the stack,
 /// flush TX; until a stop condition. Queue 0 prints the stats lines. Every
-/// 64 rounds it also checks that the device still has the queue (one
-/// register read): after a device reset it brings everything up again
-/// (one queue) or stops with an error (several).
+/// 64 rounds it runs the queue's health check (`driver::recovery`): after
+/// a device reset or a stall every queue's rings restart, and the first
+/// queue to notice brings the device up again.
 fn sink_loop(
     ctx: Ctx<'_>,
     q: usize,
     sink: &mut TcpSink<'_>,
     qdev: &mut Dev,
-    mut own: Owned<'_>,
+    mut stepper: Stepper<'_>,
 ) -> LoopResult {
     let Ctx {
         args,
@@ -176,10 +139,9 @@ fn sink_loop(
     let mut last = (start, 0u64);
     let mut closed_seen = 0u64;
     let mut iter = 0u64;
-    let mut next_reset = own.reset.map(|(_, every)| every);
     loop {
-        if let Some(Sim::Stepped(engine)) = own.sim.as_deref_mut() {
-            engine.step(args.batch);
+        if let Some(port) = stepper.as_deref_mut() {
+            port.step(args.batch);
         }
         // One clock read per round: the stack's time and the busy timer's
         // start.
@@ -200,35 +162,10 @@ fn sink_loop(
                 .rss_start
                 .store(signals::rss_kib(), Ordering::Relaxed);
         }
-        if let (Some((nic, every)), Some(at)) = (own.reset, next_reset) {
-            if sink.stats().bytes >= at {
-                // A fault for testing: the device resets itself (CTRL.RST
-                // from outside the driver).
-                driver::RegisterIo::write32(nic, driver::regs::CTRL, driver::regs::CTRL_RST);
-                next_reset = Some(at + every);
-            }
-        }
-        if qdev.device_lost() {
-            match own.igb.as_deref_mut().map(|igb| recover(igb, qdev)) {
-                Some(Ok(())) => {
-                    r.device_resets += 1;
-                    tracing::warn!("queue {q}: the device reset itself; brought up again");
-                }
-                Some(Err(e)) => {
-                    r.error = Some(format!(
-                        "the device reset itself and did not come back: {e}"
-                    ));
-                    shared.stop.store(true, Ordering::Relaxed);
-                    break;
-                }
-                None => {
-                    r.error = Some(format!(
-                        "queue {q}: the device reset itself; recovery needs --queues 1"
-                    ));
-                    shared.stop.store(true, Ordering::Relaxed);
-                    break;
-                }
-            }
+        if let Health::Failed(e) = qdev.check(Instant::now()) {
+            r.error = Some(format!("queue {q}: the device did not come back: {e}"));
+            shared.stop.store(true, Ordering::Relaxed);
+            break;
         }
         let st = *sink.stats();
         shared
@@ -279,46 +216,39 @@ fn run_queue(
     cfg: SinkConfig,
     server: stack::sink::SharedIperf3,
     qdev: &mut Dev,
-    own: Owned<'_>,
+    stepper: Stepper<'_>,
 ) -> Result<LoopResult, String> {
     let start = ctx.start;
     let services = if cfg.iperf3_port.is_some() { 2 } else { 1 };
     let mut mem = SocketMemory::for_sockets(services * cfg.max_conns, cfg.rx_buf, cfg.tx_buf)
         .map_err(|e| format!("socket memory: {e}"))?;
     let mut sink = TcpSink::with_iperf3(cfg, &mut mem, qdev, smol_now(start), server)?;
-    let mut r = sink_loop(ctx, q, &mut sink, qdev, own);
+    let mut r = sink_loop(ctx, q, &mut sink, qdev, stepper);
     match r.error.take() {
         Some(e) => Err(e),
         None => Ok(r),
     }
 }
 
-pub fn run(
-    args: &Args,
-    dev: Arc<dyn Device>,
-    sim_parts: Option<SimParts>,
-    extras: WireExtras,
-) -> Result<serde_json::Value, RunError> {
-    let (nic, engine) = sim_parts.unzip();
-    let mut igb = crate::init_igb(&dev)?;
-    let queues = args.queues as usize;
-    let mut devs: Vec<Dev> = Vec::with_capacity(queues);
-    for q in 0..queues {
-        let setup = QueueSetup {
-            queue: q as u32,
-            ..queue_setup(args)
-        };
-        let hdrs = crate::header_pool(args, &igb, setup.rx_ring * 2 + args.batch * 8)?;
-        devs.push(queue::build(dev.clone(), &igb, &setup, hdrs).map_err(RunError::Other)?);
-    }
+pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
+    let mut port = Port::open(&args.device_spec(), &args.port_config())?;
+    let device = DeviceConfig {
+        mtu: args.mtu,
+        rx_batch: args.batch,
+        ..DeviceConfig::default()
+    };
+    let mut devs: Vec<Dev> = port
+        .take_queues()
+        .into_iter()
+        .map(|q| queue::from_port(q, device))
+        .collect::<Result<_, _>>()
+        .map_err(RunError::Other)?;
+    let queues = devs.len();
     if queues > 1 {
-        igb.enable_rss_with(&RssConfig::new(queues as u32, &DEFAULT_KEY))?;
         for (d, role) in devs.iter_mut().zip(stack::arp_roles(queues)) {
             d.set_arp_role(role);
         }
     }
-    igb.enable_rx();
-    igb.enable_tx();
     let capture = match args.pcap_out.as_deref() {
         Some(path) => {
             let shared = Arc::new(std::sync::Mutex::new(Capture::create(path)?));
@@ -342,7 +272,7 @@ pub fn run(
     let cidr = Ipv4Cidr::new(Ipv4Address::from(ip.addr), ip.prefix);
     let start = Instant::now();
     let sink_cfg = SinkConfig {
-        mac: igb.mac(),
+        mac: port.mac(),
         ip: cidr,
         port: args.port,
         iperf3_port: (args.iperf3_port != 0).then_some(args.iperf3_port),
@@ -355,8 +285,7 @@ pub fn run(
 
     // The far side of the pair wire: its own NIC, driver and sender.
     let peer_done = Arc::new(AtomicBool::new(false));
-    let mut extras = extras;
-    let peer = match extras.far_end.take() {
+    let peer = match port.take_pair_end() {
         Some(end) => {
             let cfg = PeerConfig {
                 sender: SenderConfig {
@@ -369,12 +298,9 @@ pub fn run(
                     seed: args.seed.wrapping_add(1),
                     ..SenderConfig::default()
                 },
-                setup: QueueSetup {
-                    device: DeviceConfig {
-                        mtu: args.mtu,
-                        ..DeviceConfig::default()
-                    },
-                    ..QueueSetup::default()
+                device: DeviceConfig {
+                    mtu: args.mtu,
+                    ..DeviceConfig::default()
                 },
             };
             let done = peer_done.clone();
@@ -388,7 +314,7 @@ pub fn run(
         None => None,
     };
 
-    let mut sim = start_sim(engine, args)?;
+    port.start()?;
     let shared = Shared {
         stop: AtomicBool::new(false),
         closed: AtomicU64::new(0),
@@ -412,60 +338,11 @@ pub fn run(
             sink_cfg.clone(),
             server.clone(),
             &mut devs[0],
-            Owned {
-                sim: Some(&mut sim),
-                igb: Some(&mut igb),
-                reset: nic.as_deref().zip(args.sim_reset_every),
-            },
+            Some(&mut port),
         );
         vec![r]
     } else {
-        let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        std::thread::scope(|s| {
-            let handles: Vec<_> = devs
-                .iter_mut()
-                .enumerate()
-                .map(|(q, qdev)| {
-                    let (cfg, server) = (
-                        SinkConfig {
-                            id_base: (q as u32) << 24,
-                            seed: sink_cfg.seed.wrapping_add(q as u64),
-                            ..sink_cfg.clone()
-                        },
-                        server.clone(),
-                    );
-                    let core = (args.core.unwrap_or(0) + q) % ncores;
-                    std::thread::Builder::new()
-                        .name(format!("rxsink-q{q}"))
-                        .spawn_scoped(s, move || {
-                            if let Err(e) = pipeline::pin_current_thread(core) {
-                                tracing::warn!("queue {q}: {e}");
-                            }
-                            let own = Owned {
-                                sim: None,
-                                igb: None,
-                                reset: None,
-                            };
-                            let r = run_queue(ctx, q, cfg, server, qdev, own);
-                            // One queue ending (or failing) stops the others.
-                            ctx.shared.stop.store(true, Ordering::Relaxed);
-                            r
-                        })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| match h {
-                    Ok(h) => h
-                        .join()
-                        .unwrap_or_else(|_| Err("queue thread panicked".into())),
-                    Err(e) => {
-                        shared.stop.store(true, Ordering::Relaxed);
-                        Err(format!("cannot start a queue thread: {e}"))
-                    }
-                })
-                .collect()
-        })
+        stage_queues(ctx, &mut devs, &sink_cfg, &server)
     };
     let seconds = start.elapsed().as_secs_f64();
     let rss_start = shared.rss_start.load(Ordering::Relaxed);
@@ -481,21 +358,16 @@ pub fn run(
         ),
         None => None,
     };
-    if let Sim::Thread(t) = sim {
-        sim = Sim::Stepped(Box::new(t.stop()));
-    }
-    drop(sim);
-    igb.disable();
+    port.stop();
     let mut first_err = None;
     let mut tcp = stack::TcpStats::default();
     let (mut busy_ns, mut busy_cpu_ns, mut cpu_ns) = (0u64, 0u64, 0u64);
-    let mut device_resets = 0u64;
-    let mut leaks = queue::Leaks::default();
+    let mut back = Vec::with_capacity(queues);
     let mut drops = serde_json::Map::new();
     let (mut packets, mut bytes, mut hbo) = (0u64, 0u64, 0u64);
     let mut per_queue = Vec::new();
     let mut present_all = stack::frame::PresentStats::default();
-    for (q, (mut qdev, r)) in devs.into_iter().zip(results).enumerate() {
+    for (mut qdev, r) in devs.into_iter().zip(results) {
         drop(qdev.rx_ring_mut().set_wb_observer(None)); // flushes --wb-log
         let r = r.unwrap_or_else(|e| {
             first_err.get_or_insert(e);
@@ -505,14 +377,22 @@ pub fn run(
         present_all += present;
         let tx_side = *qdev.tx_stats();
         let arp = *qdev.arp_stats();
-        let ring_stats = *qdev.rx_ring().stats();
-        let (l, stop_err) = queue::shutdown(qdev);
-        if let Some(e) = stop_err {
-            tracing::warn!("{e}");
-        }
-        leaks.pages += l.pages;
-        leaks.headers += l.headers;
-        leaks.tx_buffers += l.tx_buffers;
+        back.extend(queue::into_port(qdev));
+        per_queue.push((r, present, tx_side, arp));
+    }
+    let (name, sim_mode, wire_stats) = describe(&port);
+    // The device (and its capture callback) is gone: the writer is ours.
+    let report = port.shutdown(back);
+    report_errors(&report);
+    let mut per_queue_json = Vec::new();
+    for (qr, (r, present, tx_side, arp)) in report.queues.iter().zip(per_queue) {
+        let ring_stats = qr.rx;
+        let q = qr.queue;
+        let l = queue::Leaks {
+            pages: qr.leaked_pages,
+            headers: qr.leaked_headers,
+            tx_buffers: qr.leaked_tx_buffers,
+        };
         for reason in driver::DropReason::ALL {
             let e = drops.entry(reason.name()).or_insert(0.into());
             *e = (e.as_u64().unwrap_or(0) + ring_stats.drop_count(reason)).into();
@@ -522,11 +402,10 @@ pub fn run(
         hbo += ring_stats.hbo;
         busy_ns += r.busy_ns;
         busy_cpu_ns += r.busy_cpu_ns();
-        device_resets += r.device_resets;
         cpu_ns += r.cpu_ns;
         let t = r.stats;
         tcp += t;
-        per_queue.push(json!({
+        per_queue_json.push(json!({
             "queue": q,
             "packets": ring_stats.packets,
             "connections": t.connections,
@@ -551,14 +430,12 @@ pub fn run(
     if let Some(e) = first_err {
         return Err(RunError::Other(e));
     }
-    // The device (and its capture callback) is gone: the writer is ours.
     let pcap_out = capture
         .and_then(Arc::into_inner)
         .and_then(|m| m.into_inner().ok())
         .map(Capture::finish);
-    let hw = igb.read_stats();
-    let sim_stats = nic.as_ref().map(|n| n.stats());
-    drops.insert("missed".into(), hw.missed_packets.into());
+    let sim_stats = report.sim;
+    drops.insert("missed".into(), report.hw.missed_packets.into());
     let gb = tcp.bytes as f64 / 1e9;
     let peer_json = peer_result.map(|p| match p {
         Ok(p) => json!({
@@ -572,14 +449,14 @@ pub fn run(
     });
     let iperf3 = server.lock().map(|s| s.stats()).ok();
     Ok(json!({
-        "device": dev.name(),
-        "wire": nic.as_ref().map(|_| args.wire.to_string()),
+        "device": name,
+        "wire": sim_mode.as_ref().map(|_| args.wire.to_string()),
         "mode": "tcp",
         "ip": ip.to_string(),
         "port": args.port,
         "queues": queues,
         "header_split": args.header_split.to_string(),
-        "sim_mode": nic.as_ref().map(|_| args.sim_mode().to_string()),
+        "sim_mode": sim_mode,
         "gro": args.gro,
         "mtu": args.mtu,
         "batch": args.batch,
@@ -612,8 +489,10 @@ pub fn run(
             "last_test_streams": s.last_test.as_ref().map(|t| t.streams.len()),
         })),
         "present": serde_json::to_value(present_all).unwrap_or_default(),
-        "per_queue": per_queue,
-        "device_resets": device_resets,
+        "per_queue": per_queue_json,
+        "device_resets": report.recovery.device_resets,
+        "queue_stalls": report.recovery.queue_stalls,
+        "sim_faults_injected": report.injected,
         "drops": drops,
         "hbo": hbo,
         "dma_faults": sim_stats.map(|s| s.dma_faults),
@@ -625,25 +504,22 @@ pub fn run(
             "rx_link_down": s.rx_link_down,
             "tx_frames": s.tx_frames,
             "tx_dropped": s.tx_dropped,
+            "rx_stalled": s.rx_stalled,
         })),
-        "hw": {
-            "gprc": hw.good_packets_rx,
-            "gorc": hw.good_octets_rx,
-            "mpc": hw.missed_packets,
-        },
+        "hw": hw_json(&report),
         "peer": peer_json,
-        "wire_stats": extras.json(),
+        "wire_stats": wire_stats,
         "pcap_out": pcap_out.map(|(frames, errors)| json!({"frames": frames, "errors": errors})),
         "memory": {"rss_kib_start": rss_start, "rss_kib_end": rss_end},
-        "leaked_pages": leaks.pages,
-        "leaked_headers": leaks.headers,
-        "leaked_tx_buffers": leaks.tx_buffers,
+        "leaked_pages": report.leaked_pages(),
+        "leaked_headers": report.leaked_headers(),
+        "leaked_tx_buffers": report.leaked_tx_buffers(),
     }))
 }
 
 struct PeerConfig {
     sender: SenderConfig,
-    setup: QueueSetup,
+    device: DeviceConfig,
 }
 
 struct PeerResult {
@@ -651,48 +527,73 @@ struct PeerResult {
     leaks: queue::Leaks,
 }
 
-/// The far side of the pair wire: a second simulated NIC, stepped here,
-/// with the unmodified driver and a smoltcp pattern sender. Runs until the
-/// sender is done or `stop` is set.
+/// The far side of the pair wire: a second simulated NIC opened through the
+/// same port API, stepped here, with a smoltcp pattern sender. Runs until
+/// the sender is done or `stop` is set.
 fn run_peer(end: PairEnd, cfg: PeerConfig, stop: Arc<AtomicBool>) -> Result<PeerResult, String> {
-    let (sim, mut engine) = SimNic::new(
-        SimConfig {
-            mac: PEER_MAC,
-            ..SimConfig::default()
+    let port_cfg = PortConfig {
+        tx: Some(TxQueueConfig::default()),
+        sim: SimOptions {
+            mode: SimMode::Stepped,
+            mac: Some(PEER_MAC),
+            ..SimOptions::default()
         },
-        Box::new(end),
-    );
-    let dev: Arc<dyn Device> = sim;
-    let igb = Igb::init(dev.clone(), IgbConfig::default()).map_err(|e| e.to_string())?;
-    let hdrs = HeaderPool::new(
-        igb.dma(),
-        HeaderPoolConfig {
-            buffers: cfg.setup.rx_pages,
-            ..HeaderPoolConfig::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let mut qdev = queue::build(dev, &igb, &cfg.setup, hdrs)?;
-    igb.enable_rx();
-    igb.enable_tx();
+        ..PortConfig::default()
+    };
+    let mut port = Port::open_sim(Box::new(end), WireParts::default(), &port_cfg)
+        .map_err(|e| e.to_string())?;
+    let q = port
+        .take_queues()
+        .pop()
+        .ok_or("the peer's port has no queue")?;
+    let mut qdev = queue::from_port(q, cfg.device)?;
+    port.start().map_err(|e| e.to_string())?;
     let mut mem = SocketMemory::for_sockets(cfg.sender.conns, cfg.sender.rx_buf, cfg.sender.tx_buf)
         .map_err(|e| format!("socket memory: {e}"))?;
     let start = Instant::now();
     let mut sender = PatternSender::new(cfg.sender, &mut mem, &mut qdev, smol_now(start))?;
     while !sender.done() && !stop.load(Ordering::Acquire) && !signals::stop_requested() {
-        engine.step(64);
+        port.step(64);
         sender.poll(smol_now(start), &mut qdev);
         qdev.flush();
-        engine.step(64);
+        port.step(64);
     }
     let sent = *sender.stats();
     stop.store(true, Ordering::Release);
-    // Keep answering (ACKs of the sink's FIN) until the RX thread is done.
     drop(sender);
-    igb.disable();
-    let (leaks, err) = queue::shutdown(qdev);
-    if let Some(e) = err {
+    let report = port.shutdown(queue::into_port(qdev).into_iter().collect());
+    for e in &report.errors {
         tracing::warn!("pair peer: {e}");
     }
-    Ok(PeerResult { sent, leaks })
+    Ok(PeerResult {
+        sent,
+        leaks: queue::Leaks {
+            pages: report.leaked_pages(),
+            headers: report.leaked_headers(),
+            tx_buffers: report.leaked_tx_buffers(),
+        },
+    })
+}
+
+/// `--queues N`: one pinned thread per queue (queue i on core --core + i),
+/// each with its own sink; one queue ending (or failing) stops the others.
+fn stage_queues(
+    ctx: Ctx<'_>,
+    devs: &mut [Dev],
+    sink_cfg: &SinkConfig,
+    server: &stack::sink::SharedIperf3,
+) -> Vec<Result<LoopResult, String>> {
+    pipeline::stage::per_queue(devs, ctx.args.core.unwrap_or(0), |q, qdev, _core| {
+        let cfg = SinkConfig {
+            id_base: (q as u32) << 24,
+            seed: sink_cfg.seed.wrapping_add(q as u64),
+            ..sink_cfg.clone()
+        };
+        let r = run_queue(ctx, q, cfg, server.clone(), qdev, None);
+        ctx.shared.stop.store(true, Ordering::Relaxed);
+        r
+    })
+    .into_iter()
+    .map(|r| r.and_then(|r| r))
+    .collect()
 }
