@@ -112,6 +112,25 @@ timeout 120 $BIN --mode tcp --wire pair --verify --pair-bytes 500000000 --sim-re
 check "two device resets during a transfer: noticed, recovered, 500 MB verified" "$out" \
     "s['device_resets']==2 and s['per_queue'][0]['rx_restarts']==s['device_resets'] and s['tcp']['verified']==500000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and $tcp_clean"
 
+# The same with two queues (RSS): the first queue to notice brings the
+# device up, the other restarts its rings when it sees the new generation.
+out=$TMP/tcp-reset-q2.json
+timeout 300 $BIN --mode tcp --wire pair --verify --queues 2 --pair-bytes 100000000 --sim-reset-every 40000000 \
+    --json --quiet >"$out"
+check "--queues 2: two device resets during a transfer, every queue restarted, 100 MB verified" "$out" \
+    "s['device_resets']==2 and s['sim_faults_injected']['resets']==2 and all(q['rx_restarts']==2 for q in s['per_queue']) and s['tcp']['verified']==100000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and $tcp_clean"
+
+# A queue's DMA engine stalls (the model stops writing descriptors on it
+# and drops its frames): the watchdog sees the head stand still with frames
+# dropped, counts queue_stalls and resets the device. One and two queues.
+for q in 1 2; do
+    out=$TMP/tcp-stall-q$q.json
+    timeout 300 $BIN --mode tcp --wire pair --verify --queues $q --pair-bytes 100000000 --sim-stall-every 40000000 \
+        --json --quiet >"$out"
+    check "--queues $q: two stalled DMA engines detected (queue_stalls), recovered by resets, 100 MB verified" "$out" \
+        "s['queue_stalls']==2 and s['sim_faults_injected']['stalls']==2 and s['device_resets']==2 and s['tcp']['verified']==100000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and $tcp_clean"
+done
+
 # pcap round trip: replaying a capture written by --pcap-out gives the
 # same frames, byte for byte.
 timeout 60 $BIN --mode read --packets 3000 --frame-size 60-9216 --proto mixed \
@@ -139,7 +158,7 @@ else echo "FAIL pcap round trip"; fail=$((fail+1)); fi
 for bad in "--batch 0" "--ring-size 100" "--device vfio:nonsense" "--device vfio:0000:03:00.0 --frame-size 64" \
            "--wire tap:" "--wire pair" "--wire pcap:/nonexistent/x.pcap" "--verify" \
            "--mode tcp --ip 10.0.0.1" "--mode tcp --ip 10.0.0.1/40" "--mode tcp --port 5201" \
-           "--faults drop=150" "--faults colour=red" "--vnet-hdr" "--queues 9" "--queues 2 --sim-mode stepped" "--sim-reset-every 1000" \
+           "--faults drop=150" "--faults colour=red" "--vnet-hdr" "--queues 9" "--queues 2 --sim-mode stepped" "--sim-reset-every 1000" "--sim-stall-every 1000" "--mode tcp --sim-stall-every 0" \
            "--mode tcp --wire tap:lo --duration 1" "--header-split sometimes" "--frame-size 10" "--hdr-buf 1000" \
            "--payload-buf 4096 --headroom 256" "--duration -1" "--core 4096" \
            "--cores 0,0" "--cores 1" "--recycle-batch 0" "--gro 65" "--hdr-pool spinlock" \
