@@ -162,7 +162,7 @@ pub struct WatchConfig {
 impl Default for WatchConfig {
     fn default() -> Self {
         WatchConfig {
-            stall_timeout: Duration::from_millis(100),
+            stall_timeout: Duration::from_millis(200),
             sample_every: Duration::from_millis(1),
             watchdog: true,
         }

@@ -23,6 +23,7 @@ pub mod device;
 pub mod frame;
 pub mod iperf3;
 pub mod pattern;
+pub mod peer;
 pub mod queue;
 pub mod sender;
 pub mod sink;

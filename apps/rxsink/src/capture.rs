@@ -1,6 +1,6 @@
 //! `--pcap-out`: the frames received, written as they came off the wire.
 
-use crate::RunError;
+use crate::error::RunError;
 use driver::RxBatch;
 
 /// `--pcap-out`: every received frame, reassembled from its buffers (a

@@ -81,7 +81,7 @@ pub struct Args {
     pub sim_reset_every: Option<u64>,
     /// Simulator: a queue's DMA engine stalls each time the NIC has received
     /// another BYTES (a fault for testing: the watchdog must notice within
-    /// 100 ms, count it in queue_stalls and reset the device).
+    /// 200 ms, count it in queue_stalls and reset the device).
     #[arg(long, value_name = "BYTES")]
     pub sim_stall_every: Option<u64>,
     /// RX queues (1..=8). Above 1, RSS spreads flows over the queues

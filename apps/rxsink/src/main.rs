@@ -10,6 +10,7 @@
 
 mod capture;
 mod cli;
+mod error;
 mod raw;
 mod signals;
 mod tcp;
@@ -17,6 +18,7 @@ mod wblog;
 mod wires;
 
 use cli::{Args, Mode};
+use error::RunError;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -63,30 +65,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("rxsink: {e}");
             ExitCode::from(e.exit_code())
-        }
-    }
-}
-
-/// Errors that end a run, each one line for the user.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RunError {
-    #[error("{0}")]
-    Usage(String),
-    #[error(transparent)]
-    Port(#[from] pipeline::PortError),
-    #[error("buffer pool: {0}")]
-    Pool(#[from] pipeline::PoolError),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl RunError {
-    fn exit_code(&self) -> u8 {
-        match self {
-            RunError::Usage(_) => 2,
-            // Wrong, missing or unbound device, bad wire: the user's to fix.
-            RunError::Port(e) if e.is_usage() => 2,
-            _ => 1,
         }
     }
 }

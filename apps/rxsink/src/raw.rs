@@ -6,7 +6,8 @@
 
 use crate::capture::Capture;
 use crate::cli::{Args, Mode};
-use crate::{signals, wblog, wires, RunError};
+use crate::error::RunError;
+use crate::{signals, wblog, wires};
 use pipeline::port::{Port, PortReport, Queue};
 use pipeline::{stage, LockStats};
 use serde_json::json;

@@ -15,47 +15,23 @@
 
 use crate::capture::Capture;
 use crate::cli::Args;
+use crate::error::RunError;
 use crate::raw::{describe, hw_json, report_errors};
-use crate::{signals, RunError};
+use crate::signals;
 use driver::Health;
-use hw_sim::wire::PairEnd;
-use pipeline::port::{Port, PortConfig, SimMode, SimOptions, TxQueueConfig, WireParts};
+use pipeline::port::Port;
 use serde_json::json;
+use stack::peer::{peer_ip, smol_at, Peer, PeerConfig, PEER_MAC};
 use stack::queue::{self, PortDevice};
 use stack::smoltcp::time::Instant as SmolInstant;
 use stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
-use stack::{DeviceConfig, PatternSender, SenderConfig, SinkConfig, SocketMemory, TcpSink};
+use stack::{DeviceConfig, SenderConfig, SinkConfig, SocketMemory, TcpSink};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The far side's station address on the pair wire.
-const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-
 fn smol_now(start: Instant) -> SmolInstant {
     smol_at(start, Instant::now())
-}
-
-/// `at` as smoltcp's clock, which starts at `start`.
-fn smol_at(start: Instant, at: Instant) -> SmolInstant {
-    SmolInstant::from_micros(at.saturating_duration_since(start).as_micros() as i64)
-}
-
-/// An address on our subnet for the pair wire's far side: ours + 1 (or - 1
-/// at the top of the subnet).
-fn peer_ip(ours: Ipv4Cidr) -> Ipv4Address {
-    let a = u32::from(ours.address());
-    let host_mask = if ours.prefix_len() >= 32 {
-        0
-    } else {
-        u32::MAX >> ours.prefix_len()
-    };
-    let next = a.wrapping_add(1);
-    if next & host_mask == host_mask || next & host_mask == 0 {
-        Ipv4Address::from(a.wrapping_sub(1))
-    } else {
-        Ipv4Address::from(next)
-    }
 }
 
 /// One queue's device.
@@ -284,7 +260,6 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     };
 
     // The far side of the pair wire: its own NIC, driver and sender.
-    let peer_done = Arc::new(AtomicBool::new(false));
     let peer = match port.take_pair_end() {
         Some(end) => {
             let cfg = PeerConfig {
@@ -303,11 +278,8 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
                     ..DeviceConfig::default()
                 },
             };
-            let done = peer_done.clone();
             Some(
-                std::thread::Builder::new()
-                    .name("rxsink-peer".into())
-                    .spawn(move || run_peer(end, cfg, done))
+                Peer::spawn(end, cfg)
                     .map_err(|e| RunError::Other(format!("cannot start the pair peer: {e}")))?,
             )
         }
@@ -326,7 +298,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         args,
         start,
         shared: &shared,
-        peer_done: peer.as_ref().map(|_| &*peer_done),
+        peer_done: peer.as_ref().map(Peer::done_flag),
     };
     let results: Vec<Result<LoopResult, String>> = if queues == 1 {
         if let Some(core) = args.core {
@@ -348,16 +320,9 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let rss_start = shared.rss_start.load(Ordering::Relaxed);
     let rss_end = signals::rss_kib();
 
-    // Orderly stop: the peer (it stops on its own once done, or on the
-    // signal), the device, then the rings give every buffer back.
-    peer_done.store(true, Ordering::Release);
-    let peer_result = match peer {
-        Some(h) => Some(
-            h.join()
-                .map_err(|_| RunError::Other("pair peer thread panicked".into()))?,
-        ),
-        None => None,
-    };
+    // Orderly stop: the peer (it stops on its own once done), the device,
+    // then the rings give every buffer back.
+    let peer_result = peer.map(Peer::join);
     port.stop();
     let mut first_err = None;
     let mut tcp = stack::TcpStats::default();
@@ -515,64 +480,6 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         "leaked_headers": report.leaked_headers(),
         "leaked_tx_buffers": report.leaked_tx_buffers(),
     }))
-}
-
-struct PeerConfig {
-    sender: SenderConfig,
-    device: DeviceConfig,
-}
-
-struct PeerResult {
-    sent: stack::SenderStats,
-    leaks: queue::Leaks,
-}
-
-/// The far side of the pair wire: a second simulated NIC opened through the
-/// same port API, stepped here, with a smoltcp pattern sender. Runs until
-/// the sender is done or `stop` is set.
-fn run_peer(end: PairEnd, cfg: PeerConfig, stop: Arc<AtomicBool>) -> Result<PeerResult, String> {
-    let port_cfg = PortConfig {
-        tx: Some(TxQueueConfig::default()),
-        sim: SimOptions {
-            mode: SimMode::Stepped,
-            mac: Some(PEER_MAC),
-            ..SimOptions::default()
-        },
-        ..PortConfig::default()
-    };
-    let mut port = Port::open_sim(Box::new(end), WireParts::default(), &port_cfg)
-        .map_err(|e| e.to_string())?;
-    let q = port
-        .take_queues()
-        .pop()
-        .ok_or("the peer's port has no queue")?;
-    let mut qdev = queue::from_port(q, cfg.device)?;
-    port.start().map_err(|e| e.to_string())?;
-    let mut mem = SocketMemory::for_sockets(cfg.sender.conns, cfg.sender.rx_buf, cfg.sender.tx_buf)
-        .map_err(|e| format!("socket memory: {e}"))?;
-    let start = Instant::now();
-    let mut sender = PatternSender::new(cfg.sender, &mut mem, &mut qdev, smol_now(start))?;
-    while !sender.done() && !stop.load(Ordering::Acquire) && !signals::stop_requested() {
-        port.step(64);
-        sender.poll(smol_now(start), &mut qdev);
-        qdev.flush();
-        port.step(64);
-    }
-    let sent = *sender.stats();
-    stop.store(true, Ordering::Release);
-    drop(sender);
-    let report = port.shutdown(queue::into_port(qdev).into_iter().collect());
-    for e in &report.errors {
-        tracing::warn!("pair peer: {e}");
-    }
-    Ok(PeerResult {
-        sent,
-        leaks: queue::Leaks {
-            pages: report.leaked_pages(),
-            headers: report.leaked_headers(),
-            tx_buffers: report.leaked_tx_buffers(),
-        },
-    })
 }
 
 /// `--queues N`: one pinned thread per queue (queue i on core --core + i),

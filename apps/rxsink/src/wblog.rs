@@ -2,7 +2,7 @@
 //! raw dwords and decoded fields, for the simulator-vs-QEMU differential
 //! (`scripts/e2e-qemu/diffwb.py`).
 
-use crate::RunError;
+use crate::error::RunError;
 use driver::desc::RxWriteBack;
 use driver::WbObserver;
 use std::io::Write;
