@@ -130,7 +130,7 @@ fn link_flaps_during_a_transfer_cost_retransmissions_only() {
                 }
                 _ => {}
             }
-            let up = a.igb.link_up();
+            let up = a.port.ctl().with(|igb| igb.link_up());
             if up != last_link {
                 link_changes += 1;
                 last_link = up;
@@ -152,11 +152,10 @@ fn link_flaps_during_a_transfer_cost_retransmissions_only() {
 
 #[test]
 fn a_device_reset_during_a_transfer_is_noticed_and_survived() {
-    use driver::regs::{CTRL, CTRL_RST};
-    use driver::RegisterIo;
+    use driver::{recovery::Cause, Health};
     let (mut a, mut b) = rig(|end| Box::new(end));
-    // Twice during the stream, the sink's device resets itself (CTRL.RST
-    // from outside the driver: every queue off, link down). The periodic
+    // Twice during the stream, the sink's device resets itself (the
+    // simulator's fault hook: every queue off, link down). The periodic
     // health check notices the queue gone; the driver brings the device up
     // again and restarts both rings; TCP retransmits what was lost.
     let (mut resets, mut recovered) = (0u64, 0u64);
@@ -170,16 +169,19 @@ fn a_device_reset_during_a_transfer_is_noticed_and_survived() {
         |_, a, _, progress| {
             round += 1;
             if resets < 2 && progress > (resets + 1) * (3 << 20) {
-                a.sim.write32(CTRL, CTRL_RST);
+                a.sim.inject_reset();
                 resets += 1;
             }
             // The health check: one register read every 16 rounds.
-            if round.is_multiple_of(16) && a.dev.device_lost() {
-                a.igb.reinit().expect("bring the device up again");
-                a.dev.restart().expect("restart the rings");
-                a.igb.enable_rx();
-                a.igb.enable_tx();
-                recovered += 1;
+            if round.is_multiple_of(16) {
+                match a.dev.check(std::time::Instant::now()) {
+                    Health::Ok => {}
+                    Health::Recovered(c) => {
+                        assert_eq!(c, Cause::DeviceReset);
+                        recovered += 1;
+                    }
+                    Health::Failed(e) => panic!("the device did not come back: {e}"),
+                }
             }
         },
     );

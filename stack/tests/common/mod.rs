@@ -3,19 +3,22 @@
 
 #![allow(dead_code)]
 
-use driver::{Igb, IgbConfig, SplitMode};
-use hw_sim::{SimConfig, SimEngine, SimNic, Wire};
-use pipeline::{HeaderPool, HeaderPoolConfig};
+use driver::SplitMode;
+use hw_sim::{SimNic, Wire};
+use pipeline::port::{
+    Port, PortConfig, RxQueueConfig, SimMode, SimOptions, TxQueueConfig, WireParts,
+};
+use pipeline::HdrPoolStrategy;
 use smoltcp::time::Instant;
 use stack::frame::PresentStats;
-use stack::queue::{self, PoolDevice, QueueSetup};
+use stack::queue::{self, PortDevice};
 use stack::{
     DeviceConfig, PatternSender, SenderConfig, SinkConfig, SocketMemory, TcpSink, TcpStats,
 };
 use std::sync::Arc;
 use std::time::Duration;
 
-pub type Dev = PoolDevice<HeaderPool>;
+pub type Dev = PortDevice;
 
 #[derive(Clone, Copy, Debug)]
 pub struct NicSetup {
@@ -43,62 +46,60 @@ impl Default for NicSetup {
 }
 
 pub struct Nic {
+    /// The simulated NIC (its counters, carrier, fault hooks).
     pub sim: Arc<SimNic>,
-    pub engine: SimEngine,
-    pub igb: Igb,
+    /// The port: device, stepped engine, stop order and audit.
+    pub port: Port,
     pub dev: Dev,
 }
 
+/// A stepped simulated NIC on `wire`, opened through the port API, its
+/// queue pair as a smoltcp device.
 pub fn nic(s: NicSetup, wire: Box<dyn Wire>) -> Nic {
-    let (sim, engine) = SimNic::new(
-        SimConfig {
-            mac: s.mac,
+    let cfg = PortConfig {
+        rx: RxQueueConfig {
+            ring_size: s.ring,
+            split: s.split,
+            payload_buf: s.payload,
+            headroom: 256.min(4096 - s.payload),
+            pages: s.pages,
+            hdr_buf: 256,
+            hdr_pool: HdrPoolStrategy::Packed,
+            hdr_slots: s.pages,
+        },
+        tx: Some(TxQueueConfig::default()),
+        sim: SimOptions {
+            mode: SimMode::Stepped,
+            mac: Some(s.mac),
             gro: s.gro,
-            ..SimConfig::default()
+            ..SimOptions::default()
         },
-        wire,
-    );
-    let dev: Arc<dyn driver::Device> = sim.clone();
-    let igb = Igb::init(dev.clone(), IgbConfig::default()).expect("igb init");
-    let hdrs = HeaderPool::new(
-        igb.dma(),
-        HeaderPoolConfig {
-            buffers: s.pages,
-            slot: 256,
-            ..Default::default()
-        },
-    )
-    .expect("header pool");
-    let setup = QueueSetup {
-        split: s.split,
-        rx_ring: s.ring,
-        payload_buf: s.payload,
-        headroom: 256.min(4096 - s.payload),
-        rx_pages: s.pages,
-        device: DeviceConfig {
+        ..PortConfig::default()
+    };
+    let mut port = Port::open_sim(wire, WireParts::default(), &cfg).expect("port");
+    let q = port.take_queues().pop().expect("one queue");
+    let dev = queue::from_port(
+        q,
+        DeviceConfig {
             mtu: s.mtu,
             ..DeviceConfig::default()
         },
-        ..QueueSetup::default()
-    };
-    let dev = queue::build(dev, &igb, &setup, hdrs).expect("queue pair");
-    igb.enable_rx();
-    igb.enable_tx();
-    Nic {
-        sim,
-        engine,
-        igb,
-        dev,
-    }
+    )
+    .expect("queue pair");
+    port.start().expect("start");
+    let sim = port.sim().expect("simulated").clone();
+    Nic { sim, port, dev }
 }
 
 impl Nic {
     /// Stops the NIC and proves every buffer came home.
     pub fn stop_and_audit(self) {
-        self.igb.disable();
-        let (leaks, err) = queue::shutdown(self.dev);
-        assert_eq!(err, None);
-        assert_eq!(leaks, queue::Leaks::default(), "buffers leaked");
+        let report = self
+            .port
+            .shutdown(queue::into_port(self.dev).into_iter().collect());
+        assert_eq!(report.errors, Vec::<String>::new());
+        assert_eq!(report.queues.len(), 1, "the queue came back");
+        assert_eq!(report.leaked(), 0, "buffers leaked: {report:?}");
     }
 }
 
@@ -210,14 +211,14 @@ pub fn transfer_with(
         each_round((now - start).total_millis(), a, b, sink.stats().bytes);
         let mut busy = sender.poll(now, &mut b.dev);
         b.dev.flush();
-        busy |= b.engine.step(256) > 0;
+        busy |= b.port.step(256) > 0;
         exchange();
-        busy |= a.engine.step(256) > 0;
+        busy |= a.port.step(256) > 0;
         busy |= sink.poll(now, &mut a.dev);
         a.dev.flush();
-        busy |= a.engine.step(256) > 0;
+        busy |= a.port.step(256) > 0;
         exchange();
-        busy |= b.engine.step(256) > 0;
+        busy |= b.port.step(256) > 0;
         now += if busy { ROUND } else { IDLE_ROUND };
     }
     let out = Outcome {
