@@ -214,7 +214,9 @@ fn main() {
     let returner_core = cores.get(1).copied();
     println!(
         "owner thread on core {}, cross-thread returner on core {}",
-        cores.first().map_or("(not pinned)".to_string(), |c| c.to_string()),
+        cores
+            .first()
+            .map_or("(not pinned)".to_string(), |c| c.to_string()),
         returner_core.map_or("(not pinned)".to_string(), |c| c.to_string())
     );
     if cfg!(debug_assertions) {
