@@ -162,7 +162,7 @@ python3 - "$RESULTS" "$T" "$R" <<'PY'
 import json, sys, statistics as st
 rows = [json.loads(l) for l in open(sys.argv[1])]
 T, R = sys.argv[2], sys.argv[3]
-busy = "rxsink receive path: the polling rounds that received frames (driver, presentation, smoltcp, in-place reads, ACKs)"
+busy = "rxsink receive path: the polling rounds that received frames (driver, presentation, smoltcp's copy into the socket ring, lengths counted, ACKs)"
 names = [
     ("kernel", "Linux TCP, veth, iperf3 -s", "iperf3 -s process utime+stime"),
     ("kernel+softirq", "Linux TCP, veth, iperf3 -s", "iperf3 -s process + softirq time of all CPUs"),
@@ -201,12 +201,16 @@ received:
   machine-wide: on a shared machine it also holds other tenants' softirq.
 - rxsink: cpu_seconds_per_gb from its JSON: the wall time of the RX
   thread's polling rounds that received frames (ring poll, header into
-  headroom, smoltcp, the in-place reads and verification, ACKs out), on a
+  headroom, smoltcp with its one copy into the socket ring, the sink
+  consuming the ring, ACKs out), on a
   core of its own (pinned, busy-polling, so wall time is CPU time). Idle
   rounds are not in it, nor is the simulator (the NIC's stand-in: its own
   thread over TAP, stepped between rounds on the pair wire) nor the pair's
   in-process sender. "whole RX thread" is everything that thread burned,
   idle spinning (and the stepped simulator on the pair wire) included.
+- Bytes: no receiver reads the payload. iperf3 -s copies it into user
+  memory (read(2)) and does not look at it; rxsink runs without --verify:
+  smoltcp copies it into the socket ring, the sink counts lengths only.
 - Load average when the runs started: $LOAD0; at the end: $(cut -d' ' -f1-3 /proc/loadavg).
 
 Commands (NSA/NSB/NST are namespaces; va/vb a veth pair; rxb0 rxsink's TAP):

@@ -326,8 +326,8 @@ for tag in $MODES $( [ "$TCP" = 1 ] && echo tcp ); do
 done
 for mode in $MODES; do
     python3 "$DIFFWB" expect "$RUN/$mode.sent.pcap" >"$RUN/$mode.expect.json" 2>&1 || echo '{}' >"$RUN/$mode.expect.json"
-    check python3 - "$RUN/$mode.json" "$mode" "$MODE" "$HDR_BUF" "$RUN/$mode.expect.json" <<'EOF'
-import json, sys
+    check python3 - "$RUN/$mode.json" "$mode" "$MODE" "$HDR_BUF" "$RUN/$mode.expect.json" "$RUN/serial.txt" <<'EOF'
+import json, re, sys
 path, mode, rmode, hdr_buf = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 try:
     s = json.loads(open(path).read().strip())
@@ -335,6 +335,10 @@ try:
 except Exception as e:
     print(f"FAIL {mode}: no JSON summary or no record of the frames sent ({e})"); sys.exit(1)
 bad = []
+# rxsink's exit status in the guest (0: stopped after the frames it must
+# deliver, nothing leaked).
+m = re.search(rf"^E2E-JSON-END {mode} rc=(\d+)", open(sys.argv[6]).read(), re.M)
+if not m or m.group(1) != "0": bad.append(f"rxsink exit status {m and m.group(1)}")
 if not x.get("sent"): bad.append("the host sent nothing")
 if s.get("packets") != x.get("delivered"): bad.append(f"packets = {s.get('packets')}, want {x.get('delivered')} ({x.get('sent')} sent)")
 if s.get("bytes") != x.get("delivered_bytes"): bad.append(f"bytes = {s.get('bytes')}, want {x.get('delivered_bytes')}")
@@ -419,6 +423,6 @@ else
     echo "ok   no IOMMU (DMAR) faults in the guest's kernel log"; passed=$((passed+1))
 fi
 echo "--- host sender"; cat "$RUN/send.log" 2>/dev/null || true
-log "done in $(( $(date +%s) - T0 ))s"
+log "done in $(( $(date +%s) - T0 ))s (the run time README cites)"
 echo "$passed passed, $fail failed"
 [ "$fail" = 0 ]

@@ -108,15 +108,23 @@ start_rx() {
 # stop_rx: wait (bounded) for rxsink to stop by itself (--until-closed),
 # then check its exit status and that nothing leaked.
 stop_rx() {
-    local rc=0 waited=0
+    local rc=0 waited=0 signalled=0
     while kill -0 "$rx_pid" 2>/dev/null && [ $waited -lt 300 ]; do sleep 0.1; waited=$((waited+1)); done
     if kill -0 "$rx_pid" 2>/dev/null; then
         echo "  (rxsink still running 30 s after the clients ended: sending SIGINT)"
         kill -INT "$rx_pid" 2>/dev/null || true
+        signalled=1
     fi
     wait "$rx_pid" || rc=$?
     rx_pid=
-    if [ $rc -eq 0 ] && [ -s "$rx_out" ]; then
+    if [ $signalled -eq 1 ]; then
+        # --until-closed should have ended it: a SIGINT stop is a failure
+        # even with exit status 0 (the leak checks below still run).
+        bad "$rx_label: rxsink did not stop by itself within 30 s (--until-closed not reached), stopped by SIGINT, exit $rc"
+        fail_log
+        [ -s "$rx_out" ] && check "$rx_label: no leaked pages/headers/tx buffers, no DMA fault, no abort" "$rx_out" \
+            's["leaked_pages"]==0 and s["leaked_headers"]==0 and s["leaked_tx_buffers"]==0 and s["dma_faults"]==0 and s["tcp"]["aborted"]==0 and s["tcp"]["closed"]==s["tcp"]["connections"]'
+    elif [ $rc -eq 0 ] && [ -s "$rx_out" ]; then
         ok "$rx_label: rxsink stopped by itself, exit 0"
         check "$rx_label: no leaked pages/headers/tx buffers, no DMA fault, no abort" "$rx_out" \
             's["leaked_pages"]==0 and s["leaked_headers"]==0 and s["leaked_tx_buffers"]==0 and s["dma_faults"]==0 and s["tcp"]["aborted"]==0 and s["tcp"]["closed"]==s["tcp"]["connections"]'

@@ -18,23 +18,32 @@
 # Isolation stays on (no MIRIFLAGS needed): nothing here reads the host's
 # clock, files or environment in a way Miri refuses.
 #
-# Installs the nightly toolchain and the miri component if missing; if the
-# component cannot be installed at all, says so and exits 0 (skipped).
+# Installs the nightly toolchain and the miri component if missing. If
+# either cannot be installed: under CI=true that fails the run (exit 1);
+# otherwise it says "SKIPPED" and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# cannot_run REASON: fail under CI=true, skip (exit 0) otherwise.
+cannot_run() {
+    if [ "${CI:-}" = true ]; then
+        echo "miri: FAILED: $1 (CI=true: Miri must run)" >&2
+        exit 1
+    fi
+    echo "miri: SKIPPED: $1"
+    exit 0
+}
 
 if ! rustup toolchain list | grep -q '^nightly'; then
     echo "miri: installing the nightly toolchain"
     if ! rustup toolchain install nightly --profile minimal; then
-        echo "miri: SKIPPED: the nightly toolchain cannot be installed here"
-        exit 0
+        cannot_run "the nightly toolchain cannot be installed here"
     fi
 fi
 if ! cargo +nightly miri --version >/dev/null 2>&1; then
     echo "miri: installing the miri component"
     if ! rustup +nightly component add miri rust-src; then
-        echo "miri: SKIPPED: the miri component cannot be installed for this nightly"
-        exit 0
+        cannot_run "the miri component cannot be installed for this nightly"
     fi
 fi
 cargo +nightly miri setup

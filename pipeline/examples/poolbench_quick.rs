@@ -6,6 +6,16 @@
 //!
 //! `cargo run --release -p pipeline --example poolbench_quick [owner_core [returner_core]]`
 //!
+//! Without arguments, on a machine with 2 or more CPUs, the owner runs on
+//! core 0 and the returning thread on core 1; with only the owner's core
+//! given, the returner takes the next core. The foreign path is measured
+//! twice, labelled: "same thread" gives back on the owner's own thread (the
+//! path's instruction cost, every cache line already local), "cross-thread"
+//! gives back from a second thread on another core while the owner keeps
+//! allocating (the cost a cross-CPU return really pays: the spill list's
+//! or the ring's cache lines move between cores). Only the cross-thread
+//! figure compares with Linux's cross-CPU page_pool return (ptr_ring).
+//!
 //! The "1 at a time" line is the owner fast path in its tightest form: the
 //! LIFO cache hands back the buffer just recycled, so it measures the
 //! latency of one alloc + one recycle. The ring-slot and 32-at-a-time lines
@@ -28,7 +38,7 @@ const BATCH: usize = 64;
 fn report(what: &str, mut ns: Vec<f64>) {
     ns.sort_by(f64::total_cmp);
     println!(
-        "{what:<52} min {:>6.2} ns   median {:>6.2} ns",
+        "{what:<64} min {:>6.2} ns   median {:>6.2} ns",
         ns[0],
         ns[ns.len() / 2]
     );
@@ -121,7 +131,9 @@ fn via_returner(pool: &mut PagePool, recycle_batch: usize) -> f64 {
 }
 
 /// Two threads: the owner allocates and hands batches of 64 to a second
-/// thread, which gives them back. ns per buffer in the returning thread.
+/// thread (pinned to `returner_core`), which gives them back while the owner
+/// goes on allocating (refilling from what came back). ns per buffer of the
+/// `give_back` calls, timed in the returning thread.
 fn foreign_cross_thread(pool: &mut PagePool, returner_core: Option<usize>) -> f64 {
     const BATCHES: usize = 100_000;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Buf>>(16);
@@ -182,14 +194,31 @@ fn mutex_reference() -> (f64, f64) {
 }
 
 fn main() {
-    let cores: Vec<usize> = std::env::args()
+    let mut cores: Vec<usize> = std::env::args()
         .skip(1)
         .map(|a| a.parse().expect("core number"))
         .collect();
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if ncpu >= 2 {
+        // Owner and returner on two different cores unless told otherwise.
+        if cores.is_empty() {
+            cores.push(0);
+        }
+        if cores.len() == 1 {
+            cores.push((cores[0] + 1) % ncpu);
+        }
+    }
     if let Some(&core) = cores.first() {
         pipeline::pin_current_thread(core).unwrap();
     }
     let returner_core = cores.get(1).copied();
+    println!(
+        "owner thread on core {}, cross-thread returner on core {}",
+        cores
+            .first()
+            .map_or("(not pinned)".to_string(), |c| c.to_string()),
+        returner_core.map_or("(not pinned)".to_string(), |c| c.to_string())
+    );
     if cfg!(debug_assertions) {
         eprintln!("warning: debug build; run with --release for meaningful numbers");
     }
@@ -224,7 +253,7 @@ fn main() {
     );
     let runs: Vec<(f64, f64)> = (0..REPEATS).map(|_| foreign(&mut pool)).collect();
     report(
-        "foreign give_back (spill list), batches of 64 (per buf)",
+        "foreign give_back, same thread, spill list, batch 64 (per buf)",
         runs.iter().map(|r| r.0).collect(),
     );
     report(
@@ -251,7 +280,7 @@ fn main() {
     );
     let runs: Vec<(f64, f64)> = (0..REPEATS).map(|_| foreign(&mut ring_pool)).collect();
     report(
-        "foreign give_back (ArrayQueue), batches of 64 (per buf)",
+        "foreign give_back, same thread, ArrayQueue, batch 64 (per buf)",
         runs.iter().map(|r| r.0).collect(),
     );
     report(
@@ -259,9 +288,15 @@ fn main() {
         runs.iter().map(|r| r.1).collect(),
     );
     report(
-        "foreign give_back from 2nd thread (per buf)",
+        "foreign give_back, cross-thread, spill list, batch 64 (per buf)",
         (0..REPEATS)
             .map(|_| foreign_cross_thread(&mut pool, returner_core))
+            .collect(),
+    );
+    report(
+        "foreign give_back, cross-thread, ArrayQueue, batch 64 (per buf)",
+        (0..REPEATS)
+            .map(|_| foreign_cross_thread(&mut ring_pool, returner_core))
             .collect(),
     );
 

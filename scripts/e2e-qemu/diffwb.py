@@ -4,9 +4,11 @@
 frames SENT.pcap RECEIVED.pcap
     Byte-for-byte: every frame the host sent arrived exactly once, in order
     and identical (rxsink's --pcap-out reassembles each frame from its header
-    and payload buffers). Nothing is appended (RCTL.SECRC strips the FCS) and
-    nothing is padded: the set has no frame below 60 B (the sender pads like a
-    MAC would). Extra frames are failures too.
+    and payload buffers). Nothing is appended (RCTL.SECRC strips the FCS);
+    the set's one frame below 60 B (a 42 B runt) must arrive padded with
+    zeros to 60 B (the MAC pads; neither the sender's kernel nor the TAP
+    does), every other frame unchanged; the frames with a wrong checksum
+    must be absent. Extra frames are failures too.
 
 expect SENT.pcap
     Prints what the guest's summary must show for these frames (JSON).
