@@ -36,7 +36,8 @@
 use crate::{
     HdrPoolStrategy, PagePool, PagePoolConfig, PoolError, StrategyHeaderPool, StrategyPoolConfig,
 };
-use driver::recovery::{DeviceCtl, Health, QueueWatch, RecoveryStats, WatchConfig};
+pub use driver::recovery::{Cause, Health, RecoveryStats, WatchConfig};
+use driver::recovery::{DeviceCtl, QueueWatch};
 use driver::vfio::VfioNic;
 use driver::{
     Device, Igb, IgbConfig, IgbError, RssConfig, RxBatch, RxConfig, RxRing, RxStats, SplitMode,
