@@ -136,6 +136,24 @@ impl RxStats {
     }
 }
 
+/// Adds another ring's counters (totals over several queues).
+impl std::ops::AddAssign for RxStats {
+    fn add_assign(&mut self, o: RxStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.descriptors += o.descriptors;
+        for (d, n) in self.drops.iter_mut().zip(o.drops) {
+            *d += n;
+        }
+        self.hbo += o.hbo;
+        self.dummy_headers += o.dummy_headers;
+        self.refill_short += o.refill_short;
+        self.doorbells += o.doorbells;
+        self.restarts += o.restarts;
+        self.restart_reclaimed += o.restart_reclaimed;
+    }
+}
+
 /// One payload segment: `len` bytes at the start of `buf`.
 #[derive(Debug)]
 pub struct Seg {

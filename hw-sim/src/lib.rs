@@ -140,7 +140,7 @@ impl SimConfig {
 
 /// Cumulative counters of the model (not clear-on-read, independent of the
 /// statistics registers).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SimStats {
     /// Packets written to an RX ring with EOP (a coalesced packet counts once).
     pub rx_frames: u64,

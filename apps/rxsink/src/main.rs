@@ -13,6 +13,7 @@ mod cli;
 mod error;
 mod raw;
 mod signals;
+mod summary;
 mod tcp;
 mod wblog;
 mod wires;

@@ -7,10 +7,10 @@
 use crate::capture::Capture;
 use crate::cli::{Args, Mode};
 use crate::error::RunError;
+use crate::summary::{self, ratio, Locks};
 use crate::{signals, wblog, wires};
 use pipeline::port::{Port, PortReport, Queue};
-use pipeline::{stage, LockStats};
-use serde_json::json;
+use pipeline::stage;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -156,66 +156,57 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     report_errors(&report);
     let q = &report.queues[0];
     let st = q.rx;
-
-    let mut drops = serde_json::Map::new();
-    for reason in driver::DropReason::ALL {
-        drops.insert(reason.name().into(), st.drop_count(reason).into());
-    }
-    drops.insert("missed".into(), report.hw.missed_packets.into());
-    let lock_json = |l: LockStats| {
-        json!({
-            "lock_acquisitions": l.lock_acquisitions,
-            "lock_acquisitions_per_packet": l.per_packet(st.packets),
-            "contended": l.contended,
-            "wait_ns_p50": l.wait_ns_p50,
-            "wait_ns_p99": l.wait_ns_p99,
-            "wait_ns_max": l.wait_ns_max,
-            "hold_ns_p50": l.hold_ns_p50,
-            "hold_ns_p99": l.hold_ns_p99,
-        })
+    let summary = summary::Raw {
+        device: name,
+        wire: sim_mode.as_ref().map(|_| args.wire.to_string()),
+        mode: args.mode.to_string(),
+        header_split: args.header_split.to_string(),
+        sim_mode,
+        cores: cores.map(|(a, b)| [a, b]),
+        gro: args.gro,
+        batch: args.batch,
+        ring_size: args.ring_size,
+        frame_size: args.frame_size.to_string(),
+        packets: st.packets,
+        bytes: st.bytes,
+        seconds,
+        pps: st.packets as f64 / seconds,
+        gbps: st.bytes as f64 * 8.0 / seconds / 1e9,
+        ns_per_packet: ratio(r.busy_ns, st.packets),
+        rx_thread_cpu_seconds: cpu_ns as f64 / 1e9,
+        app_thread_cpu_seconds: app.map(|a| a.cpu_ns as f64 / 1e9),
+        polls_nonempty: r.polls_nonempty,
+        packets_per_poll: ratio(st.packets, r.polls_nonempty),
+        handoff_waits: r.handoff_waits,
+        drops: summary::drops(&st, report.hw.missed_packets),
+        hbo: st.hbo,
+        dummy_headers: st.dummy_headers,
+        refill_short: st.refill_short,
+        pool: q.pages,
+        header_pool: q.headers,
+        hdr_pool: Locks::new(
+            q.header_locks,
+            st.packets,
+            summary::Strategy {
+                strategy: args.hdr_pool.name(),
+            },
+        ),
+        payload_return: Locks::new(
+            q.page_locks,
+            st.packets,
+            summary::RecycleBatch {
+                recycle_batch: args.recycle_batch,
+            },
+        ),
+        dma_faults: report.dma_faults(),
+        hw: (&report).into(),
+        leaked_pages: report.leaked_pages(),
+        leaked_headers: report.leaked_headers(),
+        read_fold: r.fold.wrapping_add(app.map_or(0, |a| a.fold)),
+        wire_stats,
+        pcap_out: pcap_out.map(Into::into),
     };
-    let mut hdr_pool = lock_json(q.header_locks);
-    hdr_pool["strategy"] = args.hdr_pool.name().into();
-    let mut payload_return = lock_json(q.page_locks);
-    payload_return["recycle_batch"] = args.recycle_batch.into();
-    Ok(json!({
-        "device": name,
-        "wire": sim_mode.as_ref().map(|_| args.wire.to_string()),
-        "mode": args.mode.to_string(),
-        "header_split": args.header_split.to_string(),
-        "sim_mode": sim_mode,
-        "cores": cores.map(|(a, b)| vec![a, b]),
-        "gro": args.gro,
-        "batch": args.batch,
-        "ring_size": args.ring_size,
-        "frame_size": args.frame_size.to_string(),
-        "packets": st.packets,
-        "bytes": st.bytes,
-        "seconds": seconds,
-        "pps": st.packets as f64 / seconds,
-        "gbps": st.bytes as f64 * 8.0 / seconds / 1e9,
-        "ns_per_packet": ratio(r.busy_ns, st.packets),
-        "rx_thread_cpu_seconds": cpu_ns as f64 / 1e9,
-        "app_thread_cpu_seconds": app.map(|a| a.cpu_ns as f64 / 1e9),
-        "polls_nonempty": r.polls_nonempty,
-        "packets_per_poll": ratio(st.packets, r.polls_nonempty),
-        "handoff_waits": r.handoff_waits,
-        "drops": drops,
-        "hbo": st.hbo,
-        "dummy_headers": st.dummy_headers,
-        "refill_short": st.refill_short,
-        "pool": q.pages,
-        "header_pool": q.headers,
-        "hdr_pool": hdr_pool,
-        "payload_return": payload_return,
-        "dma_faults": report.dma_faults(),
-        "hw": hw_json(&report),
-        "leaked_pages": report.leaked_pages(),
-        "leaked_headers": report.leaked_headers(),
-        "read_fold": r.fold.wrapping_add(app.map_or(0, |a| a.fold)),
-        "wire_stats": wire_stats,
-        "pcap_out": pcap_out.map(|(frames, errors)| json!({"frames": frames, "errors": errors})),
-    }))
+    Ok(serde_json::to_value(summary).map_err(|e| RunError::Other(e.to_string()))?)
 }
 
 /// `--queues N`: one pinned thread per queue (queue i on core --core + i),
@@ -273,45 +264,49 @@ fn run_multi(
             packets += st.packets;
             bytes += st.bytes;
             drops_total += st.drops_total();
-            json!({
-                "queue": q.queue,
-                "core": core,
-                "packets": st.packets,
-                "bytes": st.bytes,
-                "pps": st.packets as f64 / seconds,
-                "ns_per_packet": ratio(r.busy_ns, timed),
-                "packets_per_poll": ratio(timed, r.polls_nonempty),
-                "drops": st.drops_total(),
-                "leaked_pages": q.leaked_pages,
-                "leaked_headers": q.leaked_headers,
-            })
+            summary::RawQueue {
+                queue: q.queue,
+                core,
+                packets: st.packets,
+                bytes: st.bytes,
+                pps: st.packets as f64 / seconds,
+                ns_per_packet: ratio(r.busy_ns, timed),
+                packets_per_poll: ratio(timed, r.polls_nonempty),
+                drops: st.drops_total(),
+                leaked_pages: q.leaked_pages,
+                leaked_headers: q.leaked_headers,
+            }
         })
         .collect();
-    Ok(json!({
-        "device": name,
-        "wire": report.sim.map(|_| args.wire.to_string()),
-        "mode": args.mode.to_string(),
-        "header_split": args.header_split.to_string(),
-        "queues": args.queues,
-        "rss_key": "Microsoft verification key",
-        "batch": args.batch,
-        "ring_size": args.ring_size,
-        "frame_size": args.frame_size.to_string(),
-        "flows": args.flows,
-        "packets": packets,
-        "bytes": bytes,
-        "seconds": seconds,
-        "pps": packets as f64 / seconds,
-        "gbps": bytes as f64 * 8.0 / seconds / 1e9,
-        "per_queue": per_queue,
-        "drops": { "total": drops_total, "missed": report.hw.missed_packets },
-        "dma_faults": report.dma_faults(),
-        "hw": hw_json(&report),
-        "wire_stats": wire_stats,
-        "leaked_pages": report.leaked_pages(),
-        "leaked_headers": report.leaked_headers(),
-        "read_fold": fold,
-    }))
+    let summary = summary::RawMulti {
+        device: name,
+        wire: report.sim.map(|_| args.wire.to_string()),
+        mode: args.mode.to_string(),
+        header_split: args.header_split.to_string(),
+        queues: args.queues,
+        rss_key: "Microsoft verification key",
+        batch: args.batch,
+        ring_size: args.ring_size,
+        frame_size: args.frame_size.to_string(),
+        flows: args.flows,
+        packets,
+        bytes,
+        seconds,
+        pps: packets as f64 / seconds,
+        gbps: bytes as f64 * 8.0 / seconds / 1e9,
+        per_queue,
+        drops: summary::DropsTotal {
+            total: drops_total,
+            missed: report.hw.missed_packets,
+        },
+        dma_faults: report.dma_faults(),
+        hw: (&report).into(),
+        wire_stats,
+        leaked_pages: report.leaked_pages(),
+        leaked_headers: report.leaked_headers(),
+        read_fold: fold,
+    };
+    Ok(serde_json::to_value(summary).map_err(|e| RunError::Other(e.to_string()))?)
 }
 
 /// The RX thread's loop: step the simulator (stepped mode), receive,
@@ -449,14 +444,6 @@ fn read_all(b: &[u8]) -> u64 {
     acc
 }
 
-fn ratio(a: u64, b: u64) -> f64 {
-    if b > 0 {
-        a as f64 / b as f64
-    } else {
-        0.0
-    }
-}
-
 /// The device's name, the simulator's mode and the wire's counters.
 pub fn describe(port: &Port) -> (String, Option<String>, serde_json::Value) {
     (
@@ -464,14 +451,6 @@ pub fn describe(port: &Port) -> (String, Option<String>, serde_json::Value) {
         port.sim_mode().map(|m| m.to_string()),
         wires::json(port.wire()),
     )
-}
-
-pub fn hw_json(report: &PortReport) -> serde_json::Value {
-    json!({
-        "gprc": report.hw.good_packets_rx,
-        "gorc": report.hw.good_octets_rx,
-        "mpc": report.hw.missed_packets,
-    })
 }
 
 pub fn report_errors(report: &PortReport) {

@@ -1,11 +1,12 @@
-//! `--mode tcp`: the smoltcp stack on queue 0 (ARP, ping, TCP listeners on
-//! `--port` and the iperf3 port), every stream read in place, optionally
-//! verified against the pattern.
+//! `--mode tcp`: the smoltcp stack on every queue (ARP, ping, TCP listeners
+//! on `--port` and the iperf3 port); stream bytes are counted in place and,
+//! with `--verify`, each one is checked against the pattern.
 //!
 //! The RX thread runs the stack (and the simulator between polls in
 //! stepped mode) and busy-polls. Its cost figures:
-//! - `busy_seconds`: the wall time of the rounds that received frames
-//!   (ring poll, presentation, smoltcp, the in-place reads, ACKs out).
+//! - `busy_seconds`: the wall time of the rounds that did receive-path work:
+//!   frames received, or frames sent (ACKs, window updates from the timer)
+//!   (ring poll, presentation, smoltcp, the sink's reads, TX).
 //! - `busy_cpu_seconds` / `cpu_seconds_per_gb`: the receive path's CPU
 //!   time: the thread's CPU time times the busy rounds' share of the loop's
 //!   wall time (so time the thread spent preempted is not counted). Idle
@@ -16,11 +17,11 @@
 use crate::capture::Capture;
 use crate::cli::Args;
 use crate::error::RunError;
-use crate::raw::{describe, hw_json, report_errors};
+use crate::raw::{describe, report_errors};
 use crate::signals;
+use crate::summary;
 use driver::Health;
 use pipeline::port::Port;
-use serde_json::json;
 use stack::peer::{peer_ip, smol_at, Peer, PeerConfig, PEER_MAC};
 use stack::queue::{self, PortDevice};
 use stack::smoltcp::time::Instant as SmolInstant;
@@ -122,9 +123,12 @@ fn sink_loop(
         // One clock read per round: the stack's time and the busy timer's
         // start.
         let t0 = Instant::now();
-        let busy = sink.poll(smol_at(start, t0), qdev);
+        let built = qdev.tx_stats().frames;
+        let received = sink.poll(smol_at(start, t0), qdev);
         qdev.flush();
-        if busy {
+        // Receive-path work: frames in, or frames out (ACKs and window
+        // updates the timer sends in rounds without frames).
+        if received || qdev.tx_stats().frames != built {
             r.busy_ns += t0.elapsed().as_nanos() as u64;
         }
         iter += 1;
@@ -328,7 +332,6 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let mut tcp = stack::TcpStats::default();
     let (mut busy_ns, mut busy_cpu_ns, mut cpu_ns) = (0u64, 0u64, 0u64);
     let mut back = Vec::with_capacity(queues);
-    let mut drops = serde_json::Map::new();
     let (mut packets, mut bytes, mut hbo) = (0u64, 0u64, 0u64);
     let mut per_queue = Vec::new();
     let mut present_all = stack::frame::PresentStats::default();
@@ -346,140 +349,134 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         per_queue.push((r, present, tx_side, arp));
     }
     let (name, sim_mode, wire_stats) = describe(&port);
-    // The device (and its capture callback) is gone: the writer is ours.
     let report = port.shutdown(back);
     report_errors(&report);
-    let mut per_queue_json = Vec::new();
-    for (qr, (r, present, tx_side, arp)) in report.queues.iter().zip(per_queue) {
-        let ring_stats = qr.rx;
-        let q = qr.queue;
-        let l = queue::Leaks {
-            pages: qr.leaked_pages,
-            headers: qr.leaked_headers,
-            tx_buffers: qr.leaked_tx_buffers,
-        };
-        for reason in driver::DropReason::ALL {
-            let e = drops.entry(reason.name()).or_insert(0.into());
-            *e = (e.as_u64().unwrap_or(0) + ring_stats.drop_count(reason)).into();
-        }
-        packets += ring_stats.packets;
-        bytes += ring_stats.bytes;
-        hbo += ring_stats.hbo;
+    let mut all_rx = driver::RxStats::default();
+    let mut per_queue_out = Vec::new();
+    for (qr, (r, present, tx, arp)) in report.queues.iter().zip(per_queue) {
+        let ring = qr.rx;
+        all_rx += ring;
+        packets += ring.packets;
+        bytes += ring.bytes;
+        hbo += ring.hbo;
         busy_ns += r.busy_ns;
         busy_cpu_ns += r.busy_cpu_ns();
         cpu_ns += r.cpu_ns;
         let t = r.stats;
         tcp += t;
-        per_queue_json.push(json!({
-            "queue": q,
-            "packets": ring_stats.packets,
-            "connections": t.connections,
-            "bytes": t.bytes,
-            "verified": t.verified,
-            "mismatches": t.mismatches,
-            "busy_seconds": r.busy_ns as f64 / 1e9,
-            "busy_cpu_seconds": r.busy_cpu_ns() as f64 / 1e9,
-            "rx_restarts": ring_stats.restarts,
-            "rx_restart_reclaimed": ring_stats.restart_reclaimed,
-            "present": serde_json::to_value(present).unwrap_or_default(),
-            "tx": {
-                "frames": tx_side.frames,
-                "multi_buffer": tx_side.multi_buffer,
-                "dropped": tx_side.dropped,
-                "arp_replies_suppressed": tx_side.arp_replies_suppressed,
+        per_queue_out.push(summary::TcpQueue {
+            queue: qr.queue,
+            packets: ring.packets,
+            connections: t.connections,
+            bytes: t.bytes,
+            verified: t.verified,
+            mismatches: t.mismatches,
+            busy_seconds: r.busy_ns as f64 / 1e9,
+            busy_cpu_seconds: r.busy_cpu_ns() as f64 / 1e9,
+            rx_restarts: ring.restarts,
+            rx_restart_reclaimed: ring.restart_reclaimed,
+            present,
+            tx: summary::TcpTx {
+                frames: tx.frames,
+                multi_buffer: tx.multi_buffer,
+                dropped: tx.dropped,
+                arp_replies_suppressed: tx.arp_replies_suppressed,
             },
-            "arp": {"shared": arp.shared, "inbox_full": arp.inbox_full, "received": arp.received},
-            "leaks": l,
-        }));
+            arp: summary::Arp {
+                shared: arp.shared,
+                inbox_full: arp.inbox_full,
+                received: arp.received,
+            },
+            leaks: queue::Leaks {
+                pages: qr.leaked_pages,
+                headers: qr.leaked_headers,
+                tx_buffers: qr.leaked_tx_buffers,
+            },
+        });
     }
     if let Some(e) = first_err {
         return Err(RunError::Other(e));
     }
+    // The device (and its capture callback) is gone: the writer is ours.
     let pcap_out = capture
         .and_then(Arc::into_inner)
         .and_then(|m| m.into_inner().ok())
         .map(Capture::finish);
-    let sim_stats = report.sim;
-    drops.insert("missed".into(), report.hw.missed_packets.into());
     let gb = tcp.bytes as f64 / 1e9;
-    let peer_json = peer_result.map(|p| match p {
-        Ok(p) => json!({
-            "ip": peer_ip(cidr).to_string(),
-            "queued": p.sent.queued,
-            "finished": p.sent.finished,
-            "failed": p.sent.failed,
-            "leaks": p.leaks,
-        }),
-        Err(e) => json!({ "error": e }),
+    let per_gb = |ns: u64| if gb > 0.0 { ns as f64 / 1e9 / gb } else { 0.0 };
+    let peer = peer_result.map(|p| match p {
+        Ok(p) => summary::Peer::Done {
+            ip: peer_ip(cidr).to_string(),
+            queued: p.sent.queued,
+            finished: p.sent.finished,
+            failed: p.sent.failed,
+            leaks: p.leaks,
+        },
+        Err(error) => summary::Peer::Failed { error },
     });
     let iperf3 = server.lock().map(|s| s.stats()).ok();
-    Ok(json!({
-        "device": name,
-        "wire": sim_mode.as_ref().map(|_| args.wire.to_string()),
-        "mode": "tcp",
-        "ip": ip.to_string(),
-        "port": args.port,
-        "queues": queues,
-        "header_split": args.header_split.to_string(),
-        "sim_mode": sim_mode,
-        "gro": args.gro,
-        "mtu": args.mtu,
-        "batch": args.batch,
-        "ring_size": args.ring_size,
-        "packets": packets,
-        "bytes": bytes,
-        "seconds": seconds,
-        "gbps": tcp.bytes as f64 * 8.0 / seconds / 1e9,
-        "rx_thread_cpu_seconds": cpu_ns as f64 / 1e9,
-        "thread_cpu_seconds_per_gb": if gb > 0.0 { cpu_ns as f64 / 1e9 / gb } else { 0.0 },
-        "busy_seconds": busy_ns as f64 / 1e9,
-        "busy_cpu_seconds": busy_cpu_ns as f64 / 1e9,
-        "cpu_seconds_per_gb": if gb > 0.0 { busy_cpu_ns as f64 / 1e9 / gb } else { 0.0 },
-        "tcp": {
-            "connections": tcp.connections,
-            "closed": tcp.closed,
-            "aborted": tcp.aborted,
-            "bytes": tcp.bytes,
-            "verify": args.verify,
-            "verified": tcp.verified,
-            "mismatches": tcp.mismatches,
-            "iperf3_bytes": tcp.iperf3_bytes,
+    let summary = summary::TcpRun {
+        device: name,
+        wire: sim_mode.as_ref().map(|_| args.wire.to_string()),
+        mode: "tcp",
+        ip: ip.to_string(),
+        port: args.port,
+        queues,
+        header_split: args.header_split.to_string(),
+        sim_mode,
+        gro: args.gro,
+        mtu: args.mtu,
+        batch: args.batch,
+        ring_size: args.ring_size,
+        packets,
+        bytes,
+        seconds,
+        gbps: tcp.bytes as f64 * 8.0 / seconds / 1e9,
+        rx_thread_cpu_seconds: cpu_ns as f64 / 1e9,
+        thread_cpu_seconds_per_gb: per_gb(cpu_ns),
+        busy_seconds: busy_ns as f64 / 1e9,
+        busy_cpu_seconds: busy_cpu_ns as f64 / 1e9,
+        cpu_seconds_per_gb: per_gb(busy_cpu_ns),
+        tcp: summary::Tcp {
+            connections: tcp.connections,
+            closed: tcp.closed,
+            aborted: tcp.aborted,
+            bytes: tcp.bytes,
+            verify: args.verify,
+            verified: tcp.verified,
+            mismatches: tcp.mismatches,
+            iperf3_bytes: tcp.iperf3_bytes,
         },
-        "iperf3": iperf3.map(|s| json!({
-            "tests_completed": s.tests_completed,
-            "tests_failed": s.tests_failed,
-            "refused_tests": s.refused_tests,
-            "rejected_connections": s.rejected_connections,
-            "last_test_bytes": s.last_test.as_ref().map(|t| t.bytes),
-            "last_test_streams": s.last_test.as_ref().map(|t| t.streams.len()),
-        })),
-        "present": serde_json::to_value(present_all).unwrap_or_default(),
-        "per_queue": per_queue_json,
-        "device_resets": report.recovery.device_resets,
-        "queue_stalls": report.recovery.queue_stalls,
-        "sim_faults_injected": report.injected,
-        "drops": drops,
-        "hbo": hbo,
-        "dma_faults": sim_stats.map(|s| s.dma_faults),
-        "sim": sim_stats.map(|s| json!({
-            "rx_frames": s.rx_frames,
-            "rx_missed": s.rx_missed,
-            "rx_oversize": s.rx_oversize,
-            "rx_filtered": s.rx_filtered,
-            "rx_link_down": s.rx_link_down,
-            "tx_frames": s.tx_frames,
-            "tx_dropped": s.tx_dropped,
-            "rx_stalled": s.rx_stalled,
-        })),
-        "hw": hw_json(&report),
-        "peer": peer_json,
-        "wire_stats": wire_stats,
-        "pcap_out": pcap_out.map(|(frames, errors)| json!({"frames": frames, "errors": errors})),
-        "memory": {"rss_kib_start": rss_start, "rss_kib_end": rss_end},
-        "leaked_pages": report.leaked_pages(),
-        "leaked_headers": report.leaked_headers(),
-        "leaked_tx_buffers": report.leaked_tx_buffers(),
-    }))
+        iperf3: iperf3.map(|s| summary::Iperf3 {
+            tests_completed: s.tests_completed,
+            tests_failed: s.tests_failed,
+            refused_tests: s.refused_tests,
+            rejected_connections: s.rejected_connections,
+            last_test_bytes: s.last_test.as_ref().map(|t| t.bytes),
+            last_test_streams: s.last_test.as_ref().map(|t| t.streams.len()),
+        }),
+        present: present_all,
+        per_queue: per_queue_out,
+        device_resets: report.recovery.device_resets,
+        queue_stalls: report.recovery.queue_stalls,
+        sim_faults_injected: report.injected,
+        drops: summary::drops(&all_rx, report.hw.missed_packets),
+        hbo,
+        dma_faults: report.dma_faults(),
+        sim: report.sim,
+        hw: (&report).into(),
+        peer,
+        wire_stats,
+        pcap_out: pcap_out.map(Into::into),
+        memory: summary::Memory {
+            rss_kib_start: rss_start,
+            rss_kib_end: rss_end,
+        },
+        leaked_pages: report.leaked_pages(),
+        leaked_headers: report.leaked_headers(),
+        leaked_tx_buffers: report.leaked_tx_buffers(),
+    };
+    serde_json::to_value(summary).map_err(|e| RunError::Other(e.to_string()))
 }
 
 /// `--queues N`: one pinned thread per queue (queue i on core --core + i),

@@ -1,0 +1,320 @@
+//! The final summary, one typed struct per run kind, serialized by serde
+//! (`--json`). Field names are rxsink's contract with its users and
+//! scripts: add fields, never rename one.
+
+use pipeline::port::PortReport;
+use pipeline::{LockStats, PoolStats};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Device statistics registers, added up over the run.
+#[derive(Serialize)]
+pub struct Hw {
+    pub gprc: u64,
+    pub gorc: u64,
+    pub mpc: u64,
+}
+
+impl From<&PortReport> for Hw {
+    fn from(r: &PortReport) -> Hw {
+        Hw {
+            gprc: r.hw.good_packets_rx,
+            gorc: r.hw.good_octets_rx,
+            mpc: r.hw.missed_packets,
+        }
+    }
+}
+
+/// `--pcap-out`: frames written and write errors.
+#[derive(Serialize)]
+pub struct PcapOut {
+    pub frames: u64,
+    pub errors: u64,
+}
+
+impl From<(u64, u64)> for PcapOut {
+    fn from((frames, errors): (u64, u64)) -> PcapOut {
+        PcapOut { frames, errors }
+    }
+}
+
+/// Drops by reason (the driver's reasons plus the device's `missed`).
+pub type Drops = BTreeMap<&'static str, u64>;
+
+/// The driver's drops of `rx` by reason, and the device's missed frames.
+pub fn drops(rx: &driver::RxStats, missed: u64) -> Drops {
+    let mut d: Drops = driver::DropReason::ALL
+        .iter()
+        .map(|&r| (r.name(), rx.drop_count(r)))
+        .collect();
+    d.insert("missed", missed);
+    d
+}
+
+/// A pool's lock figures.
+#[derive(Serialize)]
+pub struct Locks<E: Serialize> {
+    pub lock_acquisitions: u64,
+    pub lock_acquisitions_per_packet: f64,
+    pub contended: u64,
+    pub wait_ns_p50: f64,
+    pub wait_ns_p99: f64,
+    pub wait_ns_max: f64,
+    pub hold_ns_p50: f64,
+    pub hold_ns_p99: f64,
+    /// What the pool is configured with (`strategy`, `recycle_batch`).
+    #[serde(flatten)]
+    pub config: E,
+}
+
+impl<E: Serialize> Locks<E> {
+    pub fn new(l: LockStats, packets: u64, config: E) -> Locks<E> {
+        Locks {
+            lock_acquisitions: l.lock_acquisitions,
+            lock_acquisitions_per_packet: l.per_packet(packets),
+            contended: l.contended,
+            wait_ns_p50: l.wait_ns_p50,
+            wait_ns_p99: l.wait_ns_p99,
+            wait_ns_max: l.wait_ns_max,
+            hold_ns_p50: l.hold_ns_p50,
+            hold_ns_p99: l.hold_ns_p99,
+            config,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Strategy {
+    pub strategy: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct RecycleBatch {
+    pub recycle_batch: usize,
+}
+
+/// `--mode drop|read` on one queue.
+#[derive(Serialize)]
+pub struct Raw {
+    pub device: String,
+    pub wire: Option<String>,
+    pub mode: String,
+    pub header_split: String,
+    pub sim_mode: Option<String>,
+    pub cores: Option<[usize; 2]>,
+    pub gro: u32,
+    pub batch: usize,
+    pub ring_size: usize,
+    pub frame_size: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub pps: f64,
+    pub gbps: f64,
+    /// Busy (frame-receiving) poll time per packet on the RX thread.
+    pub ns_per_packet: f64,
+    pub rx_thread_cpu_seconds: f64,
+    pub app_thread_cpu_seconds: Option<f64>,
+    pub polls_nonempty: u64,
+    pub packets_per_poll: f64,
+    pub handoff_waits: u64,
+    pub drops: Drops,
+    pub hbo: u64,
+    pub dummy_headers: u64,
+    pub refill_short: u64,
+    pub pool: PoolStats,
+    pub header_pool: PoolStats,
+    pub hdr_pool: Locks<Strategy>,
+    pub payload_return: Locks<RecycleBatch>,
+    pub dma_faults: Option<u64>,
+    pub hw: Hw,
+    pub leaked_pages: usize,
+    pub leaked_headers: usize,
+    pub read_fold: u64,
+    pub wire_stats: serde_json::Value,
+    pub pcap_out: Option<PcapOut>,
+}
+
+/// One queue of `--queues N` in drop and read modes.
+#[derive(Serialize)]
+pub struct RawQueue {
+    pub queue: u32,
+    pub core: Option<usize>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub pps: f64,
+    /// Over the frames of the timed loop only.
+    pub ns_per_packet: f64,
+    pub packets_per_poll: f64,
+    pub drops: u64,
+    pub leaked_pages: usize,
+    pub leaked_headers: usize,
+}
+
+#[derive(Serialize)]
+pub struct DropsTotal {
+    pub total: u64,
+    pub missed: u64,
+}
+
+/// `--mode drop|read --queues N`.
+#[derive(Serialize)]
+pub struct RawMulti {
+    pub device: String,
+    pub wire: Option<String>,
+    pub mode: String,
+    pub header_split: String,
+    pub queues: u32,
+    pub rss_key: &'static str,
+    pub batch: usize,
+    pub ring_size: usize,
+    pub frame_size: String,
+    pub flows: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub pps: f64,
+    pub gbps: f64,
+    pub per_queue: Vec<RawQueue>,
+    pub drops: DropsTotal,
+    pub dma_faults: Option<u64>,
+    pub hw: Hw,
+    pub wire_stats: serde_json::Value,
+    pub leaked_pages: usize,
+    pub leaked_headers: usize,
+    pub read_fold: u64,
+}
+
+/// `a / b`, 0 when `b` is 0.
+pub fn ratio(a: u64, b: u64) -> f64 {
+    if b > 0 {
+        a as f64 / b as f64
+    } else {
+        0.0
+    }
+}
+
+/// The stack's TX side of one queue.
+#[derive(Serialize)]
+pub struct TcpTx {
+    pub frames: u64,
+    pub multi_buffer: u64,
+    pub dropped: u64,
+    pub arp_replies_suppressed: u64,
+}
+
+#[derive(Serialize)]
+pub struct Arp {
+    pub shared: u64,
+    pub inbox_full: u64,
+    pub received: u64,
+}
+
+/// One queue of `--mode tcp`.
+#[derive(Serialize)]
+pub struct TcpQueue {
+    pub queue: u32,
+    pub packets: u64,
+    pub connections: u64,
+    pub bytes: u64,
+    pub verified: u64,
+    pub mismatches: u64,
+    pub busy_seconds: f64,
+    pub busy_cpu_seconds: f64,
+    pub rx_restarts: u64,
+    pub rx_restart_reclaimed: u64,
+    pub present: stack::frame::PresentStats,
+    pub tx: TcpTx,
+    pub arp: Arp,
+    pub leaks: stack::queue::Leaks,
+}
+
+/// The connections' totals.
+#[derive(Serialize)]
+pub struct Tcp {
+    pub connections: u64,
+    pub closed: u64,
+    pub aborted: u64,
+    pub bytes: u64,
+    pub verify: bool,
+    pub verified: u64,
+    pub mismatches: u64,
+    pub iperf3_bytes: u64,
+}
+
+#[derive(Serialize)]
+pub struct Iperf3 {
+    pub tests_completed: u64,
+    pub tests_failed: u64,
+    pub refused_tests: u64,
+    pub rejected_connections: u64,
+    pub last_test_bytes: Option<u64>,
+    pub last_test_streams: Option<usize>,
+}
+
+/// The pair wire's far side.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Peer {
+    Done {
+        ip: String,
+        queued: u64,
+        finished: u64,
+        failed: u64,
+        leaks: stack::queue::Leaks,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+#[derive(Serialize)]
+pub struct Memory {
+    pub rss_kib_start: u64,
+    pub rss_kib_end: u64,
+}
+
+/// `--mode tcp`.
+#[derive(Serialize)]
+pub struct TcpRun {
+    pub device: String,
+    pub wire: Option<String>,
+    pub mode: &'static str,
+    pub ip: String,
+    pub port: u16,
+    pub queues: usize,
+    pub header_split: String,
+    pub sim_mode: Option<String>,
+    pub gro: u32,
+    pub mtu: usize,
+    pub batch: usize,
+    pub ring_size: usize,
+    pub packets: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub gbps: f64,
+    pub rx_thread_cpu_seconds: f64,
+    pub thread_cpu_seconds_per_gb: f64,
+    pub busy_seconds: f64,
+    pub busy_cpu_seconds: f64,
+    pub cpu_seconds_per_gb: f64,
+    pub tcp: Tcp,
+    pub iperf3: Option<Iperf3>,
+    pub present: stack::frame::PresentStats,
+    pub per_queue: Vec<TcpQueue>,
+    pub device_resets: u64,
+    pub queue_stalls: u64,
+    pub sim_faults_injected: Option<hw_sim::HookStats>,
+    pub drops: Drops,
+    pub hbo: u64,
+    pub dma_faults: Option<u64>,
+    pub sim: Option<hw_sim::SimStats>,
+    pub hw: Hw,
+    pub peer: Option<Peer>,
+    pub wire_stats: serde_json::Value,
+    pub pcap_out: Option<PcapOut>,
+    pub memory: Memory,
+    pub leaked_pages: usize,
+    pub leaked_headers: usize,
+    pub leaked_tx_buffers: usize,
+}
