@@ -206,7 +206,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         wire_stats,
         pcap_out: pcap_out.map(Into::into),
     };
-    Ok(serde_json::to_value(summary).map_err(|e| RunError::Other(e.to_string()))?)
+    serde_json::to_value(summary).map_err(|e| RunError::Other(e.to_string()))
 }
 
 /// `--queues N`: one pinned thread per queue (queue i on core --core + i),
@@ -306,7 +306,7 @@ fn run_multi(
         leaked_headers: report.leaked_headers(),
         read_fold: fold,
     };
-    Ok(serde_json::to_value(summary).map_err(|e| RunError::Other(e.to_string()))?)
+    serde_json::to_value(summary).map_err(|e| RunError::Other(e.to_string()))
 }
 
 /// The RX thread's loop: step the simulator (stepped mode), receive,
