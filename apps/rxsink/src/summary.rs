@@ -51,33 +51,22 @@ pub fn drops(rx: &driver::RxStats, missed: u64) -> Drops {
     d
 }
 
-/// A pool's lock figures.
+/// A pool's lock figures, per packet too.
 #[derive(Serialize)]
 pub struct Locks<E: Serialize> {
-    pub lock_acquisitions: u64,
+    #[serde(flatten)]
+    pub stats: LockStats,
     pub lock_acquisitions_per_packet: f64,
-    pub contended: u64,
-    pub wait_ns_p50: f64,
-    pub wait_ns_p99: f64,
-    pub wait_ns_max: f64,
-    pub hold_ns_p50: f64,
-    pub hold_ns_p99: f64,
     /// What the pool is configured with (`strategy`, `recycle_batch`).
     #[serde(flatten)]
     pub config: E,
 }
 
 impl<E: Serialize> Locks<E> {
-    pub fn new(l: LockStats, packets: u64, config: E) -> Locks<E> {
+    pub fn new(stats: LockStats, packets: u64, config: E) -> Locks<E> {
         Locks {
-            lock_acquisitions: l.lock_acquisitions,
-            lock_acquisitions_per_packet: l.per_packet(packets),
-            contended: l.contended,
-            wait_ns_p50: l.wait_ns_p50,
-            wait_ns_p99: l.wait_ns_p99,
-            wait_ns_max: l.wait_ns_max,
-            hold_ns_p50: l.hold_ns_p50,
-            hold_ns_p99: l.hold_ns_p99,
+            stats,
+            lock_acquisitions_per_packet: stats.per_packet(packets),
             config,
         }
     }
