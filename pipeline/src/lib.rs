@@ -16,7 +16,8 @@
 //!   string, its queues handed out, stopped in order and audited.
 //! - [`stage`]: the application handoff thread with batched returns, and
 //!   one pinned thread per queue.
-//! - [`affinity`]: pinning the current thread to a core.
+//! - [`affinity`]: pinning the current thread to a core; [`os`]: a clean
+//!   stop on SIGINT / SIGTERM, a thread's CPU time, the resident set.
 //!
 //! Tests: unit and proptest tests next to each module (`cargo test -p
 //! pipeline`); loom model tests of the cross-thread protocols (owner cache
@@ -30,6 +31,7 @@
 pub mod affinity;
 pub mod hdrpool;
 pub mod lockstats;
+pub mod os;
 pub mod pool;
 pub mod port;
 pub mod stage;

@@ -9,17 +9,7 @@ use common::{check, nic, transfer_with, Nic, NicSetup, Transfer};
 use hw_sim::wire::{pair, FaultConfig, FaultWire, PairEnd};
 use std::time::Duration;
 
-/// The resident set of this process in KiB (0 where /proc is missing).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
+use pipeline::os::rss_kib;
 
 /// The sink's NIC (on `wire`, given the pair's first end) and the sender's
 /// NIC on the pair's other end.

@@ -12,7 +12,6 @@ mod capture;
 mod cli;
 mod error;
 mod raw;
-mod signals;
 mod summary;
 mod tcp;
 mod wblog;
@@ -71,7 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<serde_json::Value, RunError> {
-    signals::install().map_err(RunError::Other)?;
+    pipeline::os::install_stop_signals().map_err(RunError::Other)?;
     let cores = args.cores.map(|c| [c.rx, c.app]);
     for c in [args.core, args.sim_core]
         .into_iter()

@@ -1,5 +1,8 @@
-//! SIGINT / SIGTERM turn into a flag the receive loop polls, so a stop is
-//! always clean: rings disabled, every page back in its pool, summary printed.
+//! What a receive application asks of the operating system: a clean stop on
+//! SIGINT / SIGTERM, the calling thread's CPU time, the resident set.
+//!
+//! The signals turn into a flag the receive loops poll, so a stop is always
+//! clean: rings disabled, every page back in its pool, summary printed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,8 +13,9 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-/// Installs the handlers. Call once, early.
-pub fn install() -> Result<(), String> {
+/// Installs the SIGINT / SIGTERM handlers ([`stop_requested`]). Call once,
+/// early.
+pub fn install_stop_signals() -> Result<(), String> {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: `on_signal` is an `extern "C" fn(c_int)` that only performs
         // an atomic store, which is async-signal-safe; sigaction is given a
@@ -32,6 +36,7 @@ pub fn install() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether SIGINT or SIGTERM arrived since [`install_stop_signals`].
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
