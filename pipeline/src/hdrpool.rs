@@ -66,7 +66,6 @@ use crate::sync::{fence, AtomicU32};
 use crossbeam_queue::ArrayQueue;
 use driver::dma::PAGE_SIZE;
 use driver::{Buf, BufPool, BufReturn, DmaRegion, DmaSpace};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -236,7 +235,7 @@ impl Shared {
         match self.geom.check(buf) {
             Ok(()) => true,
             Err(why) => {
-                self.refuse(buf.idx, why);
+                self.refuse(buf.idx(), why);
                 false
             }
         }
@@ -299,7 +298,7 @@ impl BufReturn for Shared {
         match self.strategy {
             HdrPoolStrategy::Locked => {
                 for buf in bufs.drain(..) {
-                    if self.check(&buf) && self.push_list(&mut self.list.lock(), buf.idx) {
+                    if self.check(&buf) && self.push_list(&mut self.list.lock(), buf.idx()) {
                         accepted += 1;
                     }
                 }
@@ -308,7 +307,7 @@ impl BufReturn for Shared {
                 if !bufs.is_empty() {
                     let mut list = self.list.lock();
                     for buf in bufs.drain(..) {
-                        if self.check(&buf) && self.push_list(&mut list, buf.idx) {
+                        if self.check(&buf) && self.push_list(&mut list, buf.idx()) {
                             accepted += 1;
                         }
                     }
@@ -324,7 +323,7 @@ impl BufReturn for Shared {
                     if !self.check(&buf) {
                         continue;
                     }
-                    let p = self.geom.layout.page_of(buf.idx);
+                    let p = self.geom.layout.page_of(buf.idx());
                     if run > 0 && (p != page || run >= per_page) {
                         accepted += self.release_foreign(page, run);
                         run = 0;
@@ -341,10 +340,10 @@ impl BufReturn for Shared {
                     if !self.check(&buf) {
                         continue;
                     }
-                    if self.queue.push(buf.idx).is_ok() {
+                    if self.queue.push(buf.idx()).is_ok() {
                         accepted += 1;
                     } else {
-                        self.refuse(buf.idx, Refusal::RingFull);
+                        self.refuse(buf.idx(), Refusal::RingFull);
                     }
                 }
             }
@@ -548,16 +547,10 @@ impl StrategyHeaderPool {
 
     #[inline(always)]
     fn buf_at(&self, idx: u32) -> Buf {
-        let off = self.geom.layout.offset(idx);
-        // SAFETY: idx < total (only valid indices are carved or enter a free
-        // list), so `off` lies inside the region, which covers every page;
-        // an in-bounds offset from a non-null base is non-null.
-        let ptr = unsafe { NonNull::new_unchecked(self.shared.region.as_ptr().add(off)) };
-        Buf {
-            idx,
-            iova: self.geom.base_iova + off as u64,
-            ptr,
-        }
+        // SAFETY: only valid indices (< total) are carved or enter a free
+        // list, and the caller just took `idx` from one; the region stays
+        // allocated while any slot is lent (see `Shared`'s Drop).
+        unsafe { self.geom.buf_at(self.shared.region.as_ptr(), idx) }
     }
 
     /// `packed`: a new page to carve, owner list first, then the queue.
@@ -694,16 +687,18 @@ impl BufPool for StrategyHeaderPool {
             return;
         }
         let ok = match self.strategy {
-            HdrPoolStrategy::Locked => self.shared.push_list(&mut self.shared.list.lock(), buf.idx),
+            HdrPoolStrategy::Locked => self
+                .shared
+                .push_list(&mut self.shared.list.lock(), buf.idx()),
             HdrPoolStrategy::Batched | HdrPoolStrategy::Ring => {
                 if self.cache.len() >= 2 * self.batch {
                     self.flush(self.batch);
                 }
-                self.cache.push(buf.idx);
+                self.cache.push(buf.idx());
                 true
             }
             HdrPoolStrategy::Packed => {
-                let page = self.geom.layout.page_of(buf.idx);
+                let page = self.geom.layout.page_of(buf.idx());
                 // No atomic while recycles stay on one page; the count
                 // cannot reach zero early because it still includes `owed`.
                 // A run longer than a page means a double return: settle

@@ -45,7 +45,7 @@ fn loom_owner_cache_with_foreign_returns() {
         };
         let mut pool = PagePool::new(&space, cfg).unwrap();
         let sent: Vec<Buf> = (0..2).map(|_| pool.alloc().unwrap()).collect();
-        let sent_idx: HashSet<u32> = sent.iter().map(|b| b.idx).collect();
+        let sent_idx: HashSet<u32> = sent.iter().map(|b| b.idx()).collect();
         let ret = pool.returner();
         let t = thread::spawn(move || {
             let mut sent = sent;
@@ -58,14 +58,14 @@ fn loom_owner_cache_with_foreign_returns() {
             }
         }
         t.join().unwrap();
-        let idx: HashSet<u32> = held.iter().map(|b| b.idx).collect();
+        let idx: HashSet<u32> = held.iter().map(|b| b.idx()).collect();
         assert_eq!(idx.len(), held.len(), "lent twice");
         // The two never sent are always there; a sent one only once back.
         assert!(held.len() >= 2 && held.len() <= 3);
         held.into_iter().for_each(|b| pool.recycle(b));
         assert_eq!(pool.audit().lent, 0);
         let all: Vec<Buf> = std::iter::from_fn(|| pool.alloc()).collect();
-        let idx: HashSet<u32> = all.iter().map(|b| b.idx).collect();
+        let idx: HashSet<u32> = all.iter().map(|b| b.idx()).collect();
         assert_eq!((all.len(), idx.len()), (4, 4));
         assert!(sent_idx.is_subset(&idx));
         all.into_iter().for_each(|b| pool.recycle(b));
@@ -186,7 +186,7 @@ fn loom_ring_owner_and_foreign() {
         it.for_each(|b| pool.recycle(b));
         t.join().unwrap();
         let again: Vec<Buf> = std::iter::from_fn(|| pool.alloc()).collect();
-        let idx: HashSet<u32> = again.iter().map(|b| b.idx).collect();
+        let idx: HashSet<u32> = again.iter().map(|b| b.idx()).collect();
         assert_eq!((again.len(), idx.len()), (16, 16));
         again.into_iter().for_each(|b| pool.recycle(b));
         assert_eq!(pool.audit().lent, 0);

@@ -327,12 +327,45 @@ impl Geometry {
         self.base_iova + self.layout.offset(idx) as u64
     }
 
+    /// The handle of buffer `idx`, whose bytes start `offset(idx)` into the
+    /// region at `base`. The one place the pools make a [`Buf`].
+    ///
+    /// # Safety
+    /// `base` is the host address of the region this geometry describes
+    /// (`layout.pages(total)` pages, kept allocated while any buffer is lent
+    /// out), `idx < total`, and buffer `idx` is free: the caller just took
+    /// it off a free list and lends it to the `Buf` alone.
+    #[inline(always)]
+    pub(crate) unsafe fn buf_at(&self, base: *mut u8, idx: u32) -> Buf {
+        let l = &self.layout;
+        let off = l.offset(idx);
+        // SAFETY: idx < total, so `off` lies inside the region (it covers
+        // `pages(total)` pages and `offset` stays in page `idx / per_page`);
+        // an in-bounds offset from a non-null base is non-null.
+        let ptr = unsafe { NonNull::new_unchecked(base.add(off)) };
+        // SAFETY: buffer `idx` is `buf_len` bytes after `headroom` bytes of
+        // its own, inside the region (the pool constructors check headroom +
+        // buf_len <= stride); the region is zero-initialised, stays
+        // allocated while the buffer is lent (the caller's promise) and the
+        // caller lends it to this handle only. Both lengths are at most
+        // 4096, so the casts are exact.
+        unsafe {
+            Buf::from_raw_parts(
+                idx,
+                self.base_iova + off as u64,
+                ptr,
+                l.buf_len as u16,
+                l.headroom as u16,
+            )
+        }
+    }
+
     /// Why `buf` cannot be one of ours, if it cannot.
     #[inline(always)]
     pub(crate) fn check(&self, buf: &Buf) -> Result<(), Refusal> {
-        if buf.idx >= self.total {
+        if buf.idx() >= self.total {
             Err(Refusal::OutOfRange)
-        } else if buf.iova != self.iova(buf.idx) {
+        } else if buf.iova() != self.iova(buf.idx()) {
             Err(Refusal::Foreign)
         } else {
             Ok(())
@@ -401,13 +434,13 @@ impl Shared {
     #[inline]
     fn accept(&self, buf: &Buf) -> bool {
         let verdict = match self.geom.check(buf) {
-            Ok(()) if !self.mark_free(buf.idx) => Err(Refusal::DoubleReturn),
+            Ok(()) if !self.mark_free(buf.idx()) => Err(Refusal::DoubleReturn),
             v => v,
         };
         match verdict {
             Ok(()) => true,
             Err(why) => {
-                self.refuse(buf.idx, buf.iova, why);
+                self.refuse(buf.idx(), buf.iova(), why);
                 false
             }
         }
@@ -463,11 +496,11 @@ impl Shared {
                 continue;
             }
             if room == 0 {
-                self.refuse(buf.idx, buf.iova, Refusal::RingFull);
+                self.refuse(buf.idx(), buf.iova(), Refusal::RingFull);
                 continue;
             }
             room -= 1;
-            spill.push(buf.idx);
+            spill.push(buf.idx());
             accepted += 1;
         }
         self.spill_hint.store(spill.len(), Relaxed);
@@ -482,7 +515,7 @@ impl BufReturn for Shared {
             ForeignReturn::Ring => {
                 let mut accepted = 0;
                 for buf in bufs.drain(..) {
-                    if self.accept(&buf) && self.push(buf.idx) {
+                    if self.accept(&buf) && self.push(buf.idx()) {
                         accepted += 1;
                     }
                 }
@@ -813,23 +846,16 @@ impl<K> DmaPool<K> {
             self.stats.recycle_cache_full += self.bulk as u64;
             self.flush(self.bulk);
         }
-        self.cache.push(buf.idx);
+        self.cache.push(buf.idx());
         self.stats.recycle_cached += 1;
     }
 
     #[inline(always)]
     fn buf_at(&self, idx: u32) -> Buf {
-        let off = self.geom.layout.offset(idx);
-        // SAFETY: idx < total (only valid indices ever enter the cache or
-        // ring), so `off` lies inside the region (its length covers
-        // `pages(total)` pages and `offset` stays in page `idx / per_page`).
-        // An in-bounds offset from a non-null base is non-null.
-        let ptr = unsafe { NonNull::new_unchecked(self.shared.region.as_ptr().add(off)) };
-        Buf {
-            idx,
-            iova: self.geom.base_iova + off as u64,
-            ptr,
-        }
+        // SAFETY: only valid indices (< total) enter the cache or the ring,
+        // and the caller just took `idx` off them; the region stays
+        // allocated while any buffer is lent (see `Shared`'s Drop).
+        unsafe { self.geom.buf_at(self.shared.region.as_ptr(), idx) }
     }
 }
 
@@ -857,7 +883,7 @@ impl<K> BufPool for DmaPool<K> {
     #[inline]
     fn recycle(&mut self, buf: Buf) {
         if !self.checked && self.cache.len() < self.cache_size && self.geom.check(&buf).is_ok() {
-            self.cache.push(buf.idx);
+            self.cache.push(buf.idx());
             self.stats.recycle_cached += 1;
         } else {
             self.recycle_slow(buf);

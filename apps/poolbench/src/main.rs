@@ -244,12 +244,11 @@ fn run_cell(
     'run: loop {
         for _ in 0..64 {
             // Complete `gro` descriptors: one real header, gro-1 dummies.
-            let Some(real) = ring.pop_front() else {
+            let Some(mut real) = ring.pop_front() else {
                 break 'run;
             };
-            // SAFETY: the slot is ours (just taken off the ring) and at
-            // least 64 bytes long; an unaligned write needs no alignment.
-            unsafe { real.ptr.as_ptr().cast::<u64>().write_unaligned(packets) };
+            // Slots are at least 64 bytes.
+            real.as_mut_slice(8).copy_from_slice(&packets.to_ne_bytes());
             batch.push(real);
             for _ in 1..gro {
                 if let Some(d) = ring.pop_front() {
@@ -331,11 +330,9 @@ fn run_cell(
 /// Reads each real header (the stack would parse it).
 #[inline]
 fn consume(batch: &[Buf]) -> u64 {
+    // Each slot holds 8 bytes written by the RX side before the hand-off.
     batch.iter().fold(0u64, |acc, b| {
-        // SAFETY: every slot in the batch was lent to us and holds 8 bytes
-        // written by the RX side before the hand-off (queue push/pop order
-        // the write before this read).
-        acc.wrapping_add(unsafe { b.ptr.as_ptr().cast::<u64>().read_unaligned() })
+        acc.wrapping_add(<[u8; 8]>::try_from(b.as_slice(8)).map_or(0, u64::from_ne_bytes))
     })
 }
 

@@ -44,18 +44,23 @@ fn drain_all<K>(pool: &mut DmaPool<K>) -> Vec<Buf> {
 }
 
 fn assert_distinct_and_complete(bufs: &[Buf], total: usize) {
-    let idx: HashSet<u32> = bufs.iter().map(|b| b.idx).collect();
+    let idx: HashSet<u32> = bufs.iter().map(|b| b.idx()).collect();
     assert_eq!(idx.len(), bufs.len(), "a buffer was handed out twice");
     assert_eq!(idx, (0..total as u32).collect(), "a buffer was lost");
 }
 
 /// Same idx/addresses as `b`: what a double free looks like.
 fn forge(b: &Buf) -> Buf {
-    Buf {
-        idx: b.idx,
-        iova: b.iova,
-        ptr: b.ptr,
-    }
+    forge_idx(b, b.idx())
+}
+
+/// `b`'s addresses under index `idx`: a buffer the pool must refuse.
+fn forge_idx(b: &Buf, idx: u32) -> Buf {
+    let ptr = std::ptr::NonNull::new(b.as_ptr().cast_mut()).unwrap();
+    // SAFETY: the forged handle aliases `b`'s bytes, which breaks the
+    // exclusivity rule, but no test ever looks at the bytes of a forged
+    // buffer: the pools only read `idx` and `iova` of a returned `Buf`.
+    unsafe { Buf::from_raw_parts(idx, b.iova(), ptr, b.capacity() as u16, b.headroom() as u16) }
 }
 
 #[test]
@@ -151,10 +156,10 @@ fn refill_and_flush_move_64_at_a_time() {
 fn cache_is_lifo() {
     let mut pool = pages(256, false);
     let a = pool.alloc().unwrap();
-    let idx = a.idx;
+    let idx = a.idx();
     pool.recycle(a);
     assert_eq!(
-        pool.alloc().unwrap().idx,
+        pool.alloc().unwrap().idx(),
         idx,
         "the hottest buffer is reused first"
     );
@@ -223,16 +228,16 @@ fn page_addresses_are_page_aligned_plus_headroom() {
     let bufs = drain_all(&mut pool);
     let mut pages = HashSet::new();
     for b in &bufs {
-        let off = b.ptr.as_ptr() as usize - base;
+        let off = b.as_ptr() as usize - base;
         assert_eq!(
             off as u64,
-            b.iova - base_iova,
+            b.iova() - base_iova,
             "ptr and iova describe the same byte"
         );
         assert_eq!(off % PAGE_SIZE, 512);
         assert_eq!(
             off / PAGE_SIZE,
-            b.idx as usize,
+            b.idx() as usize,
             "buffer idx lives in page idx"
         );
         assert!(off + 3072 <= len);
@@ -261,14 +266,14 @@ fn header_slots_do_not_overlap_and_stay_in_their_page() {
         let mut offs: Vec<usize> = bufs
             .iter()
             .map(|b| {
-                let off = b.ptr.as_ptr() as usize - base;
-                assert_eq!(off as u64, b.iova - base_iova);
+                let off = b.as_ptr() as usize - base;
+                assert_eq!(off as u64, b.iova() - base_iova);
                 assert_eq!(off % 64, 0, "slots are cache-line aligned");
                 assert!(
                     off % PAGE_SIZE + slot <= PAGE_SIZE,
                     "slot {slot} at {off:#x} crosses its page"
                 );
-                assert_eq!(off / PAGE_SIZE, b.idx as usize / per_page);
+                assert_eq!(off / PAGE_SIZE, b.idx() as usize / per_page);
                 assert!(off + slot <= pool.region().len());
                 off
             })
@@ -419,11 +424,9 @@ fn out_of_range_and_foreign_buffers_are_refused_and_counted() {
         let b = pool.alloc().unwrap();
         let before = pool.audit();
 
-        let mut bad = forge(&b);
-        bad.idx = 16;
+        let bad = forge_idx(&b, 16);
         pool.recycle(bad);
-        let mut bad = forge(&b);
-        bad.idx = u32::MAX;
+        let bad = forge_idx(&b, u32::MAX);
         pool.returner().give_back(&mut vec![bad]);
         // In range, but the address belongs to another pool.
         let h = other.alloc().unwrap();
@@ -697,7 +700,7 @@ mod random_ops {
             std::thread::spawn(move || {
                 for mut batch in rx {
                     let mut set = lent.lock().unwrap();
-                    batch.iter().for_each(|b| assert!(set.remove(&b.idx)));
+                    batch.iter().for_each(|b| assert!(set.remove(&b.idx())));
                     drop(set);
                     returner.give_back(&mut batch);
                     assert!(batch.is_empty());
@@ -723,18 +726,18 @@ mod random_ops {
                     for _ in 0..n {
                         let Some(b) = pool.alloc() else { break };
                         prop_assert!(
-                            lent.lock().unwrap().insert(b.idx),
+                            lent.lock().unwrap().insert(b.idx()),
                             "buffer {} lent twice",
-                            b.idx
+                            b.idx()
                         );
-                        prop_assert!((b.idx as usize) < total);
+                        prop_assert!((b.idx() as usize) < total);
                         allocated += 1;
                         held.push(b);
                     }
                 }
                 Op::Recycle(n) => {
                     for b in take(&mut held, n) {
-                        lent.lock().unwrap().remove(&b.idx);
+                        lent.lock().unwrap().remove(&b.idx());
                         pool.recycle(b);
                     }
                 }
@@ -751,7 +754,7 @@ mod random_ops {
         );
         worker.join().unwrap();
         for b in held.drain(..) {
-            lent.lock().unwrap().remove(&b.idx);
+            lent.lock().unwrap().remove(&b.idx());
             pool.recycle(b);
         }
         let a = pool.audit();
