@@ -13,8 +13,7 @@
 
 use crate::hdrpool::{PageRefs, Release};
 use crate::{
-    ForeignReturn, HdrPoolStrategy, PagePool, PagePoolConfig, StrategyHeaderPool,
-    StrategyPoolConfig,
+    ForeignReturn, HdrPoolStrategy, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig,
 };
 use driver::{Buf, BufPool, DmaSpace};
 use loom::cell::UnsafeCell;
@@ -133,13 +132,13 @@ fn loom_packed_last_release() {
 #[test]
 fn loom_packed_pool_owner_and_foreign() {
     loom::model(|| {
-        let cfg = StrategyPoolConfig {
+        let cfg = HeaderPoolConfig {
             strategy: HdrPoolStrategy::Packed,
             buffers: 16,
             slot: 256,
             batch: 4,
         };
-        let mut pool = StrategyHeaderPool::new(&space(), cfg).unwrap();
+        let mut pool = HeaderPool::new(&space(), cfg).unwrap();
         let mut slots: Vec<Buf> = (0..16).map(|_| pool.alloc().unwrap()).collect();
         let real: Vec<Buf> = slots.drain(..8).collect();
         let ret = pool.returner();
@@ -168,13 +167,13 @@ fn loom_packed_pool_owner_and_foreign() {
 #[test]
 fn loom_ring_owner_and_foreign() {
     loom::model(|| {
-        let cfg = StrategyPoolConfig {
+        let cfg = HeaderPoolConfig {
             strategy: HdrPoolStrategy::Ring,
             buffers: 16,
             slot: 256,
             batch: 2,
         };
-        let mut pool = StrategyHeaderPool::new(&space(), cfg).unwrap();
+        let mut pool = HeaderPool::new(&space(), cfg).unwrap();
         let all: Vec<Buf> = (0..16).map(|_| pool.alloc().unwrap()).collect();
         let mut it = all.into_iter();
         let foreign: Vec<Buf> = it.by_ref().take(8).collect();

@@ -4,7 +4,7 @@
 
 use crate::device::{DeviceConfig, QueueDevice};
 use driver::{BufPool, Device, Igb, RxConfig, RxRing, SplitMode, TxConfig, TxRing};
-use pipeline::{PagePool, PagePoolConfig};
+use pipeline::{PagePool, PagePoolConfig, Pool};
 use std::sync::Arc;
 
 /// Ring and pool sizes of a queue pair.
@@ -112,30 +112,13 @@ pub struct Leaks {
 }
 
 /// Stops both rings and audits the three pools.
-pub fn shutdown<H: BufPool + AuditPool>(dev: PoolDevice<H>) -> (Leaks, Option<String>) {
+pub fn shutdown<H: Pool>(dev: PoolDevice<H>) -> (Leaks, Option<String>) {
     let (mut rx, mut tx, err) = dev.shutdown();
     let (pages, hdrs) = rx.pools();
     let leaks = Leaks {
         pages: pages.audit().lent,
-        headers: hdrs.lent_now(),
+        headers: hdrs.audit().lent,
         tx_buffers: tx.pool().audit().lent,
     };
     (leaks, err.map(|e| e.to_string()))
-}
-
-/// A header pool that can say how many of its buffers are lent out.
-pub trait AuditPool {
-    fn lent_now(&mut self) -> usize;
-}
-
-impl AuditPool for pipeline::HeaderPool {
-    fn lent_now(&mut self) -> usize {
-        self.audit().lent
-    }
-}
-
-impl AuditPool for pipeline::StrategyHeaderPool {
-    fn lent_now(&mut self) -> usize {
-        self.audit().lent
-    }
 }

@@ -1,7 +1,7 @@
 //! `poolbench`: measures header-pool lock contention (the "HW GRO dragon")
 //! for each [`HdrPoolStrategy`], over thread counts and GRO factors.
 //!
-//! Each cell drives one [`StrategyHeaderPool`] the way an RX queue and its
+//! Each cell drives one [`HeaderPool`] the way an RX queue and its
 //! application threads do. The RX thread keeps a ring of `--ring` posted
 //! header slots (one per descriptor). For each coalesced packet of GRO `n`
 //! segments it completes `n` descriptors: keeps the first header (writes 8
@@ -24,7 +24,7 @@ use clap::Parser;
 use cli::Cli;
 use crossbeam_queue::ArrayQueue;
 use driver::{Buf, BufPool, BufReturn, DmaSpace};
-use pipeline::{HdrPoolStrategy, LockStats, StrategyHeaderPool, StrategyPoolConfig};
+use pipeline::{HdrPoolStrategy, HeaderPool, HeaderPoolConfig, LockStats};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -204,13 +204,13 @@ fn run_cell(
     threads: usize,
     gro: usize,
 ) -> Result<Run, String> {
-    let cfg = StrategyPoolConfig {
+    let cfg = HeaderPoolConfig {
         strategy,
         buffers: plan.buffers,
         slot: plan.slot,
         batch: 64,
     };
-    let mut pool = StrategyHeaderPool::new(space, cfg).map_err(|e| e.to_string())?;
+    let mut pool = HeaderPool::new(space, cfg).map_err(|e| e.to_string())?;
     let returner = pool.returner();
     let apps = threads - 1;
     // Bounded hand-off per application thread: backpressure, no allocation.

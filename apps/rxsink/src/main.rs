@@ -18,9 +18,7 @@ use crossbeam_queue::ArrayQueue;
 use driver::vfio::VfioNic;
 use driver::{BufPool, Device, Igb, IgbConfig, RxBatch, RxConfig, RxRing};
 use hw_sim::{SimConfig, SimNic};
-use pipeline::{
-    LockStats, PagePool, PagePoolConfig, Returner, StrategyHeaderPool, StrategyPoolConfig,
-};
+use pipeline::{HeaderPool, HeaderPoolConfig, LockStats, PagePool, PagePoolConfig, Returner};
 use serde_json::json;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,7 +101,7 @@ pub(crate) enum Sim {
     Hardware,
 }
 
-pub(crate) type Ring = RxRing<PagePool, StrategyHeaderPool>;
+pub(crate) type Ring = RxRing<PagePool, HeaderPool>;
 
 /// The simulated NIC and the engine that plays its hardware.
 pub(crate) type SimParts = (Arc<SimNic>, hw_sim::SimEngine);
@@ -361,18 +359,14 @@ pub(crate) fn init_igb(dev: &Arc<dyn Device>) -> Result<Igb, RunError> {
 }
 
 /// The header pool `--hdr-pool` and `--hdr-buf` ask for, of `buffers` slots.
-pub(crate) fn header_pool(
-    args: &Args,
-    igb: &Igb,
-    buffers: usize,
-) -> Result<StrategyHeaderPool, RunError> {
-    Ok(StrategyHeaderPool::new(
+pub(crate) fn header_pool(args: &Args, igb: &Igb, buffers: usize) -> Result<HeaderPool, RunError> {
+    Ok(HeaderPool::new(
         igb.dma(),
-        StrategyPoolConfig {
+        HeaderPoolConfig {
             strategy: args.hdr_pool,
             buffers,
             slot: args.hdr_buf,
-            ..StrategyPoolConfig::default()
+            ..HeaderPoolConfig::default()
         },
     )?)
 }

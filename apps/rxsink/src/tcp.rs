@@ -20,7 +20,7 @@ use driver::rss::{RssConfig, DEFAULT_KEY};
 use driver::{Device, Igb, IgbConfig};
 use hw_sim::wire::PairEnd;
 use hw_sim::{SimConfig, SimNic};
-use pipeline::{HeaderPool, HeaderPoolConfig, StrategyHeaderPool};
+use pipeline::{HeaderPool, HeaderPoolConfig};
 use serde_json::json;
 use stack::queue::{self, QueueSetup};
 use stack::smoltcp::time::Instant as SmolInstant;
@@ -77,7 +77,7 @@ fn peer_ip(ours: Ipv4Cidr) -> Ipv4Address {
 }
 
 /// One queue's device with the project's pools and rxsink's header pool.
-type Dev = queue::PoolDevice<StrategyHeaderPool>;
+type Dev = queue::PoolDevice<HeaderPool>;
 
 /// Stop conditions and totals shared by the queues' threads.
 struct Shared {

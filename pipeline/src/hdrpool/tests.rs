@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use driver::dma::NoIommu;
 
-fn pool(strategy: HdrPoolStrategy, buffers: usize, batch: usize) -> StrategyHeaderPool {
+fn pool(strategy: HdrPoolStrategy, buffers: usize, batch: usize) -> HeaderPool {
     pool_in(&DmaSpace::new(Arc::new(NoIommu)), strategy, buffers, batch)
 }
 
@@ -13,10 +13,10 @@ fn pool_in(
     strategy: HdrPoolStrategy,
     buffers: usize,
     batch: usize,
-) -> StrategyHeaderPool {
-    StrategyHeaderPool::new(
+) -> HeaderPool {
+    HeaderPool::new(
         space,
-        StrategyPoolConfig {
+        HeaderPoolConfig {
             strategy,
             buffers,
             slot: 64,
@@ -63,9 +63,9 @@ fn usable_as_the_rx_rings_header_pool() {
 fn bad_configs_are_rejected() {
     let space = DmaSpace::new(Arc::new(NoIommu));
     let new = |strategy, buffers, slot, batch| {
-        StrategyHeaderPool::new(
+        HeaderPool::new(
             &space,
-            StrategyPoolConfig {
+            HeaderPoolConfig {
                 strategy,
                 buffers,
                 slot,
@@ -290,7 +290,7 @@ mod random_ops {
         }
     }
 
-    fn run(mut p: StrategyHeaderPool, ops: &[Op], mut pick: u64) -> Result<(), TestCaseError> {
+    fn run(mut p: HeaderPool, ops: &[Op], mut pick: u64) -> Result<(), TestCaseError> {
         let total = p.buffers();
         let lent = Arc::new(Mutex::new(HashSet::new()));
         let (tx, rx) = mpsc::channel::<Vec<Buf>>();
