@@ -248,6 +248,9 @@ pub struct PoolLayout {
     /// `recip * per_page - 2^32 < 2^(32 - 26)`), which avoids a division on
     /// the fast path.
     recip: u64,
+    /// `buf_len` and `headroom` as a [`Buf`] stores them, ready to copy.
+    buf_len16: u16,
+    headroom16: u16,
 }
 
 impl PoolLayout {
@@ -260,6 +263,9 @@ impl PoolLayout {
             stride,
             per_page,
             recip: (1u64 << 32).div_ceil(per_page as u64),
+            // Both at most 4096 (headroom + buf_len <= stride <= 4096).
+            buf_len16: buf_len as u16,
+            headroom16: headroom as u16,
         }
     }
 
@@ -322,15 +328,14 @@ impl Geometry {
         // its own, inside the region (the pool constructors check headroom +
         // buf_len <= stride); the region is zero-initialised, stays
         // allocated while the buffer is lent (the caller's promise) and the
-        // caller lends it to this handle only. Both lengths are at most
-        // 4096, so the casts are exact.
+        // caller lends it to this handle only.
         unsafe {
             Buf::from_raw_parts(
                 idx,
                 self.base_iova + off as u64,
                 ptr,
-                l.buf_len as u16,
-                l.headroom as u16,
+                l.buf_len16,
+                l.headroom16,
             )
         }
     }
