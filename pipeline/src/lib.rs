@@ -18,6 +18,7 @@
 //!   (acquisitions, failed try-locks, wait / hold histograms) every pool
 //!   reports.
 //! - [`affinity`]: pinning the current thread to a core.
+//! - [`os`]: stop on SIGINT / SIGTERM, thread and process CPU time.
 //!
 //! Tests: unit and proptest tests next to each module (`cargo test -p
 //! pipeline`); loom model tests of the cross-thread protocols (owner cache
@@ -31,6 +32,7 @@
 pub mod affinity;
 pub mod hdrpool;
 pub mod lockstats;
+pub mod os;
 pub mod pool;
 mod sync;
 

@@ -1,50 +1,11 @@
 //! SIGINT / SIGTERM turn into a flag the receive loop polls, so a stop is
 //! always clean: rings disabled, every page back in its pool, summary printed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    STOP.store(true, Ordering::Relaxed);
-}
+pub use pipeline::os::{stop_requested, thread_cpu_ns};
 
 /// Installs the handlers. Call once, early.
 pub fn install() -> Result<(), String> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `on_signal` is an `extern "C" fn(c_int)` that only performs
-        // an atomic store, which is async-signal-safe; sigaction is given a
-        // fully initialised struct.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(format!(
-                "cannot install signal handler: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
-}
-
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::Relaxed)
-}
-
-/// CPU time consumed by the calling thread, in nanoseconds.
-pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the valid `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    pipeline::os::install_stop_signals()
 }
 
 /// The process's resident set size in KiB (VmRSS of /proc/self/status), or
