@@ -1,6 +1,6 @@
 //! A smoltcp [`phy::Device`] over one RX/TX queue pair of the driver.
 //!
-//! Receive: [`QueueDevice::receive`] polls the RX ring for a batch when no
+//! Receive: [`receive`](phy::Device::receive) polls the RX ring for a batch when no
 //! frame is waiting, moves each packet's buffers into the [`Presenter`]
 //! (which makes them contiguous in place) and hands smoltcp one frame per
 //! token. When smoltcp has consumed a frame (it copied any TCP payload into
