@@ -204,32 +204,34 @@ mod tests {
     #[test]
     fn views_stay_inside_the_buffer() {
         let mut mem = [0u8; 80];
-        let mut b = buf(&mut mem);
-        assert_eq!(
-            (b.idx(), b.iova(), b.capacity(), b.headroom()),
-            (7, 0x1000, 64, 16)
-        );
-        assert_eq!(b.as_slice(3), [16, 17, 18]);
-        assert_eq!(b.as_slice(1000).len(), 64, "clipped to the capacity");
-        assert_eq!(b.as_slice(1000)[63], 79);
-        assert_eq!(b.with_headroom(2, 4), [14, 15, 16, 17]);
-        assert_eq!(
-            b.with_headroom(100, 1),
-            [0],
-            "front clipped to the headroom"
-        );
-        assert_eq!(b.with_headroom(16, 1000).len(), 80);
-        b.headroom_mut(2).copy_from_slice(&[0xaa, 0xbb]);
-        assert_eq!(b.headroom_mut(1000).len(), 16);
-        b.as_mut_slice(1).copy_from_slice(&[0xcc]);
-        assert_eq!(b.as_mut_slice(1000).len(), 64);
-        assert_eq!(b.with_headroom(3, 4), [13, 0xaa, 0xbb, 0xcc]);
-        assert_eq!(
-            std::mem::size_of::<Buf>(),
-            24,
-            "three words, as a bare pointer was"
-        );
-        drop(b);
+        {
+            let mut b = buf(&mut mem);
+            assert_eq!(
+                (b.idx(), b.iova(), b.capacity(), b.headroom()),
+                (7, 0x1000, 64, 16)
+            );
+            assert_eq!(b.as_slice(3), [16, 17, 18]);
+            assert_eq!(b.as_slice(1000).len(), 64, "clipped to the capacity");
+            assert_eq!(b.as_slice(1000)[63], 79);
+            assert_eq!(b.with_headroom(2, 4), [14, 15, 16, 17]);
+            assert_eq!(
+                b.with_headroom(100, 1),
+                [0],
+                "front clipped to the headroom"
+            );
+            assert_eq!(b.with_headroom(16, 1000).len(), 80);
+            b.headroom_mut(2).copy_from_slice(&[0xaa, 0xbb]);
+            assert_eq!(b.headroom_mut(1000).len(), 16);
+            b.as_mut_slice(1).copy_from_slice(&[0xcc]);
+            assert_eq!(b.as_mut_slice(1000).len(), 64);
+            assert_eq!(b.with_headroom(3, 4), [13, 0xaa, 0xbb, 0xcc]);
+            assert_eq!(
+                std::mem::size_of::<Buf>(),
+                24,
+                "three words, as a bare pointer was"
+            );
+        }
+        // The handle is gone: `mem` is ours again.
         assert_eq!(mem[14..17], [0xaa, 0xbb, 0xcc]);
     }
 }
