@@ -373,14 +373,11 @@ impl<'a> PacketRef<'a> {
     }
     /// Bytes in the header buffer (empty when not split).
     pub fn header(&self) -> &'a [u8] {
+        // The device finished writing the buffer before it set DD (read
+        // with acquire); hdr_len was checked against the buffer size when
+        // the frame was accepted.
         match &self.pkt.hdr {
-            // SAFETY: the device finished writing this buffer before it set
-            // DD (read with acquire); the batch owns the buffer exclusively
-            // until it is recycled, which needs `&mut` of the batch; hdr_len
-            // was checked against the buffer size when the frame was accepted.
-            Some(b) => unsafe {
-                std::slice::from_raw_parts(b.ptr.as_ptr(), self.pkt.hdr_len as usize)
-            },
+            Some(b) => b.as_slice(self.pkt.hdr_len as usize),
             None => &[],
         }
     }
@@ -389,11 +386,7 @@ impl<'a> PacketRef<'a> {
         let s = self.pkt.seg_start as usize;
         self.segs[s..s + self.pkt.seg_count as usize]
             .iter()
-            .map(|seg| {
-                // SAFETY: as for `header`; seg.len was checked against the
-                // payload buffer size.
-                unsafe { std::slice::from_raw_parts(seg.buf.ptr.as_ptr(), seg.len as usize) }
-            })
+            .map(|seg| seg.buf.as_slice(seg.len as usize))
     }
     /// The payload buffers themselves (index, IOVA), for zero-copy consumers.
     pub fn segment_bufs(&self) -> &'a [Seg] {
@@ -811,7 +804,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             let i = self.next_fill;
             self.ring
                 .slot(i)
-                .write_rx_read(page.iova, hdr.as_ref().map_or(0, |h| h.iova));
+                .write_rx_read(page.iova(), hdr.as_ref().map_or(0, |h| h.iova()));
             self.posted[i] = Some((page, hdr));
             self.next_fill = (i + 1) & self.ring.mask;
         }

@@ -158,7 +158,7 @@ impl<P: BufPool> TxRing<P> {
             for b in &bufs[taken..taken + n] {
                 let i = self.next_post;
                 self.ring.slot(i).write_tx(
-                    b.buf.iova,
+                    b.buf.iova(),
                     TxCmdTypeLen::data(b.len, b.eop),
                     TxOlinfo::with_paylen(paylen),
                 );

@@ -157,10 +157,9 @@ impl phy::Device for DevHandle {
 
 /// Copies `bytes` into a fresh buffer of `pool`.
 fn filled(pool: &mut impl BufPool, bytes: &[u8]) -> Buf {
-    let buf = pool.alloc().expect("a free buffer");
+    let mut buf = pool.alloc().expect("a free buffer");
     assert!(bytes.len() <= pool.buf_len());
-    // SAFETY: a fresh buffer of buf_len >= bytes.len() bytes, ours alone.
-    unsafe { std::slice::from_raw_parts_mut(buf.ptr.as_ptr(), bytes.len()) }.copy_from_slice(bytes);
+    buf.as_mut_slice(bytes.len()).copy_from_slice(bytes);
     buf
 }
 

@@ -429,9 +429,8 @@ fn mac_loopback_round_trip() {
     let frames: Vec<Vec<u8>> = (0..40).map(|i| udp(60 + i * 30, i as u8)).collect();
     let mut bufs = Vec::new();
     for f in &frames {
-        let b = tx.alloc().expect("tx buffer");
-        // SAFETY: the buffer is ours until posted and holds 2048 bytes.
-        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), b.ptr.as_ptr(), f.len()) };
+        let mut b = tx.alloc().expect("tx buffer");
+        b.as_mut_slice(f.len()).copy_from_slice(f);
         bufs.push(TxBuf {
             buf: b,
             len: f.len() as u16,

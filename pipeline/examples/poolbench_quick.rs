@@ -300,15 +300,15 @@ fn main() {
             .collect(),
     );
 
+    // The production strategy (the default, packed).
     let hcfg = HeaderPoolConfig {
         buffers: BUFFERS,
-        checked: false,
         ..Default::default()
     };
     let mut headers = Box::new(HeaderPool::new(&space, hcfg).unwrap());
     owner_single(&mut *headers);
     report(
-        "header pool (128 B slots): owner alloc+recycle",
+        "header pool (128 B slots, packed): owner alloc+recycle",
         (0..REPEATS).map(|_| owner_single(&mut *headers)).collect(),
     );
 

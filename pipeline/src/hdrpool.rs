@@ -1,16 +1,18 @@
-//! Header pool strategies selectable at run time: [`StrategyHeaderPool`]
-//! is one [`driver::BufPool`] type whose return path follows a
-//! [`HdrPoolStrategy`], so the RX ring (`RxRing<P, StrategyHeaderPool>`)
-//! and `poolbench` can compare them on the same code.
+//! The header pool: [`HeaderPool`], the one [`driver::BufPool`] type for
+//! header slots, whose return path follows a [`HdrPoolStrategy`] chosen in
+//! its config (`packed` by default, the production choice; the others stay
+//! selectable so `rxsink --hdr-pool` and `poolbench` can compare them on the
+//! same code).
 //!
-//! This module owns the header memory of such a pool (one [`DmaRegion`],
-//! header slots packed `4096 / slot` per page, as in [`crate::HeaderPool`]),
-//! the free-slot bookkeeping of each strategy and its lock figures. Why it
-//! exists: with header split and HW GRO the RX thread posts one header slot
-//! per descriptor but only the first of a coalesced packet is real; it
-//! recycles the n-1 dummies at once (owner [`BufPool::recycle`]) while the
-//! application returns the real ones ([`BufReturn::give_back`]) under the
-//! same lock (the "HW GRO dragon" in the project's reference figures).
+//! This module owns the header memory (one [`DmaRegion`], header slots
+//! packed `4096 / slot` per page, never freed while a slot is lent out),
+//! the free-slot bookkeeping of each strategy and its lock figures. Why the
+//! strategies exist: with header split and HW GRO the RX thread posts one
+//! header slot per descriptor but only the first of a coalesced packet is
+//! real; it recycles the n-1 dummies at once (owner [`BufPool::recycle`])
+//! while the application returns the real ones ([`BufReturn::give_back`])
+//! under the same lock (the "HW GRO dragon" in the project's reference
+//! figures).
 //!
 //! | strategy | owner alloc | owner recycle (dummies) | foreign give_back |
 //! |---|---|---|---|
@@ -32,14 +34,14 @@
 //! held for long pins 4 KiB. A double return is detected only when it makes
 //! a page count underflow.
 //!
-//! Every strategy reports [`LockStats`] in the same shape (lock-free ones
-//! report zeros) and an [`PoolAudit`] whose `lent == 0` proves every slot
-//! came back.
+//! Every strategy reports, through [`Pool`], [`LockStats`] in the same
+//! shape (lock-free ones report zeros) and a [`PoolAudit`] whose `lent == 0`
+//! proves every slot came back.
 //!
 //! ```
 //! use std::sync::Arc;
 //! use driver::{BufPool, DmaError, DmaMapper, DmaSpace};
-//! use pipeline::{HdrPoolStrategy, StrategyHeaderPool, StrategyPoolConfig};
+//! use pipeline::{HdrPoolStrategy, HeaderPool, HeaderPoolConfig, Pool};
 //!
 //! struct NoIommu;
 //! impl DmaMapper for NoIommu {
@@ -48,7 +50,8 @@
 //! }
 //! let space = DmaSpace::new(Arc::new(NoIommu));
 //! let strategy: HdrPoolStrategy = "packed".parse().unwrap();
-//! let mut pool = StrategyHeaderPool::new(&space, StrategyPoolConfig { strategy, ..Default::default() })?;
+//! let mut pool = HeaderPool::new(&space, HeaderPoolConfig { strategy, ..Default::default() })?;
+//! assert_eq!(pool.strategy(), HeaderPoolConfig::default().strategy);
 //! let (real, dummy) = (pool.alloc().unwrap(), pool.alloc().unwrap());
 //! pool.recycle(dummy); // RX thread: dummy header of a coalesced packet
 //! pool.returner().give_back(&mut vec![real]); // application thread
@@ -59,18 +62,18 @@
 
 use crate::lockstats::{LockStats, TimedMutex};
 use crate::pool::{
-    fill_from, Geometry, OwnerStats, PoolAudit, PoolError, PoolLayout, PoolStats, Refusal,
-    MAX_BUFFERS,
+    fill_from, Geometry, OwnerStats, Pool, PoolAudit, PoolError, PoolLayout, PoolMemory, PoolStats,
+    Refusal, MAX_BUFFERS,
 };
 use crate::sync::{fence, AtomicU32};
 use crossbeam_queue::ArrayQueue;
 use driver::dma::PAGE_SIZE;
 use driver::{Buf, BufPool, BufReturn, DmaRegion, DmaSpace};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// How a [`StrategyHeaderPool`] takes slots back.
+/// How a [`HeaderPool`] takes slots back. `packed` in production (the
+/// default, and rxsink's `--hdr-pool` default); the others for measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HdrPoolStrategy {
@@ -120,9 +123,10 @@ impl std::fmt::Display for HdrPoolStrategy {
     }
 }
 
-/// Settings of a [`StrategyHeaderPool`].
+/// Settings of a [`HeaderPool`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StrategyPoolConfig {
+pub struct HeaderPoolConfig {
+    /// Return path; default `packed`.
     pub strategy: HdrPoolStrategy,
     /// Header slots wanted; rounded up to whole pages.
     pub buffers: usize,
@@ -134,12 +138,13 @@ pub struct StrategyPoolConfig {
     pub batch: usize,
 }
 
-impl Default for StrategyPoolConfig {
+impl Default for HeaderPoolConfig {
     fn default() -> Self {
-        StrategyPoolConfig {
+        HeaderPoolConfig {
             strategy: HdrPoolStrategy::Packed,
-            buffers: 8192,
-            slot: 64,
+            buffers: 4096,
+            // Holds Ethernet + VLAN + IPv6 + the longest TCP header (118 B).
+            slot: 128,
             batch: 64,
         }
     }
@@ -223,7 +228,22 @@ struct Shared {
     refs: PageRefs,
     recycle_ring: AtomicU64,
     recycle_ring_full: AtomicU64,
-    region: DmaRegion,
+    /// The slots; freed with the last handle only if every slot is home.
+    region: PoolMemory,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The owner is gone and gave back its cache (or, `packed`, its
+        // pages): every slot not in shared free state is lent out.
+        let total = self.geom.total as usize;
+        let home = match self.strategy {
+            HdrPoolStrategy::Locked | HdrPoolStrategy::Batched => self.list.peek(|l| l.len()),
+            HdrPoolStrategy::Ring => self.queue.len(),
+            HdrPoolStrategy::Packed => self.queue.len() * self.per_page(),
+        };
+        self.region.lent_at_drop = total.saturating_sub(home);
+    }
 }
 
 impl Shared {
@@ -236,7 +256,7 @@ impl Shared {
         match self.geom.check(buf) {
             Ok(()) => true,
             Err(why) => {
-                self.refuse(buf.idx, why);
+                self.refuse(buf.idx(), why);
                 false
             }
         }
@@ -299,7 +319,7 @@ impl BufReturn for Shared {
         match self.strategy {
             HdrPoolStrategy::Locked => {
                 for buf in bufs.drain(..) {
-                    if self.check(&buf) && self.push_list(&mut self.list.lock(), buf.idx) {
+                    if self.check(&buf) && self.push_list(&mut self.list.lock(), buf.idx()) {
                         accepted += 1;
                     }
                 }
@@ -308,7 +328,7 @@ impl BufReturn for Shared {
                 if !bufs.is_empty() {
                     let mut list = self.list.lock();
                     for buf in bufs.drain(..) {
-                        if self.check(&buf) && self.push_list(&mut list, buf.idx) {
+                        if self.check(&buf) && self.push_list(&mut list, buf.idx()) {
                             accepted += 1;
                         }
                     }
@@ -324,7 +344,7 @@ impl BufReturn for Shared {
                     if !self.check(&buf) {
                         continue;
                     }
-                    let p = self.geom.layout.page_of(buf.idx);
+                    let p = self.geom.layout.page_of(buf.idx());
                     if run > 0 && (p != page || run >= per_page) {
                         accepted += self.release_foreign(page, run);
                         run = 0;
@@ -341,10 +361,10 @@ impl BufReturn for Shared {
                     if !self.check(&buf) {
                         continue;
                     }
-                    if self.queue.push(buf.idx).is_ok() {
+                    if self.queue.push(buf.idx()).is_ok() {
                         accepted += 1;
                     } else {
-                        self.refuse(buf.idx, Refusal::RingFull);
+                        self.refuse(buf.idx(), Refusal::RingFull);
                     }
                 }
             }
@@ -355,15 +375,18 @@ impl BufReturn for Shared {
     }
 }
 
-/// A header pool whose return path follows a [`HdrPoolStrategy`]. The
-/// value is the owner's handle (the RX thread's); other threads return
-/// slots through [`BufPool::returner`]. Counters use the page_pool names
+/// The header pool: header slots packed in pages, with the return path of
+/// a [`HdrPoolStrategy`]. The value is the owner's handle (the RX
+/// thread's); other threads return slots through [`BufPool::returner`].
+/// Dropping the owner gives its free slots back to the shared state and
+/// warns if slots are still lent out; the memory stays mapped until every
+/// returner is gone too, and is never freed while a slot is lent out. Counters use the page_pool names
 /// of [`PoolStats`]: `alloc_fast` = served without touching shared state,
 /// `alloc_slow` = went to shared state, `recycle_cached` = owner recycles
 /// accepted, `recycle_cache_full` = slots the owner flushed to shared
 /// state, `recycle_ring` = foreign returns accepted, `recycle_ring_full` =
 /// returns refused.
-pub struct StrategyHeaderPool {
+pub struct HeaderPool {
     shared: Arc<Shared>,
     geom: Geometry,
     strategy: HdrPoolStrategy,
@@ -382,9 +405,9 @@ pub struct StrategyHeaderPool {
     stats: OwnerStats,
 }
 
-impl StrategyHeaderPool {
-    pub fn new(space: &Arc<DmaSpace>, cfg: StrategyPoolConfig) -> Result<Self, PoolError> {
-        let StrategyPoolConfig {
+impl HeaderPool {
+    pub fn new(space: &Arc<DmaSpace>, cfg: HeaderPoolConfig) -> Result<Self, PoolError> {
+        let HeaderPoolConfig {
             strategy,
             buffers,
             slot,
@@ -454,9 +477,9 @@ impl StrategyHeaderPool {
             refs,
             recycle_ring: AtomicU64::new(0),
             recycle_ring_full: AtomicU64::new(0),
-            region,
+            region: PoolMemory::new(region, "header"),
         };
-        Ok(StrategyHeaderPool {
+        Ok(HeaderPool {
             shared: Arc::new(shared),
             geom,
             strategy,
@@ -548,16 +571,10 @@ impl StrategyHeaderPool {
 
     #[inline(always)]
     fn buf_at(&self, idx: u32) -> Buf {
-        let off = self.geom.layout.offset(idx);
-        // SAFETY: idx < total (only valid indices are carved or enter a free
-        // list), so `off` lies inside the region, which covers every page;
-        // an in-bounds offset from a non-null base is non-null.
-        let ptr = unsafe { NonNull::new_unchecked(self.shared.region.as_ptr().add(off)) };
-        Buf {
-            idx,
-            iova: self.geom.base_iova + off as u64,
-            ptr,
-        }
+        // SAFETY: only valid indices (< total) are carved or enter a free
+        // list, and the caller just took `idx` from one; the region stays
+        // allocated while any slot is lent (see `Shared`'s Drop).
+        unsafe { self.geom.buf_at(self.shared.region.as_ptr(), idx) }
     }
 
     /// `packed`: a new page to carve, owner list first, then the queue.
@@ -609,6 +626,30 @@ impl StrategyHeaderPool {
         }
     }
 
+    /// `packed`, at teardown: applies the owner's pending releases, releases
+    /// the uncarved rest of the current page (never lent) and puts every
+    /// whole page the owner holds back on the shared queue, so the shared
+    /// state alone knows which slots are home.
+    fn give_back_pages(&mut self) {
+        self.settle_owed();
+        let per_page = self.geom.layout.per_page as u32;
+        let rest = per_page.saturating_sub(self.next_slot);
+        if rest > 0 {
+            self.next_slot = per_page;
+            match self.shared.refs.release_n(self.cur_page as usize, rest) {
+                Release::Last | Release::Underflow { last: true, .. } => {
+                    self.pages.push(self.cur_page)
+                }
+                Release::Held | Release::Underflow { last: false, .. } => {}
+            }
+        }
+        for p in self.pages.drain(..) {
+            if self.shared.queue.push(p).is_err() {
+                self.shared.refuse(p * per_page, Refusal::RingFull);
+            }
+        }
+    }
+
     /// `batched` / `ring`: refill the empty cache.
     fn refill(&mut self) -> Option<u32> {
         self.stats.alloc_slow += 1;
@@ -645,7 +686,7 @@ impl StrategyHeaderPool {
     }
 }
 
-impl BufPool for StrategyHeaderPool {
+impl BufPool for HeaderPool {
     fn buf_len(&self) -> usize {
         self.geom.layout.buf_len
     }
@@ -694,16 +735,18 @@ impl BufPool for StrategyHeaderPool {
             return;
         }
         let ok = match self.strategy {
-            HdrPoolStrategy::Locked => self.shared.push_list(&mut self.shared.list.lock(), buf.idx),
+            HdrPoolStrategy::Locked => self
+                .shared
+                .push_list(&mut self.shared.list.lock(), buf.idx()),
             HdrPoolStrategy::Batched | HdrPoolStrategy::Ring => {
                 if self.cache.len() >= 2 * self.batch {
                     self.flush(self.batch);
                 }
-                self.cache.push(buf.idx);
+                self.cache.push(buf.idx());
                 true
             }
             HdrPoolStrategy::Packed => {
-                let page = self.geom.layout.page_of(buf.idx);
+                let page = self.geom.layout.page_of(buf.idx());
                 // No atomic while recycles stay on one page; the count
                 // cannot reach zero early because it still includes `owed`.
                 // A run longer than a page means a double return: settle
@@ -726,14 +769,27 @@ impl BufPool for StrategyHeaderPool {
     }
 }
 
-impl Drop for StrategyHeaderPool {
+impl Pool for HeaderPool {
+    fn stats(&self) -> PoolStats {
+        HeaderPool::stats(self)
+    }
+    fn lock_stats(&self) -> LockStats {
+        HeaderPool::lock_stats(self)
+    }
+    fn audit(&self) -> PoolAudit {
+        HeaderPool::audit(self)
+    }
+}
+
+impl Drop for HeaderPool {
     fn drop(&mut self) {
-        if matches!(
-            self.strategy,
-            HdrPoolStrategy::Batched | HdrPoolStrategy::Ring
-        ) {
-            let n = self.cache.len();
-            self.flush(n);
+        match self.strategy {
+            HdrPoolStrategy::Batched | HdrPoolStrategy::Ring => {
+                let n = self.cache.len();
+                self.flush(n);
+            }
+            HdrPoolStrategy::Packed => self.give_back_pages(),
+            HdrPoolStrategy::Locked => {}
         }
         let lent = self.audit().lent;
         if lent > 0 {
@@ -746,9 +802,9 @@ impl Drop for StrategyHeaderPool {
     }
 }
 
-impl std::fmt::Debug for StrategyHeaderPool {
+impl std::fmt::Debug for HeaderPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StrategyHeaderPool")
+        f.debug_struct("HeaderPool")
             .field("strategy", &self.strategy)
             .field("layout", &self.geom.layout)
             .field("buffers", &self.geom.total)

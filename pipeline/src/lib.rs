@@ -2,13 +2,18 @@
 //! pools, and (as the project grows) packet batches, stages and per-queue
 //! threads.
 //!
-//! - [`pool`]: [`PagePool`] (payload pages) and [`HeaderPool`] (packed header
-//!   slots), the [`driver::BufPool`] implementations the RX rings borrow
-//!   from. Modelled on Linux page_pool: an owner-only cache, a shared ring, a
-//!   batched return path (one lock per batch) for other threads, and `ethtool -S`-style counters.
-//! - [`hdrpool`]: [`StrategyHeaderPool`], a header pool whose return path
-//!   is chosen at run time ([`HdrPoolStrategy`]: locked, batched, packed,
-//!   ring), for measuring and removing header-pool lock contention.
+//! - [`pool`]: [`PagePool`] (payload pages), modelled on Linux page_pool:
+//!   an owner-only cache, a shared ring, a batched return path (one lock
+//!   per batch) for other threads, and `ethtool -S`-style counters; the
+//!   [`Pool`] trait (counters, lock figures, audit) every pool implements.
+//! - [`hdrpool`]: [`HeaderPool`] (header slots packed in pages), whose
+//!   return path is a config field ([`HdrPoolStrategy`]: `packed` in
+//!   production; locked, batched, ring for measuring header-pool lock
+//!   contention).
+//!
+//! Both are the [`driver::BufPool`]s the rings borrow from. The [`driver::Buf`]s
+//! they lend carry their length and headroom and give bounded byte views, and
+//! a pool's memory is never freed while one of its buffers is lent out.
 //! - [`lockstats`]: [`TimedMutex`] and [`LockStats`], the lock figures
 //!   (acquisitions, failed try-locks, wait / hold histograms) every pool
 //!   reports.
@@ -17,7 +22,8 @@
 //! - [`stage`]: the application handoff thread with batched returns, and
 //!   one pinned thread per queue.
 //! - [`affinity`]: pinning the current thread to a core; [`os`]: a clean
-//!   stop on SIGINT / SIGTERM, a thread's CPU time, the resident set.
+//!   stop on SIGINT / SIGTERM, thread and process CPU time, the resident
+//!   set.
 //!
 //! Tests: unit and proptest tests next to each module (`cargo test -p
 //! pipeline`); loom model tests of the cross-thread protocols (owner cache
@@ -41,10 +47,10 @@ mod sync;
 mod loom_tests;
 
 pub use affinity::pin_current_thread;
-pub use hdrpool::{HdrPoolStrategy, StrategyHeaderPool, StrategyPoolConfig};
+pub use hdrpool::{HdrPoolStrategy, HeaderPool, HeaderPoolConfig};
 pub use lockstats::{LockStats, TimedMutex};
 pub use pool::{
-    DmaPool, ForeignReturn, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig, PoolAudit,
-    PoolError, PoolLayout, PoolStats, Returner,
+    ForeignReturn, PagePool, PagePoolConfig, Pool, PoolAudit, PoolError, PoolLayout, PoolStats,
+    Returner,
 };
 pub use port::{DeviceSpec, Port, PortConfig, PortError, PortReport, Queue};

@@ -13,8 +13,7 @@
 
 use crate::hdrpool::{PageRefs, Release};
 use crate::{
-    ForeignReturn, HdrPoolStrategy, PagePool, PagePoolConfig, StrategyHeaderPool,
-    StrategyPoolConfig,
+    ForeignReturn, HdrPoolStrategy, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig,
 };
 use driver::{Buf, BufPool, DmaSpace};
 use loom::cell::UnsafeCell;
@@ -45,7 +44,7 @@ fn loom_owner_cache_with_foreign_returns() {
         };
         let mut pool = PagePool::new(&space, cfg).unwrap();
         let sent: Vec<Buf> = (0..2).map(|_| pool.alloc().unwrap()).collect();
-        let sent_idx: HashSet<u32> = sent.iter().map(|b| b.idx).collect();
+        let sent_idx: HashSet<u32> = sent.iter().map(|b| b.idx()).collect();
         let ret = pool.returner();
         let t = thread::spawn(move || {
             let mut sent = sent;
@@ -58,14 +57,14 @@ fn loom_owner_cache_with_foreign_returns() {
             }
         }
         t.join().unwrap();
-        let idx: HashSet<u32> = held.iter().map(|b| b.idx).collect();
+        let idx: HashSet<u32> = held.iter().map(|b| b.idx()).collect();
         assert_eq!(idx.len(), held.len(), "lent twice");
         // The two never sent are always there; a sent one only once back.
         assert!(held.len() >= 2 && held.len() <= 3);
         held.into_iter().for_each(|b| pool.recycle(b));
         assert_eq!(pool.audit().lent, 0);
         let all: Vec<Buf> = std::iter::from_fn(|| pool.alloc()).collect();
-        let idx: HashSet<u32> = all.iter().map(|b| b.idx).collect();
+        let idx: HashSet<u32> = all.iter().map(|b| b.idx()).collect();
         assert_eq!((all.len(), idx.len()), (4, 4));
         assert!(sent_idx.is_subset(&idx));
         all.into_iter().for_each(|b| pool.recycle(b));
@@ -133,13 +132,13 @@ fn loom_packed_last_release() {
 #[test]
 fn loom_packed_pool_owner_and_foreign() {
     loom::model(|| {
-        let cfg = StrategyPoolConfig {
+        let cfg = HeaderPoolConfig {
             strategy: HdrPoolStrategy::Packed,
             buffers: 16,
             slot: 256,
             batch: 4,
         };
-        let mut pool = StrategyHeaderPool::new(&space(), cfg).unwrap();
+        let mut pool = HeaderPool::new(&space(), cfg).unwrap();
         let mut slots: Vec<Buf> = (0..16).map(|_| pool.alloc().unwrap()).collect();
         let real: Vec<Buf> = slots.drain(..8).collect();
         let ret = pool.returner();
@@ -168,13 +167,13 @@ fn loom_packed_pool_owner_and_foreign() {
 #[test]
 fn loom_ring_owner_and_foreign() {
     loom::model(|| {
-        let cfg = StrategyPoolConfig {
+        let cfg = HeaderPoolConfig {
             strategy: HdrPoolStrategy::Ring,
             buffers: 16,
             slot: 256,
             batch: 2,
         };
-        let mut pool = StrategyHeaderPool::new(&space(), cfg).unwrap();
+        let mut pool = HeaderPool::new(&space(), cfg).unwrap();
         let all: Vec<Buf> = (0..16).map(|_| pool.alloc().unwrap()).collect();
         let mut it = all.into_iter();
         let foreign: Vec<Buf> = it.by_ref().take(8).collect();
@@ -186,7 +185,7 @@ fn loom_ring_owner_and_foreign() {
         it.for_each(|b| pool.recycle(b));
         t.join().unwrap();
         let again: Vec<Buf> = std::iter::from_fn(|| pool.alloc()).collect();
-        let idx: HashSet<u32> = again.iter().map(|b| b.idx).collect();
+        let idx: HashSet<u32> = again.iter().map(|b| b.idx()).collect();
         assert_eq!((again.len(), idx.len()), (16, 16));
         again.into_iter().for_each(|b| pool.recycle(b));
         assert_eq!(pool.audit().lent, 0);

@@ -1,8 +1,7 @@
-//! What a receive application asks of the operating system: a clean stop on
-//! SIGINT / SIGTERM, the calling thread's CPU time, the resident set.
-//!
-//! The signals turn into a flag the receive loops poll, so a stop is always
-//! clean: rings disabled, every page back in its pool, summary printed.
+//! What the data-path threads ask the operating system for besides memory
+//! and core pinning ([`crate::affinity`]): a clean stop on SIGINT / SIGTERM,
+//! and CPU time (of the calling thread, of the process). Owns the `unsafe`
+//! of those few system calls, so applications and the stack need none.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,13 +12,14 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-/// Installs the SIGINT / SIGTERM handlers ([`stop_requested`]). Call once,
-/// early.
+/// Turns SIGINT and SIGTERM into a flag the receive loops poll
+/// ([`stop_requested`]), so a stop is always clean: rings disabled, every
+/// buffer back in its pool, summary printed. Call once, early.
 pub fn install_stop_signals() -> Result<(), String> {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: `on_signal` is an `extern "C" fn(c_int)` that only performs
         // an atomic store, which is async-signal-safe; sigaction is given a
-        // fully initialised struct.
+        // fully initialised struct (all zeroes is a valid `sigaction`).
         let rc = unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -52,6 +52,17 @@ pub fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// User and system CPU time of the whole process so far, in microseconds
+/// (getrusage), or `None` if the kernel refused.
+pub fn process_cpu_us() -> Option<(f64, f64)> {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes into the struct we pass.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |tv: libc::timeval| tv.tv_sec as f64 * 1e6 + tv.tv_usec as f64;
+    (rc == 0).then(|| (us(ru.ru_utime), us(ru.ru_stime)))
+}
+
 /// The process's resident set size in KiB (VmRSS of /proc/self/status), or
 /// 0 where that file is not there.
 pub fn rss_kib() -> u64 {
@@ -63,4 +74,24 @@ pub fn rss_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "system calls Miri does not model")]
+    fn cpu_times_move_forward() {
+        let t0 = thread_cpu_ns();
+        let (u0, s0) = process_cpu_us().expect("getrusage");
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        assert!(thread_cpu_ns() > t0);
+        let (u1, s1) = process_cpu_us().expect("getrusage");
+        assert!(u1 + s1 > u0 + s0);
+        assert!(!stop_requested());
+    }
 }

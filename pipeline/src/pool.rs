@@ -1,10 +1,13 @@
-//! Fixed-size DMA buffer pools: [`PagePool`] for payload pages and
-//! [`HeaderPool`] for packed header slots, both the same [`DmaPool`] code.
+//! The payload page pool [`PagePool`], the [`Pool`] trait every pool of
+//! this crate implements (counters and audit, for the stack and the apps),
+//! and what the pools share: [`PoolLayout`], [`PoolStats`], [`PoolAudit`],
+//! [`Returner`]. The header pool is [`crate::HeaderPool`].
 //!
-//! This module owns the pool memory (one [`DmaRegion`], allocated and mapped
-//! for the device once at creation and kept mapped until the last handle is
-//! gone), the free-buffer bookkeeping, and the counters. The design follows
-//! Linux page_pool:
+//! This module owns the page pool's memory (one [`DmaRegion`], allocated
+//! and mapped for the device once at creation and kept mapped until the
+//! last handle is gone, and never freed while a buffer is lent out), the
+//! free-buffer bookkeeping, and the counters. The design follows Linux
+//! page_pool:
 //!
 //! - **Owner fast path** ([`BufPool::alloc`] / [`BufPool::recycle`] on the
 //!   thread that owns the pool): a LIFO cache of free buffer indices, a plain
@@ -20,7 +23,7 @@
 //!   refill) when its cache runs dry, before it tries the ring.
 //!   [`ForeignReturn::Ring`] pushes each buffer into the ring (one atomic
 //!   read-modify-write per buffer). The spill lock is a [`TimedMutex`]:
-//!   [`DmaPool::lock_stats`] gives its acquisitions, failed try-locks and
+//!   [`PagePool::lock_stats`] gives its acquisitions, failed try-locks and
 //!   wait / hold times. [`Returner`] collects buffers on an application
 //!   thread and gives them back every `recycle_batch` buffers.
 //!   [`BufPool::returner`] hands out the shared part as an `Arc`; that part
@@ -35,7 +38,7 @@
 //! refuses a buffer returned twice at the moment it happens.
 //!
 //! Cost on the 2 vCPU build VM (`examples/poolbench_quick.rs`, release):
-//! owner alloc + recycle about 3 ns (4 ns for header slots); foreign
+//! owner alloc + recycle about 3 ns; foreign
 //! `give_back` through the ring and refill from it about 15 ns per buffer,
 //! because the ArrayQueue takes one atomic read-modify-write per buffer,
 //! batch or not. The batched spill path takes one lock per batch instead:
@@ -72,7 +75,7 @@ use crate::sync::AtomicUsize;
 use crossbeam_queue::ArrayQueue;
 use driver::dma::PAGE_SIZE;
 use driver::{Buf, BufPool, BufReturn, DmaError, DmaRegion, DmaSpace};
-use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -154,35 +157,6 @@ impl Default for PagePoolConfig {
     }
 }
 
-/// Header pool settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HeaderPoolConfig {
-    /// Number of header slots; packed `4096 / slot` per page.
-    pub buffers: usize,
-    /// Slot size (SRRCTL.BSIZEHEADER, 4 bits in 64 B units): 64..=960 in
-    /// 64 B steps. The default 128 holds Ethernet + VLAN + IPv6 + the
-    /// longest TCP header (118 B).
-    pub slot: usize,
-    /// Owner cache capacity, in buffers.
-    pub cache_size: usize,
-    /// Buffers moved per refill from / flush to the shared ring.
-    pub bulk: usize,
-    /// See [`PagePoolConfig::checked`].
-    pub checked: bool,
-}
-
-impl Default for HeaderPoolConfig {
-    fn default() -> Self {
-        HeaderPoolConfig {
-            buffers: 4096,
-            slot: 128,
-            cache_size: 128,
-            bulk: 64,
-            checked: cfg!(debug_assertions),
-        }
-    }
-}
-
 /// Counters, named after Linux page_pool's (`ethtool -S` shows them as
 /// `alloc_fast`, `recycle_ring_full`, ...) so they read the same way.
 ///
@@ -228,7 +202,7 @@ pub(crate) fn fill_from(queue: &crossbeam_queue::ArrayQueue<u32>, cache: &mut Ve
     }
 }
 
-/// Where every buffer is, from [`DmaPool::audit`].
+/// Where every buffer is, from [`Pool::audit`].
 #[derive(serde::Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolAudit {
     /// Buffers in the pool.
@@ -240,6 +214,19 @@ pub struct PoolAudit {
     /// `total - in_cache - in_ring`: buffers lent out (posted to a ring,
     /// held by the stack or the application).
     pub lent: usize,
+}
+
+/// What every pool of this crate tells about itself, whatever its kind or
+/// strategy: the counters, the lock figures and where its buffers are.
+/// Lets the stack and the apps audit any pool without knowing which.
+pub trait Pool: BufPool {
+    /// Counters so far (foreign-path ones are a relaxed snapshot).
+    fn stats(&self) -> PoolStats;
+    /// Figures of the pool's lock, if it takes one (zeros otherwise).
+    fn lock_stats(&self) -> LockStats;
+    /// Where every buffer is. With nothing lent and no return in flight,
+    /// `lent == 0` proves every buffer came back.
+    fn audit(&self) -> PoolAudit;
 }
 
 /// Where buffers sit in the pool memory. Buffer `idx` lives in page
@@ -261,6 +248,9 @@ pub struct PoolLayout {
     /// `recip * per_page - 2^32 < 2^(32 - 26)`), which avoids a division on
     /// the fast path.
     recip: u64,
+    /// `buf_len` and `headroom` as a [`Buf`] stores them, ready to copy.
+    buf_len16: u16,
+    headroom16: u16,
 }
 
 impl PoolLayout {
@@ -273,6 +263,9 @@ impl PoolLayout {
             stride,
             per_page,
             recip: (1u64 << 32).div_ceil(per_page as u64),
+            // Both at most 4096 (headroom + buf_len <= stride <= 4096).
+            buf_len16: buf_len as u16,
+            headroom16: headroom as u16,
         }
     }
 
@@ -300,18 +293,6 @@ impl PoolLayout {
     }
 }
 
-/// Marker for [`PagePool`].
-#[derive(Debug)]
-pub enum PageKind {}
-/// Marker for [`HeaderPool`].
-#[derive(Debug)]
-pub enum HeaderKind {}
-
-/// Payload page pool: one buffer per 4 KiB page, `headroom` bytes in.
-pub type PagePool = DmaPool<PageKind>;
-/// Header pool: `slot`-byte buffers packed `4096 / slot` per page.
-pub type HeaderPool = DmaPool<HeaderKind>;
-
 /// Geometry both halves need to turn an index into addresses and to check
 /// that a returned [`Buf`] is one of ours.
 #[derive(Clone, Copy, Debug)]
@@ -327,12 +308,44 @@ impl Geometry {
         self.base_iova + self.layout.offset(idx) as u64
     }
 
+    /// The handle of buffer `idx`, whose bytes start `offset(idx)` into the
+    /// region at `base`. The one place the pools make a [`Buf`].
+    ///
+    /// # Safety
+    /// `base` is the host address of the region this geometry describes
+    /// (`layout.pages(total)` pages, kept allocated while any buffer is lent
+    /// out), `idx < total`, and buffer `idx` is free: the caller just took
+    /// it off a free list and lends it to the `Buf` alone.
+    #[inline(always)]
+    pub(crate) unsafe fn buf_at(&self, base: *mut u8, idx: u32) -> Buf {
+        let l = &self.layout;
+        let off = l.offset(idx);
+        // SAFETY: idx < total, so `off` lies inside the region (it covers
+        // `pages(total)` pages and `offset` stays in page `idx / per_page`);
+        // an in-bounds offset from a non-null base is non-null.
+        let ptr = unsafe { NonNull::new_unchecked(base.add(off)) };
+        // SAFETY: buffer `idx` is `buf_len` bytes after `headroom` bytes of
+        // its own, inside the region (the pool constructors check headroom +
+        // buf_len <= stride); the region is zero-initialised, stays
+        // allocated while the buffer is lent (the caller's promise) and the
+        // caller lends it to this handle only.
+        unsafe {
+            Buf::from_raw_parts(
+                idx,
+                self.base_iova + off as u64,
+                ptr,
+                l.buf_len16,
+                l.headroom16,
+            )
+        }
+    }
+
     /// Why `buf` cannot be one of ours, if it cannot.
     #[inline(always)]
     pub(crate) fn check(&self, buf: &Buf) -> Result<(), Refusal> {
-        if buf.idx >= self.total {
+        if buf.idx() >= self.total {
             Err(Refusal::OutOfRange)
-        } else if buf.iova != self.iova(buf.idx) {
+        } else if buf.iova() != self.iova(buf.idx()) {
             Err(Refusal::Foreign)
         } else {
             Ok(())
@@ -360,6 +373,52 @@ impl Refusal {
 }
 
 /// The part of a pool shared with returners: memory, ring, foreign counters.
+/// A pool's memory: unmapped and freed when the pool's last handle goes,
+/// unless buffers are still lent out then. Those [`Buf`]s point into it,
+/// so it is leaked instead (with a warning): a `Buf` never outlives its
+/// bytes, which is what makes its safe accessors sound.
+pub(crate) struct PoolMemory {
+    region: ManuallyDrop<DmaRegion>,
+    name: &'static str,
+    /// Buffers not home, set by the owning shared state's `Drop` just
+    /// before this is dropped.
+    pub(crate) lent_at_drop: usize,
+}
+
+impl PoolMemory {
+    pub(crate) fn new(region: DmaRegion, name: &'static str) -> Self {
+        PoolMemory {
+            region: ManuallyDrop::new(region),
+            name,
+            lent_at_drop: 0,
+        }
+    }
+}
+
+impl std::ops::Deref for PoolMemory {
+    type Target = DmaRegion;
+    fn deref(&self) -> &DmaRegion {
+        &self.region
+    }
+}
+
+impl Drop for PoolMemory {
+    fn drop(&mut self) {
+        if self.lent_at_drop > 0 {
+            tracing::warn!(
+                pool = self.name,
+                lent = self.lent_at_drop,
+                bytes = self.region.len(),
+                "pool memory leaked (left mapped): buffers never came back"
+            );
+            return;
+        }
+        // SAFETY: dropped once, here, and never used again (we are being
+        // dropped); no buffer is lent out, so no Buf points into it.
+        unsafe { ManuallyDrop::drop(&mut self.region) }
+    }
+}
+
 struct Shared {
     name: &'static str,
     geom: Geometry,
@@ -376,8 +435,18 @@ struct Shared {
     lent: Option<Box<[AtomicBool]>>,
     recycle_ring: AtomicU64,
     recycle_ring_full: AtomicU64,
-    /// The buffers themselves; unmapped and freed when the last handle goes.
-    region: DmaRegion,
+    /// The buffers themselves; unmapped and freed when the last handle
+    /// goes, if every buffer is home.
+    region: PoolMemory,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The owner is gone and flushed its cache: what is not in the ring
+        // or the spill list is lent out.
+        let home = self.shared_free();
+        self.region.lent_at_drop = (self.geom.total as usize).saturating_sub(home);
+    }
 }
 
 impl Shared {
@@ -401,13 +470,13 @@ impl Shared {
     #[inline]
     fn accept(&self, buf: &Buf) -> bool {
         let verdict = match self.geom.check(buf) {
-            Ok(()) if !self.mark_free(buf.idx) => Err(Refusal::DoubleReturn),
+            Ok(()) if !self.mark_free(buf.idx()) => Err(Refusal::DoubleReturn),
             v => v,
         };
         match verdict {
             Ok(()) => true,
             Err(why) => {
-                self.refuse(buf.idx, buf.iova, why);
+                self.refuse(buf.idx(), buf.iova(), why);
                 false
             }
         }
@@ -463,11 +532,11 @@ impl Shared {
                 continue;
             }
             if room == 0 {
-                self.refuse(buf.idx, buf.iova, Refusal::RingFull);
+                self.refuse(buf.idx(), buf.iova(), Refusal::RingFull);
                 continue;
             }
             room -= 1;
-            spill.push(buf.idx);
+            spill.push(buf.idx());
             accepted += 1;
         }
         self.spill_hint.store(spill.len(), Relaxed);
@@ -482,7 +551,7 @@ impl BufReturn for Shared {
             ForeignReturn::Ring => {
                 let mut accepted = 0;
                 for buf in bufs.drain(..) {
-                    if self.accept(&buf) && self.push(buf.idx) {
+                    if self.accept(&buf) && self.push(buf.idx()) {
                         accepted += 1;
                     }
                 }
@@ -497,7 +566,7 @@ impl BufReturn for Shared {
 }
 
 /// Owner counters: plain integers, only the owner thread touches them.
-/// Shared by [`DmaPool`] and the header pool strategies.
+/// Shared by [`PagePool`] and the header pool strategies.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct OwnerStats {
     pub alloc_fast: u64,
@@ -522,17 +591,15 @@ impl OwnerStats {
     }
 }
 
-/// A fixed-size pool of equal DMA buffers; use it as [`PagePool`] or
-/// [`HeaderPool`]. The value is the owner's handle (cache and counters): it
-/// is `Send` but not shared; other threads return buffers through
-/// [`BufPool::returner`].
+/// Payload page pool: one buffer per 4 KiB page, `headroom` bytes in. The
+/// value is the owner's handle (cache and counters): it is `Send` but not
+/// shared; other threads return buffers through [`BufPool::returner`].
 ///
 /// Dropping the owner flushes its cache to the shared ring and warns if
 /// buffers are still lent out; the memory stays mapped until every returner
-/// is gone too. A [`Buf`] still held after the pool *and* all its returners
-/// are dropped points at unmapped, freed memory: using it is the caller's
-/// bug (a `Buf` carries only raw pointers, so nothing can stop it).
-pub struct DmaPool<K> {
+/// is gone too, and if a buffer never came back it is never unmapped nor
+/// freed (leaked, with a warning), so no [`Buf`] can outlive its bytes.
+pub struct PagePool {
     shared: Arc<Shared>,
     /// Free buffers, hottest last (LIFO).
     cache: Vec<u32>,
@@ -543,10 +610,9 @@ pub struct DmaPool<K> {
     checked: bool,
     stats: OwnerStats,
     torn_down: bool,
-    _kind: PhantomData<fn() -> K>,
 }
 
-impl DmaPool<PageKind> {
+impl PagePool {
     /// Allocates and maps `cfg.buffers` pages.
     pub fn new(space: &Arc<DmaSpace>, cfg: PagePoolConfig) -> Result<Self, PoolError> {
         let PagePoolConfig {
@@ -569,34 +635,7 @@ impl DmaPool<PageKind> {
     }
 }
 
-impl DmaPool<HeaderKind> {
-    /// Allocates and maps enough pages for `cfg.buffers` header slots.
-    pub fn new(space: &Arc<DmaSpace>, cfg: HeaderPoolConfig) -> Result<Self, PoolError> {
-        let HeaderPoolConfig {
-            buffers,
-            slot,
-            cache_size,
-            bulk,
-            checked,
-        } = cfg;
-        if !(64..=960).contains(&slot) || slot % 64 != 0 {
-            return Err(PoolError::SlotSize(slot));
-        }
-        let layout = PoolLayout::new(slot, 0, slot);
-        Self::create(
-            space,
-            "header",
-            layout,
-            buffers,
-            cache_size,
-            bulk,
-            checked,
-            ForeignReturn::Ring,
-        )
-    }
-}
-
-impl<K> DmaPool<K> {
+impl PagePool {
     #[allow(clippy::too_many_arguments)]
     fn create(
         space: &Arc<DmaSpace>,
@@ -640,7 +679,7 @@ impl<K> DmaPool<K> {
             lent,
             recycle_ring: AtomicU64::new(0),
             recycle_ring_full: AtomicU64::new(0),
-            region,
+            region: PoolMemory::new(region, name),
         };
         tracing::debug!(
             pool = name,
@@ -650,7 +689,7 @@ impl<K> DmaPool<K> {
             iova = format_args!("{:#x}", geom.base_iova),
             "DMA pool created"
         );
-        Ok(DmaPool {
+        Ok(PagePool {
             shared: Arc::new(shared),
             cache: Vec::with_capacity(cache_size),
             cache_size,
@@ -659,7 +698,6 @@ impl<K> DmaPool<K> {
             checked,
             stats: OwnerStats::default(),
             torn_down: false,
-            _kind: PhantomData,
         })
     }
 
@@ -713,7 +751,7 @@ impl<K> DmaPool<K> {
 
     /// Where every buffer is. With nothing lent and no return in flight,
     /// `lent == 0` proves every buffer came back.
-    pub fn audit(&mut self) -> PoolAudit {
+    pub fn audit(&self) -> PoolAudit {
         let total = self.geom.total as usize;
         let (in_cache, in_ring) = (self.cache.len(), self.shared.shared_free());
         PoolAudit {
@@ -813,27 +851,20 @@ impl<K> DmaPool<K> {
             self.stats.recycle_cache_full += self.bulk as u64;
             self.flush(self.bulk);
         }
-        self.cache.push(buf.idx);
+        self.cache.push(buf.idx());
         self.stats.recycle_cached += 1;
     }
 
     #[inline(always)]
     fn buf_at(&self, idx: u32) -> Buf {
-        let off = self.geom.layout.offset(idx);
-        // SAFETY: idx < total (only valid indices ever enter the cache or
-        // ring), so `off` lies inside the region (its length covers
-        // `pages(total)` pages and `offset` stays in page `idx / per_page`).
-        // An in-bounds offset from a non-null base is non-null.
-        let ptr = unsafe { NonNull::new_unchecked(self.shared.region.as_ptr().add(off)) };
-        Buf {
-            idx,
-            iova: self.geom.base_iova + off as u64,
-            ptr,
-        }
+        // SAFETY: only valid indices (< total) enter the cache or the ring,
+        // and the caller just took `idx` off them; the region stays
+        // allocated while any buffer is lent (see `Shared`'s Drop).
+        unsafe { self.geom.buf_at(self.shared.region.as_ptr(), idx) }
     }
 }
 
-impl<K> BufPool for DmaPool<K> {
+impl BufPool for PagePool {
     fn buf_len(&self) -> usize {
         self.geom.layout.buf_len
     }
@@ -857,7 +888,7 @@ impl<K> BufPool for DmaPool<K> {
     #[inline]
     fn recycle(&mut self, buf: Buf) {
         if !self.checked && self.cache.len() < self.cache_size && self.geom.check(&buf).is_ok() {
-            self.cache.push(buf.idx);
+            self.cache.push(buf.idx());
             self.stats.recycle_cached += 1;
         } else {
             self.recycle_slow(buf);
@@ -869,15 +900,27 @@ impl<K> BufPool for DmaPool<K> {
     }
 }
 
-impl<K> Drop for DmaPool<K> {
+impl Pool for PagePool {
+    fn stats(&self) -> PoolStats {
+        PagePool::stats(self)
+    }
+    fn lock_stats(&self) -> LockStats {
+        PagePool::lock_stats(self)
+    }
+    fn audit(&self) -> PoolAudit {
+        PagePool::audit(self)
+    }
+}
+
+impl Drop for PagePool {
     fn drop(&mut self) {
         self.teardown();
     }
 }
 
-impl<K> std::fmt::Debug for DmaPool<K> {
+impl std::fmt::Debug for PagePool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DmaPool")
+        f.debug_struct("PagePool")
             .field("name", &self.shared.name)
             .field("layout", &self.geom.layout)
             .field("buffers", &self.geom.total)

@@ -33,9 +33,7 @@
 //! stops its queue and takes back every posted buffer, and last the pools
 //! are audited.
 
-use crate::{
-    HdrPoolStrategy, PagePool, PagePoolConfig, PoolError, StrategyHeaderPool, StrategyPoolConfig,
-};
+use crate::{HdrPoolStrategy, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig, PoolError};
 pub use driver::recovery::{Cause, Health, RecoveryStats, WatchConfig};
 use driver::recovery::{DeviceCtl, QueueWatch};
 use driver::vfio::VfioNic;
@@ -55,7 +53,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// The RX ring type of a port's queues.
-pub type RxQueue = RxRing<PagePool, StrategyHeaderPool>;
+pub type RxQueue = RxRing<PagePool, HeaderPool>;
 /// The TX ring type of a port's queues.
 pub type TxQueue = TxRing<PagePool>;
 
@@ -753,13 +751,13 @@ fn build_queue(
             ..PagePoolConfig::default()
         },
     )?;
-    let hdrs = StrategyHeaderPool::new(
+    let hdrs = HeaderPool::new(
         dma,
-        StrategyPoolConfig {
+        HeaderPoolConfig {
             strategy: r.hdr_pool,
             buffers: r.hdr_slots,
             slot: r.hdr_buf,
-            ..StrategyPoolConfig::default()
+            ..HeaderPoolConfig::default()
         },
     )?;
     let rx = RxRing::new(

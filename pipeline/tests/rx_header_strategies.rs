@@ -10,7 +10,7 @@ use driver::desc::RxWriteBack;
 use driver::{
     BufPool, Device, DmaError, DmaMapper, DmaSpace, RegisterIo, RxConfig, RxRing, SplitMode,
 };
-use pipeline::{HdrPoolStrategy, PagePool, PagePoolConfig, StrategyHeaderPool, StrategyPoolConfig};
+use pipeline::{HdrPoolStrategy, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -68,9 +68,9 @@ fn every_strategy_serves_the_rx_ring_with_gro_frames() {
             },
         )
         .unwrap();
-        let hdrs = StrategyHeaderPool::new(
+        let hdrs = HeaderPool::new(
             &space,
-            StrategyPoolConfig {
+            HeaderPoolConfig {
                 strategy,
                 buffers: 512,
                 slot: 64,

@@ -1,6 +1,6 @@
 //! A smoltcp [`phy::Device`] over one RX/TX queue pair of the driver.
 //!
-//! Receive: `phy::Device::receive` on [`QueueDevice`] polls the RX ring for a batch when no
+//! Receive: [`receive`](phy::Device::receive) polls the RX ring for a batch when no
 //! frame is waiting, moves each packet's buffers into the [`Presenter`]
 //! (which makes them contiguous in place) and hands smoltcp one frame per
 //! token. When smoltcp has consumed a frame (it copied any TCP payload into
@@ -136,10 +136,8 @@ impl<T: BufPool> TxSide<T> {
         self.stats.frames += 1;
         let blen = self.ring.buf_len();
         if len <= blen {
-            if let Some(buf) = self.ring.alloc() {
-                // SAFETY: a TX buffer of `blen >= len` bytes, exclusively ours
-                // until it is posted.
-                let bytes = unsafe { std::slice::from_raw_parts_mut(buf.ptr.as_ptr(), len) };
+            if let Some(mut buf) = self.ring.alloc() {
+                let bytes = buf.as_mut_slice(len);
                 let r = f(bytes);
                 if self.quiet_arp && is_arp_reply(bytes) {
                     self.stats.arp_replies_suppressed += 1;
@@ -177,10 +175,8 @@ impl<T: BufPool> TxSide<T> {
             return r;
         }
         self.stats.multi_buffer += 1;
-        for (i, (buf, chunk)) in bufs.into_iter().zip(self.scratch.chunks(blen)).enumerate() {
-            // SAFETY: as above; chunk.len() <= blen.
-            let dst = unsafe { std::slice::from_raw_parts_mut(buf.ptr.as_ptr(), chunk.len()) };
-            dst.copy_from_slice(chunk);
+        for (i, (mut buf, chunk)) in bufs.into_iter().zip(self.scratch.chunks(blen)).enumerate() {
+            buf.as_mut_slice(chunk.len()).copy_from_slice(chunk);
             self.queued.push(TxBuf {
                 buf,
                 len: chunk.len() as u16,

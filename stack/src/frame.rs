@@ -21,7 +21,8 @@
 //! rewritten segment is not recomputed (that would read the payload again):
 //! the packet it came from was verified whole.
 //!
-//! This module holds the crate's `unsafe`: the byte views of pool buffers.
+//! Buffer bytes are read and written through [`Buf`]'s bounded accessors:
+//! no `unsafe` here.
 
 use crate::csum::{self, Sum};
 use driver::{Buf, BufPool, Csum, OwnedPacket, Seg};
@@ -50,20 +51,12 @@ pub enum Frame {
 impl Frame {
     /// The frame's bytes.
     pub fn bytes(&self) -> &[u8] {
+        // `front <= headroom` and `front + len <= headroom + buffer length`
+        // (checked where the frame is built); the device finished writing
+        // the bytes before the driver handed the packet out.
         match self {
-            // SAFETY: `front` never exceeds the pool's headroom and
-            // `front + len` never exceeds headroom + buffer length (checked
-            // where the frame is built); the bytes belong to `buf`, which this
-            // frame owns exclusively, and the device finished writing them
-            // before the driver handed the packet out.
-            Frame::Page { buf, front, len } => unsafe {
-                std::slice::from_raw_parts(buf.ptr.as_ptr().sub(*front as usize), *len as usize)
-            },
-            // SAFETY: as above; `len` is the header length the driver checked
-            // against the slot size.
-            Frame::Header { buf, len } => unsafe {
-                std::slice::from_raw_parts(buf.ptr.as_ptr(), *len as usize)
-            },
+            Frame::Page { buf, front, len } => buf.with_headroom(*front as usize, *len as usize),
+            Frame::Header { buf, len } => buf.as_slice(*len as usize),
             Frame::Copied(v) => v,
         }
     }
@@ -71,36 +64,12 @@ impl Frame {
 
 /// The bytes of a payload segment.
 fn seg_bytes(s: &Seg) -> &[u8] {
-    // SAFETY: `len` bytes at the start of the buffer, written by the device
-    // and checked against the buffer size by the driver; the segment owns
-    // the buffer.
-    unsafe { std::slice::from_raw_parts(s.buf.ptr.as_ptr(), s.len as usize) }
+    s.buf.as_slice(s.len as usize)
 }
 
 /// The bytes of a header slot.
 fn hdr_bytes(b: &Buf, len: u16) -> &[u8] {
-    // SAFETY: as for `seg_bytes`; `len` was checked against the slot size.
-    unsafe { std::slice::from_raw_parts(b.ptr.as_ptr(), len as usize) }
-}
-
-/// The `n` headroom bytes right in front of `buf`'s payload area.
-///
-/// # Safety
-/// `n` must not exceed the headroom of the pool `buf` came from, and the
-/// caller must own `buf` (no other view of those bytes may be alive).
-unsafe fn headroom_mut(buf: &mut Buf, n: usize) -> &mut [u8] {
-    // SAFETY: the caller guarantees the range lies in the buffer's headroom
-    // and that the buffer is exclusively ours.
-    unsafe { std::slice::from_raw_parts_mut(buf.ptr.as_ptr().sub(n), n) }
-}
-
-/// The first `n` bytes of a payload buffer, writable.
-///
-/// # Safety
-/// `n` must not exceed the buffer's length, and the caller must own `buf`.
-unsafe fn payload_mut(buf: &mut Buf, n: usize) -> &mut [u8] {
-    // SAFETY: guaranteed by the caller.
-    unsafe { std::slice::from_raw_parts_mut(buf.ptr.as_ptr(), n) }
+    b.as_slice(len as usize)
 }
 
 /// What the presenter did, in packets and frames.
@@ -425,9 +394,8 @@ impl Presenter {
             (Some(h), 1) if (pkt.hdr_len as usize) <= self.headroom => {
                 let mut s = pkt.segs.pop().expect("one segment");
                 let n = pkt.hdr_len as usize;
-                // SAFETY: n <= headroom (checked in the match guard) and the
-                // segment's buffer is ours.
-                let room = unsafe { headroom_mut(&mut s.buf, n) };
+                // n <= headroom: checked in the match guard.
+                let room = s.buf.headroom_mut(n);
                 room.copy_from_slice(hdr_bytes(&h, pkt.hdr_len));
                 hdrs.recycle(h);
                 self.stats.header_copies += 1;
@@ -556,14 +524,13 @@ impl Presenter {
             }
             let (front, len) = if skip > 0 {
                 // Split off: the headers are already in front of the payload.
-                // SAFETY: skip = hlen <= s.len, and the buffer is ours.
-                let h = unsafe { payload_mut(&mut s.buf, skip) };
+                // skip = hlen <= s.len.
+                let h = s.buf.as_mut_slice(skip);
                 l.rewrite(h, off, n, off == 0, last);
                 (0, skip + n)
             } else {
-                // SAFETY: hlen <= headroom (checked when the layout was
-                // accepted) and the buffer is ours.
-                let room = unsafe { headroom_mut(&mut s.buf, l.hlen) };
+                // hlen <= headroom: checked when the layout was accepted.
+                let room = s.buf.headroom_mut(l.hlen);
                 room.copy_from_slice(&self.hdr);
                 // The first segment presented (payload offset 0) keeps CWR,
                 // even when the first buffer held only the headers.
@@ -726,8 +693,7 @@ mod tests {
         fn page(&mut self, bytes: &[u8]) -> Seg {
             assert!(bytes.len() <= BUF);
             let mut buf = self.pages.alloc().expect("a free page");
-            // SAFETY: a fresh buffer of BUF >= bytes.len() bytes, ours alone.
-            unsafe { payload_mut(&mut buf, bytes.len()) }.copy_from_slice(bytes);
+            buf.as_mut_slice(bytes.len()).copy_from_slice(bytes);
             Seg {
                 buf,
                 len: bytes.len() as u16,
@@ -738,8 +704,7 @@ mod tests {
         fn slot(&mut self, bytes: &[u8]) -> Buf {
             assert!(bytes.len() <= SLOT);
             let mut buf = self.hdrs.alloc().expect("a free slot");
-            // SAFETY: a fresh slot of SLOT >= bytes.len() bytes, ours alone.
-            unsafe { payload_mut(&mut buf, bytes.len()) }.copy_from_slice(bytes);
+            buf.as_mut_slice(bytes.len()).copy_from_slice(bytes);
             buf
         }
 

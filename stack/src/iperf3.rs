@@ -420,15 +420,11 @@ struct CpuSnapshot {
 
 impl CpuSnapshot {
     fn take(wall: Instant) -> Self {
-        // SAFETY: getrusage only writes into the struct we pass.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-        let us = |tv: libc::timeval| tv.tv_sec as f64 * 1e6 + tv.tv_usec as f64;
-        if rc == 0 {
+        if let Some((user_us, system_us)) = pipeline::os::process_cpu_us() {
             CpuSnapshot {
                 wall,
-                user_us: us(ru.ru_utime),
-                system_us: us(ru.ru_stime),
+                user_us,
+                system_us,
             }
         } else {
             CpuSnapshot {

@@ -6,7 +6,7 @@ use crate::device::{DeviceConfig, QueueDevice};
 use pipeline::PagePool;
 
 /// A port's queue pair as a smoltcp device.
-pub type PortDevice = QueueDevice<PagePool, pipeline::StrategyHeaderPool, PagePool>;
+pub type PortDevice = QueueDevice<PagePool, pipeline::HeaderPool, PagePool>;
 
 /// Makes a port's queue (which needs a TX ring: `PortConfig::tx`) a
 /// smoltcp device; recovery comes along ([`QueueDevice::check`]).

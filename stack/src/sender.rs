@@ -1,5 +1,5 @@
 //! A TCP traffic source on smoltcp: connects to a sink and sends the
-//! [`crate::pattern`] for a number of bytes, then closes. The far
+//! [`pattern`] for a number of bytes, then closes. The far
 //! end of the back-to-back pair wire runs it for deterministic tests.
 
 use crate::pattern;

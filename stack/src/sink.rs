@@ -1,6 +1,6 @@
 //! The TCP receive sink: a smoltcp interface on one queue pair with
 //! listeners that accept several connections, read every byte in place and
-//! optionally verify it against the [`crate::pattern`].
+//! optionally verify it against the [`pattern`].
 //!
 //! Each connection's payload is copied exactly once: by smoltcp, from the
 //! RX page into the socket's receive ring. The application then reads it in

@@ -1,7 +1,7 @@
 //! `poolbench`: measures header-pool lock contention (the "HW GRO dragon")
 //! for each [`HdrPoolStrategy`], over thread counts and GRO factors.
 //!
-//! Each cell drives one [`StrategyHeaderPool`] the way an RX queue and its
+//! Each cell drives one [`HeaderPool`] the way an RX queue and its
 //! application threads do. The RX thread keeps a ring of `--ring` posted
 //! header slots (one per descriptor). For each coalesced packet of GRO `n`
 //! segments it completes `n` descriptors: keeps the first header (writes 8
@@ -24,7 +24,7 @@ use clap::Parser;
 use cli::Cli;
 use crossbeam_queue::ArrayQueue;
 use driver::{Buf, BufPool, BufReturn, DmaSpace};
-use pipeline::{HdrPoolStrategy, LockStats, StrategyHeaderPool, StrategyPoolConfig};
+use pipeline::{HdrPoolStrategy, HeaderPool, HeaderPoolConfig, LockStats};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -204,13 +204,13 @@ fn run_cell(
     threads: usize,
     gro: usize,
 ) -> Result<Run, String> {
-    let cfg = StrategyPoolConfig {
+    let cfg = HeaderPoolConfig {
         strategy,
         buffers: plan.buffers,
         slot: plan.slot,
         batch: 64,
     };
-    let mut pool = StrategyHeaderPool::new(space, cfg).map_err(|e| e.to_string())?;
+    let mut pool = HeaderPool::new(space, cfg).map_err(|e| e.to_string())?;
     let returner = pool.returner();
     let apps = threads - 1;
     // Bounded hand-off per application thread: backpressure, no allocation.
@@ -244,12 +244,11 @@ fn run_cell(
     'run: loop {
         for _ in 0..64 {
             // Complete `gro` descriptors: one real header, gro-1 dummies.
-            let Some(real) = ring.pop_front() else {
+            let Some(mut real) = ring.pop_front() else {
                 break 'run;
             };
-            // SAFETY: the slot is ours (just taken off the ring) and at
-            // least 64 bytes long; an unaligned write needs no alignment.
-            unsafe { real.ptr.as_ptr().cast::<u64>().write_unaligned(packets) };
+            // Slots are at least 64 bytes.
+            real.as_mut_slice(8).copy_from_slice(&packets.to_ne_bytes());
             batch.push(real);
             for _ in 1..gro {
                 if let Some(d) = ring.pop_front() {
@@ -331,11 +330,9 @@ fn run_cell(
 /// Reads each real header (the stack would parse it).
 #[inline]
 fn consume(batch: &[Buf]) -> u64 {
+    // Each slot holds 8 bytes written by the RX side before the hand-off.
     batch.iter().fold(0u64, |acc, b| {
-        // SAFETY: every slot in the batch was lent to us and holds 8 bytes
-        // written by the RX side before the hand-off (queue push/pop order
-        // the write before this read).
-        acc.wrapping_add(unsafe { b.ptr.as_ptr().cast::<u64>().read_unaligned() })
+        acc.wrapping_add(<[u8; 8]>::try_from(b.as_slice(8)).map_or(0, u64::from_ne_bytes))
     })
 }
 

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use driver::{Device, Igb, IgbConfig, RxConfig, RxRing, SplitMode};
-use pipeline::{HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig};
+use pipeline::{HdrPoolStrategy, HeaderPool, HeaderPoolConfig, PagePool, PagePoolConfig};
 use std::sync::Arc;
 
 /// The RX side of a test or benchmark rig.
@@ -85,6 +85,9 @@ fn new_ring(
     let hdrs = HeaderPool::new(
         igb.dma(),
         HeaderPoolConfig {
+            // Slot by slot reuse: pool exhaustion tests count header slots
+            // like pages (`packed` reuses a page only once it is whole).
+            strategy: HdrPoolStrategy::Ring,
             buffers: s.pages,
             slot: s.hdr,
             ..Default::default()
