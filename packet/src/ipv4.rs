@@ -1,0 +1,177 @@
+//! IPv4 headers (RFC 791).
+//!
+//! [`Packet::new_checked`] accepts a buffer that starts with a whole IPv4
+//! header: version 4, a header length of at least 20 bytes, all of it in the
+//! buffer. The total length field is *not* checked against the buffer: the
+//! view may be over the header slot alone while the payload lies in other
+//! buffers. Compare [`Packet::total_len`] with what you hold.
+//!
+//! ```
+//! use packet::ipv4::Packet;
+//! let mut h = [0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+//! let mut ip = Packet::new_checked(&mut h[..]).unwrap();
+//! ip.fill_checksum();
+//! assert!(ip.checksum_ok());
+//! assert_eq!((ip.header_len(), ip.total_len(), ip.protocol()), (20, 40, 6));
+//! assert!(!ip.is_fragment());
+//! h[0] = 0x44; // IHL 4: 16 bytes, below the minimum
+//! assert!(Packet::new_checked(&h[..]).is_err());
+//! ```
+
+use crate::checksum;
+use crate::{get16, put16, Error, Result};
+
+pub const MIN_HEADER_LEN: usize = 20;
+pub const MAX_HEADER_LEN: usize = 60;
+/// Largest datagram: the total length field has 16 bits.
+pub const MAX_PACKET_LEN: usize = 0xFFFF;
+
+/// Where each field lies.
+pub mod field {
+    use std::ops::Range;
+    /// Version (high nibble) and header length in 32-bit words (low nibble).
+    pub const VER_IHL: usize = 0;
+    pub const DSCP_ECN: usize = 1;
+    pub const TOTAL_LEN: usize = 2;
+    pub const IDENT: usize = 4;
+    /// Flags (3 bits) and fragment offset (13 bits, in 8-byte units).
+    pub const FLAGS_FRAG: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: usize = 10;
+    pub const SRC_ADDR: Range<usize> = 12..16;
+    pub const DST_ADDR: Range<usize> = 16..20;
+    /// Source and destination, adjacent: the pseudo-header's addresses.
+    pub const ADDRS: Range<usize> = 12..20;
+}
+
+/// Bits of the flags/fragment-offset word.
+pub const DONT_FRAG: u16 = 0x4000;
+pub const MORE_FRAGS: u16 = 0x2000;
+pub const FRAG_OFFSET: u16 = 0x1FFF;
+
+/// A view over an IPv4 header (and whatever follows it in the buffer).
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<T> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// No check: the accessors panic if `buf` is shorter than the header.
+    pub fn new_unchecked(buf: T) -> Packet<T> {
+        Packet { buf }
+    }
+
+    /// A view over `buf` if it starts with a whole IPv4 header.
+    pub fn new_checked(buf: T) -> Result<Packet<T>> {
+        let b = buf.as_ref();
+        let Some(&vi) = b.get(field::VER_IHL) else {
+            return Err(Error::Truncated);
+        };
+        if vi >> 4 != 4 || ((vi & 0x0F) as usize) * 4 < MIN_HEADER_LEN {
+            return Err(Error::Malformed);
+        }
+        if b.len() < MIN_HEADER_LEN || b.len() < ((vi & 0x0F) as usize) * 4 {
+            return Err(Error::Truncated);
+        }
+        Ok(Packet { buf })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buf
+    }
+
+    pub fn version(&self) -> u8 {
+        self.buf.as_ref()[field::VER_IHL] >> 4
+    }
+
+    /// Header length in bytes (IHL x 4).
+    pub fn header_len(&self) -> usize {
+        (self.buf.as_ref()[field::VER_IHL] & 0x0F) as usize * 4
+    }
+
+    /// Header plus payload, as the header declares it.
+    pub fn total_len(&self) -> usize {
+        get16(self.buf.as_ref(), field::TOTAL_LEN) as usize
+    }
+
+    pub fn ident(&self) -> u16 {
+        get16(self.buf.as_ref(), field::IDENT)
+    }
+
+    pub fn flags_frag(&self) -> u16 {
+        get16(self.buf.as_ref(), field::FLAGS_FRAG)
+    }
+
+    /// MF set or a non-zero fragment offset.
+    pub fn is_fragment(&self) -> bool {
+        self.flags_frag() & (MORE_FRAGS | FRAG_OFFSET) != 0
+    }
+
+    pub fn ttl(&self) -> u8 {
+        self.buf.as_ref()[field::TTL]
+    }
+
+    pub fn protocol(&self) -> u8 {
+        self.buf.as_ref()[field::PROTOCOL]
+    }
+
+    pub fn checksum(&self) -> u16 {
+        get16(self.buf.as_ref(), field::CHECKSUM)
+    }
+
+    pub fn src_addr(&self) -> [u8; 4] {
+        let mut a = [0; 4];
+        a.copy_from_slice(&self.buf.as_ref()[field::SRC_ADDR]);
+        a
+    }
+
+    pub fn dst_addr(&self) -> [u8; 4] {
+        let mut a = [0; 4];
+        a.copy_from_slice(&self.buf.as_ref()[field::DST_ADDR]);
+        a
+    }
+
+    /// Source and destination address bytes (for [`checksum::pseudo_header`]).
+    pub fn addrs(&self) -> &[u8] {
+        &self.buf.as_ref()[field::ADDRS]
+    }
+
+    /// The header bytes, options included.
+    pub fn header(&self) -> &[u8] {
+        &self.buf.as_ref()[..self.header_len()]
+    }
+
+    /// The header checksum is right.
+    pub fn checksum_ok(&self) -> bool {
+        checksum::fold(checksum::sum(self.header(), 0)) == 0xFFFF
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_total_len(&mut self, len: u16) {
+        put16(self.buf.as_mut(), field::TOTAL_LEN, len);
+    }
+
+    pub fn set_ident(&mut self, id: u16) {
+        put16(self.buf.as_mut(), field::IDENT, id);
+    }
+
+    pub fn set_checksum(&mut self, c: u16) {
+        put16(self.buf.as_mut(), field::CHECKSUM, c);
+    }
+
+    /// Computes and stores the header checksum.
+    pub fn fill_checksum(&mut self) {
+        let c = header_checksum(self.header());
+        self.set_checksum(c);
+    }
+}
+
+/// The checksum to store in IPv4 header `hdr` (its checksum field counted
+/// as zero, whatever it holds). `hdr` holds at least [`MIN_HEADER_LEN`]
+/// bytes.
+pub fn header_checksum(hdr: &[u8]) -> u16 {
+    let c = field::CHECKSUM;
+    !checksum::fold(checksum::sum(&hdr[c + 2..], checksum::sum(&hdr[..c], 0)))
+}

@@ -1,0 +1,121 @@
+//! UDP headers (RFC 768).
+//!
+//! ```
+//! use packet::{checksum, udp::Packet};
+//! let mut d = [0u8; 12];
+//! let mut u = Packet::new_checked(&mut d[..]).unwrap();
+//! u.set_src_port(1000);
+//! u.set_dst_port(2000);
+//! u.set_len(12);
+//! u.fill_checksum(checksum::pseudo_header(&[10, 0, 0, 1, 10, 0, 0, 2], 17, 12));
+//! assert_ne!(u.checksum(), 0); // 0 would mean "no checksum"
+//! assert_eq!(u.payload().len(), 4);
+//! ```
+
+use crate::checksum;
+use crate::{get16, put16, Error, Result};
+
+pub const HEADER_LEN: usize = 8;
+
+/// Where each field lies.
+pub mod field {
+    pub const SRC_PORT: usize = 0;
+    pub const DST_PORT: usize = 2;
+    /// Header plus payload.
+    pub const LENGTH: usize = 4;
+    pub const CHECKSUM: usize = 6;
+}
+
+/// A view over a UDP header and the payload after it in the buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<T> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// No check: the accessors panic if `buf` is shorter than 8 bytes.
+    pub fn new_unchecked(buf: T) -> Packet<T> {
+        Packet { buf }
+    }
+
+    /// A view over `buf` if it holds a UDP header. The length field is not
+    /// checked against the buffer.
+    pub fn new_checked(buf: T) -> Result<Packet<T>> {
+        if buf.as_ref().len() < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        Ok(Packet { buf })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buf
+    }
+
+    pub fn src_port(&self) -> u16 {
+        get16(self.buf.as_ref(), field::SRC_PORT)
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        get16(self.buf.as_ref(), field::DST_PORT)
+    }
+
+    /// Payload bytes according to the length field.
+    pub fn len(&self) -> usize {
+        self.raw_len().saturating_sub(HEADER_LEN)
+    }
+
+    fn raw_len(&self) -> usize {
+        get16(self.buf.as_ref(), field::LENGTH) as usize
+    }
+
+    /// The length field as it is (header plus payload).
+    pub fn length(&self) -> usize {
+        self.raw_len()
+    }
+
+    /// The length field says there is no payload.
+    pub fn is_empty(&self) -> bool {
+        self.raw_len() <= HEADER_LEN
+    }
+
+    /// 0 means the sender computed none.
+    pub fn checksum(&self) -> u16 {
+        get16(self.buf.as_ref(), field::CHECKSUM)
+    }
+
+    /// The bytes after the header.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf.as_ref()[HEADER_LEN..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_src_port(&mut self, p: u16) {
+        put16(self.buf.as_mut(), field::SRC_PORT, p);
+    }
+
+    pub fn set_dst_port(&mut self, p: u16) {
+        put16(self.buf.as_mut(), field::DST_PORT, p);
+    }
+
+    /// Sets the length field (header plus payload).
+    pub fn set_len(&mut self, len: u16) {
+        put16(self.buf.as_mut(), field::LENGTH, len);
+    }
+
+    pub fn set_checksum(&mut self, c: u16) {
+        put16(self.buf.as_mut(), field::CHECKSUM, c);
+    }
+
+    /// Computes and stores the checksum over the whole buffer with `pseudo`
+    /// from [`checksum::pseudo_header`]; a computed 0 is sent as 0xFFFF
+    /// (RFC 768: 0 means "no checksum").
+    pub fn fill_checksum(&mut self, pseudo: u64) {
+        self.set_checksum(0);
+        let c = match !checksum::fold(checksum::sum(self.buf.as_ref(), pseudo)) {
+            0 => 0xFFFF,
+            c => c,
+        };
+        self.set_checksum(c);
+    }
+}
