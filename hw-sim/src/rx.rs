@@ -234,6 +234,35 @@ pub(crate) fn pkt_buf_size(srrctl: u32, rctl: u32) -> usize {
     }
 }
 
+/// What the receive path decides about a frame from one parse: its headers,
+/// its queue and its RSS hash. Made once per frame (by [`classify`]) and
+/// shared by GRO, header split, steering and the write-back.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Steered {
+    pub parsed: Parsed,
+    pub queue: u32,
+    pub rss: RssInfo,
+}
+
+/// Parses `frame` (already padded to the minimum length) and steers it.
+#[inline]
+pub(crate) fn classify(nic: &SimNic, set: &mut RxSettings, frame: &[u8]) -> Steered {
+    let parsed = frames::parse(frame);
+    let (queue, rss) = steer(nic, set, frame, &parsed);
+    Steered { parsed, queue, rss }
+}
+
+/// A runt padded with zeros to the minimum frame length, as the MAC pads
+/// it. Callers pad only frames shorter than [`frames::ETH_ZLEN`], so other
+/// frames are neither copied nor is the buffer initialised for them.
+#[inline]
+pub(crate) fn padded(frame: &[u8]) -> [u8; frames::ETH_ZLEN] {
+    let mut p = [0u8; frames::ETH_ZLEN];
+    let n = frame.len().min(frames::ETH_ZLEN);
+    p[..n].copy_from_slice(&frame[..n]);
+    p
+}
+
 /// Which queue a frame goes to, and its RSS hash: queue 0 and no hash
 /// unless RSS is on (see [`crate::rss`]).
 #[inline]
@@ -421,7 +450,15 @@ impl RxPath {
         if !Self::accept(nic, set, st, frame, loopback) {
             return RxOutcome::Dropped;
         }
-        self.deliver(nic, view, set, st, frame, None)
+        let pad;
+        let frame = if frame.len() < frames::ETH_ZLEN {
+            pad = padded(frame);
+            &pad[..]
+        } else {
+            frame
+        };
+        let steered = classify(nic, set, frame);
+        self.deliver(nic, view, set, st, frame, &steered, None)
     }
 
     /// The MAC's per-frame checks before any ring is looked at: link,
@@ -487,10 +524,13 @@ impl RxPath {
         true
     }
 
-    /// Places an accepted frame, or a coalesced packet (`run`), in its
-    /// queue: queue choice, room in the ring, the two placement passes and
-    /// the counters. A coalesced packet's write-backs carry RSCCNT and
-    /// checksum status from the segments' verification (see `gro`).
+    /// Places an accepted frame (padded to the minimum length, parsed and
+    /// steered as `steered`),
+    /// or a coalesced packet (`run`, steered with its first segment), in its
+    /// queue: room in the ring, the two placement passes and the counters.
+    /// A coalesced packet's write-backs carry RSCCNT and checksum status
+    /// from the segments' verification (see `gro`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn deliver(
         &mut self,
         nic: &SimNic,
@@ -498,24 +538,14 @@ impl RxPath {
         set: &mut RxSettings,
         st: &mut StepStats,
         frame: &[u8],
+        steered: &Steered,
         run: Option<&RunInfo<'_>>,
     ) -> RxOutcome {
-        // The MAC pads runts to the minimum frame length (zeroing only then).
-        let padded: [u8; frames::ETH_ZLEN];
-        let frame = if frame.len() < frames::ETH_ZLEN {
-            let mut p = [0u8; frames::ETH_ZLEN];
-            p[..frame.len()].copy_from_slice(frame);
-            padded = p;
-            &padded[..]
-        } else {
-            frame
-        };
+        debug_assert!(frame.len() >= frames::ETH_ZLEN, "callers pad runts");
         let size = frame.len();
         // Wire frames this packet stands for.
         let n = run.map_or(1, |r| r.segs());
-
-        let parsed = frames::parse(frame);
-        let (q, rss) = steer(nic, set, frame, &parsed);
+        let (parsed, q, rss) = (&steered.parsed, steered.queue, &steered.rss);
         let ring = &mut self.rings[q as usize];
         if !ring.loaded {
             *ring = RxRing::load(nic, q);
@@ -546,7 +576,7 @@ impl RxPath {
             }
         }
         let ring = *ring;
-        match self.plan(view, &ring, set, frame, &parsed, &rss, fcs, pbuf, run) {
+        match self.plan(view, &ring, set, frame, parsed, rss, fcs, pbuf, run) {
             None => {
                 st.sim.dma_faults += 1;
                 RxOutcome::Dropped

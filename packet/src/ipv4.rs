@@ -149,6 +149,31 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Sets version 4 and the header length (a multiple of 4, 20..=60).
+    pub fn set_header_len(&mut self, len: usize) {
+        self.buf.as_mut()[field::VER_IHL] = 0x40 | (len / 4) as u8;
+    }
+
+    pub fn set_flags_frag(&mut self, v: u16) {
+        put16(self.buf.as_mut(), field::FLAGS_FRAG, v);
+    }
+
+    pub fn set_ttl(&mut self, ttl: u8) {
+        self.buf.as_mut()[field::TTL] = ttl;
+    }
+
+    pub fn set_protocol(&mut self, p: u8) {
+        self.buf.as_mut()[field::PROTOCOL] = p;
+    }
+
+    pub fn set_src_addr(&mut self, a: [u8; 4]) {
+        self.buf.as_mut()[field::SRC_ADDR].copy_from_slice(&a);
+    }
+
+    pub fn set_dst_addr(&mut self, a: [u8; 4]) {
+        self.buf.as_mut()[field::DST_ADDR].copy_from_slice(&a);
+    }
+
     pub fn set_total_len(&mut self, len: u16) {
         put16(self.buf.as_mut(), field::TOTAL_LEN, len);
     }

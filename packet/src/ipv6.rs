@@ -107,6 +107,27 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Sets version 6, traffic class and flow label 0.
+    pub fn set_version(&mut self) {
+        self.buf.as_mut()[field::VER_TC_FLOW].copy_from_slice(&[0x60, 0, 0, 0]);
+    }
+
+    pub fn set_next_header(&mut self, n: u8) {
+        self.buf.as_mut()[field::NEXT_HEADER] = n;
+    }
+
+    pub fn set_hop_limit(&mut self, h: u8) {
+        self.buf.as_mut()[field::HOP_LIMIT] = h;
+    }
+
+    pub fn set_src_addr(&mut self, a: [u8; 16]) {
+        self.buf.as_mut()[field::SRC_ADDR].copy_from_slice(&a);
+    }
+
+    pub fn set_dst_addr(&mut self, a: [u8; 16]) {
+        self.buf.as_mut()[field::DST_ADDR].copy_from_slice(&a);
+    }
+
     pub fn set_payload_len(&mut self, len: u16) {
         put16(self.buf.as_mut(), field::PAYLOAD_LEN, len);
     }

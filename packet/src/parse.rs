@@ -18,7 +18,7 @@
 //! f[23] = 17; // UDP
 //! let p = parse(&f);
 //! assert_eq!((p.l3, p.l4, p.l3_off, p.l4_off, p.l5_off), (L3::Ipv4, L4::Udp, 14, 34, 42));
-//! assert_eq!(p.ipv4_header_ok(&f), Some(false)); // no checksum filled in
+//! assert_eq!(packet::parse::ipv4_header_ok(&f, &p), Some(false)); // no checksum filled in
 //! ```
 
 use crate::checksum;
@@ -28,6 +28,7 @@ use crate::ipv4::{self, MORE_FRAGS};
 use crate::ipv6::{self, ext};
 use crate::tcp;
 use crate::udp;
+use std::ops::Range;
 
 /// Network layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,59 +182,78 @@ fn parse_ipv6(f: &[u8], l3: usize, p: &mut Parsed) -> Option<u8> {
 }
 
 impl Parsed {
-    /// Verifies the IPv4 header checksum. `None` if the frame is not IPv4.
+    /// Where the source and destination addresses lie in the frame
+    /// (adjacent in IPv4 and IPv6 alike): the input of the TCP/UDP
+    /// pseudo-header and of the RSS hash. `None` for a non-IP frame.
     #[inline]
-    pub fn ipv4_header_ok(&self, f: &[u8]) -> Option<bool> {
-        if self.l3 != L3::Ipv4 {
-            return None;
-        }
-        let end = self.l4_off.min(f.len());
-        let start = self.l3_off.min(end);
-        Some(checksum::fold(checksum::sum(&f[start..end], 0)) == 0xFFFF)
-    }
-
-    /// Verifies the TCP or UDP checksum the way QEMU's `net_rx_pkt` does:
-    /// the length comes from the UDP header or the IP payload length.
-    /// `None` when there is nothing to check (not TCP/UDP, an IPv4
-    /// fragment, UDP checksum 0).
-    #[inline]
-    pub fn l4_checksum_ok(&self, f: &[u8]) -> Option<bool> {
-        let (l3, l4) = (self.l3_off, self.l4_off);
-        let (proto, csl) = match self.l4 {
-            L4::Udp => {
-                if be16(f, l4 + udp::field::CHECKSUM)? == 0 {
-                    return None;
-                }
-                (ip_proto::UDP, be16(f, l4 + udp::field::LENGTH)? as usize)
-            }
-            L4::Tcp => {
-                let csl = match self.l3 {
-                    L3::Ipv4 => {
-                        (be16(f, l3 + ipv4::field::TOTAL_LEN)? as usize).wrapping_sub(l4 - l3)
-                            & 0xFFFF
-                    }
-                    L3::Ipv6 => {
-                        (be16(f, l3 + ipv6::field::PAYLOAD_LEN)? as usize)
-                            .wrapping_sub(l4 - l3 - ipv6::HEADER_LEN)
-                            & 0xFFFF
-                    }
-                    L3::None => return None,
-                };
-                (ip_proto::TCP, csl)
-            }
-            _ => return None,
-        };
-        let addrs = match self.l3 {
-            L3::Ipv4 => f.get(l3 + ipv4::field::ADDRS.start..l3 + ipv4::field::ADDRS.end)?,
-            L3::Ipv6 => f.get(l3 + ipv6::field::ADDRS.start..l3 + ipv6::field::ADDRS.end)?,
+    pub fn addrs(&self) -> Option<Range<usize>> {
+        let a = match self.l3 {
+            L3::Ipv4 => ipv4::field::ADDRS,
+            L3::Ipv6 => ipv6::field::ADDRS,
             L3::None => return None,
         };
-        let pseudo = checksum::pseudo_header(addrs, proto, csl as u32);
-        let end = l4.saturating_add(csl).min(f.len());
-        let start = l4.min(end);
-        let sum = checksum::fold(checksum::sum(&f[start..end], pseudo));
-        Some(sum == 0xFFFF || sum == 0)
+        Some(self.l3_off + a.start..self.l3_off + a.end)
     }
+
+    /// Where the source and destination ports lie (the L4 header's first
+    /// four bytes, in TCP, UDP and SCTP alike).
+    #[inline]
+    pub fn ports(&self) -> Range<usize> {
+        self.l4_off..self.l4_off + PORTS_LEN
+    }
+}
+
+/// Source and destination port: 2 bytes each.
+const PORTS_LEN: usize = 4;
+
+/// Verifies the IPv4 header checksum of frame `f` parsed as `p`. `None` if
+/// the frame is not IPv4.
+#[inline]
+pub fn ipv4_header_ok(f: &[u8], p: &Parsed) -> Option<bool> {
+    if p.l3 != L3::Ipv4 {
+        return None;
+    }
+    let end = p.l4_off.min(f.len());
+    let start = p.l3_off.min(end);
+    Some(checksum::fold(checksum::sum(&f[start..end], 0)) == 0xFFFF)
+}
+
+/// Verifies the TCP or UDP checksum of frame `f` parsed as `p` the way
+/// QEMU's `net_rx_pkt` does: the length comes from the UDP header or the IP
+/// payload length. `None` when there is nothing to check (not TCP/UDP, an
+/// IPv4 fragment, UDP checksum 0).
+#[inline]
+pub fn l4_checksum_ok(f: &[u8], p: &Parsed) -> Option<bool> {
+    let (l3, l4) = (p.l3_off, p.l4_off);
+    let (proto, csl) = match p.l4 {
+        L4::Udp => {
+            if be16(f, l4 + udp::field::CHECKSUM)? == 0 {
+                return None;
+            }
+            (ip_proto::UDP, be16(f, l4 + udp::field::LENGTH)? as usize)
+        }
+        L4::Tcp => {
+            let csl = match p.l3 {
+                L3::Ipv4 => {
+                    (be16(f, l3 + ipv4::field::TOTAL_LEN)? as usize).wrapping_sub(l4 - l3) & 0xFFFF
+                }
+                L3::Ipv6 => {
+                    (be16(f, l3 + ipv6::field::PAYLOAD_LEN)? as usize)
+                        .wrapping_sub(l4 - l3 - ipv6::HEADER_LEN)
+                        & 0xFFFF
+                }
+                L3::None => return None,
+            };
+            (ip_proto::TCP, csl)
+        }
+        _ => return None,
+    };
+    let addrs = f.get(p.addrs()?)?;
+    let pseudo = checksum::pseudo_header(addrs, proto, csl as u32);
+    let end = l4.saturating_add(csl).min(f.len());
+    let start = l4.min(end);
+    let sum = checksum::fold(checksum::sum(&f[start..end], pseudo));
+    Some(sum == 0xFFFF || sum == 0)
 }
 
 #[cfg(test)]
@@ -256,8 +276,8 @@ mod tests {
             buf[14] = 0x45 | ((seed >> 16) as u8 & 0x0F);
             let n = (seed >> 24) as usize % buf.len();
             let p = parse(&buf[..n]);
-            let _ = p.ipv4_header_ok(&buf[..n]);
-            let _ = p.l4_checksum_ok(&buf[..n]);
+            let _ = ipv4_header_ok(&buf[..n], &p);
+            let _ = l4_checksum_ok(&buf[..n], &p);
         }
     }
 

@@ -16,7 +16,7 @@
 //! that verified the original packet whole may leave it.
 //!
 //! ```
-//! use packet::parse::parse;
+//! use packet::parse::{ipv4_header_ok, l4_checksum_ok, parse};
 //! use packet::segment::{Piece, Template};
 //! # let frame = packet::segment::example_frame(100);
 //! // `frame`: Ethernet + IPv4 + TCP (20-byte header) + 100 bytes of payload.
@@ -27,7 +27,7 @@
 //!     .unwrap();
 //! t.fill_tcp_checksum(&mut piece).unwrap();
 //! let p = parse(&piece);
-//! assert_eq!((p.ipv4_header_ok(&piece), p.l4_checksum_ok(&piece)), (Some(true), Some(true)));
+//! assert_eq!((ipv4_header_ok(&piece, &p), l4_checksum_ok(&piece, &p)), (Some(true), Some(true)));
 //! ```
 
 use crate::checksum;
@@ -191,7 +191,7 @@ pub fn example_frame(payload: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{parse, L3, L4};
+    use crate::parse::{ipv4_header_ok, l4_checksum_ok, parse, L3, L4};
     use proptest::prelude::*;
 
     /// Cuts `f` into pieces of `mss` payload bytes, each a whole frame.
@@ -233,7 +233,7 @@ mod tests {
         for s in cut(&f, 54, 16) {
             let p = parse(&s);
             assert_eq!((p.l3, p.l4), (L3::Ipv6, L4::Tcp));
-            assert_eq!(p.l4_checksum_ok(&s), Some(true));
+            assert_eq!(l4_checksum_ok(&s, &p), Some(true));
         }
     }
 
@@ -263,8 +263,8 @@ mod tests {
             let mut joined = Vec::new();
             for (i, s) in pieces.iter().enumerate() {
                 let p = parse(s);
-                prop_assert_eq!(p.ipv4_header_ok(s), Some(true));
-                prop_assert_eq!(p.l4_checksum_ok(s), Some(true));
+                prop_assert_eq!(ipv4_header_ok(s, &p), Some(true));
+                prop_assert_eq!(l4_checksum_ok(s, &p), Some(true));
                 let ip = ipv4::Packet::new_checked(&s[14..]).unwrap();
                 prop_assert_eq!(ip.total_len(), s.len() - 14);
                 prop_assert_eq!(ip.ident(), 7 + i as u16);

@@ -133,6 +133,20 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_src_port(&mut self, p: u16) {
+        put16(self.buf.as_mut(), field::SRC_PORT, p);
+    }
+
+    pub fn set_dst_port(&mut self, p: u16) {
+        put16(self.buf.as_mut(), field::DST_PORT, p);
+    }
+
+    /// Sets the data offset (a multiple of 4, 20..=60) and clears the
+    /// reserved bits and NS.
+    pub fn set_header_len(&mut self, len: usize) {
+        self.buf.as_mut()[field::DATA_OFF] = ((len / 4) as u8) << 4;
+    }
+
     pub fn set_seq(&mut self, v: u32) {
         put32(self.buf.as_mut(), field::SEQ, v);
     }
