@@ -22,9 +22,7 @@ use crate::frames;
 use crate::gro::Gro;
 use crate::iommu::DmaView;
 use crate::nic::SimNic;
-use crate::rx::{
-    classify, padded, steer, RxOutcome, RxPath, RxSettings, RxWbHook, Steered, StepStats,
-};
+use crate::rx::{padded, steer, RxOutcome, RxPath, RxSettings, RxWbHook, Steered, StepStats};
 use crate::tx::TxPath;
 use crate::{gro, SimConfig, Wire};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -268,8 +266,8 @@ impl RxCtx<'_, '_> {
             frame
         };
         if !self.gro.enabled() {
-            let steered = classify(self.nic, self.set, frame);
-            return self.deliver(frame, &steered);
+            // Parsed and steered where it is placed.
+            return self.deliver(frame, None);
         }
         let p = frames::parse(frame);
         // Checked and checksummed once, whether it extends or starts a run.
@@ -299,10 +297,10 @@ impl RxCtx<'_, '_> {
                 return Fed::Done;
             }
         }
-        self.deliver(frame, &steered)
+        self.deliver(frame, Some(&steered))
     }
 
-    fn deliver(&mut self, frame: &[u8], steered: &Steered) -> Fed {
+    fn deliver(&mut self, frame: &[u8], steered: Option<&Steered>) -> Fed {
         match self
             .rx
             .deliver(self.nic, self.view, self.set, self.st, frame, steered, None)
@@ -346,7 +344,7 @@ impl RxCtx<'_, '_> {
             self.set,
             self.st,
             packet,
-            info.steered,
+            Some(info.steered),
             Some(&info),
         );
         match outcome {

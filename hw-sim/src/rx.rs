@@ -457,8 +457,7 @@ impl RxPath {
         } else {
             frame
         };
-        let steered = classify(nic, set, frame);
-        self.deliver(nic, view, set, st, frame, &steered, None)
+        self.deliver(nic, view, set, st, frame, None, None)
     }
 
     /// The MAC's per-frame checks before any ring is looked at: link,
@@ -524,8 +523,8 @@ impl RxPath {
         true
     }
 
-    /// Places an accepted frame (padded to the minimum length, parsed and
-    /// steered as `steered`),
+    /// Places an accepted frame (padded to the minimum length; parsed and
+    /// steered here unless the caller did, as `steered`),
     /// or a coalesced packet (`run`, steered with its first segment), in its
     /// queue: room in the ring, the two placement passes and the counters.
     /// A coalesced packet's write-backs carry RSCCNT and checksum status
@@ -538,13 +537,21 @@ impl RxPath {
         set: &mut RxSettings,
         st: &mut StepStats,
         frame: &[u8],
-        steered: &Steered,
+        steered: Option<&Steered>,
         run: Option<&RunInfo<'_>>,
     ) -> RxOutcome {
         debug_assert!(frame.len() >= frames::ETH_ZLEN, "callers pad runts");
         let size = frame.len();
         // Wire frames this packet stands for.
         let n = run.map_or(1, |r| r.segs());
+        let own;
+        let steered = match steered {
+            Some(s) => s,
+            None => {
+                own = classify(nic, set, frame);
+                &own
+            }
+        };
         let (parsed, q, rss) = (&steered.parsed, steered.queue, &steered.rss);
         let ring = &mut self.rings[q as usize];
         if !ring.loaded {

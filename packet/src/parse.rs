@@ -248,7 +248,11 @@ pub fn l4_checksum_ok(f: &[u8], p: &Parsed) -> Option<bool> {
         }
         _ => return None,
     };
-    let addrs = f.get(p.addrs()?)?;
+    let addrs = match p.l3 {
+        L3::Ipv4 => f.get(l3 + ipv4::field::ADDRS.start..l3 + ipv4::field::ADDRS.end)?,
+        L3::Ipv6 => f.get(l3 + ipv6::field::ADDRS.start..l3 + ipv6::field::ADDRS.end)?,
+        L3::None => return None,
+    };
     let pseudo = checksum::pseudo_header(addrs, proto, csl as u32);
     let end = l4.saturating_add(csl).min(f.len());
     let start = l4.min(end);
