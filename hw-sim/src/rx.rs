@@ -235,21 +235,14 @@ pub(crate) fn pkt_buf_size(srrctl: u32, rctl: u32) -> usize {
 }
 
 /// What the receive path decides about a frame from one parse: its headers,
-/// its queue and its RSS hash. Made once per frame (by [`classify`]) and
-/// shared by GRO, header split, steering and the write-back.
+/// its queue and its RSS hash. GRO makes it for every frame it looks at and
+/// hands it to [`RxPath::deliver`] with the frame (or with the coalesced
+/// packet the frame started), so nothing is parsed or hashed twice.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Steered {
     pub parsed: Parsed,
     pub queue: u32,
     pub rss: RssInfo,
-}
-
-/// Parses `frame` (already padded to the minimum length) and steers it.
-#[inline]
-pub(crate) fn classify(nic: &SimNic, set: &mut RxSettings, frame: &[u8]) -> Steered {
-    let parsed = frames::parse(frame);
-    let (queue, rss) = steer(nic, set, frame, &parsed);
-    Steered { parsed, queue, rss }
 }
 
 /// A runt padded with zeros to the minimum frame length, as the MAC pads
@@ -545,14 +538,14 @@ impl RxPath {
         // Wire frames this packet stands for.
         let n = run.map_or(1, |r| r.segs());
         let own;
-        let steered = match steered {
-            Some(s) => s,
+        let (parsed, q, rss) = match steered {
+            Some(s) => (&s.parsed, s.queue, s.rss),
             None => {
-                own = classify(nic, set, frame);
-                &own
+                own = frames::parse(frame);
+                let (q, rss) = steer(nic, set, frame, &own);
+                (&own, q, rss)
             }
         };
-        let (parsed, q, rss) = (&steered.parsed, steered.queue, &steered.rss);
         let ring = &mut self.rings[q as usize];
         if !ring.loaded {
             *ring = RxRing::load(nic, q);
@@ -583,7 +576,7 @@ impl RxPath {
             }
         }
         let ring = *ring;
-        match self.plan(view, &ring, set, frame, parsed, rss, fcs, pbuf, run) {
+        match self.plan(view, &ring, set, frame, parsed, &rss, fcs, pbuf, run) {
             None => {
                 st.sim.dma_faults += 1;
                 RxOutcome::Dropped
