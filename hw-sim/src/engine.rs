@@ -22,7 +22,7 @@ use crate::frames;
 use crate::gro::Gro;
 use crate::iommu::DmaView;
 use crate::nic::SimNic;
-use crate::rx::{padded, steer, RxOutcome, RxPath, RxSettings, RxWbHook, Steered, StepStats};
+use crate::rx::{steer, Padded, RxOutcome, RxPath, RxSettings, RxWbHook, Steered, StepStats};
 use crate::tx::TxPath;
 use crate::{gro, SimConfig, Wire};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -258,13 +258,8 @@ impl RxCtx<'_, '_> {
         if !RxPath::accept(self.nic, self.set, self.st, frame, false) {
             return Fed::Done;
         }
-        let pad;
-        let frame = if frame.len() < frames::ETH_ZLEN {
-            pad = padded(frame);
-            &pad[..]
-        } else {
-            frame
-        };
+        let padded = Padded::new(frame);
+        let frame = padded.bytes();
         if !self.gro.enabled() {
             // Parsed and steered where it is placed.
             return self.deliver(frame, None);
@@ -331,19 +326,13 @@ impl RxCtx<'_, '_> {
         let segs = info.segs();
         // A run of one segment shorter than a minimum frame (its Ethernet
         // padding is not part of the run) is padded again.
-        let pad;
-        let packet = if packet.len() < frames::ETH_ZLEN {
-            pad = padded(packet);
-            &pad[..]
-        } else {
-            packet
-        };
+        let packet = Padded::new(packet);
         let outcome = self.rx.deliver(
             self.nic,
             self.view,
             self.set,
             self.st,
-            packet,
+            packet.bytes(),
             Some(info.steered),
             Some(&info),
         );

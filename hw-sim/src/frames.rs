@@ -464,29 +464,13 @@ mod tests {
     }
 
     #[test]
-    fn truncated_and_garbage_never_panic() {
+    fn truncated_builder_frames_never_panic() {
+        // Random bytes: `packet::parse`'s own tests.
         let f = Builder::default().tcp(&Tcp::default(), &[0; 20]);
         for n in 0..f.len() {
             let p = parse(&f[..n]);
             let _ = ipv4_header_ok(&f[..n], &p);
             let _ = l4_checksum_ok(&f[..n], &p);
-        }
-        let mut seed = 0x1234_5678_u64;
-        let mut buf = [0u8; 128];
-        for _ in 0..2000 {
-            for b in buf.iter_mut() {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                *b = seed as u8;
-            }
-            buf[12] = [0x08, 0x86, 0x81, 0x88][(seed >> 8) as usize % 4];
-            buf[13] = [0x00, 0xDD, 0x00, 0xA8][(seed >> 8) as usize % 4];
-            buf[14] = 0x45 | ((seed >> 16) as u8 & 0x0F);
-            let n = (seed >> 24) as usize % buf.len();
-            let p = parse(&buf[..n]);
-            let _ = ipv4_header_ok(&buf[..n], &p);
-            let _ = l4_checksum_ok(&buf[..n], &p);
         }
     }
 

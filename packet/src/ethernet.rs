@@ -43,30 +43,20 @@ pub mod ethertype {
     pub const LOCAL_EXP: u16 = 0x88B5;
 }
 
-/// A view over an Ethernet frame (at least [`HEADER_LEN`] bytes).
-#[derive(Clone, Copy, Debug)]
-pub struct Frame<T> {
-    buf: T,
+view!(
+    /// A view over an Ethernet frame (at least [`HEADER_LEN`] bytes).
+    Frame
+);
+
+/// The buffer holds the 14-byte header.
+fn check(b: &[u8]) -> Result<()> {
+    if b.len() < HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    Ok(())
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// No check: the accessors panic if `buf` is shorter than the header.
-    pub fn new_unchecked(buf: T) -> Frame<T> {
-        Frame { buf }
-    }
-
-    /// A view over `buf` if it holds an Ethernet header.
-    pub fn new_checked(buf: T) -> Result<Frame<T>> {
-        if buf.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Frame { buf })
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buf
-    }
-
     pub fn dst_addr(&self) -> [u8; 6] {
         let mut a = [0; 6];
         a.copy_from_slice(&self.buf.as_ref()[field::DST]);

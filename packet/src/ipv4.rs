@@ -50,37 +50,27 @@ pub const DONT_FRAG: u16 = 0x4000;
 pub const MORE_FRAGS: u16 = 0x2000;
 pub const FRAG_OFFSET: u16 = 0x1FFF;
 
-/// A view over an IPv4 header (and whatever follows it in the buffer).
-#[derive(Clone, Copy, Debug)]
-pub struct Packet<T> {
-    buf: T,
+view!(
+    /// A view over an IPv4 header (and whatever follows it in the buffer).
+    Packet
+);
+
+/// Version 4, a header length of at least 20 bytes, all of it in `b`.
+fn check(b: &[u8]) -> Result<()> {
+    let Some(&vi) = b.get(field::VER_IHL) else {
+        return Err(Error::Truncated);
+    };
+    let ihl = (vi & 0x0F) as usize * 4;
+    if vi >> 4 != 4 || ihl < MIN_HEADER_LEN {
+        return Err(Error::Malformed);
+    }
+    if b.len() < ihl {
+        return Err(Error::Truncated);
+    }
+    Ok(())
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// No check: the accessors panic if `buf` is shorter than the header.
-    pub fn new_unchecked(buf: T) -> Packet<T> {
-        Packet { buf }
-    }
-
-    /// A view over `buf` if it starts with a whole IPv4 header.
-    pub fn new_checked(buf: T) -> Result<Packet<T>> {
-        let b = buf.as_ref();
-        let Some(&vi) = b.get(field::VER_IHL) else {
-            return Err(Error::Truncated);
-        };
-        if vi >> 4 != 4 || ((vi & 0x0F) as usize) * 4 < MIN_HEADER_LEN {
-            return Err(Error::Malformed);
-        }
-        if b.len() < MIN_HEADER_LEN || b.len() < ((vi & 0x0F) as usize) * 4 {
-            return Err(Error::Truncated);
-        }
-        Ok(Packet { buf })
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buf
-    }
-
     pub fn version(&self) -> u8 {
         self.buf.as_ref()[field::VER_IHL] >> 4
     }

@@ -42,34 +42,23 @@ pub mod ext {
     pub const FRAGMENT_LEN: usize = 8;
 }
 
-/// A view over an IPv6 fixed header (and whatever follows it).
-#[derive(Clone, Copy, Debug)]
-pub struct Packet<T> {
-    buf: T,
+view!(
+    /// A view over an IPv6 fixed header (and whatever follows it).
+    Packet
+);
+
+/// The 40-byte fixed header, version 6.
+fn check(b: &[u8]) -> Result<()> {
+    if b.len() < HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    if b[0] >> 4 != 6 {
+        return Err(Error::Malformed);
+    }
+    Ok(())
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// No check: the accessors panic if `buf` is shorter than the header.
-    pub fn new_unchecked(buf: T) -> Packet<T> {
-        Packet { buf }
-    }
-
-    /// A view over `buf` if it starts with an IPv6 fixed header.
-    pub fn new_checked(buf: T) -> Result<Packet<T>> {
-        let b = buf.as_ref();
-        if b.len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        if b[0] >> 4 != 6 {
-            return Err(Error::Malformed);
-        }
-        Ok(Packet { buf })
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buf
-    }
-
     pub fn version(&self) -> u8 {
         self.buf.as_ref()[0] >> 4
     }

@@ -35,6 +35,39 @@
 
 #![forbid(unsafe_code)]
 
+/// Declares a view type over a header: the struct, `new_unchecked`,
+/// `new_checked` (which runs the module's `check` on the bytes once) and
+/// `into_inner`. Each module adds its accessors.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name<T> {
+            buf: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// No check: the accessors panic if `buf` is shorter than the
+            /// header.
+            pub fn new_unchecked(buf: T) -> $name<T> {
+                $name { buf }
+            }
+
+            /// A view over `buf` if it holds a valid header (see the module
+            /// documentation for what is checked).
+            pub fn new_checked(buf: T) -> $crate::Result<$name<T>> {
+                check(buf.as_ref())?;
+                Ok($name { buf })
+            }
+
+            /// The buffer back.
+            pub fn into_inner(self) -> T {
+                self.buf
+            }
+        }
+    };
+}
+
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;

@@ -49,10 +49,24 @@ pub mod flags {
     pub const CWR: u8 = 0x80;
 }
 
-/// A view over a TCP header and the payload after it in the buffer.
-#[derive(Clone, Copy, Debug)]
-pub struct Packet<T> {
-    buf: T,
+view!(
+    /// A view over a TCP header and the payload after it in the buffer.
+    Packet
+);
+
+/// A data offset of at least 20 bytes, the whole header in `b`.
+fn check(b: &[u8]) -> Result<()> {
+    if b.len() < MIN_HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    let hlen = header_len_of(b[field::DATA_OFF]);
+    if hlen < MIN_HEADER_LEN {
+        return Err(Error::Malformed);
+    }
+    if b.len() < hlen {
+        return Err(Error::Truncated);
+    }
+    Ok(())
 }
 
 /// The header length a data-offset byte declares.
@@ -62,31 +76,6 @@ pub fn header_len_of(data_off: u8) -> usize {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// No check: the accessors panic if `buf` is shorter than 20 bytes.
-    pub fn new_unchecked(buf: T) -> Packet<T> {
-        Packet { buf }
-    }
-
-    /// A view over `buf` if it holds a whole TCP header.
-    pub fn new_checked(buf: T) -> Result<Packet<T>> {
-        let b = buf.as_ref();
-        if b.len() < MIN_HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let hlen = header_len_of(b[field::DATA_OFF]);
-        if hlen < MIN_HEADER_LEN {
-            return Err(Error::Malformed);
-        }
-        if b.len() < hlen {
-            return Err(Error::Truncated);
-        }
-        Ok(Packet { buf })
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buf
-    }
-
     pub fn src_port(&self) -> u16 {
         get16(self.buf.as_ref(), field::SRC_PORT)
     }

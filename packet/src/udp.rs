@@ -26,31 +26,20 @@ pub mod field {
     pub const CHECKSUM: usize = 6;
 }
 
-/// A view over a UDP header and the payload after it in the buffer.
-#[derive(Clone, Copy, Debug)]
-pub struct Packet<T> {
-    buf: T,
+view!(
+    /// A view over a UDP header and the payload after it in the buffer.
+    Packet
+);
+
+/// The 8-byte header (the length field is not checked against `b`).
+fn check(b: &[u8]) -> Result<()> {
+    if b.len() < HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    Ok(())
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// No check: the accessors panic if `buf` is shorter than 8 bytes.
-    pub fn new_unchecked(buf: T) -> Packet<T> {
-        Packet { buf }
-    }
-
-    /// A view over `buf` if it holds a UDP header. The length field is not
-    /// checked against the buffer.
-    pub fn new_checked(buf: T) -> Result<Packet<T>> {
-        if buf.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Packet { buf })
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buf
-    }
-
     pub fn src_port(&self) -> u16 {
         get16(self.buf.as_ref(), field::SRC_PORT)
     }
