@@ -22,7 +22,7 @@ use crate::frames;
 use crate::gro::Gro;
 use crate::iommu::DmaView;
 use crate::nic::SimNic;
-use crate::rx::{steer, Padded, RxOutcome, RxPath, RxSettings, RxWbHook, Steered, StepStats};
+use crate::rx::{padded, steer, RxOutcome, RxPath, RxSettings, RxWbHook, Steered, StepStats};
 use crate::tx::TxPath;
 use crate::{gro, SimConfig, Wire};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -258,8 +258,15 @@ impl RxCtx<'_, '_> {
         if !RxPath::accept(self.nic, self.set, self.st, frame, false) {
             return Fed::Done;
         }
-        let padded = Padded::new(frame);
-        let frame = padded.bytes();
+        if frame.len() < frames::ETH_ZLEN {
+            return self.take(&padded(frame));
+        }
+        self.take(frame)
+    }
+
+    /// [`Self::feed`] for an accepted frame of at least the minimum length.
+    #[inline]
+    fn take(&mut self, frame: &[u8]) -> Fed {
         if !self.gro.enabled() {
             // Parsed and steered where it is placed.
             return self.deliver(frame, None);
@@ -326,13 +333,19 @@ impl RxCtx<'_, '_> {
         let segs = info.segs();
         // A run of one segment shorter than a minimum frame (its Ethernet
         // padding is not part of the run) is padded again.
-        let packet = Padded::new(packet);
+        let pad;
+        let packet = if packet.len() < frames::ETH_ZLEN {
+            pad = padded(packet);
+            &pad
+        } else {
+            packet
+        };
         let outcome = self.rx.deliver(
             self.nic,
             self.view,
             self.set,
             self.st,
-            packet.bytes(),
+            packet,
             Some(info.steered),
             Some(&info),
         );

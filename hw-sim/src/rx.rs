@@ -245,31 +245,14 @@ pub(crate) struct Steered {
     pub rss: RssInfo,
 }
 
-/// A frame as the MAC passes it on: a runt padded with zeros to the
-/// minimum frame length, any other frame as it is (not copied).
-pub(crate) enum Padded<'f> {
-    Whole(&'f [u8]),
-    Runt([u8; frames::ETH_ZLEN]),
-}
-
-impl<'f> Padded<'f> {
-    #[inline]
-    pub(crate) fn new(frame: &'f [u8]) -> Padded<'f> {
-        if frame.len() >= frames::ETH_ZLEN {
-            return Padded::Whole(frame);
-        }
-        let mut p = [0u8; frames::ETH_ZLEN];
-        p[..frame.len()].copy_from_slice(frame);
-        Padded::Runt(p)
-    }
-
-    #[inline]
-    pub(crate) fn bytes(&self) -> &[u8] {
-        match self {
-            Padded::Whole(f) => f,
-            Padded::Runt(p) => p,
-        }
-    }
+/// A runt padded with zeros to the minimum frame length, as the MAC pads
+/// it. Only runts take this copy: callers check the length first.
+#[cold]
+pub(crate) fn padded(frame: &[u8]) -> [u8; frames::ETH_ZLEN] {
+    let mut p = [0u8; frames::ETH_ZLEN];
+    let n = frame.len().min(frames::ETH_ZLEN);
+    p[..n].copy_from_slice(&frame[..n]);
+    p
 }
 
 /// Which queue a frame goes to, and its RSS hash: queue 0 and no hash
@@ -459,8 +442,10 @@ impl RxPath {
         if !Self::accept(nic, set, st, frame, loopback) {
             return RxOutcome::Dropped;
         }
-        let frame = Padded::new(frame);
-        self.deliver(nic, view, set, st, frame.bytes(), None, None)
+        if frame.len() < frames::ETH_ZLEN {
+            return self.deliver(nic, view, set, st, &padded(frame), None, None);
+        }
+        self.deliver(nic, view, set, st, frame, None, None)
     }
 
     /// The MAC's per-frame checks before any ring is looked at: link,
