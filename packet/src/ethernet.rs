@@ -57,12 +57,14 @@ fn check(b: &[u8]) -> Result<()> {
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
+    #[inline]
     pub fn dst_addr(&self) -> [u8; 6] {
         let mut a = [0; 6];
         a.copy_from_slice(&self.buf.as_ref()[field::DST]);
         a
     }
 
+    #[inline]
     pub fn src_addr(&self) -> [u8; 6] {
         let mut a = [0; 6];
         a.copy_from_slice(&self.buf.as_ref()[field::SRC]);
@@ -70,29 +72,35 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 
     /// The ethertype field (a VLAN tag's TPID when the frame is tagged).
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         get16(self.buf.as_ref(), field::ETHERTYPE)
     }
 
     /// The bytes after the 14-byte header.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
+    #[inline]
     pub fn set_dst_addr(&mut self, a: [u8; 6]) {
         self.buf.as_mut()[field::DST].copy_from_slice(&a);
     }
 
+    #[inline]
     pub fn set_src_addr(&mut self, a: [u8; 6]) {
         self.buf.as_mut()[field::SRC].copy_from_slice(&a);
     }
 
+    #[inline]
     pub fn set_ethertype(&mut self, t: u16) {
         put16(self.buf.as_mut(), field::ETHERTYPE, t);
     }
 
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buf.as_mut()[HEADER_LEN..]
     }

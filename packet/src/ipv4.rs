@@ -71,51 +71,62 @@ fn check(b: &[u8]) -> Result<()> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buf.as_ref()[field::VER_IHL] >> 4
     }
 
     /// Header length in bytes (IHL x 4).
+    #[inline]
     pub fn header_len(&self) -> usize {
         (self.buf.as_ref()[field::VER_IHL] & 0x0F) as usize * 4
     }
 
     /// Header plus payload, as the header declares it.
+    #[inline]
     pub fn total_len(&self) -> usize {
         get16(self.buf.as_ref(), field::TOTAL_LEN) as usize
     }
 
+    #[inline]
     pub fn ident(&self) -> u16 {
         get16(self.buf.as_ref(), field::IDENT)
     }
 
+    #[inline]
     pub fn flags_frag(&self) -> u16 {
         get16(self.buf.as_ref(), field::FLAGS_FRAG)
     }
 
     /// MF set or a non-zero fragment offset.
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         self.flags_frag() & (MORE_FRAGS | FRAG_OFFSET) != 0
     }
 
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buf.as_ref()[field::TTL]
     }
 
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.buf.as_ref()[field::PROTOCOL]
     }
 
+    #[inline]
     pub fn checksum(&self) -> u16 {
         get16(self.buf.as_ref(), field::CHECKSUM)
     }
 
+    #[inline]
     pub fn src_addr(&self) -> [u8; 4] {
         let mut a = [0; 4];
         a.copy_from_slice(&self.buf.as_ref()[field::SRC_ADDR]);
         a
     }
 
+    #[inline]
     pub fn dst_addr(&self) -> [u8; 4] {
         let mut a = [0; 4];
         a.copy_from_slice(&self.buf.as_ref()[field::DST_ADDR]);
@@ -123,16 +134,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Source and destination address bytes (for [`checksum::pseudo_header`]).
+    #[inline]
     pub fn addrs(&self) -> &[u8] {
         &self.buf.as_ref()[field::ADDRS]
     }
 
     /// The header bytes, options included.
+    #[inline]
     pub fn header(&self) -> &[u8] {
         &self.buf.as_ref()[..self.header_len()]
     }
 
     /// The header checksum is right.
+    #[inline]
     pub fn checksum_ok(&self) -> bool {
         checksum::fold(checksum::sum(self.header(), 0)) == 0xFFFF
     }
@@ -140,43 +154,53 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets version 4 and the header length (a multiple of 4, 20..=60).
+    #[inline]
     pub fn set_header_len(&mut self, len: usize) {
         self.buf.as_mut()[field::VER_IHL] = 0x40 | (len / 4) as u8;
     }
 
+    #[inline]
     pub fn set_flags_frag(&mut self, v: u16) {
         put16(self.buf.as_mut(), field::FLAGS_FRAG, v);
     }
 
+    #[inline]
     pub fn set_ttl(&mut self, ttl: u8) {
         self.buf.as_mut()[field::TTL] = ttl;
     }
 
+    #[inline]
     pub fn set_protocol(&mut self, p: u8) {
         self.buf.as_mut()[field::PROTOCOL] = p;
     }
 
+    #[inline]
     pub fn set_src_addr(&mut self, a: [u8; 4]) {
         self.buf.as_mut()[field::SRC_ADDR].copy_from_slice(&a);
     }
 
+    #[inline]
     pub fn set_dst_addr(&mut self, a: [u8; 4]) {
         self.buf.as_mut()[field::DST_ADDR].copy_from_slice(&a);
     }
 
+    #[inline]
     pub fn set_total_len(&mut self, len: u16) {
         put16(self.buf.as_mut(), field::TOTAL_LEN, len);
     }
 
+    #[inline]
     pub fn set_ident(&mut self, id: u16) {
         put16(self.buf.as_mut(), field::IDENT, id);
     }
 
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), field::CHECKSUM, c);
     }
 
     /// Computes and stores the header checksum.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         let c = header_checksum(self.header());
         self.set_checksum(c);
@@ -186,6 +210,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 /// The checksum to store in IPv4 header `hdr` (its checksum field counted
 /// as zero, whatever it holds). `hdr` holds at least [`MIN_HEADER_LEN`]
 /// bytes.
+#[inline]
 pub fn header_checksum(hdr: &[u8]) -> u16 {
     let c = field::CHECKSUM;
     !checksum::fold(checksum::sum(&hdr[c + 2..], checksum::sum(&hdr[..c], 0)))

@@ -59,29 +59,35 @@ fn check(b: &[u8]) -> Result<()> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    #[inline]
     pub fn version(&self) -> u8 {
         self.buf.as_ref()[0] >> 4
     }
 
     /// Bytes after the fixed header (extension headers included).
+    #[inline]
     pub fn payload_len(&self) -> usize {
         get16(self.buf.as_ref(), field::PAYLOAD_LEN) as usize
     }
 
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.buf.as_ref()[field::NEXT_HEADER]
     }
 
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.buf.as_ref()[field::HOP_LIMIT]
     }
 
+    #[inline]
     pub fn src_addr(&self) -> [u8; 16] {
         let mut a = [0; 16];
         a.copy_from_slice(&self.buf.as_ref()[field::SRC_ADDR]);
         a
     }
 
+    #[inline]
     pub fn dst_addr(&self) -> [u8; 16] {
         let mut a = [0; 16];
         a.copy_from_slice(&self.buf.as_ref()[field::DST_ADDR]);
@@ -90,6 +96,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Source and destination address bytes (for
     /// [`crate::checksum::pseudo_header`]).
+    #[inline]
     pub fn addrs(&self) -> &[u8] {
         &self.buf.as_ref()[field::ADDRS]
     }
@@ -97,26 +104,32 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets version 6, traffic class and flow label 0.
+    #[inline]
     pub fn set_version(&mut self) {
         self.buf.as_mut()[field::VER_TC_FLOW].copy_from_slice(&[0x60, 0, 0, 0]);
     }
 
+    #[inline]
     pub fn set_next_header(&mut self, n: u8) {
         self.buf.as_mut()[field::NEXT_HEADER] = n;
     }
 
+    #[inline]
     pub fn set_hop_limit(&mut self, h: u8) {
         self.buf.as_mut()[field::HOP_LIMIT] = h;
     }
 
+    #[inline]
     pub fn set_src_addr(&mut self, a: [u8; 16]) {
         self.buf.as_mut()[field::SRC_ADDR].copy_from_slice(&a);
     }
 
+    #[inline]
     pub fn set_dst_addr(&mut self, a: [u8; 16]) {
         self.buf.as_mut()[field::DST_ADDR].copy_from_slice(&a);
     }
 
+    #[inline]
     pub fn set_payload_len(&mut self, len: u16) {
         put16(self.buf.as_mut(), field::PAYLOAD_LEN, len);
     }

@@ -49,12 +49,14 @@ macro_rules! view {
         impl<T: AsRef<[u8]>> $name<T> {
             /// No check: the accessors panic if `buf` is shorter than the
             /// header.
+            #[inline]
             pub fn new_unchecked(buf: T) -> $name<T> {
                 $name { buf }
             }
 
             /// A view over `buf` if it holds a valid header (see the module
             /// documentation for what is checked).
+            #[inline]
             pub fn new_checked(buf: T) -> $crate::Result<$name<T>> {
                 check(buf.as_ref())?;
                 Ok($name { buf })
@@ -112,23 +114,28 @@ impl std::error::Error for Error {}
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Big-endian loads and stores at a field's offset. Callers hold a buffer
-/// whose length was checked; out-of-range offsets panic like slice indexing.
-#[inline]
+/// whose length was checked; out-of-range offsets panic like slice indexing
+/// (one bounds check per field).
+#[inline(always)]
 pub(crate) fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    let mut w = [0u8; 2];
+    w.copy_from_slice(&b[at..at + 2]);
+    u16::from_be_bytes(w)
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn get32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_be_bytes(w)
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_be_bytes());
 }

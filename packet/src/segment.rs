@@ -68,6 +68,7 @@ impl Template {
     /// least the TCP header), whose IP header starts at `l3_off` and TCP
     /// header at `l4_off` (after any IPv6 extension headers). IPv4 or IPv6
     /// by the version nibble.
+    #[inline]
     pub fn new(headers: &[u8], l3_off: usize, l4_off: usize) -> Result<Template> {
         let ip = headers.get(l3_off..).ok_or(Error::Truncated)?;
         let (ipv6, ip_id, min_l4) = match ip.first().map(|b| b >> 4) {
@@ -97,16 +98,19 @@ impl Template {
     }
 
     /// Ethernet + IP + TCP header bytes.
+    #[inline]
     pub fn header_len(&self) -> usize {
         self.hdr_len
     }
 
     /// The original's sequence number.
+    #[inline]
     pub fn seq(&self) -> u32 {
         self.seq
     }
 
     /// The original's IPv4 id (0 for IPv6).
+    #[inline]
     pub fn ip_id(&self) -> u16 {
         self.ip_id
     }
@@ -114,6 +118,7 @@ impl Template {
     /// Rewrites `h` (a copy of the original's first [`Self::header_len`]
     /// bytes, possibly followed by the piece's payload) into the headers of
     /// `piece`. `Err` if `h` is shorter than the headers.
+    #[inline]
     pub fn rewrite(&self, h: &mut [u8], piece: &Piece) -> Result<()> {
         let h = h.get_mut(..self.hdr_len).ok_or(Error::Truncated)?;
         let (l3, l4) = (self.l3_off, self.l4_off);
@@ -143,6 +148,7 @@ impl Template {
 
     /// Recomputes the TCP checksum of a contiguous piece: `seg` is the
     /// rewritten headers followed by exactly the piece's payload.
+    #[inline]
     pub fn fill_tcp_checksum(&self, seg: &mut [u8]) -> Result<()> {
         if seg.len() < self.hdr_len {
             return Err(Error::Truncated);

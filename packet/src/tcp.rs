@@ -76,88 +76,107 @@ pub fn header_len_of(data_off: u8) -> usize {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    #[inline]
     pub fn src_port(&self) -> u16 {
         get16(self.buf.as_ref(), field::SRC_PORT)
     }
 
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         get16(self.buf.as_ref(), field::DST_PORT)
     }
 
+    #[inline]
     pub fn seq(&self) -> u32 {
         get32(self.buf.as_ref(), field::SEQ)
     }
 
+    #[inline]
     pub fn ack(&self) -> u32 {
         get32(self.buf.as_ref(), field::ACK)
     }
 
     /// Header length in bytes, options included.
+    #[inline]
     pub fn header_len(&self) -> usize {
         header_len_of(self.buf.as_ref()[field::DATA_OFF])
     }
 
     /// The reserved bits and NS (low nibble of the data-offset byte).
+    #[inline]
     pub fn reserved_ns(&self) -> u8 {
         self.buf.as_ref()[field::DATA_OFF] & 0x0F
     }
 
     /// The [`flags`] byte.
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buf.as_ref()[field::FLAGS]
     }
 
+    #[inline]
     pub fn window(&self) -> u16 {
         get16(self.buf.as_ref(), field::WINDOW)
     }
 
+    #[inline]
     pub fn checksum(&self) -> u16 {
         get16(self.buf.as_ref(), field::CHECKSUM)
     }
 
     /// The bytes after the header.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[self.header_len()..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         put16(self.buf.as_mut(), field::SRC_PORT, p);
     }
 
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         put16(self.buf.as_mut(), field::DST_PORT, p);
     }
 
     /// Sets the data offset (a multiple of 4, 20..=60) and clears the
     /// reserved bits and NS.
+    #[inline]
     pub fn set_header_len(&mut self, len: usize) {
         self.buf.as_mut()[field::DATA_OFF] = ((len / 4) as u8) << 4;
     }
 
+    #[inline]
     pub fn set_seq(&mut self, v: u32) {
         put32(self.buf.as_mut(), field::SEQ, v);
     }
 
+    #[inline]
     pub fn set_ack(&mut self, v: u32) {
         put32(self.buf.as_mut(), field::ACK, v);
     }
 
+    #[inline]
     pub fn set_flags(&mut self, f: u8) {
         self.buf.as_mut()[field::FLAGS] = f;
     }
 
+    #[inline]
     pub fn set_window(&mut self, v: u16) {
         put16(self.buf.as_mut(), field::WINDOW, v);
     }
 
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), field::CHECKSUM, c);
     }
 
     /// Computes and stores the checksum over the whole buffer (header and
     /// payload) with `pseudo` from [`checksum::pseudo_header`].
+    #[inline]
     pub fn fill_checksum(&mut self, pseudo: u64) {
         self.set_checksum(0);
         let c = !checksum::fold(checksum::sum(self.buf.as_ref(), pseudo));

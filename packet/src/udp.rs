@@ -40,15 +40,18 @@ fn check(b: &[u8]) -> Result<()> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    #[inline]
     pub fn src_port(&self) -> u16 {
         get16(self.buf.as_ref(), field::SRC_PORT)
     }
 
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         get16(self.buf.as_ref(), field::DST_PORT)
     }
 
     /// Payload bytes according to the length field.
+    #[inline]
     pub fn len(&self) -> usize {
         self.raw_len().saturating_sub(HEADER_LEN)
     }
@@ -58,40 +61,48 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// The length field as it is (header plus payload).
+    #[inline]
     pub fn length(&self) -> usize {
         self.raw_len()
     }
 
     /// The length field says there is no payload.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.raw_len() <= HEADER_LEN
     }
 
     /// 0 means the sender computed none.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         get16(self.buf.as_ref(), field::CHECKSUM)
     }
 
     /// The bytes after the header.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline]
     pub fn set_src_port(&mut self, p: u16) {
         put16(self.buf.as_mut(), field::SRC_PORT, p);
     }
 
+    #[inline]
     pub fn set_dst_port(&mut self, p: u16) {
         put16(self.buf.as_mut(), field::DST_PORT, p);
     }
 
     /// Sets the length field (header plus payload).
+    #[inline]
     pub fn set_len(&mut self, len: u16) {
         put16(self.buf.as_mut(), field::LENGTH, len);
     }
 
+    #[inline]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buf.as_mut(), field::CHECKSUM, c);
     }
@@ -99,6 +110,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Computes and stores the checksum over the whole buffer with `pseudo`
     /// from [`checksum::pseudo_header`]; a computed 0 is sent as 0xFFFF
     /// (RFC 768: 0 means "no checksum").
+    #[inline]
     pub fn fill_checksum(&mut self, pseudo: u64) {
         self.set_checksum(0);
         let c = match !checksum::fold(checksum::sum(self.buf.as_ref(), pseudo)) {
