@@ -273,7 +273,9 @@ impl Gro {
 
     /// Opens a run with `f` if it is a coalescible segment, GRO is on, no
     /// packet is pending, and it fits `cap` bytes (the largest frame the
-    /// ring can hold). Returns whether it did; `f` is copied.
+    /// ring can hold). Returns whether it did; `f` is copied. (The engine
+    /// uses `start_seg` with the frame's parse and queue, which the packet
+    /// then keeps; here the packet is steered to queue 0.)
     pub fn start(&mut self, f: &[u8], cap: usize) -> bool {
         if !self.enabled() || self.state != State::Idle {
             return false;
