@@ -22,7 +22,7 @@
 //! - **The delivered header** is rewritten as RSC hardware does: the first
 //!   segment's Ethernet, IP and TCP headers (its sequence number, IP id and
 //!   TCP options); IPv4 total length covering all the payload and a
-//!   recomputed IP checksum; ACK number and window of the last segment;
+//!   IP checksum updated for it (RFC 1624); ACK number and window of the last segment;
 //!   flags of the first with PSH or'ed in from any segment. Unlike ixgbe
 //!   (which leaves the first segment's TCP checksum), the TCP checksum is
 //!   rewritten to be right for the coalesced packet: it costs nothing extra,
@@ -68,7 +68,7 @@
 
 use crate::frames::{self, parse, Parsed, L3, L4, TCP_ACK, TCP_PSH};
 use crate::rx::Steered;
-use packet::checksum::{fold, pseudo_header, sum};
+use packet::checksum::{fold, pseudo_header, sum, update};
 use packet::{ip_proto, ipv4, tcp};
 
 /// Most segments one coalesced packet may hold (`SimConfig::gro` upper bound).
@@ -430,8 +430,11 @@ impl Gro {
         let b = &mut self.buf[..];
         let tot = b.len() - l3;
         let mut ip = ipv4::Packet::new_unchecked(&mut b[l3..l4]);
+        // The first segment's header checksum was verified: adjust it for
+        // the new length (RFC 1624) rather than sum the header again.
+        let c = update(ip.checksum(), ip.total_len() as u16, tot as u16);
         ip.set_total_len(tot as u16);
-        ip.fill_checksum();
+        ip.set_checksum(c);
         let pseudo = pseudo_header(
             ip.addrs(),
             ip_proto::TCP,
