@@ -21,9 +21,9 @@
 //!   timer): runs never wait for more frames across steps.
 //! - **The delivered header** is rewritten as RSC hardware does: the first
 //!   segment's Ethernet, IP and TCP headers (its sequence number, IP id and
-//!   TCP options); IPv4 total length covering all the payload and a
-//!   IP checksum updated for it (RFC 1624); ACK number and window of the last segment;
-//!   flags of the first with PSH or'ed in from any segment. Unlike ixgbe
+//!   TCP options); IPv4 total length covering all the payload and the IP
+//!   checksum updated for it (RFC 1624); ACK number and window of the last
+//!   segment; flags of the first with PSH or'ed in from any segment. Unlike ixgbe
 //!   (which leaves the first segment's TCP checksum), the TCP checksum is
 //!   rewritten to be right for the coalesced packet: it costs nothing extra,
 //!   since every segment's payload was summed to verify it, and the sums
