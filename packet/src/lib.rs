@@ -70,6 +70,48 @@ macro_rules! view {
     };
 }
 
+/// The accessors TCP and UDP share: the ports, which lead both headers, and
+/// the checksum at the module's `field::CHECKSUM`. `l4_setters!` writes
+/// them.
+macro_rules! l4_accessors {
+    () => {
+        #[inline]
+        pub fn src_port(&self) -> u16 {
+            $crate::get16(self.buf.as_ref(), field::SRC_PORT)
+        }
+
+        #[inline]
+        pub fn dst_port(&self) -> u16 {
+            $crate::get16(self.buf.as_ref(), field::DST_PORT)
+        }
+
+        /// The checksum field (in UDP, 0 means the sender computed none).
+        #[inline]
+        pub fn checksum(&self) -> u16 {
+            $crate::get16(self.buf.as_ref(), field::CHECKSUM)
+        }
+    };
+}
+
+macro_rules! l4_setters {
+    () => {
+        #[inline]
+        pub fn set_src_port(&mut self, p: u16) {
+            $crate::put16(self.buf.as_mut(), field::SRC_PORT, p);
+        }
+
+        #[inline]
+        pub fn set_dst_port(&mut self, p: u16) {
+            $crate::put16(self.buf.as_mut(), field::DST_PORT, p);
+        }
+
+        #[inline]
+        pub fn set_checksum(&mut self, c: u16) {
+            $crate::put16(self.buf.as_mut(), field::CHECKSUM, c);
+        }
+    };
+}
+
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;

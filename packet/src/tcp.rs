@@ -76,15 +76,7 @@ pub fn header_len_of(data_off: u8) -> usize {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        get16(self.buf.as_ref(), field::SRC_PORT)
-    }
-
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        get16(self.buf.as_ref(), field::DST_PORT)
-    }
+    l4_accessors!();
 
     #[inline]
     pub fn seq(&self) -> u32 {
@@ -119,11 +111,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         get16(self.buf.as_ref(), field::WINDOW)
     }
 
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        get16(self.buf.as_ref(), field::CHECKSUM)
-    }
-
     /// The bytes after the header.
     #[inline]
     pub fn payload(&self) -> &[u8] {
@@ -132,15 +119,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
-    pub fn set_src_port(&mut self, p: u16) {
-        put16(self.buf.as_mut(), field::SRC_PORT, p);
-    }
-
-    #[inline]
-    pub fn set_dst_port(&mut self, p: u16) {
-        put16(self.buf.as_mut(), field::DST_PORT, p);
-    }
+    l4_setters!();
 
     /// Sets the data offset (a multiple of 4, 20..=60) and clears the
     /// reserved bits and NS.
@@ -167,11 +146,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_window(&mut self, v: u16) {
         put16(self.buf.as_mut(), field::WINDOW, v);
-    }
-
-    #[inline]
-    pub fn set_checksum(&mut self, c: u16) {
-        put16(self.buf.as_mut(), field::CHECKSUM, c);
     }
 
     /// Computes and stores the checksum over the whole buffer (header and

@@ -40,15 +40,7 @@ fn check(b: &[u8]) -> Result<()> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        get16(self.buf.as_ref(), field::SRC_PORT)
-    }
-
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        get16(self.buf.as_ref(), field::DST_PORT)
-    }
+    l4_accessors!();
 
     /// Payload bytes according to the length field.
     #[inline]
@@ -72,12 +64,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.raw_len() <= HEADER_LEN
     }
 
-    /// 0 means the sender computed none.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        get16(self.buf.as_ref(), field::CHECKSUM)
-    }
-
     /// The bytes after the header.
     #[inline]
     pub fn payload(&self) -> &[u8] {
@@ -86,25 +72,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
-    pub fn set_src_port(&mut self, p: u16) {
-        put16(self.buf.as_mut(), field::SRC_PORT, p);
-    }
-
-    #[inline]
-    pub fn set_dst_port(&mut self, p: u16) {
-        put16(self.buf.as_mut(), field::DST_PORT, p);
-    }
+    l4_setters!();
 
     /// Sets the length field (header plus payload).
     #[inline]
     pub fn set_len(&mut self, len: u16) {
         put16(self.buf.as_mut(), field::LENGTH, len);
-    }
-
-    #[inline]
-    pub fn set_checksum(&mut self, c: u16) {
-        put16(self.buf.as_mut(), field::CHECKSUM, c);
     }
 
     /// Computes and stores the checksum over the whole buffer with `pseudo`
