@@ -18,10 +18,11 @@
 //! waits (in `pending`, respectively in the [`Gro`] context) and is retried
 //! first on the next step, packet before frame, so the wire order holds.
 
+use crate::frames;
 use crate::gro::Gro;
 use crate::iommu::DmaView;
 use crate::nic::SimNic;
-use crate::rx::{steer, RxOutcome, RxPath, RxSettings, RxWbHook, StepStats};
+use crate::rx::{padded, steer, RxOutcome, RxPath, RxSettings, RxWbHook, Steered, StepStats};
 use crate::tx::TxPath;
 use crate::{gro, SimConfig, Wire};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -253,17 +254,29 @@ struct RxCtx<'a, 'v> {
 
 impl RxCtx<'_, '_> {
     /// Runs one frame from the wire through the MAC checks and the
-    /// coalescing context into a ring.
+    /// coalescing context into a ring. The frame is parsed and steered
+    /// once, whatever becomes of it.
     #[inline]
     fn feed(&mut self, frame: &[u8]) -> Fed {
         if !RxPath::accept(self.nic, self.set, self.st, frame, false) {
             return Fed::Done;
         }
-        if !self.gro.enabled() {
-            return self.deliver(frame);
+        if frame.len() < frames::ETH_ZLEN {
+            return self.take(&padded(frame));
         }
-        // Parsed and checksummed once, whether it extends or starts a run.
-        let seg = gro::segment(frame);
+        self.take(frame)
+    }
+
+    /// [`Self::feed`] for an accepted frame of at least the minimum length.
+    #[inline]
+    fn take(&mut self, frame: &[u8]) -> Fed {
+        if !self.gro.enabled() {
+            // Parsed and steered where it is placed.
+            return self.deliver(frame, None);
+        }
+        let p = frames::parse(frame);
+        // Checked and checksummed once, whether it extends or starts a run.
+        let seg = gro::segment(frame, &p);
         if self.gro.is_open() {
             if let Some(s) = &seg {
                 if self.gro.append_seg(frame, s).is_ok() {
@@ -277,20 +290,25 @@ impl RxCtx<'_, '_> {
                 return Fed::Stalled;
             }
         }
+        let (queue, rss) = steer(self.nic, self.set, frame, &p);
+        let steered = Steered {
+            parsed: p,
+            queue,
+            rss,
+        };
         if let Some(seg) = seg {
-            let (q, _) = steer(self.nic, self.set, frame, &seg.parsed);
-            let cap = self.rx.ring_capacity(self.nic, self.set, q);
-            if self.gro.start_seg(frame, &seg, cap) {
+            let cap = self.rx.ring_capacity(self.nic, self.set, queue);
+            if self.gro.start_seg(frame, &seg, cap, steered) {
                 return Fed::Done;
             }
         }
-        self.deliver(frame)
+        self.deliver(frame, Some(&steered))
     }
 
-    fn deliver(&mut self, frame: &[u8]) -> Fed {
+    fn deliver(&mut self, frame: &[u8], steered: Option<&Steered>) -> Fed {
         match self
             .rx
-            .deliver(self.nic, self.view, self.set, self.st, frame, None)
+            .deliver(self.nic, self.view, self.set, self.st, frame, steered, None)
         {
             RxOutcome::NoRoom if self.fc => Fed::Stalled,
             RxOutcome::NoRoom => {
@@ -316,9 +334,24 @@ impl RxCtx<'_, '_> {
             return true;
         };
         let segs = info.segs();
-        let outcome = self
-            .rx
-            .deliver(self.nic, self.view, self.set, self.st, packet, Some(&info));
+        // A run of one segment shorter than a minimum frame (its Ethernet
+        // padding is not part of the run) is padded again.
+        let pad;
+        let packet = if packet.len() < frames::ETH_ZLEN {
+            pad = padded(packet);
+            &pad
+        } else {
+            packet
+        };
+        let outcome = self.rx.deliver(
+            self.nic,
+            self.view,
+            self.set,
+            self.st,
+            packet,
+            Some(info.steered),
+            Some(&info),
+        );
         match outcome {
             RxOutcome::NoRoom if self.fc => return false,
             RxOutcome::NoRoom => RxPath::count_missed(self.st, segs),

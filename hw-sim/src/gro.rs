@@ -21,9 +21,9 @@
 //!   timer): runs never wait for more frames across steps.
 //! - **The delivered header** is rewritten as RSC hardware does: the first
 //!   segment's Ethernet, IP and TCP headers (its sequence number, IP id and
-//!   TCP options); IPv4 total length covering all the payload and a
-//!   recomputed IP checksum; ACK number and window of the last segment;
-//!   flags of the first with PSH or'ed in from any segment. Unlike ixgbe
+//!   TCP options); IPv4 total length covering all the payload and the IP
+//!   checksum updated for it (RFC 1624); ACK number and window of the last
+//!   segment; flags of the first with PSH or'ed in from any segment. Unlike ixgbe
 //!   (which leaves the first segment's TCP checksum), the TCP checksum is
 //!   rewritten to be right for the coalesced packet: it costs nothing extra,
 //!   since every segment's payload was summed to verify it, and the sums
@@ -66,12 +66,15 @@
 //! assert_eq!((packet.len(), segs), (54 + 200, 2));
 //! ```
 
-use crate::frames::{self, fold, ones_sum, Parsed, L3, L4, TCP_ACK, TCP_PSH};
+use crate::frames::{self, parse, Parsed, L3, L4, TCP_ACK, TCP_PSH};
+use crate::rx::Steered;
+use packet::checksum::{fold, pseudo_header, sum, update};
+use packet::{ip_proto, ipv4, tcp};
 
 /// Most segments one coalesced packet may hold (`SimConfig::gro` upper bound).
 pub const MAX_GRO: u32 = 64;
 /// Largest IPv4 datagram (total length is 16 bits).
-const MAX_IP_LEN: usize = 0xFFFF;
+const MAX_IP_LEN: usize = ipv4::MAX_PACKET_LEN;
 /// Headroom reserved in the staging buffer beyond the largest datagram.
 const STAGING: usize = MAX_IP_LEN + 64;
 const TCP_FLAGS_OK: u8 = TCP_ACK | TCP_PSH;
@@ -107,49 +110,60 @@ pub(crate) struct Segment {
     payload_sum: u16,
 }
 
-fn be16(f: &[u8], off: usize) -> u16 {
-    u16::from_be_bytes([f[off], f[off + 1]])
-}
+/// The IPv4 header bytes a segment must share with the run's first: all
+/// but total length, id and checksum.
+const SAME_IP: [std::ops::Range<usize>; 3] = [
+    ipv4::field::VER_IHL..ipv4::field::TOTAL_LEN,
+    ipv4::field::FLAGS_FRAG..ipv4::field::CHECKSUM,
+    ipv4::field::ADDRS,
+];
+/// The TCP header bytes naming the flow: the ports.
+const PORTS: std::ops::Range<usize> = tcp::field::SRC_PORT..tcp::field::SEQ;
 
-fn be32(f: &[u8], off: usize) -> u32 {
-    u32::from_be_bytes([f[off], f[off + 1], f[off + 2], f[off + 3]])
-}
-
-/// Parses `f` as a coalescible segment (see the module docs), verifying its
-/// IP and TCP checksums. `None` when it does not qualify. Never panics.
-pub(crate) fn segment(f: &[u8]) -> Option<Segment> {
-    let p = frames::parse(f);
-    if p.l3 != L3::Ipv4 || p.l4 != L4::Tcp || p.fragment || p.l4_off != p.l3_off + 20 {
+/// Checks that `f`, parsed as `p`, is a coalescible segment (see the
+/// module docs), verifying its IP and TCP checksums. `None` when it does
+/// not qualify. Never panics.
+pub(crate) fn segment(f: &[u8], p: &Parsed) -> Option<Segment> {
+    if p.l3 != L3::Ipv4
+        || p.l4 != L4::Tcp
+        || p.fragment
+        || p.l4_off != p.l3_off + ipv4::MIN_HEADER_LEN
+    {
         return None;
     }
     let (l3, l4, l5) = (p.l3_off, p.l4_off, p.l5_off);
-    let tot = be16(f, l3 + 2) as usize;
-    if l5 < l4 + 20 || tot < l5 - l3 || l3 + tot > f.len() {
+    // `parse` saw 20 bytes of IPv4 header at l3 and 20 of TCP at l4.
+    let ip = ipv4::Packet::new_unchecked(&f[l3..l4]);
+    let tot = ip.total_len();
+    if l5 < l4 + tcp::MIN_HEADER_LEN || tot < l5 - l3 || l3 + tot > f.len() {
         return None;
     }
-    let flags = f[l4 + 13];
-    // Data offset low nibble: reserved bits and NS must be clear.
-    if f[l4 + 12] & 0x0F != 0 || flags & !TCP_FLAGS_OK != 0 || flags & TCP_ACK == 0 {
+    let t = tcp::Packet::new_unchecked(&f[l4..l5]);
+    let flags = t.flags();
+    if t.reserved_ns() != 0 || flags & !TCP_FLAGS_OK != 0 || flags & TCP_ACK == 0 {
         return None;
     }
     let payload = tot - (l5 - l3);
     if payload == 0 {
         return None;
     }
-    if fold(ones_sum(&f[l3..l4], 0)) != 0xFFFF {
+    if !ip.checksum_ok() {
         return None;
     }
-    let seg_len = (tot - 20) as u64;
-    let pseudo = ones_sum(&f[l3 + 12..l3 + 20], frames::IPPROTO_TCP as u64 + seg_len);
-    let payload_sum = fold(ones_sum(&f[l5..l5 + payload], 0));
-    let sum = fold(ones_sum(&f[l4..l5], pseudo) + payload_sum as u64);
-    if sum != 0xFFFF && sum != 0 {
+    let pseudo = pseudo_header(
+        ip.addrs(),
+        ip_proto::TCP,
+        (tot - ipv4::MIN_HEADER_LEN) as u32,
+    );
+    let payload_sum = fold(sum(&f[l5..l5 + payload], 0));
+    let total = fold(sum(&f[l4..l5], pseudo) + payload_sum as u64);
+    if total != 0xFFFF && total != 0 {
         return None;
     }
     Some(Segment {
-        parsed: p,
+        parsed: *p,
         payload,
-        seq: be32(f, l4 + 4),
+        seq: t.seq(),
         payload_sum,
     })
 }
@@ -184,10 +198,12 @@ pub struct Gro {
     sum: u64,
     payload: usize,
     /// Last segment's ACK number and window; PSH seen in any segment.
-    ack: [u8; 4],
-    window: [u8; 2],
+    ack: u32,
+    window: u16,
     psh: bool,
     ip_id: u16,
+    /// The first segment's headers and queue, which are the packet's.
+    steered: Steered,
     /// Sum over segments of wire length + FCS (GORC).
     wire_bytes: u64,
 }
@@ -198,6 +214,9 @@ pub(crate) struct RunInfo<'a> {
     /// Frame offsets where each segment's payload starts (RSCCNT).
     pub starts: &'a [u32],
     pub ip_id: u16,
+    /// Parsed and steered with the first segment: the coalesced packet has
+    /// the same headers (but for lengths and checksums) and flow.
+    pub steered: &'a Steered,
     pub wire_bytes: u64,
 }
 
@@ -225,10 +244,11 @@ impl Gro {
             next_seq: 0,
             sum: 0,
             payload: 0,
-            ack: [0; 4],
-            window: [0; 2],
+            ack: 0,
+            window: 0,
             psh: false,
             ip_id: 0,
+            steered: Steered::default(),
             wire_bytes: 0,
         }
     }
@@ -253,18 +273,37 @@ impl Gro {
 
     /// Opens a run with `f` if it is a coalescible segment, GRO is on, no
     /// packet is pending, and it fits `cap` bytes (the largest frame the
-    /// ring can hold). Returns whether it did; `f` is copied.
+    /// ring can hold). Returns whether it did; `f` is copied. (The engine
+    /// uses `start_seg` with the frame's parse and queue, which the packet
+    /// then keeps; here the packet is steered to queue 0.)
     pub fn start(&mut self, f: &[u8], cap: usize) -> bool {
         if !self.enabled() || self.state != State::Idle {
             return false;
         }
-        match segment(f) {
-            Some(s) => self.start_seg(f, &s, cap),
+        let p = parse(f);
+        match segment(f, &p) {
+            Some(s) => self.start_seg(
+                f,
+                &s,
+                cap,
+                Steered {
+                    parsed: p,
+                    ..Steered::default()
+                },
+            ),
             None => false,
         }
     }
 
-    pub(crate) fn start_seg(&mut self, f: &[u8], s: &Segment, cap: usize) -> bool {
+    /// [`Gro::start`] for a segment already checked by [`segment`] and
+    /// steered (`steered` goes with the packet to the receive path).
+    pub(crate) fn start_seg(
+        &mut self,
+        f: &[u8],
+        s: &Segment,
+        cap: usize,
+        steered: Steered,
+    ) -> bool {
         let p = &s.parsed;
         let len = p.l5_off + s.payload;
         if !self.enabled() || self.state != State::Idle || len > cap {
@@ -279,11 +318,11 @@ impl Gro {
         self.next_seq = s.seq.wrapping_add(s.payload as u32);
         self.sum = s.payload_sum as u64;
         self.payload = s.payload;
-        self.ack.copy_from_slice(&f[p.l4_off + 8..p.l4_off + 12]);
-        self.window
-            .copy_from_slice(&f[p.l4_off + 14..p.l4_off + 16]);
-        self.psh = f[p.l4_off + 13] & TCP_PSH != 0;
+        let t = tcp::Packet::new_unchecked(&f[p.l4_off..p.l5_off]);
+        (self.ack, self.window) = (t.ack(), t.window());
+        self.psh = t.flags() & TCP_PSH != 0;
         self.ip_id = p.ip_id;
+        self.steered = steered;
         self.wire_bytes = wire_len(f);
         self.state = State::Open;
         true
@@ -295,7 +334,7 @@ impl Gro {
         if self.state != State::Open {
             return Err(Break::NoRun);
         }
-        let s = segment(f).ok_or(Break::NotEligible)?;
+        let s = segment(f, &parse(f)).ok_or(Break::NotEligible)?;
         self.append_seg(f, &s)
     }
 
@@ -307,13 +346,14 @@ impl Gro {
         let p = &s.parsed;
         let (l3, l4) = (self.l3, self.l4);
         let b = &self.buf;
+        let same = |r: &std::ops::Range<usize>, base: usize| {
+            f[base + r.start..base + r.end] == b[base + r.start..base + r.end]
+        };
         if p.l3_off != l3
             || p.l4_off != l4
             || f[..l3] != b[..l3]
-            || f[l3..l3 + 2] != b[l3..l3 + 2]
-            || f[l3 + 6..l3 + 10] != b[l3 + 6..l3 + 10]
-            || f[l3 + 12..l3 + 20] != b[l3 + 12..l3 + 20]
-            || f[l4..l4 + 4] != b[l4..l4 + 4]
+            || !SAME_IP.iter().all(|r| same(r, l3))
+            || !same(&PORTS, l4)
         {
             return Err(Break::OtherFlow);
         }
@@ -340,9 +380,9 @@ impl Gro {
         self.buf.extend_from_slice(payload);
         self.payload += s.payload;
         self.next_seq = s.seq.wrapping_add(s.payload as u32);
-        self.ack.copy_from_slice(&f[l4 + 8..l4 + 12]);
-        self.window.copy_from_slice(&f[l4 + 14..l4 + 16]);
-        self.psh |= f[l4 + 13] & TCP_PSH != 0;
+        let t = tcp::Packet::new_unchecked(&f[l4..p.l5_off]);
+        (self.ack, self.window) = (t.ack(), t.window());
+        self.psh |= t.flags() & TCP_PSH != 0;
         self.wire_bytes += wire_len(f);
         Ok(())
     }
@@ -373,6 +413,7 @@ impl Gro {
                     starts: &self.starts,
                     ip_id: self.ip_id,
                     wire_bytes: self.wire_bytes,
+                    steered: &self.steered,
                 },
             )
         })
@@ -388,22 +429,26 @@ impl Gro {
         let (l3, l4, l5) = (self.l3, self.l4, self.l5);
         let b = &mut self.buf[..];
         let tot = b.len() - l3;
-        b[l3 + 2..l3 + 4].copy_from_slice(&(tot as u16).to_be_bytes());
-        b[l3 + 10..l3 + 12].fill(0);
-        let ip = frames::checksum(&b[l3..l4]);
-        b[l3 + 10..l3 + 12].copy_from_slice(&ip.to_be_bytes());
-        b[l4 + 8..l4 + 12].copy_from_slice(&self.ack);
-        b[l4 + 14..l4 + 16].copy_from_slice(&self.window);
-        if self.psh {
-            b[l4 + 13] |= TCP_PSH;
-        }
-        b[l4 + 16..l4 + 18].fill(0);
-        let pseudo = ones_sum(
-            &b[l3 + 12..l3 + 20],
-            frames::IPPROTO_TCP as u64 + (tot - 20) as u64,
+        let mut ip = ipv4::Packet::new_unchecked(&mut b[l3..l4]);
+        // The first segment's header checksum was verified: adjust it for
+        // the new length (RFC 1624) rather than sum the header again.
+        let c = update(ip.checksum(), ip.total_len() as u16, tot as u16);
+        ip.set_total_len(tot as u16);
+        ip.set_checksum(c);
+        let pseudo = pseudo_header(
+            ip.addrs(),
+            ip_proto::TCP,
+            (tot - ipv4::MIN_HEADER_LEN) as u32,
         );
-        let tcp = !fold(ones_sum(&b[l4..l5], pseudo) + self.sum);
-        b[l4 + 16..l4 + 18].copy_from_slice(&tcp.to_be_bytes());
+        let mut t = tcp::Packet::new_unchecked(&mut b[l4..l5]);
+        t.set_ack(self.ack);
+        t.set_window(self.window);
+        if self.psh {
+            t.set_flags(t.flags() | TCP_PSH);
+        }
+        t.set_checksum(0);
+        let c = !fold(sum(&b[l4..l5], pseudo) + self.sum);
+        tcp::Packet::new_unchecked(&mut b[l4..l5]).set_checksum(c);
     }
 }
 
@@ -419,6 +464,14 @@ mod tests {
 
     const URG: u8 = 0x20;
     const RST: u8 = 0x04;
+
+    fn be16(f: &[u8], off: usize) -> u16 {
+        u16::from_be_bytes([f[off], f[off + 1]])
+    }
+
+    fn be32(f: &[u8], off: usize) -> u32 {
+        u32::from_be_bytes([f[off], f[off + 1], f[off + 2], f[off + 3]])
+    }
 
     fn seg(seq: u32, payload: &[u8]) -> Vec<u8> {
         Builder::default().tcp(
@@ -652,15 +705,15 @@ mod tests {
         let f = seg(5, &[9; 64]);
         let mut g = Gro::new(8);
         for n in 0..f.len() {
-            let _ = segment(&f[..n]);
+            let _ = segment(&f[..n], &parse(&f[..n]));
             let _ = g.append(&f[..n]);
         }
         let mut x = f.clone();
         x[16] = 0xFF; // IP total length past the end
         x[17] = 0xFF;
-        assert!(segment(&x).is_none());
+        assert!(segment(&x, &parse(&x)).is_none());
         let mut x = f.clone();
         x[46] = 0x10; // TCP data offset 4 (< 20 bytes)
-        assert!(segment(&x).is_none());
+        assert!(segment(&x, &parse(&x)).is_none());
     }
 }

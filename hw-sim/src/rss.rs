@@ -130,18 +130,15 @@ pub(crate) fn hash_type(mrqc: u32, p: &Parsed) -> u32 {
 /// Builds the hash input of `ty` from the frame's headers into `buf`;
 /// `None` if a header is cut short (not reachable after `parse`).
 fn input<'b>(f: &[u8], p: &Parsed, ty: u32, buf: &'b mut [u8; 36]) -> Option<&'b [u8]> {
-    let (addrs, addr_len) = match p.l3 {
-        L3::Ipv4 => (p.l3_off + 12, 8),
-        L3::Ipv6 => (p.l3_off + 8, 32),
-        L3::None => return None,
-    };
-    buf[..addr_len].copy_from_slice(f.get(addrs..addrs + addr_len)?);
+    let addrs = f.get(p.addrs()?)?;
+    let addr_len = addrs.len();
+    buf[..addr_len].copy_from_slice(addrs);
     let ports = matches!(
         ty,
         RSS_TYPE_IPV4_TCP | RSS_TYPE_IPV4_UDP | RSS_TYPE_IPV6_TCP_EX | RSS_TYPE_IPV6_UDP
     );
     let len = if ports {
-        buf[addr_len..addr_len + 4].copy_from_slice(f.get(p.l4_off..p.l4_off + 4)?);
+        buf[addr_len..addr_len + 4].copy_from_slice(f.get(p.ports())?);
         addr_len + 4
     } else {
         addr_len

@@ -237,6 +237,27 @@ pub(crate) fn pkt_buf_size(srrctl: u32, rctl: u32) -> usize {
     }
 }
 
+/// What the receive path decides about a frame from one parse: its headers,
+/// its queue and its RSS hash. GRO makes it for every frame it looks at and
+/// hands it to [`RxPath::deliver`] with the frame (or with the coalesced
+/// packet the frame started), so nothing is parsed or hashed twice.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Steered {
+    pub parsed: Parsed,
+    pub queue: u32,
+    pub rss: RssInfo,
+}
+
+/// A runt padded with zeros to the minimum frame length, as the MAC pads
+/// it. Only runts take this copy: callers check the length first.
+#[cold]
+pub(crate) fn padded(frame: &[u8]) -> [u8; frames::ETH_ZLEN] {
+    let mut p = [0u8; frames::ETH_ZLEN];
+    let n = frame.len().min(frames::ETH_ZLEN);
+    p[..n].copy_from_slice(&frame[..n]);
+    p
+}
+
 /// Which queue a frame goes to, and its RSS hash: queue 0 and no hash
 /// unless RSS is on (see [`crate::rss`]).
 #[inline]
@@ -427,7 +448,10 @@ impl RxPath {
         if !Self::accept(nic, set, st, frame, loopback) {
             return RxOutcome::Dropped;
         }
-        self.deliver(nic, view, set, st, frame, None)
+        if frame.len() < frames::ETH_ZLEN {
+            return self.deliver(nic, view, set, st, &padded(frame), None, None);
+        }
+        self.deliver(nic, view, set, st, frame, None, None)
     }
 
     /// The MAC's per-frame checks before any ring is looked at: link,
@@ -493,10 +517,13 @@ impl RxPath {
         true
     }
 
-    /// Places an accepted frame, or a coalesced packet (`run`), in its
-    /// queue: queue choice, room in the ring, the two placement passes and
-    /// the counters. A coalesced packet's write-backs carry RSCCNT and
-    /// checksum status from the segments' verification (see `gro`).
+    /// Places an accepted frame (padded to the minimum length; parsed and
+    /// steered here unless the caller did, as `steered`),
+    /// or a coalesced packet (`run`, steered with its first segment), in its
+    /// queue: room in the ring, the two placement passes and the counters.
+    /// A coalesced packet's write-backs carry RSCCNT and checksum status
+    /// from the segments' verification (see `gro`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn deliver(
         &mut self,
         nic: &SimNic,
@@ -504,24 +531,22 @@ impl RxPath {
         set: &mut RxSettings,
         st: &mut StepStats,
         frame: &[u8],
+        steered: Option<&Steered>,
         run: Option<&RunInfo<'_>>,
     ) -> RxOutcome {
-        // The MAC pads runts to the minimum frame length (zeroing only then).
-        let padded: [u8; frames::ETH_ZLEN];
-        let frame = if frame.len() < frames::ETH_ZLEN {
-            let mut p = [0u8; frames::ETH_ZLEN];
-            p[..frame.len()].copy_from_slice(frame);
-            padded = p;
-            &padded[..]
-        } else {
-            frame
-        };
+        debug_assert!(frame.len() >= frames::ETH_ZLEN, "callers pad runts");
         let size = frame.len();
         // Wire frames this packet stands for.
         let n = run.map_or(1, |r| r.segs());
-
-        let parsed = frames::parse(frame);
-        let (q, rss) = steer(nic, set, frame, &parsed);
+        let own;
+        let (parsed, q, rss) = match steered {
+            Some(s) => (&s.parsed, s.queue, s.rss),
+            None => {
+                own = frames::parse(frame);
+                let (q, rss) = steer(nic, set, frame, &own);
+                (&own, q, rss)
+            }
+        };
         let ring = &mut self.rings[q as usize];
         if !ring.loaded {
             *ring = RxRing::load(nic, q);
@@ -557,7 +582,7 @@ impl RxPath {
             }
         }
         let ring = *ring;
-        match self.plan(view, &ring, set, frame, &parsed, &rss, fcs, pbuf, run) {
+        match self.plan(view, &ring, set, frame, parsed, &rss, fcs, pbuf, run) {
             None => {
                 st.sim.dma_faults += 1;
                 RxOutcome::Dropped

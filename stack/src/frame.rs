@@ -24,17 +24,12 @@
 //! Buffer bytes are read and written through [`Buf`]'s bounded accessors:
 //! no `unsafe` here.
 
-use crate::csum::{self, Sum};
 use driver::{Buf, BufPool, Csum, OwnedPacket, Seg};
+use packet::checksum::{pseudo_header, Sum};
+use packet::ethernet::{self, ethertype, HEADER_LEN as ETH_HLEN};
+use packet::segment::{Piece, Template};
+use packet::{ip_proto, ipv4, tcp, udp};
 use std::collections::VecDeque;
-
-const ETH_HLEN: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// One frame ready for smoltcp; owns its buffer until released.
 #[derive(Debug)]
@@ -127,13 +122,14 @@ enum Verdict {
 /// or the frame is malformed); `tail` are the bytes that follow it. Non-IPv4
 /// frames pass unchecked (smoltcp checks what it understands of them).
 fn verify(head: &[u8], tail: &[&[u8]], ip_csum: Csum, l4_csum: Csum, sw: &mut u64) -> Verdict {
-    if head.len() < ETH_HLEN + 20 || u16::from_be_bytes([head[12], head[13]]) != ETHERTYPE_IPV4 {
+    if !is_ipv4(head) {
+        return Verdict::Ok;
+    }
+    let ip_bytes = &head[ETH_HLEN..];
+    if ip_bytes.len() < ipv4::MIN_HEADER_LEN {
         // Too short for IPv4 (a runt the NIC padded holds at least 46
-        // bytes of it) or not IPv4: for smoltcp to judge.
-        return if head.len() >= ETH_HLEN
-            && u16::from_be_bytes([head[12], head[13]]) == ETHERTYPE_IPV4
-            && tail.is_empty()
-        {
+        // bytes of it): for smoltcp to judge when more follows.
+        return if tail.is_empty() {
             Verdict::Malformed
         } else {
             Verdict::Ok
@@ -143,21 +139,22 @@ fn verify(head: &[u8], tail: &[&[u8]], ip_csum: Csum, l4_csum: Csum, sw: &mut u6
     // the checksums (a few loads of bytes already in cache): an IP total
     // length beyond the frame or shorter than the headers, a TCP data
     // offset beyond the IP payload.
-    let ip = &head[ETH_HLEN..];
-    let ihl = (ip[0] & 0x0F) as usize * 4;
-    if ip[0] >> 4 != 4 || ihl < 20 || ip.len() < ihl {
+    let Ok(ip) = ipv4::Packet::new_checked(ip_bytes) else {
         return Verdict::Malformed;
-    }
-    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    };
+    let ihl = ip.header_len();
+    let total = ip.total_len();
     let frame_len = head.len() + tail.iter().map(|t| t.len()).sum::<usize>();
     if total < ihl || ETH_HLEN + total > frame_len {
         return Verdict::Malformed;
     }
-    let proto = ip[9];
-    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3FFF != 0;
-    if proto == PROTO_TCP && !fragment {
-        match ip.get(ihl + 12) {
-            Some(&b) if (b >> 4) >= 5 && ihl + (b >> 4) as usize * 4 <= total => {}
+    let proto = ip.protocol();
+    let fragment = ip.is_fragment();
+    if proto == ip_proto::TCP && !fragment {
+        match ip_bytes.get(ihl + tcp::field::DATA_OFF) {
+            Some(&b)
+                if tcp::header_len_of(b) >= tcp::MIN_HEADER_LEN
+                    && ihl + tcp::header_len_of(b) <= total => {}
             _ => return Verdict::Malformed,
         }
     }
@@ -165,21 +162,17 @@ fn verify(head: &[u8], tail: &[&[u8]], ip_csum: Csum, l4_csum: Csum, sw: &mut u6
         return Verdict::Ok;
     }
     *sw += 1;
-    if ip_csum == Csum::None {
-        let mut s = Sum::new();
-        s.add(&ip[..ihl]);
-        if s.folded() != 0xFFFF {
-            return Verdict::BadChecksum;
-        }
+    if ip_csum == Csum::None && !ip.checksum_ok() {
+        return Verdict::BadChecksum;
     }
-    if l4_csum == Csum::Good || fragment || !(proto == PROTO_TCP || proto == PROTO_UDP) {
+    if l4_csum == Csum::Good || fragment || !(proto == ip_proto::TCP || proto == ip_proto::UDP) {
         return Verdict::Ok;
     }
     let l4_len = total - ihl;
     let l4_start = ETH_HLEN + ihl;
-    if proto == PROTO_UDP {
+    if proto == ip_proto::UDP {
         // A UDP checksum of zero means "none".
-        let at = l4_start + 6;
+        let at = l4_start + udp::field::CHECKSUM;
         let field = if head.len() >= at + 2 {
             u16::from_be_bytes([head[at], head[at + 1]])
         } else {
@@ -190,9 +183,7 @@ fn verify(head: &[u8], tail: &[&[u8]], ip_csum: Csum, l4_csum: Csum, sw: &mut u6
         }
     }
     let mut s = Sum::new();
-    s.add(&ip[12..20]);
-    s.add_u16(proto as u16);
-    s.add_u16(l4_len as u16);
+    s.add_acc(pseudo_header(ip.addrs(), proto, l4_len as u32));
     // The L4 bytes: from l4_start across head and tail, l4_len of them.
     let mut want = l4_len;
     let mut skip = l4_start;
@@ -217,65 +208,60 @@ fn verify(head: &[u8], tail: &[&[u8]], ip_csum: Csum, l4_csum: Csum, sw: &mut u6
     }
 }
 
-/// Where the headers of a TCP/IPv4 frame end.
+/// The frame starts with an Ethernet header carrying IPv4.
+fn is_ipv4(head: &[u8]) -> bool {
+    ethernet::Frame::new_checked(head).is_ok_and(|e| e.ethertype() == ethertype::IPV4)
+}
+
+/// Where the headers of a TCP/IPv4 frame end, and how to rewrite them for
+/// each buffer's segment.
 #[derive(Clone, Copy, Debug)]
 struct TcpLayout {
-    ihl: usize,
+    template: Template,
     /// Ethernet + IP + TCP header bytes.
     hlen: usize,
     /// TCP payload bytes according to the IP header.
     payload: usize,
-    seq: u32,
 }
 
 impl TcpLayout {
     /// Parses `h` (the frame's first bytes, holding at least the headers)
     /// as an unfragmented TCP/IPv4 frame.
     fn parse(h: &[u8]) -> Option<TcpLayout> {
-        if h.len() < ETH_HLEN + 20 || u16::from_be_bytes([h[12], h[13]]) != ETHERTYPE_IPV4 {
+        if !is_ipv4(h) {
             return None;
         }
-        let ip = &h[ETH_HLEN..];
-        let ihl = (ip[0] & 0x0F) as usize * 4;
-        if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != PROTO_TCP {
+        let ip = ipv4::Packet::new_checked(&h[ETH_HLEN..]).ok()?;
+        if ip.protocol() != ip_proto::TCP || ip.is_fragment() {
             return None;
         }
-        if u16::from_be_bytes([ip[6], ip[7]]) & 0x3FFF != 0 {
-            return None;
-        }
-        let tcp = ip.get(ihl..ihl + 20)?;
-        let doff = (tcp[12] >> 4) as usize * 4;
-        let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-        let hlen = ETH_HLEN + ihl + doff;
-        if doff < 20 || h.len() < hlen || total < ihl + doff {
+        let template = Template::new(h, ETH_HLEN, ETH_HLEN + ip.header_len()).ok()?;
+        let hlen = template.header_len();
+        let total = ip.total_len();
+        if total < hlen - ETH_HLEN {
             return None;
         }
         Some(TcpLayout {
-            ihl,
+            template,
             hlen,
-            payload: total - ihl - doff,
-            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            payload: total - (hlen - ETH_HLEN),
         })
     }
 
     /// Rewrites a copy of the headers (`h`, `hlen` bytes) for a segment of
-    /// `n` payload bytes at payload offset `off`.
+    /// `n` payload bytes at payload offset `off`. The TCP checksum stays
+    /// the original's (see the module docs).
     fn rewrite(&self, h: &mut [u8], off: usize, n: usize, first: bool, last: bool) {
-        let ip = ETH_HLEN;
-        let tcp = ip + self.ihl;
-        let total = (self.hlen - ETH_HLEN + n) as u16;
-        h[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
-        h[ip + 10..ip + 12].fill(0);
-        let c = csum::ipv4_header(&h[ip..tcp]);
-        h[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
-        let seq = self.seq.wrapping_add(off as u32);
-        h[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
-        if !last {
-            h[tcp + 13] &= !(TCP_FIN | TCP_PSH);
-        }
-        if !first {
-            h[tcp + 13] &= !TCP_CWR;
-        }
+        let piece = Piece {
+            offset: off,
+            len: n,
+            first,
+            last,
+            ip_id: None,
+        };
+        // `h` holds `hlen` bytes: the rewrite cannot fail.
+        let rewritten = self.template.rewrite(h, &piece);
+        debug_assert!(rewritten.is_ok());
     }
 }
 

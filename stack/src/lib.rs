@@ -14,11 +14,9 @@
 //! - [`iperf3`]: the iperf3 server protocol as a state machine, so stock
 //!   `iperf3 -c` clients run against the sink.
 //! - [`queue`]: bringing up a queue pair with its pools, and auditing it.
-//! - [`csum`]: checksums over data in several buffers.
 //!
 //! Dependency direction: apps -> stack -> pipeline -> driver.
 
-pub mod csum;
 pub mod device;
 pub mod frame;
 pub mod iperf3;

@@ -24,7 +24,9 @@
 //! yields the same frames: see [`Generator::expected`].
 
 use super::Wire;
-use crate::frames::{self, fold, ones_sum, Builder, Tcp, MAX_JUMBO, TCP_ACK, TCP_PSH};
+use crate::frames::{self, Builder, Tcp, MAX_JUMBO, TCP_ACK, TCP_PSH};
+use packet::checksum::{fold, pseudo_header, sum};
+use packet::{ethernet, ipv4, tcp, udp};
 
 /// Most flows a generator tracks (TCP sequence state is kept per flow).
 pub const MAX_FLOWS: u32 = 1 << 20;
@@ -38,12 +40,14 @@ const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const IMIX: [usize; 12] = [60, 60, 590, 60, 60, 590, 60, 1514, 60, 590, 60, 590];
 
 // Field offsets in the frames we build (no VLAN, no IP options).
-const IP_CSUM: usize = 24;
-const IP_SRC: usize = 26;
-const L4: usize = 34;
-const UDP_CSUM: usize = L4 + 6;
-const TCP_SEQ: usize = L4 + 4;
-const TCP_CSUM: usize = L4 + 16;
+const L3: usize = ethernet::HEADER_LEN;
+const IP_CSUM: usize = L3 + ipv4::field::CHECKSUM;
+const IP_SRC: usize = L3 + ipv4::field::SRC_ADDR.start;
+const IP_ADDRS: std::ops::Range<usize> = L3 + ipv4::field::ADDRS.start..L3 + ipv4::field::ADDRS.end;
+const L4: usize = L3 + ipv4::MIN_HEADER_LEN;
+const UDP_CSUM: usize = L4 + udp::field::CHECKSUM;
+const TCP_SEQ: usize = L4 + tcp::field::SEQ;
+const TCP_CSUM: usize = L4 + tcp::field::CHECKSUM;
 
 /// Frame length distribution (bytes without FCS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,7 +278,12 @@ impl Generator {
             ip_id: index as u16,
             ..Builder::default()
         };
-        let hdrs = frames::ETH_HLEN + 20 + if tcp { 20 } else { 8 };
+        let hdrs = L4
+            + if tcp {
+                tcp::MIN_HEADER_LEN
+            } else {
+                udp::HEADER_LEN
+            };
         let payload = frames::payload_pattern(size - hdrs, (cfg.seed as u8) ^ (index as u8));
         let mut frame = if tcp {
             let t = Tcp {
@@ -303,15 +312,14 @@ impl Generator {
         ];
         frame[csum..csum + 2].fill(0);
         frame[IP_CSUM..IP_CSUM + 2].fill(0);
-        let ip_sum = ones_sum(&frame[frames::ETH_HLEN..L4], 0);
-        let seg_len = (size - L4) as u64;
+        let ip_sum = sum(&frame[L3..L4], 0);
         let proto = if tcp {
             frames::IPPROTO_TCP
         } else {
             frames::IPPROTO_UDP
         };
-        let pseudo = ones_sum(&src_ip, 0) + ones_sum(&DST_IP, 0) + proto as u64 + seg_len;
-        let l4_sum = ones_sum(&frame[L4..], pseudo);
+        let pseudo = pseudo_header(&frame[IP_ADDRS], proto, (size - L4) as u32);
+        let l4_sum = sum(&frame[L4..], pseudo);
         frame[IP_CSUM..IP_CSUM + 2].copy_from_slice(&saved[2..]);
         if baked && !tcp {
             frame[csum..csum + 2].copy_from_slice(&saved[..2]);

@@ -70,7 +70,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::Wire;
-use crate::frames::{self, fold, ones_sum, L3, L4, TCP_FIN, TCP_PSH};
+use crate::frames::{self, L3, L4};
+use packet::checksum::{fold, sum};
+use packet::segment::{Piece, Template};
 
 const TUN_PATH: &CStr = c"/dev/net/tun";
 /// Length of the legacy `struct virtio_net_hdr` (no `num_buffers`).
@@ -83,7 +85,6 @@ const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
 const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
 const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
 const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
-const TCP_CWR: u8 = 0x80;
 
 // ---------------------------------------------------------------------------
 // Configuration and errors
@@ -378,7 +379,7 @@ fn complete_checksum(
         .checked_add(csum_offset)
         .filter(|&f| csum_start < frame.len() && f + 2 <= frame.len())
         .ok_or(VnetError::CsumRange)?;
-    let c = !fold(ones_sum(&frame[csum_start..], 0));
+    let c = !fold(sum(&frame[csum_start..], 0));
     // 0 and 0xFFFF are the same ones-complement value; 0 means "no
     // checksum" for UDP, so store the other one (as the kernel does).
     let c = if c == 0 { 0xFFFF } else { c };
@@ -386,20 +387,15 @@ fn complete_checksum(
     Ok(())
 }
 
-/// How to cut one TCP super-frame into segments (offsets into the frame).
+/// How to cut one TCP super-frame into segments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct TcpGso {
-    ipv6: bool,
-    l3_off: usize,
-    l4_off: usize,
-    /// Start of the payload = length of the copied headers.
-    l5_off: usize,
+    /// The super-frame's headers, rewritten for each segment.
+    template: Template,
     mss: usize,
     /// Payload bytes of the super-frame.
     payload: usize,
     segments: usize,
-    seq: u32,
-    ip_id: u16,
 }
 
 impl TcpGso {
@@ -416,31 +412,24 @@ impl TcpGso {
         };
         let p = frames::parse(frame);
         let l3_ok = match p.l3 {
-            L3::Ipv4 => !ipv6 && p.l4_off >= p.l3_off + 20,
+            L3::Ipv4 => !ipv6,
             L3::Ipv6 => ipv6,
             L3::None => false,
         };
         if !l3_ok || p.fragment || p.l4 != L4::Tcp {
             return Err(VnetError::Headers);
         }
-        // parse() guarantees 20 bytes of TCP header; the data offset may
-        // still claim less (invalid) or more than the frame holds.
-        if p.l5_off < p.l4_off + 20 || p.l5_off > frame.len() {
-            return Err(VnetError::Headers);
-        }
-        let l4 = p.l4_off;
+        // The template checks what parse() does not: an IPv4 header length
+        // of at least 20, a TCP data offset of at least 20 bytes, all of the
+        // headers in the frame.
+        let template = Template::new(frame, p.l3_off, p.l4_off).map_err(|_| VnetError::Headers)?;
         let mss = gso_size as usize;
-        let payload = frame.len() - p.l5_off;
+        let payload = frame.len() - template.header_len();
         Ok(TcpGso {
-            ipv6,
-            l3_off: p.l3_off,
-            l4_off: l4,
-            l5_off: p.l5_off,
+            template,
             mss,
             payload,
             segments: payload.div_ceil(mss).max(1),
-            seq: u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]),
-            ip_id: p.ip_id,
         })
     }
 
@@ -448,49 +437,26 @@ impl TcpGso {
     /// first; no allocation once `out` has room for headers + `mss`).
     fn write_segment(&self, frame: &[u8], i: usize, out: &mut Vec<u8>) {
         debug_assert!(i < self.segments);
-        let (l3, l4, l5) = (self.l3_off, self.l4_off, self.l5_off);
-        let start = (l5 + i * self.mss).min(frame.len());
+        let t = &self.template;
+        let hlen = t.header_len();
+        let start = (hlen + i * self.mss).min(frame.len());
         let end = (start + self.mss).min(frame.len());
         out.clear();
-        out.extend_from_slice(&frame[..l5]);
+        out.extend_from_slice(&frame[..hlen]);
         out.extend_from_slice(&frame[start..end]);
-        let chunk = end - start;
-        if self.ipv6 {
-            let plen = (l5 - l3 - 40 + chunk) as u16;
-            out[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
-        } else {
-            let tot = (l5 - l3 + chunk) as u16;
-            out[l3 + 2..l3 + 4].copy_from_slice(&tot.to_be_bytes());
-            let id = self.ip_id.wrapping_add(i as u16);
-            out[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
-            out[l3 + 10..l3 + 12].fill(0);
-            let c = frames::checksum(&out[l3..l4]);
-            out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-        }
-        let seq = self.seq.wrapping_add((i * self.mss) as u32);
-        out[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
-        let mut flags = out[l4 + 13];
-        if i + 1 < self.segments {
-            flags &= !(TCP_FIN | TCP_PSH);
-        }
-        if i > 0 {
-            flags &= !TCP_CWR;
-        }
-        out[l4 + 13] = flags;
-        out[l4 + 16..l4 + 18].fill(0);
-        let tcp_len = (out.len() - l4) as u64;
-        // Source and destination addresses are adjacent in both IP headers.
-        let addrs = if self.ipv6 {
-            &out[l3 + 8..l3 + 40]
-        } else {
-            &out[l3 + 12..l3 + 20]
+        let piece = Piece {
+            offset: i * self.mss,
+            len: end - start,
+            first: i == 0,
+            last: i + 1 == self.segments,
+            ip_id: Some(t.ip_id().wrapping_add(i as u16)),
         };
-        let pseudo = ones_sum(
-            addrs,
-            frames::IPPROTO_TCP as u64 + (tcp_len >> 16) + (tcp_len & 0xFFFF),
-        );
-        let c = !fold(ones_sum(&out[l4..], pseudo));
-        out[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        // `out` holds the headers the template was read from: neither can
+        // fail.
+        let rewritten = t
+            .rewrite(out, &piece)
+            .and_then(|()| t.fill_tcp_checksum(out));
+        debug_assert!(rewritten.is_ok());
     }
 }
 
@@ -819,7 +785,10 @@ impl Wire for TapWire {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::{payload_pattern, Builder, Parsed, Tcp, TCP_ACK, TCP_SYN};
+    use crate::frames::{
+        payload_pattern, Builder, Parsed, Tcp, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN,
+    };
+    use packet::tcp::flags::CWR as TCP_CWR;
     use std::process::{Child, Command, Output, Stdio};
     use std::time::{Duration, Instant};
 
@@ -834,7 +803,7 @@ mod tests {
             L3::Ipv4 => (&f[p.l3_off + 12..p.l3_off + 20], f.len() - p.l4_off),
             _ => (&f[p.l3_off + 8..p.l3_off + 40], f.len() - p.l4_off),
         };
-        fold(ones_sum(
+        fold(sum(
             addrs,
             proto as u64 + (l4_len as u64 >> 16) + (l4_len as u64 & 0xFFFF),
         ))
@@ -866,7 +835,7 @@ mod tests {
         let l4 = 54;
         f[l4 + 16..l4 + 18].fill(0);
         let p = frames::parse(&f);
-        let c = !fold(ones_sum(
+        let c = !fold(sum(
             &f[l4..],
             pseudo_sum(&f, &p, frames::IPPROTO_TCP) as u64,
         ));
@@ -1137,7 +1106,7 @@ mod tests {
                     assert!(p.segments >= 1);
                     for i in [0, p.segments / 2, p.segments - 1] {
                         p.write_segment(&f, i, &mut out);
-                        assert!(out.len() <= f.len().max(p.l5_off));
+                        assert!(out.len() <= f.len().max(p.template.header_len()));
                     }
                 }
             }
