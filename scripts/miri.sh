@@ -62,7 +62,10 @@ cargo +nightly miri test -p pipeline --lib -- --exact \
     pool::tests::checked_mode_refuses_double_returns_on_both_paths \
     pool::tests::unchecked_mode_catches_a_double_return_when_the_ring_overflows \
     pool::tests::memory_lives_until_the_last_returner_is_gone \
-    pool::tests::returner_batch_bounds_and_drop_flushes
-echo "miri: stack frame, checksum and pattern tests"
-cargo +nightly miri test -p stack --lib -- frame:: csum:: pattern::
+    pool::tests::returner_batch_bounds_and_drop_flushes \
+    pool::tests::drop_flushes_the_cache
+echo "miri: packet views, checksum and rewriter tests (few proptest cases)"
+PROPTEST_CASES=8 cargo +nightly miri test -p packet --lib
+echo "miri: stack frame and pattern tests"
+cargo +nightly miri test -p stack --lib -- frame:: pattern::
 echo "miri: all passed in $((SECONDS - start)) s"
