@@ -12,9 +12,11 @@
 # per function with --toggle-collect, so each figure is the function's
 # inclusive count (everything it calls) divided by the packets received:
 # RxRing::poll (which calls refill), RxRing::refill, RxRing::recycle, and the
-# header pool's release (StrategyHeaderPool::recycle, called from both).
-# "driver side" = poll + recycle. refill includes the ring's first fill at
-# start (about 0.4 per packet at 200000 packets).
+# header pool's release (HeaderPool::recycle, called from both), plus the
+# whole run (simulator and start-up included). "driver side" = poll +
+# recycle. refill includes the ring's first fill at start (about 0.4 per
+# packet at 200000 packets). RXSINK=PATH counts another build of rxsink
+# (e.g. an older commit's, for a before/after comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --callgrind ]; then
@@ -24,12 +26,13 @@ if [ "${1:-}" = --callgrind ]; then
         apt-get update -q >/dev/null
         apt-get install -y -q valgrind >/dev/null
     fi
-    cargo build --release -p rxsink --locked -q
+    BIN=${RXSINK:-target/release/rxsink}
+    [ -n "${RXSINK:-}" ] || cargo build --release -p rxsink --locked -q
     TMP=$(mktemp -d)
     trap 'rm -rf "$TMP"' EXIT
     count() {   # FUNCTION_PATTERN -> instructions collected inside it
-        valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" --toggle-collect="$1" \
-            target/release/rxsink --mode drop --frame-size 64 --sim-mode stepped --batch 32 \
+        valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" ${1:+--toggle-collect="$1"} \
+            "$BIN" --mode drop --frame-size 64 --sim-mode stepped --batch 32 \
             --packets "$PACKETS" --json --quiet >"$TMP/run.json" 2>"$TMP/vg.err"
         python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["packets"]==int(sys.argv[2]) and s["leaked_pages"]==0, s' \
             "$TMP/run.json" "$PACKETS"
@@ -38,10 +41,12 @@ if [ "${1:-}" = --callgrind ]; then
     poll=$(count 'driver::rx::RxRing<*>::poll')
     refill=$(count 'driver::rx::RxRing<*>::refill')
     recycle=$(count 'driver::rx::RxRing<*>::recycle')
-    hdr=$(count '<pipeline::hdrpool::StrategyHeaderPool as driver::buf::BufPool>::recycle')
-    python3 - "$PACKETS" "$poll" "$refill" "$recycle" "$hdr" <<'PY'
+    # HeaderPool (StrategyHeaderPool before the two header pools became one).
+    hdr=$(count '<pipeline::hdrpool::*HeaderPool as driver::buf::BufPool>::recycle')
+    whole=$(count '')
+    python3 - "$PACKETS" "$poll" "$refill" "$recycle" "$hdr" "$whole" <<'PY'
 import sys
-n, poll, refill, recycle, hdr = (int(a) for a in sys.argv[1:6])
+n, poll, refill, recycle, hdr, whole = (int(a) for a in sys.argv[1:7])
 print(f"callgrind, rxsink --mode drop --frame-size 64 --sim-mode stepped --batch 32 --packets {n}")
 print(f"instructions per packet (inclusive):")
 print(f"  driver side (poll + recycle)      {(poll + recycle) / n:8.1f}")
@@ -49,6 +54,7 @@ print(f"  RxRing::poll without refill       {(poll - refill) / n:8.1f}")
 print(f"  RxRing::refill                    {refill / n:8.1f}")
 print(f"  RxRing::recycle                   {recycle / n:8.1f}")
 print(f"  header pool release (in both)     {hdr / n:8.1f}")
+print(f"  whole run (simulator, start-up)   {whole / n:8.1f}")
 PY
     exit 0
 fi
