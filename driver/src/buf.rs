@@ -170,6 +170,24 @@ pub trait BufPool: Send {
     }
     /// Owner fast path: a free buffer, or `None` when the pool is empty.
     fn alloc(&mut self) -> Option<Buf>;
+    /// Owner fast path in bulk: up to `n` free buffers, handed to `f` one
+    /// by one in the order that many calls of [`BufPool::alloc`] would give
+    /// them. Returns how many: fewer than `n` only when the pool ran empty.
+    /// Pools override it to pay their per-call costs (checks, dispatch,
+    /// counters) once per call instead of once per buffer: the RX ring's
+    /// refill takes all its buffers this way.
+    fn alloc_bulk(&mut self, n: usize, mut f: impl FnMut(Buf)) -> usize
+    where
+        Self: Sized,
+    {
+        for got in 0..n {
+            match self.alloc() {
+                Some(b) => f(b),
+                None => return got,
+            }
+        }
+        n
+    }
     /// Owner fast path: give a buffer back.
     fn recycle(&mut self, buf: Buf);
     /// The path for buffers coming back from other threads, or from drops

@@ -48,6 +48,14 @@ impl DescSlot {
         self.store_u64(2, hdr_addr);
     }
 
+    /// Driver: the header buffer address of a read-format descriptor
+    /// alone (refill posts the payload buffer first, with
+    /// [`Self::write_rx_read`], then the header slot).
+    #[inline]
+    pub fn write_rx_hdr(&self, hdr_addr: u64) {
+        self.store_u64(2, hdr_addr);
+    }
+
     /// Device: fetch an RX read-format descriptor.
     #[inline]
     pub fn read_rx_read(&self) -> (u64, u64) {

@@ -423,7 +423,10 @@ pub struct RxRing<P: BufPool, H: BufPool> {
     ring: DescRing,
     next_clean: usize,
     next_fill: usize,
-    posted: Vec<Option<(Buf, Option<Buf>)>>,
+    /// Payload buffer and header slot posted in each descriptor (two
+    /// arrays, so refill fills each in one bulk call to its pool).
+    posted_pages: Vec<Option<Buf>>,
+    posted_hdrs: Vec<Option<Buf>>,
     pages: P,
     hdrs: H,
     split: SplitMode,
@@ -479,7 +482,8 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             ring,
             next_clean: 0,
             next_fill: 0,
-            posted: (0..n).map(|_| None).collect(),
+            posted_pages: (0..n).map(|_| None).collect(),
+            posted_hdrs: (0..n).map(|_| None).collect(),
             pages,
             hdrs,
             split: cfg.split,
@@ -558,11 +562,12 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             if let Some(obs) = self.wb_observer.as_mut() {
                 obs(i as u32, &wb);
             }
-            let Some((page, hdr)) = self.posted[i].take() else {
+            let Some(page) = self.posted_pages[i].take() else {
                 // Unreachable by construction: every slot in
                 // [next_clean, next_fill) is posted.
                 break;
             };
+            let hdr = self.posted_hdrs[i].take();
             self.next_clean = (i + 1) & self.ring.mask;
             self.stats.descriptors += 1;
             // Fast path: a whole, clean frame in one descriptor.
@@ -781,34 +786,52 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     }
 
     /// Posts fresh buffers into every empty slot but one, then writes the
-    /// tail once.
+    /// tail once. Buffers come in bulk, one call per pool: payload pages
+    /// first, then as many header slots; a page left without a header goes
+    /// back.
     fn refill(&mut self) {
         if self.stopped {
             return;
         }
+        let mask = self.ring.mask;
         let start = self.next_fill;
-        while (self.next_fill + 1) & self.ring.mask != self.next_clean {
-            let Some(page) = self.pages.alloc() else {
-                self.stats.refill_short += 1;
-                break;
-            };
-            let hdr = if self.split == SplitMode::Off {
-                None
-            } else if let Some(h) = self.hdrs.alloc() {
-                Some(h)
-            } else {
-                self.pages.recycle(page);
-                self.stats.refill_short += 1;
-                break;
-            };
-            let i = self.next_fill;
-            self.ring
-                .slot(i)
-                .write_rx_read(page.iova(), hdr.as_ref().map_or(0, |h| h.iova()));
-            self.posted[i] = Some((page, hdr));
-            self.next_fill = (i + 1) & self.ring.mask;
+        // Every empty slot but one: the tail never catches up with the head.
+        let room = self.next_clean.wrapping_sub(start + 1) & mask;
+        if room == 0 {
+            return;
         }
-        if self.next_fill != start {
+        // Each buffer goes straight into its descriptor: the payload page
+        // with no header address (what split `off` posts), then the header
+        // slot's address over it.
+        let (ring, posted) = (&self.ring, &mut self.posted_pages);
+        let mut i = start;
+        let mut n = self.pages.alloc_bulk(room, |b| {
+            ring.slot(i).write_rx_read(b.iova(), 0);
+            posted[i] = Some(b);
+            i = (i + 1) & mask;
+        });
+        if self.split != SplitMode::Off {
+            let posted = &mut self.posted_hdrs;
+            let mut i = start;
+            let h = self.hdrs.alloc_bulk(n, |b| {
+                ring.slot(i).write_rx_hdr(b.iova());
+                posted[i] = Some(b);
+                i = (i + 1) & mask;
+            });
+            // Pages left without a header slot go back (never posted: the
+            // tail stops before them).
+            for k in h..n {
+                if let Some(p) = self.posted_pages[(start + k) & mask].take() {
+                    self.pages.recycle(p);
+                }
+            }
+            n = h;
+        }
+        if n < room {
+            self.stats.refill_short += 1;
+        }
+        if n > 0 {
+            self.next_fill = (start + n) & mask;
             // Descriptors first, then the doorbell.
             fence(Ordering::Release);
             self.dev.write32(self.reg(Q_TAIL), self.next_fill as u32);
@@ -817,7 +840,10 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     }
 
     /// Returns every buffer of `batch` to the pools (owner fast path) and
-    /// empties it, ready for the next poll.
+    /// empties it, ready for the next poll. Never inlined: one call per
+    /// batch costs nothing per packet, and keeps the function visible to
+    /// profilers (`scripts/bench-rx.sh --callgrind` counts it).
+    #[inline(never)]
     pub fn recycle(&mut self, batch: &mut RxBatch) {
         if batch.ring_id != self.ring_id {
             // Another ring's buffers: send them home, not into our pools.
@@ -914,12 +940,12 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         }
         self.stopped = true;
         let ok = self.regs().disable(&*self.dev);
-        for slot in self.posted.iter_mut() {
-            if let Some((p, h)) = slot.take() {
+        for (p, h) in self.posted_pages.iter_mut().zip(&mut self.posted_hdrs) {
+            if let Some(p) = p.take() {
                 self.pages.recycle(p);
-                if let Some(h) = h {
-                    self.hdrs.recycle(h);
-                }
+            }
+            if let Some(h) = h.take() {
+                self.hdrs.recycle(h);
             }
         }
         self.cur.bad.get_or_insert(DropReason::NoEop);

@@ -650,6 +650,44 @@ impl HeaderPool {
         }
     }
 
+    /// Everything `recycle` does besides counting one more owner release of
+    /// the page being counted (`packed`): validation with refusals, a new
+    /// page (settling the previous one's count), the other strategies.
+    #[inline(never)]
+    fn recycle_slow(&mut self, buf: Buf) {
+        if !self.shared.check(&buf) {
+            return;
+        }
+        let ok = match self.strategy {
+            HdrPoolStrategy::Locked => self
+                .shared
+                .push_list(&mut self.shared.list.lock(), buf.idx()),
+            HdrPoolStrategy::Batched | HdrPoolStrategy::Ring => {
+                if self.cache.len() >= 2 * self.batch {
+                    self.flush(self.batch);
+                }
+                self.cache.push(buf.idx());
+                true
+            }
+            HdrPoolStrategy::Packed => {
+                let page = self.geom.layout.page_of(buf.idx());
+                // No atomic while recycles stay on one page; the count
+                // cannot reach zero early because it still includes `owed`.
+                // A run longer than a page means a double return: settle
+                // then, so the count's underflow check sees it.
+                if page != self.owed_page || self.owed >= self.geom.layout.per_page as u32 {
+                    self.settle_owed();
+                }
+                self.owed_page = page;
+                self.owed += 1;
+                true
+            }
+        };
+        if ok {
+            self.stats.recycle_cached += 1;
+        }
+    }
+
     /// `batched` / `ring`: refill the empty cache.
     fn refill(&mut self) -> Option<u32> {
         self.stats.alloc_slow += 1;
@@ -730,37 +768,58 @@ impl BufPool for HeaderPool {
     }
 
     #[inline]
-    fn recycle(&mut self, buf: Buf) {
-        if !self.shared.check(&buf) {
-            return;
+    fn alloc_bulk(&mut self, n: usize, mut f: impl FnMut(Buf)) -> usize {
+        let mut got = 0;
+        if self.strategy != HdrPoolStrategy::Packed {
+            while got < n {
+                match self.alloc() {
+                    Some(b) => f(b),
+                    None => break,
+                }
+                got += 1;
+            }
+            return got;
         }
-        let ok = match self.strategy {
-            HdrPoolStrategy::Locked => self
-                .shared
-                .push_list(&mut self.shared.list.lock(), buf.idx()),
-            HdrPoolStrategy::Batched | HdrPoolStrategy::Ring => {
-                if self.cache.len() >= 2 * self.batch {
-                    self.flush(self.batch);
+        // `packed`: runs of consecutive slots of the page being carved.
+        let per_page = self.geom.layout.per_page as u32;
+        while got < n {
+            let mut slow = 0;
+            if self.next_slot >= per_page {
+                if self.next_page().is_none() {
+                    break;
                 }
-                self.cache.push(buf.idx());
-                true
+                // As in `alloc`: the allocation that took a page is slow.
+                slow = 1;
             }
-            HdrPoolStrategy::Packed => {
-                let page = self.geom.layout.page_of(buf.idx());
-                // No atomic while recycles stay on one page; the count
-                // cannot reach zero early because it still includes `owed`.
-                // A run longer than a page means a double return: settle
-                // then, so the count's underflow check sees it.
-                if page != self.owed_page || self.owed >= self.geom.layout.per_page as u32 {
-                    self.settle_owed();
-                }
-                self.owed_page = page;
-                self.owed += 1;
-                true
+            let run = (per_page - self.next_slot).min((n - got) as u32);
+            let first = self.cur_page * per_page + self.next_slot;
+            // Carved before any is handed out, so a panicking `f` cannot
+            // make a slot go out twice.
+            self.next_slot += run;
+            self.stats.alloc_fast += (run - slow) as u64;
+            for idx in first..first + run {
+                f(self.buf_at(idx));
             }
-        };
-        if ok {
+            got += run as usize;
+        }
+        got
+    }
+
+    #[inline(always)]
+    fn recycle(&mut self, buf: Buf) {
+        // `packed` fast path, inlined into the ring: a valid slot of the
+        // page whose releases are being counted, run shorter than a page.
+        // No atomic, no call; everything else goes out of line.
+        let idx = buf.idx();
+        if self.strategy == HdrPoolStrategy::Packed
+            && self.owed < self.geom.layout.per_page as u32
+            && self.geom.check(&buf).is_ok()
+            && self.geom.layout.page_of(idx) == self.owed_page
+        {
+            self.owed += 1;
             self.stats.recycle_cached += 1;
+        } else {
+            self.recycle_slow(buf);
         }
     }
 

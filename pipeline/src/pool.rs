@@ -886,6 +886,34 @@ impl BufPool for PagePool {
     }
 
     #[inline]
+    fn alloc_bulk(&mut self, n: usize, mut f: impl FnMut(Buf)) -> usize {
+        let mut got = 0;
+        if !self.checked {
+            // Straight off the cache, hottest first (as `alloc` pops), one
+            // counter update for the lot. `drain` removes the indices even
+            // if `f` panics, so none is ever lent twice.
+            let keep = self.cache.len().saturating_sub(n);
+            got = self.cache.len() - keep;
+            self.stats.alloc_fast += got as u64;
+            let (geom, base) = (self.geom, self.shared.region.as_ptr());
+            for idx in self.cache.drain(keep..).rev() {
+                // SAFETY: as in `buf_at`: `idx` came off the cache (valid,
+                // free) and is lent to this handle alone.
+                f(unsafe { geom.buf_at(base, idx) });
+            }
+        }
+        // The cache ran dry (or checked mode): one at a time, refilling.
+        while got < n {
+            match self.alloc() {
+                Some(b) => f(b),
+                None => break,
+            }
+            got += 1;
+        }
+        got
+    }
+
+    #[inline]
     fn recycle(&mut self, buf: Buf) {
         if !self.checked && self.cache.len() < self.cache_size && self.geom.check(&buf).is_ok() {
             self.cache.push(buf.idx());
