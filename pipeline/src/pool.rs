@@ -248,6 +248,10 @@ pub struct PoolLayout {
     /// `recip * per_page - 2^32 < 2^(32 - 26)`), which avoids a division on
     /// the fast path.
     recip: u64,
+    /// `stride` divides the page (every payload pool, header slots of 64,
+    /// 128 or 256 B): no buffer straddles a page gap, so buffer `idx`
+    /// starts at `idx * stride`, one multiplication.
+    exact: bool,
     /// `buf_len` and `headroom` as a [`Buf`] stores them, ready to copy.
     buf_len16: u16,
     headroom16: u16,
@@ -263,6 +267,7 @@ impl PoolLayout {
             stride,
             per_page,
             recip: (1u64 << 32).div_ceil(per_page as u64),
+            exact: PAGE_SIZE.is_multiple_of(stride),
             // Both at most 4096 (headroom + buf_len <= stride <= 4096).
             buf_len16: buf_len as u16,
             headroom16: headroom as u16,
@@ -272,9 +277,10 @@ impl PoolLayout {
     /// Byte offset of buffer `idx` (after its headroom) in the region.
     #[inline(always)]
     pub(crate) fn offset(&self, idx: u32) -> usize {
-        if self.per_page == 1 {
-            // Payload pages: a shift (the general form below gives the same).
-            return idx as usize * PAGE_SIZE + self.headroom;
+        if self.exact {
+            // Pages hold whole buffers only (the general form below gives
+            // the same): a multiplication, a shift for payload pages.
+            return idx as usize * self.stride + self.headroom;
         }
         let page = ((idx as u64 * self.recip) >> 32) as usize;
         let slot = idx as usize - page * self.per_page;
