@@ -190,6 +190,18 @@ pub trait BufPool: Send {
     }
     /// Owner fast path: give a buffer back.
     fn recycle(&mut self, buf: Buf);
+    /// Owner fast path in bulk: gives back every buffer `bufs` yields, as
+    /// that many calls of [`BufPool::recycle`] would (the RX ring returns a
+    /// whole batch this way). Pools override it to keep their state in
+    /// registers and update their counters once.
+    fn recycle_bulk(&mut self, bufs: impl Iterator<Item = Buf>)
+    where
+        Self: Sized,
+    {
+        for b in bufs {
+            self.recycle(b);
+        }
+    }
     /// The path for buffers coming back from other threads, or from drops
     /// that cannot reach the owner.
     fn returner(&self) -> Arc<dyn BufReturn>;

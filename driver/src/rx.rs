@@ -21,7 +21,7 @@
 //! recycled.
 
 use crate::buf::{Buf, BufPool, BufReturn};
-use crate::desc::{DescSlot, RxWriteBack};
+use crate::desc::{DescSlot, RxWbInfo, RxWbStatus, RxWriteBack};
 use crate::device::Device;
 use crate::dma::DmaSpace;
 use crate::igb::{DescRing, IgbError, QueueRegs};
@@ -170,23 +170,19 @@ pub enum Csum {
     Good,
 }
 
-/// Metadata of one received frame in an [`RxBatch`].
+/// Metadata of one received frame in an [`RxBatch`]. The write-back
+/// facts are kept as the device wrote them (three dwords of the EOP
+/// write-back) and decoded only when asked for: most consumers never ask.
 #[derive(Debug)]
 pub struct RxPacket {
     hdr: Option<Buf>,
-    hdr_len: u16,
+    len: u32,
     seg_start: u32,
     seg_count: u16,
-    len: u32,
-    /// Packet type bits from the write-back (`desc::PKT_TYPE_*`).
-    pub pkt_type: u16,
-    pub ip_csum: Csum,
-    pub l4_csum: Csum,
-    /// Dword 1 of the write-back (RSS hash or IP id).
-    pub rss: u32,
-    /// RSS type of the write-back (`desc::RSS_TYPE_*`): which hash `rss`
-    /// holds, 0 when none.
-    pub rss_type: u8,
+    hdr_len: u16,
+    info: RxWbInfo,
+    rss: u32,
+    status: RxWbStatus,
 }
 
 impl RxPacket {
@@ -200,19 +196,51 @@ impl RxPacket {
         len: u32,
         wb: &RxWriteBack,
     ) -> Self {
-        let st = wb.status;
         RxPacket {
             hdr,
-            hdr_len,
+            len,
             seg_start,
             seg_count,
-            len,
-            pkt_type: wb.info.pkt_type() as u16,
-            ip_csum: if st.ipcs() { Csum::Good } else { Csum::None },
-            l4_csum: if st.l4cs() { Csum::Good } else { Csum::None },
+            hdr_len,
+            info: wb.info,
             rss: wb.rss,
-            rss_type: wb.info.rss_type() as u8,
+            status: wb.status,
         }
+    }
+
+    /// Packet type bits from the write-back (`desc::PKT_TYPE_*`).
+    #[inline]
+    pub fn pkt_type(&self) -> u16 {
+        self.info.pkt_type() as u16
+    }
+    /// The device's verdict on the IPv4 header checksum.
+    #[inline]
+    pub fn ip_csum(&self) -> Csum {
+        if self.status.ipcs() {
+            Csum::Good
+        } else {
+            Csum::None
+        }
+    }
+    /// The device's verdict on the TCP/UDP checksum.
+    #[inline]
+    pub fn l4_csum(&self) -> Csum {
+        if self.status.l4cs() {
+            Csum::Good
+        } else {
+            Csum::None
+        }
+    }
+    /// Dword 1 of the write-back (RSS hash or IP id).
+    #[inline]
+    pub fn rss(&self) -> u32 {
+        self.rss
+    }
+    /// RSS type of the write-back (`desc::RSS_TYPE_*`): which hash
+    /// [`Self::rss`] holds, 0 when none.
+    #[inline]
+    pub fn rss_type(&self) -> u8 {
+        self.info.rss_type() as u8
     }
 }
 
@@ -309,15 +337,15 @@ impl RxBatch {
             rss_type: 0,
             segs: Vec::new(),
         };
-        for p in self.pkts.drain(..) {
-            scratch.hdr = p.hdr;
+        for mut p in self.pkts.drain(..) {
+            scratch.hdr = p.hdr.take();
             scratch.hdr_len = p.hdr_len;
             scratch.len = p.len;
-            scratch.pkt_type = p.pkt_type;
-            scratch.ip_csum = p.ip_csum;
-            scratch.l4_csum = p.l4_csum;
-            scratch.rss = p.rss;
-            scratch.rss_type = p.rss_type;
+            scratch.pkt_type = p.pkt_type();
+            scratch.ip_csum = p.ip_csum();
+            scratch.l4_csum = p.l4_csum();
+            scratch.rss = p.rss();
+            scratch.rss_type = p.rss_type();
             scratch
                 .segs
                 .extend(segs.by_ref().take(p.seg_count as usize));
@@ -559,8 +587,8 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
                 break;
             }
             let wb = self.ring.slot(i).read_rx_wb(status);
-            if let Some(obs) = self.wb_observer.as_mut() {
-                obs(i as u32, &wb);
+            if self.wb_observer.is_some() {
+                self.observe(i, wb);
             }
             let Some(page) = self.posted_pages[i].take() else {
                 // Unreachable by construction: every slot in
@@ -593,6 +621,16 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         }
         self.refill();
         delivered
+    }
+
+    /// Shows write-back `wb` of descriptor `i` to the observer. Out of line:
+    /// without an observer the write-back stays in registers.
+    #[cold]
+    #[inline(never)]
+    fn observe(&mut self, i: usize, wb: RxWriteBack) {
+        if let Some(obs) = self.wb_observer.as_mut() {
+            obs(i as u32, &wb);
+        }
     }
 
     /// Hands out a frame that sits wholly in one descriptor with no error,
@@ -850,14 +888,9 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             batch.give_back();
             return;
         }
-        for p in batch.pkts.drain(..) {
-            if let Some(h) = p.hdr {
-                self.hdrs.recycle(h);
-            }
-        }
-        for s in batch.segs.drain(..) {
-            self.pages.recycle(s.buf);
-        }
+        self.hdrs
+            .recycle_bulk(batch.pkts.drain(..).filter_map(|p| p.hdr));
+        self.pages.recycle_bulk(batch.segs.drain(..).map(|s| s.buf));
     }
 
     pub fn stats(&self) -> &RxStats {

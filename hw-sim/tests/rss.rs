@@ -67,8 +67,8 @@ impl Rig {
                 got.extend(batch.iter().map(|p| Got {
                     queue: q as u32,
                     frame: p.to_vec(),
-                    rss: p.meta().rss,
-                    rss_type: p.meta().rss_type,
+                    rss: p.meta().rss(),
+                    rss_type: p.meta().rss_type(),
                 }));
                 ring.recycle(batch);
             }

@@ -797,8 +797,14 @@ impl BufPool for HeaderPool {
             // make a slot go out twice.
             self.next_slot += run;
             self.stats.alloc_fast += (run - slow) as u64;
+            // The geometry in locals: `f` may write anywhere, so fields
+            // read through `self` would be reloaded for every slot.
+            let (geom, base) = (self.geom, self.shared.region.as_ptr());
             for idx in first..first + run {
-                f(self.buf_at(idx));
+                // SAFETY: as in `buf_at`: `idx` was just carved off the
+                // current page (valid, never lent since the page was armed)
+                // and is lent to this handle alone.
+                f(unsafe { geom.buf_at(base, idx) });
             }
             got += run as usize;
         }
@@ -821,6 +827,31 @@ impl BufPool for HeaderPool {
         } else {
             self.recycle_slow(buf);
         }
+    }
+
+    #[inline]
+    fn recycle_bulk(&mut self, bufs: impl Iterator<Item = Buf>) {
+        if self.strategy != HdrPoolStrategy::Packed {
+            bufs.for_each(|b| self.recycle(b));
+            return;
+        }
+        // As `recycle`, with the count of the page being released in
+        // locals (written back around the slow path, which may settle it).
+        let (geom, per_page) = (self.geom, self.geom.layout.per_page as u32);
+        let (mut page, mut owed, mut cached) = (self.owed_page, self.owed, 0);
+        for buf in bufs {
+            if owed < per_page && geom.check(&buf).is_ok() && geom.layout.page_of(buf.idx()) == page
+            {
+                owed += 1;
+                cached += 1;
+            } else {
+                (self.owed_page, self.owed) = (page, owed);
+                self.recycle_slow(buf);
+                (page, owed) = (self.owed_page, self.owed);
+            }
+        }
+        (self.owed_page, self.owed) = (page, owed);
+        self.stats.recycle_cached += cached;
     }
 
     fn returner(&self) -> Arc<dyn BufReturn> {

@@ -929,6 +929,25 @@ impl BufPool for PagePool {
         }
     }
 
+    #[inline]
+    fn recycle_bulk(&mut self, bufs: impl Iterator<Item = Buf>) {
+        if self.checked {
+            bufs.for_each(|b| self.recycle_slow(b));
+            return;
+        }
+        let geom = self.geom;
+        let mut cached = 0;
+        for buf in bufs {
+            if self.cache.len() < self.cache_size && geom.check(&buf).is_ok() {
+                self.cache.push(buf.idx());
+                cached += 1;
+            } else {
+                self.recycle_slow(buf);
+            }
+        }
+        self.stats.recycle_cached += cached;
+    }
+
     fn returner(&self) -> Arc<dyn BufReturn> {
         self.shared.clone()
     }
