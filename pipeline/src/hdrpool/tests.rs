@@ -362,3 +362,40 @@ mod random_ops {
         Ok(())
     }
 }
+
+/// The bulk owner paths hand out the same slots, in the same order, with
+/// the same counters as one call per slot, across page and cache refills
+/// and into exhaustion; a bad return among bulk returns is refused alone.
+#[test]
+fn bulk_alloc_and_recycle_match_one_call_per_slot() {
+    let idx = |v: &[Buf]| v.iter().map(Buf::idx).collect::<Vec<_>>();
+    for strategy in HdrPoolStrategy::ALL {
+        let (mut bulk, mut one) = (pool(strategy, 256, 16), pool(strategy, 256, 16));
+        let (mut held_bulk, mut held_one) = (Vec::new(), Vec::new());
+        for n in [10, 60, 100, 100] {
+            let mut got = Vec::new();
+            let k = bulk.alloc_bulk(n, |b| got.push(b));
+            let want: Vec<Buf> = (0..n).map_while(|_| one.alloc()).collect();
+            assert_eq!(k, got.len(), "{strategy}: count returned");
+            assert_eq!(idx(&got), idx(&want), "{strategy}: same slots, same order");
+            assert_eq!(bulk.stats(), one.stats(), "{strategy}: same counters");
+            held_bulk.extend(got);
+            held_one.extend(want);
+        }
+        assert_eq!(held_bulk.len(), 256, "{strategy}: the pool ran empty");
+        let forged = forge_idx(&held_bulk[3], 300);
+        let bad = forge_idx(&held_bulk[5], 7);
+        let mut returns = held_bulk;
+        returns.insert(100, forged);
+        returns.insert(200, bad);
+        bulk.recycle_bulk(returns.into_iter());
+        held_one.into_iter().for_each(|b| one.recycle(b));
+        let (s, o) = (bulk.stats(), one.stats());
+        assert_eq!(s.recycle_cached, o.recycle_cached, "{strategy}");
+        assert_eq!(
+            s.recycle_ring_full, 2,
+            "{strategy}: both bad returns refused"
+        );
+        assert_eq!((bulk.audit().lent, one.audit().lent), (0, 0), "{strategy}");
+    }
+}

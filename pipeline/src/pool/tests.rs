@@ -824,3 +824,45 @@ mod random_ops {
         Ok(())
     }
 }
+
+/// The bulk owner paths hand out the same pages, in the same order, with
+/// the same counters as one call per page, through cache refills and
+/// exhaustion, checked or not; bad returns among bulk returns are refused
+/// alone.
+#[test]
+fn bulk_alloc_and_recycle_match_one_call_per_page() {
+    let idx = |v: &[Buf]| v.iter().map(Buf::idx).collect::<Vec<_>>();
+    for checked in [false, true] {
+        let (mut bulk, mut one) = (pages(300, checked), pages(300, checked));
+        let (mut held_bulk, mut held_one) = (Vec::new(), Vec::new());
+        for n in [10, 100, 150, 100] {
+            let mut got = Vec::new();
+            let k = bulk.alloc_bulk(n, |b| got.push(b));
+            let want: Vec<Buf> = (0..n).map_while(|_| one.alloc()).collect();
+            assert_eq!(k, got.len());
+            assert_eq!(
+                idx(&got),
+                idx(&want),
+                "checked {checked}: same pages, same order"
+            );
+            assert_eq!(
+                bulk.stats(),
+                one.stats(),
+                "checked {checked}: same counters"
+            );
+            held_bulk.extend(got);
+            held_one.extend(want);
+        }
+        assert_eq!(held_bulk.len(), 300, "the pool ran empty");
+        let bad = forge_idx(&held_bulk[5], 7);
+        let mut returns = held_bulk;
+        returns.insert(150, bad);
+        bulk.recycle_bulk(returns.into_iter());
+        held_one.into_iter().for_each(|b| one.recycle(b));
+        let (s, o) = (bulk.stats(), one.stats());
+        assert_eq!(s.recycle_cached, o.recycle_cached);
+        assert_eq!(s.recycle_cache_full, o.recycle_cache_full);
+        assert_eq!(s.recycle_ring_full, 1, "the bad return refused");
+        assert_eq!((bulk.audit().lent, one.audit().lent), (0, 0));
+    }
+}
