@@ -19,6 +19,12 @@
 //! whole at EOP. Write-backs are validated before anything is handed out:
 //! impossible ones are dropped, counted by [`DropReason`], and their buffers
 //! recycled.
+//!
+//! Buffers make the shortest trip the owner thread allows: refill takes
+//! them in bulk ([`BufPool::alloc_bulk`]), and [`RxRing::recycle`] keeps a
+//! batch's buffers as the ring's spares for the next refill (page reuse, as
+//! Linux igb does), handing the pools only what exceeds a ring's worth. A
+//! batch that goes anywhere else returns its buffers to the pools.
 
 use crate::buf::{Buf, BufPool, BufReturn};
 use crate::desc::{DescSlot, RxWbInfo, RxWbStatus, RxWriteBack};
@@ -175,7 +181,9 @@ pub enum Csum {
 /// write-back) and decoded only when asked for: most consumers never ask.
 #[derive(Debug)]
 pub struct RxPacket {
-    hdr: Option<Buf>,
+    /// Index of the packet's header slot in the batch's `hdrs`, or
+    /// [`NO_HDR`].
+    hdr: u32,
     len: u32,
     seg_start: u32,
     seg_count: u16,
@@ -189,7 +197,7 @@ impl RxPacket {
     /// The record of a frame accepted from its EOP write-back `wb`.
     #[inline(always)]
     fn new(
-        hdr: Option<Buf>,
+        hdr: u32,
         hdr_len: u16,
         seg_start: u32,
         seg_count: u16,
@@ -269,6 +277,9 @@ pub struct OwnedPacket {
 
 static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 
+/// [`RxPacket`]'s header slot index when the frame has none.
+const NO_HDR: u32 = u32::MAX;
+
 /// A batch of received frames. Reused across polls: [`RxRing::poll`]
 /// appends, [`RxRing::recycle`] returns every buffer and empties it.
 ///
@@ -277,6 +288,9 @@ static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 pub struct RxBatch {
     pkts: Vec<RxPacket>,
     segs: Vec<Seg>,
+    /// Header slots of the packets that have one, in packet order: kept
+    /// apart from the records so the ring takes them all back at once.
+    hdrs: Vec<Buf>,
     ring_id: u64,
     returners: Option<(Arc<dyn BufReturn>, Arc<dyn BufReturn>)>,
 }
@@ -292,12 +306,14 @@ impl RxBatch {
         self.pkts.get(i).map(|p| PacketRef {
             pkt: p,
             segs: &self.segs,
+            hdrs: &self.hdrs,
         })
     }
     pub fn iter(&self) -> impl ExactSizeIterator<Item = PacketRef<'_>> + '_ {
         self.pkts.iter().map(|p| PacketRef {
             pkt: p,
             segs: &self.segs,
+            hdrs: &self.hdrs,
         })
     }
 
@@ -305,11 +321,8 @@ impl RxBatch {
     /// `page`, and empties the batch: the application-thread return path
     /// (e.g. into a batching returner).
     pub fn drain_bufs(&mut self, mut hdr: impl FnMut(Buf), mut page: impl FnMut(Buf)) {
-        for p in self.pkts.drain(..) {
-            if let Some(h) = p.hdr {
-                hdr(h);
-            }
-        }
+        self.pkts.clear();
+        self.hdrs.drain(..).for_each(&mut hdr);
         for s in self.segs.drain(..) {
             page(s.buf);
         }
@@ -326,6 +339,7 @@ impl RxBatch {
         let mut leftover_hdrs = Vec::new();
         let mut leftover_pages = Vec::new();
         let mut segs = self.segs.drain(..);
+        let mut hdrs = self.hdrs.drain(..);
         let mut scratch = OwnedPacket {
             hdr: None,
             hdr_len: 0,
@@ -337,8 +351,9 @@ impl RxBatch {
             rss_type: 0,
             segs: Vec::new(),
         };
-        for mut p in self.pkts.drain(..) {
-            scratch.hdr = p.hdr.take();
+        for p in self.pkts.drain(..) {
+            // Packets with a header slot hold them in order.
+            scratch.hdr = if p.hdr == NO_HDR { None } else { hdrs.next() };
             scratch.hdr_len = p.hdr_len;
             scratch.len = p.len;
             scratch.pkt_type = p.pkt_type();
@@ -354,6 +369,7 @@ impl RxBatch {
             leftover_pages.extend(scratch.segs.drain(..).map(|s| s.buf));
         }
         drop(segs);
+        drop(hdrs);
         if let Some((pages, hdrs)) = &self.returners {
             hdrs.give_back(&mut leftover_hdrs);
             pages.give_back(&mut leftover_pages);
@@ -365,16 +381,16 @@ impl RxBatch {
         let Some((pages, hdrs)) = &self.returners else {
             return;
         };
-        let mut hv: Vec<Buf> = self.pkts.drain(..).filter_map(|p| p.hdr).collect();
+        self.pkts.clear();
         let mut pv: Vec<Buf> = self.segs.drain(..).map(|s| s.buf).collect();
-        hdrs.give_back(&mut hv);
+        hdrs.give_back(&mut self.hdrs);
         pages.give_back(&mut pv);
     }
 }
 
 impl Drop for RxBatch {
     fn drop(&mut self) {
-        if !self.pkts.is_empty() {
+        if !(self.pkts.is_empty() && self.segs.is_empty() && self.hdrs.is_empty()) {
             self.give_back();
         }
     }
@@ -386,6 +402,7 @@ impl Drop for RxBatch {
 pub struct PacketRef<'a> {
     pkt: &'a RxPacket,
     segs: &'a [Seg],
+    hdrs: &'a [Buf],
 }
 
 impl<'a> PacketRef<'a> {
@@ -404,7 +421,7 @@ impl<'a> PacketRef<'a> {
         // The device finished writing the buffer before it set DD (read
         // with acquire); hdr_len was checked against the buffer size when
         // the frame was accepted.
-        match &self.pkt.hdr {
+        match self.hdrs.get(self.pkt.hdr as usize) {
             Some(b) => b.as_slice(self.pkt.hdr_len as usize),
             None => &[],
         }
@@ -455,6 +472,11 @@ pub struct RxRing<P: BufPool, H: BufPool> {
     /// arrays, so refill fills each in one bulk call to its pool).
     posted_pages: Vec<Option<Buf>>,
     posted_hdrs: Vec<Option<Buf>>,
+    /// Buffers of this ring's own recycled batches, posted again by the
+    /// next refill before the pools are asked (page reuse, as Linux igb's
+    /// `igb_reuse_rx_page`): at most a ring's worth each.
+    spare_pages: Vec<Seg>,
+    spare_hdrs: Vec<Buf>,
     pages: P,
     hdrs: H,
     split: SplitMode,
@@ -512,6 +534,8 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             next_fill: 0,
             posted_pages: (0..n).map(|_| None).collect(),
             posted_hdrs: (0..n).map(|_| None).collect(),
+            spare_pages: Vec::with_capacity(n),
+            spare_hdrs: Vec::with_capacity(n),
             pages,
             hdrs,
             split: cfg.split,
@@ -563,6 +587,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         RxBatch {
             pkts: Vec::with_capacity(capacity),
             segs: Vec::with_capacity(capacity * 2),
+            hdrs: Vec::with_capacity(capacity),
             ring_id: self.ring_id,
             returners: Some((self.pages.returner(), self.hdrs.returner())),
         }
@@ -672,13 +697,16 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             0
         };
         let hdr = match hdr {
-            Some(h) if hdr_bytes > 0 => Some(h),
+            Some(h) if hdr_bytes > 0 => {
+                batch.hdrs.push(h);
+                batch.hdrs.len() as u32 - 1
+            }
             Some(h) => {
                 self.stats.dummy_headers += 1;
                 self.hdrs.recycle(h);
-                None
+                NO_HDR
             }
-            None => None,
+            None => NO_HDR,
         };
         let len = hdr_bytes + pkt_len;
         batch.pkts.push(RxPacket::new(
@@ -789,8 +817,15 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         let seg_start = self.cur.seg_start as u32;
         let seg_count = segs.len() as u16;
         self.cur.seg_start = batch.segs.len();
+        let hdr = match self.cur.hdr.take() {
+            Some(h) => {
+                batch.hdrs.push(h);
+                batch.hdrs.len() as u32 - 1
+            }
+            None => NO_HDR,
+        };
         batch.pkts.push(RxPacket::new(
-            self.cur.hdr.take(),
+            hdr,
             self.cur.hdr_len,
             seg_start,
             seg_count,
@@ -840,22 +875,30 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         }
         // Each buffer goes straight into its descriptor: the payload page
         // with no header address (what split `off` posts), then the header
-        // slot's address over it.
+        // slot's address over it. Spares first, then the pools.
         let (ring, posted) = (&self.ring, &mut self.posted_pages);
         let mut i = start;
-        let mut n = self.pages.alloc_bulk(room, |b| {
+        let mut post = |b: Buf| {
             ring.slot(i).write_rx_read(b.iova(), 0);
             posted[i] = Some(b);
             i = (i + 1) & mask;
-        });
+        };
+        let reuse = room.min(self.spare_pages.len());
+        let at = self.spare_pages.len() - reuse;
+        self.spare_pages.drain(at..).for_each(|s| post(s.buf));
+        let mut n = reuse + self.pages.alloc_bulk(room - reuse, post);
         if self.split != SplitMode::Off {
             let posted = &mut self.posted_hdrs;
             let mut i = start;
-            let h = self.hdrs.alloc_bulk(n, |b| {
+            let mut post = |b: Buf| {
                 ring.slot(i).write_rx_hdr(b.iova());
                 posted[i] = Some(b);
                 i = (i + 1) & mask;
-            });
+            };
+            let reuse = n.min(self.spare_hdrs.len());
+            let at = self.spare_hdrs.len() - reuse;
+            self.spare_hdrs.drain(at..).for_each(&mut post);
+            let h = reuse + self.hdrs.alloc_bulk(n - reuse, post);
             // Pages left without a header slot go back (never posted: the
             // tail stops before them).
             for k in h..n {
@@ -877,10 +920,14 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         }
     }
 
-    /// Returns every buffer of `batch` to the pools (owner fast path) and
-    /// empties it, ready for the next poll. Never inlined: one call per
-    /// batch costs nothing per packet, and keeps the function visible to
-    /// profilers (`scripts/bench-rx.sh --callgrind` counts it).
+    /// Takes back every buffer of `batch` (owner fast path) and empties it,
+    /// ready for the next poll. The buffers wait in the ring's spare lists
+    /// for the next refill, up to a ring's worth each; the rest go back to
+    /// the pools. A batch of this ring can hold only this ring's buffers (it
+    /// is filled by `poll` alone and lends them out only by reference), so
+    /// they need no validation. Never inlined: one call per batch costs
+    /// nothing per packet, and keeps the function visible to profilers
+    /// (`scripts/bench-rx.sh --callgrind` counts it).
     #[inline(never)]
     pub fn recycle(&mut self, batch: &mut RxBatch) {
         if batch.ring_id != self.ring_id {
@@ -888,9 +935,27 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             batch.give_back();
             return;
         }
-        self.hdrs
-            .recycle_bulk(batch.pkts.drain(..).filter_map(|p| p.hdr));
-        self.pages.recycle_bulk(batch.segs.drain(..).map(|s| s.buf));
+        // A stopped ring posts nothing more: everything to the pools.
+        let cap = if self.stopped { 0 } else { self.ring.mask + 1 };
+        batch.pkts.clear();
+        // The usual case, spares used up by the last refill: the batch's
+        // lists become the spare lists, no buffer moves.
+        if self.spare_hdrs.is_empty() && batch.hdrs.len() <= cap {
+            std::mem::swap(&mut self.spare_hdrs, &mut batch.hdrs);
+        } else {
+            let room = cap.saturating_sub(self.spare_hdrs.len());
+            let mut hdrs = batch.hdrs.drain(..);
+            self.spare_hdrs.extend(hdrs.by_ref().take(room));
+            self.hdrs.recycle_bulk(hdrs);
+        }
+        if self.spare_pages.is_empty() && batch.segs.len() <= cap {
+            std::mem::swap(&mut self.spare_pages, &mut batch.segs);
+        } else {
+            let room = cap.saturating_sub(self.spare_pages.len());
+            let mut segs = batch.segs.drain(..);
+            self.spare_pages.extend(segs.by_ref().take(room));
+            self.pages.recycle_bulk(segs.map(|s| s.buf));
+        }
     }
 
     pub fn stats(&self) -> &RxStats {
@@ -981,6 +1046,9 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
                 self.hdrs.recycle(h);
             }
         }
+        self.pages
+            .recycle_bulk(self.spare_pages.drain(..).map(|s| s.buf));
+        self.hdrs.recycle_bulk(self.spare_hdrs.drain(..));
         self.cur.bad.get_or_insert(DropReason::NoEop);
         if self.cur.descs > 0 {
             let mut segs = std::mem::take(&mut self.cur.segs);

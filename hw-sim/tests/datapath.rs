@@ -491,6 +491,49 @@ fn generator_frames_arrive_byte_for_byte_in_every_mode() {
 }
 
 #[test]
+fn big_batches_and_recycles_after_stop_lose_no_buffer() {
+    // The ring keeps a recycled batch's buffers as spares for its next
+    // refill, up to a ring's worth, and gives the rest to the pools. A
+    // batch kept over several polls holds more than that; a batch recycled
+    // after the ring stopped must go to the pools, since nothing will post
+    // it again.
+    let mut r = rig(RigCfg {
+        ring: 8,
+        pages: 64,
+        ..Default::default()
+    });
+    let frames: Vec<Vec<u8>> = (0..40).map(|i| udp(100 + i, i as u8)).collect();
+    for f in &frames {
+        r.wire.push(f.clone());
+    }
+    let mut big = r.ring.new_batch(8);
+    for _ in 0..1000 {
+        if big.len() >= 20 {
+            break;
+        }
+        r.engine.step(4);
+        r.ring.poll(&mut big, 4);
+        r.check_ring_invariant();
+    }
+    let mut got: Vec<Vec<u8>> = big.iter().map(|p| p.to_vec()).collect();
+    assert!(got.len() >= 20, "{} frames in one batch", got.len());
+    r.ring.recycle(&mut big);
+    let rest = r.receive(frames.len() - got.len(), 4);
+    got.extend(rest);
+    assert_eq!(got, frames);
+    for i in 0..5 {
+        r.wire.push(udp(300, i));
+    }
+    r.engine.step(5);
+    let mut held = r.ring.new_batch(8);
+    assert_eq!(r.ring.poll(&mut held, 8), 5);
+    r.igb.disable();
+    r.ring.stop().expect("stop");
+    r.ring.recycle(&mut held);
+    r.finish();
+}
+
+#[test]
 fn dropping_a_batch_elsewhere_returns_its_buffers() {
     let mut r = rig(RigCfg::default());
     for i in 0..10 {
