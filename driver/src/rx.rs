@@ -480,6 +480,10 @@ pub struct RxRing<P: BufPool, H: BufPool> {
     pages: P,
     hdrs: H,
     split: SplitMode,
+    /// Write-back dword 0 bits of which one must be set for HDR_LEN to
+    /// count as header bytes on the fast path: none (`off`), SPH (`on`),
+    /// any (`always`; a dword of zero has HDR_LEN 0 anyway).
+    split_sel: u32,
     hdr_buf: usize,
     pkt_buf: usize,
     max_descs: usize,
@@ -539,6 +543,11 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             pages,
             hdrs,
             split: cfg.split,
+            split_sel: match cfg.split {
+                SplitMode::Off => 0,
+                SplitMode::On => 1 << 31,
+                SplitMode::Always => u32::MAX,
+            },
             hdr_buf,
             pkt_buf,
             max_descs,
@@ -597,14 +606,17 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     /// and rings the doorbell once. Returns the number of frames delivered
     /// (dropped frames count against the budget but are not returned).
     pub fn poll(&mut self, batch: &mut RxBatch, budget: usize) -> usize {
-        let mut completed = 0;
-        let mut delivered = 0;
+        let (mut completed, mut delivered) = (0, 0);
+        // Counters of the fast path, added once at the end.
+        let (mut descs, mut fast, mut fast_bytes) = (0, 0, 0);
         // Segments of the frame being assembled live at the end of
         // `batch.segs` during a poll, and in `cur.segs` between polls.
         self.cur.seg_start = batch.segs.len();
         if !self.cur.segs.is_empty() {
             batch.segs.append(&mut self.cur.segs);
         }
+        // No frame being assembled or discarded: the fast path may run.
+        let mut idle = self.cur.descs == 0 && !self.cur.discarding;
         while completed < budget && self.next_clean != self.next_fill {
             let i = self.next_clean;
             let status = self.ring.slot(i).status_acquire();
@@ -622,17 +634,29 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             };
             let hdr = self.posted_hdrs[i].take();
             self.next_clean = (i + 1) & self.ring.mask;
-            self.stats.descriptors += 1;
+            descs += 1;
             // Fast path: a whole, clean frame in one descriptor.
-            let (page, hdr) = match self.try_single(&wb, page, hdr, batch) {
-                Ok(()) => {
-                    completed += 1;
-                    delivered += 1;
-                    continue;
+            let (page, hdr) = if idle {
+                match self.try_single(&wb, page, hdr, batch) {
+                    Ok(len) => {
+                        completed += 1;
+                        delivered += 1;
+                        fast += 1;
+                        fast_bytes += len as u64;
+                        continue;
+                    }
+                    Err(bufs) => {
+                        // A frame starts here: its segments from here on.
+                        self.cur.seg_start = batch.segs.len();
+                        bufs
+                    }
                 }
-                Err(bufs) => bufs,
+            } else {
+                (page, hdr)
             };
-            match self.consume(wb, page, hdr, batch) {
+            let outcome = self.consume(wb, page, hdr, batch);
+            idle = self.cur.descs == 0 && !self.cur.discarding;
+            match outcome {
                 Outcome::More => {}
                 Outcome::Dropped => completed += 1,
                 Outcome::Delivered => {
@@ -641,6 +665,9 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
                 }
             }
         }
+        self.stats.descriptors += descs;
+        self.stats.packets += fast;
+        self.stats.bytes += fast_bytes;
         if self.cur.descs > 0 {
             self.cur.segs.extend(batch.segs.drain(self.cur.seg_start..));
         }
@@ -659,8 +686,10 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     }
 
     /// Hands out a frame that sits wholly in one descriptor with no error,
-    /// overflow or HBO bit and sane lengths; anything else goes back to the
-    /// caller for [`Self::consume`], which validates it field by field.
+    /// overflow or HBO bit and sane lengths, and returns its length (the
+    /// caller counts it); anything else goes back to the caller for
+    /// [`Self::consume`], which validates it field by field. Only for a
+    /// descriptor that starts a frame (none being assembled or discarded).
     #[inline(always)]
     fn try_single(
         &mut self,
@@ -668,18 +697,18 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         page: Buf,
         hdr: Option<Buf>,
         batch: &mut RxBatch,
-    ) -> Result<(), (Buf, Option<Buf>)> {
+    ) -> Result<usize, (Buf, Option<Buf>)> {
         // DD and EOP set; RXE, IPE, TCPE, frame errors and HBO clear.
         const MUST: u32 = 0b11;
         const MASK: u32 = 0xFF80_0000 | MUST;
         let st = wb.status;
-        if self.cur.descs != 0 || self.cur.discarding || st.0 & MASK != MUST {
+        if st.0 & MASK != MUST {
             return Err((page, hdr));
         }
-        let hdr_bytes = match self.split {
-            SplitMode::Off => 0,
-            SplitMode::On if !wb.info.sph() => 0,
-            SplitMode::On | SplitMode::Always => wb.info.hdr_len() as usize,
+        let hdr_bytes = if wb.info.0 & self.split_sel != 0 {
+            wb.info.hdr_len() as usize
+        } else {
+            0
         };
         let pkt_len = wb.len.pkt_len() as usize;
         if pkt_len > self.pkt_buf || hdr_bytes > self.hdr_buf || pkt_len + hdr_bytes == 0 {
@@ -717,10 +746,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             len as u32,
             wb,
         ));
-        self.cur.seg_start = batch.segs.len();
-        self.stats.packets += 1;
-        self.stats.bytes += len as u64;
-        Ok(())
+        Ok(len)
     }
 
     /// Takes one completed descriptor into the frame being assembled.
