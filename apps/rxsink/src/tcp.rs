@@ -542,6 +542,10 @@ pub fn run(
                 "frames": tx_side.frames,
                 "multi_buffer": tx_side.multi_buffer,
                 "dropped": tx_side.dropped,
+                "dropped_no_buffer": tx_side.dropped_no_buffer,
+                "dropped_ring_full": tx_side.dropped_ring_full,
+                "dropped_too_long": tx_side.dropped_too_long,
+                "busy": tx_side.busy,
                 "arp_replies_suppressed": tx_side.arp_replies_suppressed,
             },
             "arp": {"shared": arp.shared, "inbox_full": arp.inbox_full, "received": arp.received},
@@ -566,6 +570,15 @@ pub fn run(
             "queued": p.sent.queued,
             "finished": p.sent.finished,
             "failed": p.sent.failed,
+            "tx": {
+                "frames": p.tx.frames,
+                "dropped": p.tx.dropped,
+                "dropped_no_buffer": p.tx.dropped_no_buffer,
+                "dropped_ring_full": p.tx.dropped_ring_full,
+                "dropped_too_long": p.tx.dropped_too_long,
+                "busy": p.tx.busy,
+                "sim_tx_dropped": p.sim_tx_dropped,
+            },
             "leaks": p.leaks,
         }),
         Err(e) => json!({ "error": e }),
@@ -648,6 +661,11 @@ struct PeerConfig {
 
 struct PeerResult {
     sent: stack::SenderStats,
+    /// The peer device's transmit counters (frames built, dropped by
+    /// reason, refused while the ring was full).
+    tx: stack::device::TxSideStats,
+    /// Frames the peer's simulated NIC dropped on transmit.
+    sim_tx_dropped: u64,
     leaks: queue::Leaks,
 }
 
@@ -686,6 +704,8 @@ fn run_peer(end: PairEnd, cfg: PeerConfig, stop: Arc<AtomicBool>) -> Result<Peer
         engine.step(64);
     }
     let sent = *sender.stats();
+    let tx = *qdev.tx_stats();
+    let sim_tx_dropped = engine.nic().stats().tx_dropped;
     stop.store(true, Ordering::Release);
     // Keep answering (ACKs of the sink's FIN) until the RX thread is done.
     drop(sender);
@@ -694,5 +714,10 @@ fn run_peer(end: PairEnd, cfg: PeerConfig, stop: Arc<AtomicBool>) -> Result<Peer
     if let Some(e) = err {
         tracing::warn!("pair peer: {e}");
     }
-    Ok(PeerResult { sent, leaks })
+    Ok(PeerResult {
+        sent,
+        tx,
+        sim_tx_dropped,
+        leaks,
+    })
 }

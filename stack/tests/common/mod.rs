@@ -7,6 +7,7 @@ use driver::{Igb, IgbConfig, SplitMode};
 use hw_sim::{SimConfig, SimEngine, SimNic, Wire};
 use pipeline::{HeaderPool, HeaderPoolConfig};
 use smoltcp::time::Instant;
+use stack::device::TxSideStats;
 use stack::frame::PresentStats;
 use stack::queue::{self, PoolDevice, QueueSetup};
 use stack::{
@@ -26,6 +27,8 @@ pub struct NicSetup {
     pub mtu: usize,
     pub ring: usize,
     pub pages: usize,
+    /// TX descriptors.
+    pub tx_ring: usize,
 }
 
 impl Default for NicSetup {
@@ -38,6 +41,7 @@ impl Default for NicSetup {
             mtu: 1500,
             ring: 256,
             pages: 1024,
+            tx_ring: QueueSetup::default().tx_ring,
         }
     }
 }
@@ -75,6 +79,7 @@ pub fn nic(s: NicSetup, wire: Box<dyn Wire>) -> Nic {
         payload_buf: s.payload,
         headroom: 256.min(4096 - s.payload),
         rx_pages: s.pages,
+        tx_ring: s.tx_ring,
         device: DeviceConfig {
             mtu: s.mtu,
             ..DeviceConfig::default()
@@ -116,6 +121,8 @@ pub struct Outcome {
     /// Loop rounds and virtual time they took.
     pub rounds: u64,
     pub virtual_ms: u64,
+    /// The sender's device: frames built, dropped (by reason), refused.
+    pub sender_tx: TxSideStats,
 }
 
 /// A pattern transfer between two NICs: `conns` connections of `bytes`
@@ -126,6 +133,10 @@ pub struct Transfer {
     pub bytes: u64,
     /// Wall-clock bound of the whole transfer.
     pub limit: Duration,
+    /// The sink's receive window and the sender's send ring, per
+    /// connection (256 KiB each by default).
+    pub sink_buf: usize,
+    pub send_buf: usize,
 }
 
 impl Transfer {
@@ -134,6 +145,8 @@ impl Transfer {
             conns,
             bytes,
             limit: Duration::from_secs(60),
+            sink_buf: 256 << 10,
+            send_buf: 256 << 10,
         }
     }
 }
@@ -174,13 +187,13 @@ pub fn transfer_with(
     let sink_cfg = SinkConfig {
         verify: true,
         max_conns: 4,
-        rx_buf: 256 << 10,
+        rx_buf: t.sink_buf,
         ..SinkConfig::default()
     };
     let snd_cfg = SenderConfig {
         conns: t.conns,
         bytes: t.bytes,
-        tx_buf: 256 << 10,
+        tx_buf: t.send_buf,
         ..SenderConfig::default()
     };
     let mut mem_a = SocketMemory::for_sockets(4, sink_cfg.rx_buf, sink_cfg.tx_buf).unwrap();
@@ -228,6 +241,7 @@ pub fn transfer_with(
         failed: sender.stats().failed,
         rounds,
         virtual_ms: (now - start).total_millis(),
+        sender_tx: *b.dev.tx_stats(),
     };
     drop(sink);
     drop(sender);
