@@ -119,6 +119,9 @@ pub struct SimNic {
     pub(crate) phy_loopback: AtomicBool,
     /// Bumped by every CTRL.RST so the engine drops per-queue TX state.
     pub(crate) reset_gen: AtomicU64,
+    /// Set by the engine after a step that found its wire exhausted and
+    /// nothing held back (see [`SimNic::wire_drained`]).
+    pub(crate) drained: AtomicBool,
     counters: Counters,
     pub(crate) cfg: SimConfig,
     name: String,
@@ -167,6 +170,7 @@ impl SimNic {
             autoneg_pending: AtomicBool::new(false),
             phy_loopback: AtomicBool::new(false),
             reset_gen: AtomicU64::new(0),
+            drained: AtomicBool::new(false),
             counters: Counters::default(),
             name: format!("sim:{wire_name}"),
             cfg,
@@ -434,6 +438,15 @@ impl SimNic {
 
     /// Cumulative counters since creation. Independent of the clear-on-read
     /// statistics registers.
+    /// Whether the engine's wire is exhausted (a replayed file at its end,
+    /// see [`crate::Wire::exhausted`]) and every frame it delivered has
+    /// been placed in an RX ring or dropped and counted, as of the engine's
+    /// last step. A receiver that sees `true` and then polls its ring empty
+    /// has received everything the wire will ever bring.
+    pub fn wire_drained(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
     pub fn stats(&self) -> SimStats {
         let c = &self.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -302,6 +302,7 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         "polls_nonempty": r.polls_nonempty,
         "packets_per_poll": if r.polls_nonempty > 0 { st.packets as f64 / r.polls_nonempty as f64 } else { 0.0 },
         "handoff_waits": r.handoff_waits,
+        "wire_drained": r.wire_drained,
         "drops": drops,
         "hbo": st.hbo,
         "dummy_headers": st.dummy_headers,
@@ -443,20 +444,22 @@ fn rx_loop(
             // Device work happens outside the timed section.
             engine.step(budget);
         }
-        match &mut handoff {
-            Handoff::Inline(batch) => {
-                harvest(
-                    ring,
-                    batch,
-                    budget,
-                    args.mode,
-                    capture.as_deref_mut(),
-                    &mut r,
-                );
-            }
+        // A replayed file is over once the device has placed all of it and
+        // a poll after that finds the ring empty.
+        let drained = nic.is_some_and(|n| n.wire_drained());
+        let got = match &mut handoff {
+            Handoff::Inline(batch) => harvest(
+                ring,
+                batch,
+                budget,
+                args.mode,
+                capture.as_deref_mut(),
+                &mut r,
+            ),
             Handoff::Thread { full, empty, cur } => {
                 let t0 = Instant::now();
-                if ring.poll(cur, budget) > 0 {
+                let n = ring.poll(cur, budget);
+                if n > 0 {
                     if let Some(c) = capture.as_deref_mut() {
                         c.batch(cur);
                     }
@@ -476,7 +479,12 @@ fn rx_loop(
                         b.give_back();
                     }
                 }
+                n
             }
+        };
+        if drained && got == 0 {
+            r.wire_drained = true;
+            break;
         }
         iter += 1;
         let st = ring.stats();
@@ -668,6 +676,9 @@ pub(crate) struct Recv {
     /// A fold of every byte read in `read` mode (so the reads cannot be
     /// optimised away, and runs can be compared).
     pub(crate) fold: u64,
+    /// The loop ended because the wire (a replayed file) was exhausted and
+    /// everything it brought had been received.
+    pub(crate) wire_drained: bool,
 }
 
 /// Reads every byte of `b`, 8 at a time.

@@ -73,11 +73,12 @@ pub fn run(
             .enumerate()
             .map(|(q, ring)| {
                 let shared = &shared;
+                let nic = nic.as_deref();
                 // Queue i on core (--core + i) mod the core count.
                 let core = (args.core.unwrap_or(0) + q) % ncores;
                 std::thread::Builder::new()
                     .name(format!("rxsink-q{q}"))
-                    .spawn_scoped(s, move || queue_loop(args, ring, shared, core))
+                    .spawn_scoped(s, move || queue_loop(args, ring, shared, core, nic))
             })
             .collect();
         handles
@@ -170,7 +171,13 @@ pub fn run(
 }
 
 /// One queue's thread: poll, (read,) recycle, until a stop condition.
-fn queue_loop(args: &Args, ring: &mut Ring, shared: &Shared, core: usize) -> QueueResult {
+fn queue_loop(
+    args: &Args,
+    ring: &mut Ring,
+    shared: &Shared,
+    core: usize,
+    nic: Option<&hw_sim::SimNic>,
+) -> QueueResult {
     let mut r = QueueResult::default();
     match pipeline::pin_current_thread(core) {
         Ok(()) => r.core = Some(core),
@@ -182,7 +189,13 @@ fn queue_loop(args: &Args, ring: &mut Ring, shared: &Shared, core: usize) -> Que
         .map(|d| Instant::now() + Duration::from_secs_f64(d));
     let mut iter = 0u64;
     loop {
+        let drained = nic.is_some_and(|n| n.wire_drained());
         let n = harvest(ring, &mut batch, args.batch, args.mode, None, &mut r.recv);
+        if drained && n == 0 {
+            // A replayed file is over and this queue has all of it.
+            r.recv.wire_drained = true;
+            break;
+        }
         if n > 0 {
             let total = shared.packets.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
             if args.packets.is_some_and(|max| total >= max) {

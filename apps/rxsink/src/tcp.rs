@@ -88,6 +88,9 @@ struct Shared {
     open: Vec<AtomicU64>,
     /// Resident set (KiB) once every queue's sockets and pools exist.
     rss_start: AtomicU64,
+    /// Queues that have received everything a replayed file brought (see
+    /// `SimNic::wire_drained`); all of them: the run is over.
+    drained: AtomicU64,
 }
 
 /// What one queue's loop measured.
@@ -128,6 +131,8 @@ struct Ctx<'a> {
     shared: &'a Shared,
     /// Set when the pair wire's sender is done.
     peer_done: Option<&'a AtomicBool>,
+    /// The simulated NIC, to learn when a replayed file is over.
+    nic: Option<&'a SimNic>,
 }
 
 /// What one queue's loop may drive besides its queue pair: the stepped
@@ -167,6 +172,7 @@ fn sink_loop(
         start,
         shared,
         peer_done,
+        nic,
     } = ctx;
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let cpu0 = signals::thread_cpu_ns();
@@ -177,10 +183,14 @@ fn sink_loop(
     let mut closed_seen = 0u64;
     let mut iter = 0u64;
     let mut next_reset = own.reset.map(|(_, every)| every);
+    let mut drained_here = false;
     loop {
         if let Some(Sim::Stepped(engine)) = own.sim.as_deref_mut() {
             engine.step(args.batch);
         }
+        // Read before the poll: a replayed file is over for this queue once
+        // the device has placed all of it and a round after that is idle.
+        let drained = !drained_here && nic.is_some_and(|n| n.wire_drained());
         // One clock read per round: the stack's time and the busy timer's
         // start.
         let t0 = Instant::now();
@@ -188,6 +198,9 @@ fn sink_loop(
         qdev.flush();
         if busy {
             r.busy_ns += t0.elapsed().as_nanos() as u64;
+        } else if drained {
+            drained_here = true;
+            shared.drained.fetch_add(1, Ordering::Relaxed);
         }
         iter += 1;
         if !iter.is_multiple_of(64) {
@@ -242,6 +255,7 @@ fn sink_loop(
             || signals::stop_requested()
             || args.until_closed.is_some_and(|n| closed >= n && idle)
             || (peer_done.is_some_and(|d| d.load(Ordering::Acquire)) && idle)
+            || shared.drained.load(Ordering::Relaxed) == shared.open.len() as u64
         {
             shared.stop.store(true, Ordering::Relaxed);
             break;
@@ -394,6 +408,7 @@ pub fn run(
         closed: AtomicU64::new(0),
         open: (0..queues).map(|_| AtomicU64::new(0)).collect(),
         rss_start: AtomicU64::new(0),
+        drained: AtomicU64::new(0),
     };
     let server = stack::sink::iperf3_server();
     let ctx = Ctx {
@@ -401,6 +416,7 @@ pub fn run(
         start,
         shared: &shared,
         peer_done: peer.as_ref().map(|_| &*peer_done),
+        nic: nic.as_deref(),
     };
     let results: Vec<Result<LoopResult, String>> = if queues == 1 {
         if let Some(core) = args.core {
@@ -627,6 +643,7 @@ pub fn run(
         "present": serde_json::to_value(present_all).unwrap_or_default(),
         "per_queue": per_queue,
         "device_resets": device_resets,
+        "wire_drained": shared.drained.load(Ordering::Relaxed) == shared.open.len() as u64,
         "drops": drops,
         "hbo": hbo,
         "dma_faults": sim_stats.map(|s| s.dma_faults),

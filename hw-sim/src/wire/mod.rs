@@ -62,6 +62,11 @@ pub trait Wire: Send {
     fn send(&mut self, frame: &[u8]);
     /// Short description for logs ("generator udp 60B x 1 flows", "tap0").
     fn name(&self) -> String;
+    /// Whether this wire will never deliver another frame (a replayed
+    /// file at its end). Live wires never are: the default is `false`.
+    fn exhausted(&self) -> bool {
+        false
+    }
 }
 
 impl<W: Wire + ?Sized> Wire for Box<W> {
@@ -73,6 +78,9 @@ impl<W: Wire + ?Sized> Wire for Box<W> {
     }
     fn name(&self) -> String {
         (**self).name()
+    }
+    fn exhausted(&self) -> bool {
+        (**self).exhausted()
     }
 }
 

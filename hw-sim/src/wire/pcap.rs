@@ -1,4 +1,4 @@
-//! Classic pcap files: replay a capture towards the NIC ([`PcapReplay`]),
+//! pcap files: replay a classic pcap or pcapng capture towards the NIC ([`PcapReplay`]),
 //! write frames to a capture ([`PcapWriter`]), and capture what crosses any
 //! wire ([`CaptureWire`]).
 
@@ -20,7 +20,7 @@ const SNAPLEN: u32 = 65535;
 /// Classic pcap magic with nanosecond timestamps.
 const NSEC_MAGIC: u32 = 0xA1B2_3C4D;
 const LINKTYPE_ETHERNET: u32 = 1;
-/// pcapng section header block magic, for a clearer error.
+/// pcapng section header block type (the same in either byte order).
 const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
 
 /// Why a pcap file could not be read or written.
@@ -28,7 +28,7 @@ const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
 pub enum PcapError {
     /// Opening, reading or writing the file failed.
     Io { path: PathBuf, source: io::Error },
-    /// Not a classic pcap file, or its header is damaged.
+    /// Neither a classic pcap nor a pcapng file, or its header is damaged.
     Format { path: PathBuf, reason: String },
     /// A link type other than Ethernet (1).
     LinkType { path: PathBuf, linktype: u32 },
@@ -41,7 +41,7 @@ impl fmt::Display for PcapError {
             PcapError::Format { path, reason } => {
                 write!(
                     f,
-                    "{}: not a usable classic pcap file: {reason}",
+                    "{}: not a usable pcap or pcapng file: {reason}",
                     path.display()
                 )
             }
@@ -89,7 +89,7 @@ fn lib_err(path: &Path, e: pcap_file::PcapError) -> PcapError {
     }
 }
 
-/// Replays the Ethernet frames of a classic pcap file (not pcapng; link
+/// Replays the Ethernet frames of a classic pcap or a pcapng file (link
 /// type Ethernet only, others are an error) towards the NIC, in file
 /// order, then returns `None` forever (or starts over, see
 /// [`PcapReplay::loops`]). Frames the NIC sends are discarded and counted.
@@ -132,20 +132,7 @@ impl PcapReplay {
                 Err(e) => return Err(io_err(path, e)),
             }
         }
-        if got == 4 && magic == PCAPNG_MAGIC {
-            return Err(PcapError::Format {
-                path: path.to_path_buf(),
-                reason: "pcapng is not supported, convert it with `editcap -F pcap`".into(),
-            });
-        }
-        let mut reader = PcapReader::new(magic[..got].chain(file)).map_err(|e| lib_err(path, e))?;
-        let linktype = u32::from(reader.header().datalink);
-        if reader.header().datalink != DataLink::ETHERNET {
-            return Err(PcapError::LinkType {
-                path: path.to_path_buf(),
-                linktype,
-            });
-        }
+        let head = magic[..got].chain(file);
         let mut replay = PcapReplay {
             path: path.to_path_buf(),
             data: Vec::new(),
@@ -159,29 +146,130 @@ impl PcapReplay {
             discarded: 0,
             truncated: false,
         };
+        if got == 4 && magic == PCAPNG_MAGIC {
+            replay.load_pcapng(head)?;
+        } else {
+            replay.load_pcap(head)?;
+        }
+        Ok(replay)
+    }
+
+    /// A classic pcap file: either byte order, microsecond or nanosecond
+    /// timestamps (pcap-file reads all four magics).
+    fn load_pcap(&mut self, input: impl Read) -> Result<(), PcapError> {
+        let path = self.path.clone();
+        let path = path.as_path();
+        let mut reader = PcapReader::new(input).map_err(|e| lib_err(path, e))?;
+        let linktype = u32::from(reader.header().datalink);
+        if reader.header().datalink != DataLink::ETHERNET {
+            return Err(PcapError::LinkType {
+                path: path.to_path_buf(),
+                linktype,
+            });
+        }
         while let Some(rec) = reader.next_raw_packet() {
-            let rec = match rec {
-                Ok(r) => r,
+            match rec {
+                Ok(r) => self.push(&r.data),
                 Err(e) => match lib_err(path, e) {
                     PcapError::Format { .. } => {
-                        replay.truncated = true;
+                        self.truncated = true;
                         break;
                     }
                     e => return Err(e),
                 },
-            };
-            let frame = &rec.data[..];
-            if frame.len() < ETH_HLEN {
-                replay.skipped_short += 1;
-            } else if frame.len() > MAX_REPLAY_FRAME {
-                replay.skipped_long += 1;
-            } else {
-                let start = replay.data.len();
-                replay.data.extend_from_slice(frame);
-                replay.frames.push(start..replay.data.len());
             }
         }
-        Ok(replay)
+        Ok(())
+    }
+
+    /// A pcapng file (Wireshark's and dumpcap's default): sections of
+    /// either byte order, several interfaces (each must be Ethernet),
+    /// enhanced, simple and obsolete packet blocks; other blocks are
+    /// skipped. Timestamps are not used (replay runs at memory speed), so
+    /// any `if_tsresol` reads. A damaged block ends the replay like a
+    /// truncated file.
+    fn load_pcapng(&mut self, input: impl Read) -> Result<(), PcapError> {
+        use pcap_file::pcapng::{Block, PcapNgReader};
+        let path = self.path.clone();
+        let path = path.as_path();
+        let mut reader = PcapNgReader::new(input).map_err(|e| match lib_err(path, e) {
+            PcapError::Format { reason, .. } => PcapError::Format {
+                path: path.to_path_buf(),
+                reason: format!("damaged pcapng section header: {reason}"),
+            },
+            e => e,
+        })?;
+        // Link types of the current section's interfaces, by interface id
+        // (kept here: a block borrows the reader).
+        let mut links: Vec<DataLink> = Vec::new();
+        while let Some(block) = reader.next_block() {
+            let (iface, data) = match block {
+                Err(e) => match lib_err(path, e) {
+                    PcapError::Format { .. } => {
+                        self.truncated = true;
+                        break;
+                    }
+                    e => return Err(e),
+                },
+                Ok(Block::SectionHeader(_)) => {
+                    links.clear();
+                    continue;
+                }
+                Ok(Block::InterfaceDescription(idb)) => {
+                    links.push(idb.linktype);
+                    continue;
+                }
+                Ok(Block::EnhancedPacket(b)) => (b.interface_id as usize, b.data),
+                Ok(Block::SimplePacket(b)) => {
+                    // No captured length: the original length, cut by the
+                    // block (pcap-file leaves the padding in `data`).
+                    let n = (b.original_len as usize).min(b.data.len());
+                    (
+                        0,
+                        match b.data {
+                            std::borrow::Cow::Borrowed(d) => std::borrow::Cow::Borrowed(&d[..n]),
+                            std::borrow::Cow::Owned(mut d) => {
+                                d.truncate(n);
+                                std::borrow::Cow::Owned(d)
+                            }
+                        },
+                    )
+                }
+                Ok(Block::Packet(b)) => (b.interface_id as usize, b.data),
+                Ok(_) => continue,
+            };
+            match links.get(iface) {
+                Some(&DataLink::ETHERNET) => self.push(&data),
+                Some(&other) => {
+                    return Err(PcapError::LinkType {
+                        path: path.to_path_buf(),
+                        linktype: u32::from(other),
+                    })
+                }
+                None => {
+                    return Err(PcapError::Format {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "pcapng packet for interface {iface}, which no block describes"
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps one record's frame, or counts it as skipped.
+    fn push(&mut self, frame: &[u8]) {
+        if frame.len() < ETH_HLEN {
+            self.skipped_short += 1;
+        } else if frame.len() > MAX_REPLAY_FRAME {
+            self.skipped_long += 1;
+        } else {
+            let start = self.data.len();
+            self.data.extend_from_slice(frame);
+            self.frames.push(start..self.data.len());
+        }
     }
 
     /// Replays the file `passes` times (0 = endlessly; the default is 1).
@@ -255,6 +343,13 @@ impl Wire for PcapReplay {
 
     fn name(&self) -> String {
         format!("pcap {}", self.path.display())
+    }
+
+    /// Every pass has been replayed (never with endless loops, unless the
+    /// file holds no frame).
+    fn exhausted(&self) -> bool {
+        self.frames.is_empty()
+            || (self.loops != 0 && self.next == self.frames.len() && self.pass + 1 >= self.loops)
     }
 }
 
@@ -472,6 +567,10 @@ impl<W: Wire> Wire for CaptureWire<W> {
             self.writer.path.display(),
             self.inner.name()
         )
+    }
+
+    fn exhausted(&self) -> bool {
+        self.inner.exhausted()
     }
 }
 
@@ -699,6 +798,251 @@ mod tests {
         let r = PcapReplay::open(&p.0).unwrap();
         assert_eq!(r.len(), 3);
         assert!(r.truncated());
+    }
+
+    /// A classic pcap file in the given byte order and resolution.
+    fn classic_file(big: bool, nanos: bool, frames: &[Vec<u8>]) -> Vec<u8> {
+        let u32b = |v: u32| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let u16b = |v: u16| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut f = Vec::new();
+        f.extend_from_slice(&u32b(if nanos { NSEC_MAGIC } else { 0xA1B2_C3D4 }));
+        f.extend_from_slice(&u16b(2));
+        f.extend_from_slice(&u16b(4));
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&u32b(65535));
+        f.extend_from_slice(&u32b(LINKTYPE_ETHERNET));
+        for (i, d) in frames.iter().enumerate() {
+            f.extend_from_slice(&u32b(1_700_000_000 + i as u32));
+            f.extend_from_slice(&u32b(if nanos { 999_999_999 } else { 999_999 }));
+            f.extend_from_slice(&u32b(d.len() as u32));
+            f.extend_from_slice(&u32b(d.len() as u32));
+            f.extend_from_slice(d);
+        }
+        f
+    }
+
+    #[test]
+    fn classic_pcap_in_both_byte_orders_and_resolutions() {
+        let frames = sample_frames();
+        let p = TmpPath::new("classic");
+        for big in [false, true] {
+            for nanos in [false, true] {
+                std::fs::write(&p.0, classic_file(big, nanos, &frames)).unwrap();
+                let mut r = PcapReplay::open(&p.0).unwrap();
+                assert_eq!(r.len(), frames.len(), "big {big} nanos {nanos}");
+                for f in &frames {
+                    assert_eq!(r.recv(), Some(&f[..]), "big {big} nanos {nanos}");
+                }
+                assert!(r.exhausted() && !r.truncated());
+            }
+        }
+    }
+
+    /// pcapng blocks, in one byte order.
+    struct Ng {
+        big: bool,
+        out: Vec<u8>,
+    }
+
+    impl Ng {
+        fn u32b(&self, v: u32) -> [u8; 4] {
+            if self.big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        }
+        fn u16b(&self, v: u16) -> [u8; 2] {
+            if self.big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        }
+        /// A block: type, total length, body padded to 4 bytes, length again.
+        fn block(&mut self, kind: u32, body: &[u8]) {
+            let pad = (4 - body.len() % 4) % 4;
+            let len = (12 + body.len() + pad) as u32;
+            let (k, l) = (self.u32b(kind), self.u32b(len));
+            self.out.extend_from_slice(&k);
+            self.out.extend_from_slice(&l);
+            self.out.extend_from_slice(body);
+            self.out.extend_from_slice(&[0; 3][..pad]);
+            self.out.extend_from_slice(&l);
+        }
+        fn section(&mut self) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&self.u32b(0x1A2B_3C4D));
+            b.extend_from_slice(&self.u16b(1));
+            b.extend_from_slice(&self.u16b(0));
+            b.extend_from_slice(&[0xFF; 8]); // section length unknown
+            self.block(0x0A0D_0D0A, &b);
+        }
+        /// An interface; `tsresol` 6 = microseconds, 9 = nanoseconds.
+        fn interface(&mut self, linktype: u16, tsresol: u8) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&self.u16b(linktype));
+            b.extend_from_slice(&self.u16b(0));
+            b.extend_from_slice(&self.u32b(65535));
+            b.extend_from_slice(&self.u16b(9)); // if_tsresol
+            b.extend_from_slice(&self.u16b(1));
+            b.extend_from_slice(&[tsresol, 0, 0, 0]);
+            b.extend_from_slice(&[0; 4]); // opt_endofopt
+            self.block(1, &b);
+        }
+        fn enhanced(&mut self, iface: u32, ts: u64, data: &[u8]) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&self.u32b(iface));
+            b.extend_from_slice(&self.u32b((ts >> 32) as u32));
+            b.extend_from_slice(&self.u32b(ts as u32));
+            b.extend_from_slice(&self.u32b(data.len() as u32));
+            b.extend_from_slice(&self.u32b(data.len() as u32));
+            b.extend_from_slice(data);
+            b.extend_from_slice(&[0; 3][..(4 - data.len() % 4) % 4]);
+            self.block(6, &b);
+        }
+        fn simple(&mut self, data: &[u8]) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&self.u32b(data.len() as u32));
+            b.extend_from_slice(data);
+            self.block(3, &b);
+        }
+    }
+
+    /// A pcapng file as dumpcap writes one: a section, an Ethernet
+    /// interface with the given resolution, a name resolution block,
+    /// enhanced packets, a simple packet, and a second section in the same
+    /// byte order with two interfaces.
+    fn pcapng_file(big: bool, tsresol: u8, frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut ng = Ng {
+            big,
+            out: Vec::new(),
+        };
+        ng.section();
+        ng.interface(1, tsresol);
+        ng.block(4, &[0; 4]); // name resolution: only nrb_record_end
+        let (first, rest) = frames.split_at(frames.len() / 2);
+        let unit: u64 = if tsresol == 9 {
+            1_000_000_000
+        } else {
+            1_000_000
+        };
+        for (i, f) in first.iter().enumerate() {
+            ng.enhanced(0, 1_700_000_000 * unit + i as u64, f);
+        }
+        ng.section();
+        ng.interface(1, tsresol);
+        ng.interface(1, 9);
+        let (simple, rest) = rest.split_at(1);
+        ng.simple(&simple[0]);
+        for (i, f) in rest.iter().enumerate() {
+            ng.enhanced((i % 2) as u32, 1_700_000_000 * unit, f);
+        }
+        ng.block(0x0BAD_0001, &[1, 2, 3]); // a block type we do not know
+        ng.out
+    }
+
+    #[test]
+    fn pcapng_in_both_byte_orders_and_resolutions() {
+        let frames = sample_frames();
+        let p = TmpPath::new("ng");
+        for big in [false, true] {
+            for tsresol in [6u8, 9] {
+                std::fs::write(&p.0, pcapng_file(big, tsresol, &frames)).unwrap();
+                let mut r = PcapReplay::open(&p.0)
+                    .unwrap_or_else(|e| panic!("big {big} tsresol {tsresol}: {e}"));
+                assert_eq!(r.len(), frames.len(), "big {big} tsresol {tsresol}");
+                assert!(!r.truncated());
+                for f in &frames {
+                    assert!(!r.exhausted());
+                    assert_eq!(r.recv(), Some(&f[..]), "big {big} tsresol {tsresol}");
+                }
+                assert!(r.exhausted());
+                assert!(r.recv().is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_pcapng_files_are_errors_not_panics() {
+        let frames = sample_frames();
+        let p = TmpPath::new("ngbad");
+        // Not Ethernet.
+        let mut ng = Ng {
+            big: false,
+            out: Vec::new(),
+        };
+        ng.section();
+        ng.interface(101, 6);
+        ng.enhanced(0, 0, &frames[0]);
+        std::fs::write(&p.0, &ng.out).unwrap();
+        let e = PcapReplay::open(&p.0).unwrap_err();
+        assert!(
+            matches!(e, PcapError::LinkType { linktype: 101, .. }),
+            "{e:?}"
+        );
+        // A packet for an interface nobody described.
+        let mut ng = Ng {
+            big: true,
+            out: Vec::new(),
+        };
+        ng.section();
+        ng.interface(1, 6);
+        ng.enhanced(3, 0, &frames[0]);
+        std::fs::write(&p.0, &ng.out).unwrap();
+        let e = PcapReplay::open(&p.0).unwrap_err();
+        assert!(e.to_string().contains("interface 3"), "{e}");
+        // Cut at every length: an error or a prefix of the frames, never a panic.
+        let full = pcapng_file(false, 9, &frames[..6]);
+        for cut in 0..full.len() {
+            std::fs::write(&p.0, &full[..cut]).unwrap();
+            if let Ok(mut r) = PcapReplay::open(&p.0) {
+                let n = r.len();
+                assert!(n <= 6);
+                for f in &frames[..n.min(3)] {
+                    assert_eq!(r.recv(), Some(&f[..]));
+                }
+            }
+        }
+        // A damaged block length in the middle ends the replay there.
+        let mut bad = full.clone();
+        let at = bad.len() / 2;
+        bad[at..at + 8].copy_from_slice(&[0xFF; 8]);
+        std::fs::write(&p.0, &bad).unwrap();
+        let _ = PcapReplay::open(&p.0);
+    }
+
+    #[test]
+    fn replay_says_when_it_is_exhausted() {
+        let p = TmpPath::new("exhausted");
+        std::fs::write(&p.0, classic_file(false, false, &sample_frames()[..2])).unwrap();
+        let mut r = PcapReplay::open(&p.0).unwrap().loops(2);
+        for _ in 0..4 {
+            assert!(!r.exhausted());
+            assert!(r.recv().is_some());
+        }
+        assert!(r.exhausted());
+        let mut endless = PcapReplay::open(&p.0).unwrap().loops(0);
+        for _ in 0..10 {
+            assert!(endless.recv().is_some());
+            assert!(!endless.exhausted());
+        }
+        // Middleware passes it on.
+        let out = TmpPath::new("exhausted-out");
+        let cap = CaptureWire::new(r, PcapWriter::create(&out.0).unwrap());
+        assert!(cap.exhausted());
     }
 
     #[test]
