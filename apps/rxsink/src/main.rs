@@ -13,7 +13,7 @@ mod tcp;
 mod wblog;
 mod wires;
 
-use cli::{Args, DeviceSpec, Mode, SimMode};
+use cli::{Args, DeviceSpec, Mode, SimMode, WireSpec};
 use crossbeam_queue::ArrayQueue;
 use driver::vfio::VfioNic;
 use driver::{BufPool, Device, Igb, IgbConfig, RxBatch, RxConfig, RxRing};
@@ -45,7 +45,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match run(&args) {
-        Ok(summary) => {
+        Ok(mut summary) => {
+            checksum_hint(&args, &mut summary);
             if args.json {
                 println!(
                     "{}",
@@ -399,6 +400,39 @@ pub(crate) fn start_sim(engine: Option<hw_sim::SimEngine>, args: &Args) -> Resul
     })
 }
 
+/// Packets the ring handed out or dropped so far: unchanged over a poll
+/// means the ring had nothing completed.
+pub(crate) fn ring_progress(ring: &Ring) -> u64 {
+    let st = ring.stats();
+    st.packets + st.drops_total()
+}
+
+/// A pcap replay without `--fix-checksums` whose frames the NIC dropped
+/// for a wrong checksum: say how many, and name the option (stderr line
+/// and `pcap_checksum_drops` in the summary).
+fn checksum_hint(args: &Args, summary: &mut serde_json::Value) {
+    if !matches!(args.wire, WireSpec::Pcap(_)) {
+        return;
+    }
+    let drops = &summary["drops"];
+    // (--queues N in drop/read mode reports drops by total only.)
+    let (Some(l4), Some(ip)) = (drops["l4_checksum"].as_u64(), drops["ip_checksum"].as_u64())
+    else {
+        return;
+    };
+    let n = l4 + ip;
+    summary["pcap_checksum_drops"] = n.into();
+    if n > 0 && !args.fix_checksums {
+        let hint = format!(
+            "{n} replayed frames were dropped for a wrong IPv4/TCP/UDP checksum \
+             (a capture taken on the sending host holds checksums left to the NIC); \
+             --fix-checksums recomputes them"
+        );
+        eprintln!("rxsink: {hint}");
+        summary["pcap_checksum_hint"] = hint.into();
+    }
+}
+
 /// Batches queued between the RX thread and the application thread.
 const BATCH_QUEUE: usize = 8;
 
@@ -445,8 +479,10 @@ fn rx_loop(
             engine.step(budget);
         }
         // A replayed file is over once the device has placed all of it and
-        // a poll after that finds the ring empty.
-        let drained = nic.is_some_and(|n| n.wire_drained());
+        // a poll after that finds the ring empty (no packet, no drop).
+        let drained = nic
+            .is_some_and(|n| n.wire_drained())
+            .then(|| ring_progress(ring));
         let got = match &mut handoff {
             Handoff::Inline(batch) => harvest(
                 ring,
@@ -482,7 +518,7 @@ fn rx_loop(
                 n
             }
         };
-        if drained && got == 0 {
+        if got == 0 && drained.is_some_and(|p| p == ring_progress(ring)) {
             r.wire_drained = true;
             break;
         }

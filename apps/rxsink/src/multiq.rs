@@ -4,7 +4,7 @@
 
 use crate::cli::Args;
 use crate::wires::WireExtras;
-use crate::{harvest, signals, start_sim, Recv, Ring, RunError, Sim, SimParts};
+use crate::{harvest, ring_progress, signals, start_sim, Recv, Ring, RunError, Sim, SimParts};
 use driver::rss::{RssConfig, DEFAULT_KEY};
 use driver::{Device, RxConfig, RxRing};
 use pipeline::{PagePool, PagePoolConfig};
@@ -189,9 +189,11 @@ fn queue_loop(
         .map(|d| Instant::now() + Duration::from_secs_f64(d));
     let mut iter = 0u64;
     loop {
-        let drained = nic.is_some_and(|n| n.wire_drained());
+        let drained = nic
+            .is_some_and(|n| n.wire_drained())
+            .then(|| ring_progress(ring));
         let n = harvest(ring, &mut batch, args.batch, args.mode, None, &mut r.recv);
-        if drained && n == 0 {
+        if n == 0 && drained.is_some_and(|p| p == ring_progress(ring)) {
             // A replayed file is over and this queue has all of it.
             r.recv.wire_drained = true;
             break;

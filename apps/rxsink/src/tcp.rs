@@ -190,7 +190,10 @@ fn sink_loop(
         }
         // Read before the poll: a replayed file is over for this queue once
         // the device has placed all of it and a round after that is idle.
-        let drained = !drained_here && nic.is_some_and(|n| n.wire_drained());
+        let drained = (!drained_here && nic.is_some_and(|n| n.wire_drained())).then(|| {
+            let st = qdev.rx_ring().stats();
+            st.packets + st.drops_total()
+        });
         // One clock read per round: the stack's time and the busy timer's
         // start.
         let t0 = Instant::now();
@@ -198,7 +201,10 @@ fn sink_loop(
         qdev.flush();
         if busy {
             r.busy_ns += t0.elapsed().as_nanos() as u64;
-        } else if drained {
+        } else if drained.is_some_and(|p| {
+            let st = qdev.rx_ring().stats();
+            p == st.packets + st.drops_total()
+        }) {
             drained_here = true;
             shared.drained.fetch_add(1, Ordering::Relaxed);
         }

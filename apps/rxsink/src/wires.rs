@@ -21,6 +21,9 @@ pub struct WireExtras {
     pub pair: Option<PairStats>,
     pub faults: Option<FaultStats>,
     pub tap: Option<TapStats>,
+    /// `--wire pcap`: frames in the file, and how many `--fix-checksums`
+    /// changed (`None` without the option).
+    pub pcap: Option<(usize, Option<u64>)>,
 }
 
 impl WireExtras {
@@ -40,6 +43,9 @@ impl WireExtras {
                        "reordered": c.reordered, "corrupted": c.corrupted, "delayed": c.delayed})
             };
             v["faults"] = json!({"to_nic": c(f.to_nic()), "from_nic": c(f.from_nic())});
+        }
+        if let Some((frames, fixed)) = self.pcap {
+            v["pcap"] = json!({"frames": frames, "checksums_fixed": fixed});
         }
         if let Some(t) = &self.tap {
             let s = t.snapshot();
@@ -75,10 +81,18 @@ pub fn open(args: &Args) -> Result<(Box<dyn Wire>, WireExtras), RunError> {
             extras.tap = Some(tap.stats());
             Box::new(tap)
         }
-        WireSpec::Pcap(path) => Box::new(
-            PcapReplay::open(path)
-                .map_err(|e| RunError::Usage(format!("--wire pcap:{}: {e}", path.display())))?,
-        ),
+        WireSpec::Pcap(path) => {
+            let mut replay = PcapReplay::open(path)
+                .map_err(|e| RunError::Usage(format!("--wire pcap:{}: {e}", path.display())))?;
+            if args.fix_checksums {
+                replay = replay.fix_checksums();
+            }
+            extras.pcap = Some((
+                replay.len(),
+                args.fix_checksums.then(|| replay.checksums_fixed()),
+            ));
+            Box::new(replay)
+        }
         WireSpec::Pair => {
             let (near, far) = wire::pair(PAIR_CAPACITY);
             extras.pair = Some(near.stats());

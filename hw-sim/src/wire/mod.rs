@@ -42,7 +42,9 @@ pub use faults::{
 };
 pub use generator::{FrameSize, GenConfig, GenError, Generator, Proto};
 pub use pair::{pair, LinkCounts, PairEnd, PairStats};
-pub use pcap::{CaptureWire, PcapError, PcapReplay, PcapWriter, MAX_REPLAY_FRAME};
+pub use pcap::{
+    fix_frame_checksums, CaptureWire, PcapError, PcapReplay, PcapWriter, MAX_REPLAY_FRAME,
+};
 pub use tap::{TapConfig, TapCounts, TapError, TapStats, TapWire, VNET_HDR_LEN};
 
 use std::collections::VecDeque;

@@ -3,7 +3,7 @@
 //! wire ([`CaptureWire`]).
 
 use super::Wire;
-use crate::frames::ETH_HLEN;
+use crate::frames::{self, ETH_HLEN, L3, L4};
 use pcap_file::pcap::PcapReader;
 use pcap_file::DataLink;
 use std::fmt;
@@ -115,6 +115,7 @@ pub struct PcapReplay {
     skipped_long: u64,
     discarded: u64,
     truncated: bool,
+    checksums_fixed: u64,
 }
 
 impl PcapReplay {
@@ -145,6 +146,7 @@ impl PcapReplay {
             skipped_long: 0,
             discarded: 0,
             truncated: false,
+            checksums_fixed: 0,
         };
         if got == 4 && magic == PCAPNG_MAGIC {
             replay.load_pcapng(head)?;
@@ -278,6 +280,26 @@ impl PcapReplay {
         self
     }
 
+    /// Recomputes the IPv4 header and TCP/UDP checksums of every frame
+    /// (IPv4 and IPv6, not fragments), like `tcprewrite --fixcsum`: a
+    /// capture taken on the sending host holds the checksums the kernel
+    /// left to the NIC, which the receiving NIC finds wrong. Done once,
+    /// here, not per replayed frame. Frames cut by the capture's snaplen
+    /// keep their checksums (the data they cover is not all there).
+    pub fn fix_checksums(mut self) -> PcapReplay {
+        for r in &self.frames {
+            if fix_frame_checksums(&mut self.data[r.clone()]) {
+                self.checksums_fixed += 1;
+            }
+        }
+        self
+    }
+
+    /// Frames whose checksums [`fix_checksums`](Self::fix_checksums) changed.
+    pub fn checksums_fixed(&self) -> u64 {
+        self.checksums_fixed
+    }
+
     /// Frames loaded from the file (one pass).
     pub fn len(&self) -> usize {
         self.frames.len()
@@ -351,6 +373,71 @@ impl Wire for PcapReplay {
         self.frames.is_empty()
             || (self.loops != 0 && self.next == self.frames.len() && self.pass + 1 >= self.loops)
     }
+}
+
+/// Recomputes the IPv4 header checksum and the TCP or UDP checksum of
+/// `f` in place; returns whether any of them changed. Frames that are not
+/// IP, IPv4 fragments, headers cut short and L4 data cut short by the
+/// capture are left alone. Never panics.
+pub fn fix_frame_checksums(f: &mut [u8]) -> bool {
+    let p = frames::parse(f);
+    let mut changed = false;
+    let mut store = |f: &mut [u8], at: usize, c: u16| {
+        if f[at..at + 2] != c.to_be_bytes() {
+            f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+            changed = true;
+        }
+    };
+    if p.l3 == L3::Ipv4 && p.l4_off <= f.len() && p.l4_off >= p.l3_off + 20 {
+        let at = p.l3_off + 10;
+        let old = [f[at], f[at + 1]];
+        f[at..at + 2].fill(0);
+        let c = frames::checksum(&f[p.l3_off..p.l4_off]);
+        f[at..at + 2].copy_from_slice(&old);
+        store(f, at, c);
+    }
+    if p.fragment || !matches!(p.l3, L3::Ipv4 | L3::Ipv6) {
+        return changed;
+    }
+    let be16 = |f: &[u8], at: usize| -> Option<usize> {
+        Some(u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]) as usize)
+    };
+    let l4 = p.l4_off;
+    // L4 length: UDP's own; TCP's from the IP header (as the checks do).
+    let (proto, len, field) = match p.l4 {
+        L4::Udp => match be16(f, l4 + 4) {
+            Some(n) => (17u8, n, l4 + 6),
+            None => return changed,
+        },
+        L4::Tcp => {
+            let len = match p.l3 {
+                L3::Ipv4 => be16(f, p.l3_off + 2).and_then(|t| t.checked_sub(l4 - p.l3_off)),
+                _ => be16(f, p.l3_off + 4).and_then(|t| t.checked_sub(l4 - p.l3_off - 40)),
+            };
+            match len {
+                Some(n) => (6u8, n, l4 + 16),
+                None => return changed,
+            }
+        }
+        _ => return changed,
+    };
+    let min = if proto == 17 { 8 } else { 20 };
+    if len < min || l4 + len > f.len() || field + 2 > l4 + len {
+        return changed;
+    }
+    let addrs = match p.l3 {
+        L3::Ipv4 => p.l3_off + 12..p.l3_off + 20,
+        _ => p.l3_off + 8..p.l3_off + 40,
+    };
+    let pseudo = frames::ones_sum(&f[addrs], proto as u64 + len as u64);
+    let old = [f[field], f[field + 1]];
+    f[field..field + 2].fill(0);
+    let c = !frames::fold(frames::ones_sum(&f[l4..l4 + len], pseudo));
+    f[field..field + 2].copy_from_slice(&old);
+    // 0 means "no checksum" for UDP: the other zero is stored instead.
+    let c = if c == 0 && proto == 17 { 0xFFFF } else { c };
+    store(f, field, c);
+    changed
 }
 
 /// Writes frames to a new classic pcap file: nanosecond timestamps from the
@@ -1043,6 +1130,62 @@ mod tests {
         let out = TmpPath::new("exhausted-out");
         let cap = CaptureWire::new(r, PcapWriter::create(&out.0).unwrap());
         assert!(cap.exhausted());
+    }
+
+    #[test]
+    fn fix_checksums_repairs_what_the_nic_would_drop() {
+        use crate::frames::{ipv4_header_ok, l4_checksum_ok, parse, udp6_frame};
+        let good = vec![
+            udp_frame(60, 1),
+            udp_frame(1514, 2),
+            tcp_frame(100, 3, 12),
+            tcp_frame(1514, 4, 0),
+            udp6_frame(200, 5),
+            non_ip_frame(64, 6),
+        ];
+        let ok = |f: &[u8]| {
+            let p = parse(f);
+            ipv4_header_ok(f, &p) != Some(false) && l4_checksum_ok(f, &p) != Some(false)
+        };
+        // Good frames stay as they are.
+        for f in &good {
+            assert!(ok(f));
+            let mut g = f.clone();
+            assert!(!fix_frame_checksums(&mut g));
+            assert_eq!(&g, f);
+        }
+        // Offloaded checksums (the pseudo-header sum only, or garbage)
+        // and a damaged IP header checksum are recomputed.
+        let mut bad = good.clone();
+        bad[0][40..42].copy_from_slice(&[0x12, 0x34]); // UDP
+        bad[1][24..26].copy_from_slice(&[0, 0]); // IPv4 header
+        bad[2][50..52].copy_from_slice(&[0xAB, 0xCD]); // TCP
+        bad[3][50] ^= 0xFF;
+        bad[4][60] ^= 0x55; // UDP over IPv6
+        let broken = bad.clone();
+        for (b, g) in bad.iter_mut().zip(&good).take(5) {
+            assert!(!ok(b));
+            assert!(fix_frame_checksums(b));
+            assert!(ok(b));
+            assert_eq!(b, g);
+        }
+        // Short or cut frames: no panic, nothing claimed.
+        for f in &good {
+            for cut in 0..f.len().min(80) {
+                let mut g = f[..cut].to_vec();
+                let _ = fix_frame_checksums(&mut g);
+            }
+        }
+        // Through a replay.
+        let p = TmpPath::new("fixcsum");
+        std::fs::write(&p.0, classic_file(false, true, &broken)).unwrap();
+        let mut r = PcapReplay::open(&p.0).unwrap();
+        assert!(!ok(r.recv().unwrap()));
+        let mut r = PcapReplay::open(&p.0).unwrap().fix_checksums();
+        assert_eq!(r.checksums_fixed(), 5);
+        for g in &good {
+            assert_eq!(r.recv(), Some(&g[..]));
+        }
     }
 
     #[test]
