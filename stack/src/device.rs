@@ -14,6 +14,7 @@
 //! descriptors.
 
 use crate::frame::{Frame, PresentStats, Presenter};
+use crate::segstats::SegStats;
 use crossbeam_queue::ArrayQueue;
 use driver::{Buf, BufPool, RxBatch, RxRing, TxBuf, TxRing};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
@@ -129,6 +130,11 @@ struct TxSide<T: BufPool> {
     stats: TxSideStats,
     /// An ARP follower: our ARP replies are not sent.
     quiet_arp: bool,
+    /// Segment counters, when tracked (both directions: a token borrows
+    /// only this side).
+    segs: Option<SegStats>,
+    /// smoltcp's time at the last `transmit` or `receive`.
+    now: Instant,
 }
 
 /// Why a frame smoltcp built was not sent.
@@ -221,6 +227,9 @@ impl<T: BufPool> TxSide<T> {
                     // until it is posted.
                     let bytes = unsafe { std::slice::from_raw_parts_mut(buf.ptr.as_ptr(), len) };
                     let r = f(bytes);
+                    if let Some(s) = &mut self.segs {
+                        s.tx(bytes, self.now);
+                    }
                     if self.quiet_arp && is_arp_reply(bytes) {
                         self.stats.arp_replies_suppressed += 1;
                         self.ring.free(buf);
@@ -271,6 +280,9 @@ impl<T: BufPool> TxSide<T> {
             return r;
         }
         self.stats.multi_buffer += 1;
+        if let Some(s) = &mut self.segs {
+            s.tx(&self.scratch, self.now);
+        }
         for (i, (buf, chunk)) in bufs.into_iter().zip(self.scratch.chunks(blen)).enumerate() {
             // SAFETY: as above; chunk.len() <= blen.
             let dst = unsafe { std::slice::from_raw_parts_mut(buf.ptr.as_ptr(), chunk.len()) };
@@ -328,6 +340,8 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
                 batch: cfg.tx_batch.max(1),
                 stats: TxSideStats::default(),
                 quiet_arp: false,
+                segs: None,
+                now: Instant::ZERO,
             },
             cfg,
             capture: None,
@@ -396,6 +410,19 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
             self.batch.drain_packets(|pkt| p.push(pkt, pages, hdrs));
         }
         n
+    }
+
+    /// Starts counting TCP segments by sequence number (see
+    /// [`crate::segstats`]): retransmitted, out-of-order and duplicate
+    /// segments received, zero-window advertisements and retransmissions
+    /// sent, per connection. Costs a header parse per frame.
+    pub fn track_segments(&mut self) {
+        self.tx.segs.get_or_insert_with(SegStats::new);
+    }
+
+    /// The segment counters, if [`track_segments`](Self::track_segments) was called.
+    pub fn seg_stats(&self) -> Option<&SegStats> {
+        self.tx.segs.as_ref()
     }
 
     pub fn present_stats(&self) -> &PresentStats {
@@ -517,7 +544,8 @@ impl<P: BufPool, H: BufPool, T: BufPool> phy::Device for QueueDevice<P, H, T> {
     where
         Self: 'a;
 
-    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+    fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.tx.now = now;
         let shared_arp = match &self.arp {
             Some(ArpRole::Follower(inbox)) => inbox.pop(),
             _ => None,
@@ -534,6 +562,9 @@ impl<P: BufPool, H: BufPool, T: BufPool> phy::Device for QueueDevice<P, H, T> {
                 self.presenter.pop()?
             }
         };
+        if let Some(s) = &mut self.tx.segs {
+            s.rx(frame.bytes());
+        }
         Some((
             RxToken {
                 frame: Some(frame),
@@ -547,7 +578,8 @@ impl<P: BufPool, H: BufPool, T: BufPool> phy::Device for QueueDevice<P, H, T> {
         ))
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+        self.tx.now = now;
         // Refuse rather than accept a frame the ring cannot take: smoltcp
         // then keeps the segment and sends it on a later poll. (Accepting
         // it and dropping it in `flush` lost whole bursts silently.)

@@ -24,6 +24,7 @@ pub mod frame;
 pub mod iperf3;
 pub mod pattern;
 pub mod queue;
+pub mod segstats;
 pub mod sender;
 pub mod sink;
 

@@ -133,4 +133,12 @@ fn window_larger_than_the_tx_ring_loses_nothing() {
     );
     // No retransmission timeout: 8 MiB take a few ms of virtual time.
     assert!(out.virtual_ms < 500, "stalled: {out:?}");
+    // Nothing was sent twice, so nothing arrived twice or out of order.
+    assert_eq!(out.sender_segs.TcpRetransSegs, 0, "{out:?}");
+    assert_eq!(out.sink_segs.InRetransSegs, 0, "{out:?}");
+    assert_eq!(out.sink_segs.TcpExtTCPOFOQueue, 0, "{out:?}");
+    assert_eq!(
+        out.sink_segs.TcpInSegs, out.sender_segs.TcpOutSegs,
+        "{out:?}"
+    );
 }

@@ -10,6 +10,7 @@ use smoltcp::time::Instant;
 use stack::device::TxSideStats;
 use stack::frame::PresentStats;
 use stack::queue::{self, PoolDevice, QueueSetup};
+use stack::segstats::SegCounters;
 use stack::{
     DeviceConfig, PatternSender, SenderConfig, SinkConfig, SocketMemory, TcpSink, TcpStats,
 };
@@ -123,6 +124,9 @@ pub struct Outcome {
     pub virtual_ms: u64,
     /// The sender's device: frames built, dropped (by reason), refused.
     pub sender_tx: TxSideStats,
+    /// Segment counters of the sink's and the sender's devices.
+    pub sink_segs: SegCounters,
+    pub sender_segs: SegCounters,
 }
 
 /// A pattern transfer between two NICs: `conns` connections of `bytes`
@@ -200,6 +204,8 @@ pub fn transfer_with(
     let mut mem_b = SocketMemory::for_sockets(t.conns, snd_cfg.rx_buf, snd_cfg.tx_buf).unwrap();
     let start = Instant::from_millis(0);
     let mut now = start;
+    a.dev.track_segments();
+    b.dev.track_segments();
     let mut sink = TcpSink::new(sink_cfg, &mut mem_a, &mut a.dev, now).unwrap();
     let mut sender = PatternSender::new(snd_cfg, &mut mem_b, &mut b.dev, now).unwrap();
     let deadline = std::time::Instant::now() + t.limit;
@@ -242,6 +248,8 @@ pub fn transfer_with(
         rounds,
         virtual_ms: (now - start).total_millis(),
         sender_tx: *b.dev.tx_stats(),
+        sink_segs: a.dev.seg_stats().map(|s| *s.total()).unwrap_or_default(),
+        sender_segs: b.dev.seg_stats().map(|s| *s.total()).unwrap_or_default(),
     };
     drop(sink);
     drop(sender);
