@@ -53,7 +53,8 @@ pub struct SegCounters {
 }
 
 impl SegCounters {
-    fn add(&mut self, o: &SegCounters) {
+    /// Adds `o` to these counters.
+    pub fn add(&mut self, o: &SegCounters) {
         self.TcpInSegs += o.TcpInSegs;
         self.TcpExtTCPOFOQueue += o.TcpExtTCPOFOQueue;
         self.InRetransSegs += o.InRetransSegs;

@@ -23,6 +23,7 @@ use hw_sim::{SimConfig, SimNic};
 use pipeline::{HeaderPool, HeaderPoolConfig, StrategyHeaderPool};
 use serde_json::json;
 use stack::queue::{self, QueueSetup};
+use stack::segstats::SegCounters;
 use stack::smoltcp::time::Instant as SmolInstant;
 use stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use stack::{DeviceConfig, PatternSender, SenderConfig, SinkConfig, SocketMemory, TcpSink};
@@ -331,6 +332,10 @@ pub fn run(
         let hdrs = crate::header_pool(args, &igb, setup.rx_ring * 2 + args.batch * 8)?;
         devs.push(queue::build(dev.clone(), &igb, &setup, hdrs).map_err(RunError::Other)?);
     }
+    for d in &mut devs {
+        // Retransmitted / out-of-order / duplicate segment counters.
+        d.track_segments();
+    }
     if queues > 1 {
         igb.enable_rss_with(&RssConfig::new(queues as u32, &DEFAULT_KEY))?;
         for (d, role) in devs.iter_mut().zip(stack::arp_roles(queues)) {
@@ -517,7 +522,20 @@ pub fn run(
     let (mut packets, mut bytes, mut hbo) = (0u64, 0u64, 0u64);
     let mut per_queue = Vec::new();
     let mut present_all = stack::frame::PresentStats::default();
+    let mut segments = SegCounters::default();
+    let mut segments_per_conn = Vec::new();
     for (q, (mut qdev, r)) in devs.into_iter().zip(results).enumerate() {
+        if let Some(s) = qdev.seg_stats() {
+            segments.add(s.total());
+            for (k, c) in s.per_conn() {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                v["queue"] = q.into();
+                v["local_port"] = k.local_port.into();
+                v["remote"] =
+                    format!("{}:{}", Ipv4Address::from(k.remote_ip), k.remote_port).into();
+                segments_per_conn.push(v);
+            }
+        }
         drop(qdev.rx_ring_mut().set_wb_observer(None)); // flushes --wb-log
         let r = r.unwrap_or_else(|e| {
             first_err.get_or_insert(e);
@@ -601,6 +619,7 @@ pub fn run(
                 "busy": p.tx.busy,
                 "sim_tx_dropped": p.sim_tx_dropped,
             },
+            "segments": serde_json::to_value(p.segments).unwrap_or_default(),
             "leaks": p.leaks,
         }),
         Err(e) => json!({ "error": e }),
@@ -637,6 +656,8 @@ pub fn run(
             "verified": tcp.verified,
             "mismatches": tcp.mismatches,
             "iperf3_bytes": tcp.iperf3_bytes,
+            "segments": serde_json::to_value(segments).unwrap_or_default(),
+            "segments_per_conn": segments_per_conn,
         },
         "iperf3": iperf3.map(|s| json!({
             "tests_completed": s.tests_completed,
@@ -689,6 +710,8 @@ struct PeerResult {
     tx: stack::device::TxSideStats,
     /// Frames the peer's simulated NIC dropped on transmit.
     sim_tx_dropped: u64,
+    /// The peer device's segment counters (its retransmissions, timeouts).
+    segments: SegCounters,
     leaks: queue::Leaks,
 }
 
@@ -719,6 +742,7 @@ fn run_peer(end: PairEnd, cfg: PeerConfig, stop: Arc<AtomicBool>) -> Result<Peer
     let mut mem = SocketMemory::for_sockets(cfg.sender.conns, cfg.sender.rx_buf, cfg.sender.tx_buf)
         .map_err(|e| format!("socket memory: {e}"))?;
     let start = Instant::now();
+    qdev.track_segments();
     let mut sender = PatternSender::new(cfg.sender, &mut mem, &mut qdev, smol_now(start))?;
     while !sender.done() && !stop.load(Ordering::Acquire) && !signals::stop_requested() {
         engine.step(64);
@@ -728,6 +752,7 @@ fn run_peer(end: PairEnd, cfg: PeerConfig, stop: Arc<AtomicBool>) -> Result<Peer
     }
     let sent = *sender.stats();
     let tx = *qdev.tx_stats();
+    let segments = qdev.seg_stats().map(|s| *s.total()).unwrap_or_default();
     let sim_tx_dropped = engine.nic().stats().tx_dropped;
     stop.store(true, Ordering::Release);
     // Keep answering (ACKs of the sink's FIN) until the RX thread is done.
@@ -741,6 +766,7 @@ fn run_peer(end: PairEnd, cfg: PeerConfig, stop: Arc<AtomicBool>) -> Result<Peer
         sent,
         tx,
         sim_tx_dropped,
+        segments,
         leaks,
     })
 }
