@@ -327,7 +327,7 @@ mod tests {
         let mut s = SegStats::new();
         let isn = u32::MAX - 3000; // wraps during the test
         s.rx(&seg(false, isn, 0, 0x02, 100)); // SYN
-        let d = |i: u32| isn + 1 + i * 1000;
+        let d = |i: u32| isn.wrapping_add(1 + i * 1000);
         s.rx(&seg(false, d(0), 1000, 0x10, 100));
         s.rx(&seg(false, d(2), 1000, 0x10, 100)); // hole [1]
         s.rx(&seg(false, d(3), 1000, 0x10, 100));
