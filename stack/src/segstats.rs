@@ -144,7 +144,12 @@ fn parse(f: &[u8]) -> Option<Seg> {
 /// Per-connection and total counters of one device.
 #[derive(Debug, Default)]
 pub struct SegStats {
-    conns: HashMap<ConnKey, Conn>,
+    /// Index into `list` by key.
+    index: HashMap<ConnKey, usize>,
+    list: Vec<(ConnKey, Conn)>,
+    /// The connection of the last segment: a flow's segments come in runs,
+    /// so most lookups skip the hash.
+    last: Option<usize>,
     total: SegCounters,
     /// Segments of connections beyond [`MAX_CONNS`] (in `total` only).
     pub untracked: u64,
@@ -156,11 +161,23 @@ impl SegStats {
     }
 
     fn conn(&mut self, key: ConnKey) -> Option<&mut Conn> {
-        if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNS {
-            self.untracked += 1;
-            return None;
-        }
-        Some(self.conns.entry(key).or_default())
+        let i = match self.last {
+            Some(i) if self.list[i].0 == key => i,
+            _ => match self.index.get(&key) {
+                Some(&i) => i,
+                None if self.list.len() >= MAX_CONNS => {
+                    self.untracked += 1;
+                    return None;
+                }
+                None => {
+                    self.list.push((key, Conn::default()));
+                    self.index.insert(key, self.list.len() - 1);
+                    self.list.len() - 1
+                }
+            },
+        };
+        self.last = Some(i);
+        Some(&mut self.list[i].1)
     }
 
     /// A frame the device received.
@@ -286,7 +303,7 @@ impl SegStats {
 
     /// Per connection, sorted by key.
     pub fn per_conn(&self) -> Vec<(ConnKey, SegCounters)> {
-        let mut v: Vec<_> = self.conns.iter().map(|(k, c)| (*k, c.c)).collect();
+        let mut v: Vec<_> = self.list.iter().map(|(k, c)| (*k, c.c)).collect();
         v.sort_by_key(|(k, _)| *k);
         v
     }
@@ -363,6 +380,28 @@ mod tests {
         assert_eq!(t.TcpExtTCPToZeroWindowAdv, 2);
         assert_eq!(t.TcpRetransSegs, 2);
         assert_eq!(t.TcpExtTCPTimeouts, 1);
+    }
+
+    #[test]
+    fn connections_are_counted_apart() {
+        let mut s = SegStats::new();
+        let other = |seq: u32| {
+            let mut f = seg(false, seq, 100, 0x10, 1);
+            f[14 + 20..14 + 22].copy_from_slice(&5001u16.to_be_bytes());
+            f
+        };
+        for i in 0..3u32 {
+            s.rx(&seg(false, 1000 + i * 100, 100, 0x10, 1));
+            s.rx(&other(7000 + i * 100));
+            s.rx(&other(7000)); // a duplicate every time after the first
+        }
+        let pc = s.per_conn();
+        assert_eq!(pc.len(), 2);
+        assert_eq!((pc[0].0.remote_port, pc[0].1.TcpInSegs), (5000, 3));
+        assert_eq!(pc[0].1.InRetransSegs, 0);
+        assert_eq!((pc[1].0.remote_port, pc[1].1.TcpInSegs), (5001, 6));
+        assert_eq!(pc[1].1.TcpExtTCPDSACKOldSent, 3);
+        assert_eq!(s.total().TcpInSegs, 9);
     }
 
     #[test]
