@@ -3,8 +3,9 @@
 # NIC) at MTU 1500, for several receive windows (--tcp-buf; the sender's
 # send ring is the same size). Prints min and median Gbit/s of payload over
 # REPEATS runs of BYTES each, plus the most retransmission-free evidence
-# available: the peer device's dropped frames (must be 0) and how often
-# its TX ring was full (busy: smoltcp was told to wait, nothing was lost).
+# available: the peer device's dropped frames (must be 0), how often its
+# TX ring was full (busy: smoltcp was told to wait, nothing was lost) and
+# the segments the peer sent twice (TcpRetransSegs, summed over the runs).
 # Everything runs on core 0 (taskset) except the RX thread, which pins
 # itself to core 1 (--core 1), as in bench-tcp.sh.
 # Usage: scripts/bench-pair.sh [REPEATS] [BYTES] [SIZES...]
@@ -25,7 +26,7 @@ bytes_of() {
   esac
 }
 echo "# $BIN --mode tcp --wire pair --mtu 1500 --core 1 --pair-bytes $BYTES --tcp-buf SIZE; $REPEATS runs"
-printf "%-10s %10s %10s %10s %12s %10s\n" tcp-buf "Gbit/s min" "Gbit/s med" "Gbit/s max" "peer drops" "peer busy"
+printf "%-10s %10s %10s %10s %12s %10s %10s\n" tcp-buf "Gbit/s min" "Gbit/s med" "Gbit/s max" "peer drops" "peer busy" "retrans"
 for size in "${SIZES[@]}"; do
   buf=$(bytes_of "$size")
   for _ in $(seq "$REPEATS"); do
@@ -45,6 +46,7 @@ g = [r["gbps"] for r in runs]
 tx = [r["peer"]["tx"] for r in runs]
 drops = sum(t["dropped"] for t in tx)
 busy = st.median(t["busy"] for t in tx)
-print(f"{size:<10} {min(g):10.2f} {st.median(g):10.2f} {max(g):10.2f} {drops:12d} {busy:10.0f}")
+retrans = sum(r["peer"]["segments"]["TcpRetransSegs"] for r in runs)
+print(f"{size:<10} {min(g):10.2f} {st.median(g):10.2f} {max(g):10.2f} {drops:12d} {busy:10.0f} {retrans:10d}")
 ' "$size" "$BYTES"
 done
