@@ -140,6 +140,15 @@ fn lossy_link_delivers_every_byte() {
     check_faults(&r);
     // The device verified every checksum; the presenter had nothing to do.
     assert_eq!(r.out.present.sw_checked, 0, "{r:#?}");
+    // Loss, duplicates and reordering show in the segment counters.
+    let (rx, tx) = (r.out.sink_segs, r.out.sender_segs);
+    assert!(tx.TcpRetransSegs > 0, "{r:#?}");
+    assert!(
+        rx.InRetransSegs > 0 && rx.TcpExtTCPDSACKOldSent > 0,
+        "{r:#?}"
+    );
+    assert!(rx.TcpExtTCPOFOQueue > 0, "{r:#?}");
+    assert!(rx.TcpExtTCPDSACKOldSent <= rx.InRetransSegs, "{r:#?}");
 }
 
 #[test]

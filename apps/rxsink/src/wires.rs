@@ -21,6 +21,9 @@ pub fn json(parts: &WireParts) -> Value {
         };
         v["faults"] = json!({"to_nic": c(f.to_nic()), "from_nic": c(f.from_nic())});
     }
+    if let Some(p) = &parts.pcap {
+        v["pcap"] = json!(p);
+    }
     if let Some(t) = &parts.tap {
         let s = t.snapshot();
         v["tap"] = json!({

@@ -747,6 +747,11 @@ impl<W: Wire> Wire for FaultWire<W> {
     fn name(&self) -> String {
         format!("faults({}) over {}", self.cfg, self.inner.name())
     }
+
+    /// The inner wire is exhausted and no frame towards the NIC is held.
+    fn exhausted(&self) -> bool {
+        self.rx.held() == 0 && self.inner.exhausted()
+    }
 }
 
 impl<W: Wire> Drop for FaultWire<W> {

@@ -42,7 +42,9 @@ pub use faults::{
 };
 pub use generator::{FrameSize, GenConfig, GenError, Generator, Proto};
 pub use pair::{pair, LinkCounts, PairEnd, PairStats};
-pub use pcap::{CaptureWire, PcapError, PcapReplay, PcapWriter, MAX_REPLAY_FRAME};
+pub use pcap::{
+    fix_frame_checksums, CaptureWire, PcapError, PcapReplay, PcapWriter, MAX_REPLAY_FRAME,
+};
 pub use tap::{TapConfig, TapCounts, TapError, TapStats, TapWire, VNET_HDR_LEN};
 
 use std::collections::VecDeque;
@@ -62,6 +64,11 @@ pub trait Wire: Send {
     fn send(&mut self, frame: &[u8]);
     /// Short description for logs ("generator udp 60B x 1 flows", "tap0").
     fn name(&self) -> String;
+    /// Whether this wire will never deliver another frame (a replayed
+    /// file at its end). Live wires never are: the default is `false`.
+    fn exhausted(&self) -> bool {
+        false
+    }
 }
 
 impl<W: Wire + ?Sized> Wire for Box<W> {
@@ -73,6 +80,9 @@ impl<W: Wire + ?Sized> Wire for Box<W> {
     }
     fn name(&self) -> String {
         (**self).name()
+    }
+    fn exhausted(&self) -> bool {
+        (**self).exhausted()
     }
 }
 
