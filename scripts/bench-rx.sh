@@ -41,12 +41,18 @@ if [ "${1:-}" = --callgrind ]; then
     poll=$(count 'driver::rx::RxRing<*>::poll')
     refill=$(count 'driver::rx::RxRing<*>::refill')
     recycle=$(count 'driver::rx::RxRing<*>::recycle')
+    # The timed unit, poll + recycle (rxsink's harvest); 0 for builds that
+    # had no such function (recycle then has its own symbol).
+    harvest=$(count 'rxsink::raw::harvest')
     # HeaderPool (StrategyHeaderPool before the two header pools became one).
     hdr=$(count '<pipeline::hdrpool::*HeaderPool as driver::buf::BufPool>::recycle')
     whole=$(count '')
-    python3 - "$PACKETS" "$poll" "$refill" "$recycle" "$hdr" "$whole" <<'PY'
+    python3 - "$PACKETS" "$poll" "$refill" "$recycle" "$hdr" "$whole" "${harvest:-0}" <<'PY'
 import sys
-n, poll, refill, recycle, hdr, whole = (int(a) for a in sys.argv[1:7])
+n, poll, refill, recycle, hdr, whole, harvest = (int(a or 0) for a in sys.argv[1:8])
+if harvest:
+    # recycle is inlined into harvest: what harvest spends outside poll.
+    recycle = harvest - poll
 print(f"callgrind, rxsink --mode drop --frame-size 64 --sim-mode stepped --batch 32 --packets {n}")
 print(f"instructions per packet (inclusive):")
 print(f"  driver side (poll + recycle)      {(poll + recycle) / n:8.1f}")

@@ -395,7 +395,9 @@ fn progress(q: &Queue) -> u64 {
 
 /// One timed poll on the thread that owns the queue's pools: harvest up to
 /// `budget` frames, (capture them,) read them in read mode, recycle them on
-/// the owner fast path. Returns the frames received.
+/// the owner fast path. Returns the frames received. Not inlined: it is the
+/// timed unit, and `scripts/bench-rx.sh --callgrind` counts it by name.
+#[inline(never)]
 fn harvest(
     q: &mut Queue,
     batch: &mut driver::RxBatch,
