@@ -754,6 +754,16 @@ impl Port {
     }
 }
 
+/// A port dropped without [`Port::shutdown`] (an error path) still stops in
+/// order: the simulator's engine before the device, before the queues the
+/// caller still holds (their rings stop and return their buffers when
+/// dropped).
+impl Drop for Port {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Creates queue `q`'s pools and rings on `igb`.
 fn build_queue(
     dev: &Arc<dyn Device>,
