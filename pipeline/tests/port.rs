@@ -170,7 +170,7 @@ fn a_device_reset_is_recovered_by_every_queue() {
     port.sim().unwrap().inject_reset();
     let before = received(&queues);
     // Both queues receive again after the reset.
-    let mut seen = vec![0u64; 2];
+    let mut seen = [0u64; 2];
     let health = run_until(&mut port, &mut queues, Duration::from_secs(30), |q, _| {
         for (s, q) in seen.iter_mut().zip(q) {
             *s = q.rx.stats().restarts;
