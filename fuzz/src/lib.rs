@@ -309,11 +309,11 @@ pub fn run_stack(data: &[u8]) -> StackRun {
 }
 
 /// The `pcap_input` harness: `data` written to a temporary file, opened
-/// with [`PcapReplay::open`](hw_sim::wire::PcapReplay::open) and replayed
+/// with [`PcapReplay::open`](wires::PcapReplay::open) and replayed
 /// twice. Returns the frames of one pass (`None` when the file was
 /// refused).
 pub fn run_pcap(data: &[u8]) -> Option<Vec<Vec<u8>>> {
-    use hw_sim::wire::{PcapReplay, MAX_REPLAY_FRAME};
+    use wires::{PcapReplay, MAX_REPLAY_FRAME};
     use hw_sim::Wire;
     use std::cell::RefCell;
     thread_local! {
@@ -365,8 +365,8 @@ pub fn run_pcap(data: &[u8]) -> Option<Vec<Vec<u8>>> {
     // Recomputing checksums never panics, and a second time changes nothing.
     for f in &frames {
         let mut g = f.clone();
-        hw_sim::wire::fix_frame_checksums(&mut g);
-        assert!(!hw_sim::wire::fix_frame_checksums(&mut g), "fix is idempotent");
+        wires::fix_frame_checksums(&mut g);
+        assert!(!wires::fix_frame_checksums(&mut g), "fix is idempotent");
     }
     replay.rewind();
     if let Some(f) = replay.recv() {

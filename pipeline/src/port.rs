@@ -41,16 +41,17 @@ use driver::{
     Device, Igb, IgbConfig, IgbError, RssConfig, RxBatch, RxConfig, RxRing, RxStats, SplitMode,
     TxConfig, TxRing, TxStats,
 };
-use hw_sim::wire::{
-    self, FaultConfig, FaultStats, FaultWire, GenConfig, Generator, PairEnd, PairStats, PcapReplay,
-    TapConfig, TapStats, TapWire,
-};
+use hw_sim::wire::{GenConfig, Generator};
 use hw_sim::{FaultSchedule, SimConfig, SimEngine, SimNic, SimStats, SimThread, Wire};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
+use wires::{
+    FaultConfig, FaultStats, FaultWire, PairEnd, PairStats, PcapReplay, TapConfig, TapStats,
+    TapWire,
+};
 
 /// The RX ring type of a port's queues.
 pub type RxQueue = RxRing<PagePool, HeaderPool>;
@@ -869,7 +870,7 @@ pub fn open_wire(
             Box::new(replay)
         }
         WireSpec::Pair => {
-            let (near, far) = wire::pair(PAIR_CAPACITY);
+            let (near, far) = wires::pair(PAIR_CAPACITY);
             parts.pair = Some(near.stats());
             parts.far_end = Some(far);
             Box::new(near)

@@ -24,7 +24,6 @@
 
 use crate::queue::{self, Leaks};
 use crate::{DeviceConfig, PatternSender, SenderConfig, SenderStats, SocketMemory};
-use hw_sim::wire::PairEnd;
 use pipeline::port::{Port, PortConfig, SimMode, SimOptions, TxQueueConfig, WireParts};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
@@ -32,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
+use wires::PairEnd;
 
 /// The far side's station address.
 pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];

@@ -373,7 +373,7 @@ impl Args {
             return Err("--fix-checksums is for --wire pcap:FILE".into());
         }
         if let Some(f) = &self.faults {
-            f.parse::<hw_sim::wire::FaultConfig>()
+            f.parse::<wires::FaultConfig>()
                 .map_err(|e| format!("--faults {f:?}: {e}"))?;
         }
         Ok(())

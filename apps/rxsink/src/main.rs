@@ -15,7 +15,7 @@ mod raw;
 mod summary;
 mod tcp;
 mod wblog;
-mod wires;
+mod wire_json;
 
 use cli::{Args, Mode, WireSpec};
 use error::RunError;

@@ -8,7 +8,7 @@ use crate::capture::Capture;
 use crate::cli::{Args, Mode};
 use crate::error::RunError;
 use crate::summary::{self, ratio, Locks};
-use crate::{wblog, wires};
+use crate::{wblog, wire_json};
 use pipeline::os as signals;
 use pipeline::port::{Port, PortReport, Queue};
 use pipeline::stage;
@@ -480,7 +480,7 @@ pub fn describe(port: &Port) -> (String, Option<String>, serde_json::Value) {
     (
         port.name(),
         port.sim_mode().map(|m| m.to_string()),
-        wires::json(port.wire()),
+        wire_json::json(port.wire()),
     )
 }
 

@@ -2,8 +2,8 @@
 //! write frames to a capture ([`PcapWriter`]), and capture what crosses any
 //! wire ([`CaptureWire`]).
 
-use super::Wire;
-use crate::frames::{self, ETH_HLEN, L3, L4};
+use hw_sim::frames::{self, ETH_HLEN, L3, L4};
+use hw_sim::Wire;
 use pcap_file::pcap::PcapReader;
 use pcap_file::DataLink;
 use std::fmt;
@@ -538,7 +538,8 @@ impl PcapWriter {
 /// capture is complete on disk while the link is idle.
 ///
 /// ```
-/// use hw_sim::wire::{CaptureWire, PcapReplay, PcapWriter, QueueWire};
+/// use hw_sim::wire::QueueWire;
+/// use wires::{CaptureWire, PcapReplay, PcapWriter};
 /// use hw_sim::Wire;
 /// let path = std::env::temp_dir().join(format!("hw-sim-doc-{}.pcap", std::process::id()));
 /// let q = QueueWire::new();
@@ -664,8 +665,8 @@ impl<W: Wire> Wire for CaptureWire<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::{non_ip_frame, tcp_frame, udp_frame};
-    use crate::wire::QueueWire;
+    use hw_sim::frames::{non_ip_frame, tcp_frame, udp_frame};
+    use hw_sim::wire::QueueWire;
     use pcap_file::TsResolution;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -1134,7 +1135,7 @@ mod tests {
 
     #[test]
     fn fix_checksums_repairs_what_the_nic_would_drop() {
-        use crate::frames::{ipv4_header_ok, l4_checksum_ok, parse, udp6_frame};
+        use hw_sim::frames::{ipv4_header_ok, l4_checksum_ok, parse, udp6_frame};
         let good = vec![
             udp_frame(60, 1),
             udp_frame(1514, 2),
