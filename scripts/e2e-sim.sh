@@ -164,6 +164,57 @@ PY
 then echo "ok   pcap round trip: 3000 frames (60-9216 B) replayed byte for byte"; passed=$((passed+1))
 else echo "FAIL pcap round trip"; fail=$((fail+1)); fi
 
+# pcap replay ends by itself once the file is replayed and received (no
+# --packets): as classic pcap, as pcapng (big-endian, microsecond
+# if_tsresol, written here), and with checksums broken, which are
+# dropped without --fix-checksums (the summary names it) and received
+# with it.
+python3 - "$TMP/a.pcap" "$TMP/a.pcapng" "$TMP/bad.pcap" >"$TMP/bad.count" <<'PY'
+import struct, sys
+d = open(sys.argv[1], 'rb').read()
+frames, o = [], 24
+while o + 16 <= len(d):
+    incl = struct.unpack('<I', d[o + 8:o + 12])[0]
+    frames.append(d[o + 16:o + 16 + incl]); o += 16 + incl
+def block(kind, body):
+    body += b'\0' * (-len(body) % 4)
+    n = struct.pack('>I', 12 + len(body))
+    return struct.pack('>I', kind) + n + body + n
+ng = block(0x0A0D0D0A, struct.pack('>IHHq', 0x1A2B3C4D, 1, 0, -1))
+ng += block(1, struct.pack('>HHI', 1, 0, 65535) + struct.pack('>HHB3x', 9, 1, 6) + b'\0' * 4)
+for i, f in enumerate(frames):
+    ts = 1_700_000_000_000_000 + i
+    ng += block(6, struct.pack('>IIIII', 0, ts >> 32, ts & 0xFFFFFFFF, len(f), len(f)) + f)
+open(sys.argv[2], 'wb').write(ng)
+bad, n = bytearray(d[:24]), 0
+for i, f in enumerate(frames):
+    f = bytearray(f)
+    if i % 3 != 2 and len(f) >= 54 and f[12:14] == b'\x08\x00' and f[23] in (6, 17):
+        at = 14 + (f[14] & 15) * 4 + (16 if f[23] == 6 else 6)
+        if f[at:at + 2] != b'\0\0':
+            f[at] ^= 0x5A; n += 1
+    bad += struct.pack('<IIII', 0, 0, len(f), len(f)) + f
+open(sys.argv[3], 'wb').write(bad)
+print(n)
+PY
+nbad=$(cat "$TMP/bad.count")
+for f in a.pcap a.pcapng; do
+  for mode in drop tcp; do
+    out=$TMP/replay-$f-$mode.json
+    timeout 60 $BIN --mode $mode --wire "pcap:$TMP/$f" --json --quiet >"$out"
+    check "replay of $f ($mode mode) ends by itself with all 3000 frames" "$out" \
+        "s['hw']['gprc']==3000 and (s['packets']==3000 or '$mode'=='tcp') and s['dma_faults']==0 and s['leaked_pages']==0"
+  done
+done
+out=$TMP/replay-bad.json
+timeout 60 $BIN --wire "pcap:$TMP/bad.pcap" --json --quiet >"$out" 2>"$TMP/replay-bad.err"
+check "bad checksums dropped without --fix-checksums ($nbad frames), summary names the option" "$out" \
+    "1000<$nbad<3000 and s['drops']['l4_checksum']==$nbad and s['pcap_checksum_drops']==$nbad and s['packets']==3000-$nbad and '--fix-checksums' in s['pcap_checksum_hint'] and '--fix-checksums' in open('$TMP/replay-bad.err').read()"
+out=$TMP/replay-fixed.json
+timeout 60 $BIN --wire "pcap:$TMP/bad.pcap" --fix-checksums --json --quiet >"$out"
+check "bad checksums fixed with --fix-checksums: all 3000 frames received" "$out" \
+    "s['packets']==3000 and $clean and s['wire_stats']['pcap']['checksums_fixed']==$nbad and 'pcap_checksum_hint' not in s"
+
 # Bad arguments: one line on stderr, exit status 2, no panic.
 for bad in "--batch 0" "--ring-size 100" "--device vfio:nonsense" "--device vfio:0000:03:00.0 --frame-size 64" \
            "--wire tap:" "--wire pair" "--wire pcap:/nonexistent/x.pcap" "--verify" \

@@ -5,7 +5,7 @@
 
 use fuzz::{encode_packet, run_stack, Shape, IPERF3_PORT, SINK_IP, SINK_PORT};
 use hw_sim::frames::{self, Builder, Tcp, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN};
-use hw_sim::wire::PcapWriter;
+use wires::PcapWriter;
 use std::path::{Path, PathBuf};
 
 fn dir(target: &str) -> PathBuf {

@@ -1,5 +1,5 @@
 //! Arbitrary bytes as a pcap file, opened and replayed by
-//! `hw_sim::wire::PcapReplay`.
+//! `wires::PcapReplay`.
 //!
 //! Asserted: no panic (a damaged file is an error or a clean, possibly
 //! truncated, replay); every frame replayed is 14..=16384 bytes; the counts

@@ -309,11 +309,11 @@ pub fn run_stack(data: &[u8]) -> StackRun {
 }
 
 /// The `pcap_input` harness: `data` written to a temporary file, opened
-/// with [`PcapReplay::open`](hw_sim::wire::PcapReplay::open) and replayed
+/// with [`PcapReplay::open`](wires::PcapReplay::open) and replayed
 /// twice. Returns the frames of one pass (`None` when the file was
 /// refused).
 pub fn run_pcap(data: &[u8]) -> Option<Vec<Vec<u8>>> {
-    use hw_sim::wire::{PcapReplay, MAX_REPLAY_FRAME};
+    use wires::{PcapReplay, MAX_REPLAY_FRAME};
     use hw_sim::Wire;
     use std::cell::RefCell;
     thread_local! {
@@ -360,7 +360,14 @@ pub fn run_pcap(data: &[u8]) -> Option<Vec<Vec<u8>>> {
         assert!(count <= 2 * per_pass, "more frames than two passes");
     }
     assert_eq!(count, 2 * per_pass, "two passes");
+    assert!(replay.exhausted(), "two passes done: exhausted");
     assert_eq!(replay.replayed(), count as u64);
+    // Recomputing checksums never panics, and a second time changes nothing.
+    for f in &frames {
+        let mut g = f.clone();
+        wires::fix_frame_checksums(&mut g);
+        assert!(!wires::fix_frame_checksums(&mut g), "fix is idempotent");
+    }
     replay.rewind();
     if let Some(f) = replay.recv() {
         assert_eq!(f, &frames[0][..], "rewind starts over");

@@ -166,6 +166,13 @@ impl SimEngine {
         if nic.hooks.scheduled() {
             nic.run_fault_schedule(rx.last_queue);
         }
+        // Everything taken from the wire has been placed in a ring or
+        // dropped (and counted), and the wire has nothing more. Release:
+        // whoever sees the flag sees the descriptors written before it.
+        let drained = wire.exhausted() && !*has_pending && !gro.is_closed() && !gro.is_open();
+        if drained != nic.drained.load(Ordering::Relaxed) {
+            nic.drained.store(drained, Ordering::Release);
+        }
         done
     }
 
@@ -183,6 +190,13 @@ impl SimEngine {
 
     pub fn nic(&self) -> &Arc<SimNic> {
         &self.nic
+    }
+
+    /// Whether the wire is exhausted ([`Wire::exhausted`]) and every frame
+    /// taken from it was placed in a ring or dropped; the same as
+    /// [`SimNic::wire_drained`] after this engine's last step.
+    pub fn drained(&self) -> bool {
+        self.nic.wire_drained()
     }
 
     /// Whether a frame or a coalesced packet is held back by flow control.

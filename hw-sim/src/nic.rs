@@ -121,6 +121,9 @@ pub struct SimNic {
     /// Bumped by every CTRL.RST so the engine drops per-queue TX state.
     pub(crate) reset_gen: AtomicU64,
     pub(crate) hooks: crate::hooks::Hooks,
+    /// Set by the engine after a step that found its wire exhausted and
+    /// nothing held back (see [`SimNic::wire_drained`]).
+    pub(crate) drained: AtomicBool,
     counters: Counters,
     pub(crate) cfg: SimConfig,
     name: String,
@@ -175,6 +178,7 @@ impl SimNic {
             phy_loopback: AtomicBool::new(false),
             reset_gen: AtomicU64::new(0),
             hooks: Default::default(),
+            drained: AtomicBool::new(false),
             counters: Counters::default(),
             name: format!("sim:{wire_name}"),
             cfg,
@@ -453,6 +457,15 @@ impl SimNic {
 
     /// Cumulative counters since creation. Independent of the clear-on-read
     /// statistics registers.
+    /// Whether the engine's wire is exhausted (a replayed file at its end,
+    /// see [`crate::Wire::exhausted`]) and every frame it delivered has
+    /// been placed in an RX ring or dropped and counted, as of the engine's
+    /// last step. A receiver that sees `true` and then polls its ring empty
+    /// has received everything the wire will ever bring.
+    pub fn wire_drained(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
     pub fn stats(&self) -> SimStats {
         let c = &self.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);

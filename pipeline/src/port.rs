@@ -41,16 +41,17 @@ use driver::{
     Device, Igb, IgbConfig, IgbError, RssConfig, RxBatch, RxConfig, RxRing, RxStats, SplitMode,
     TxConfig, TxRing, TxStats,
 };
-use hw_sim::wire::{
-    self, FaultConfig, FaultStats, FaultWire, GenConfig, Generator, PairEnd, PairStats, PcapReplay,
-    TapConfig, TapStats, TapWire,
-};
+use hw_sim::wire::{GenConfig, Generator};
 use hw_sim::{FaultSchedule, SimConfig, SimEngine, SimNic, SimStats, SimThread, Wire};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
+use wires::{
+    FaultConfig, FaultStats, FaultWire, PairEnd, PairStats, PcapReplay, TapConfig, TapStats,
+    TapWire,
+};
 
 /// The RX ring type of a port's queues.
 pub type RxQueue = RxRing<PagePool, HeaderPool>;
@@ -210,6 +211,9 @@ pub struct SimOptions {
     pub tap_vnet_hdr: bool,
     /// Faults injected on the wire, both directions.
     pub wire_faults: Option<FaultConfig>,
+    /// pcap wire: recompute IPv4/TCP/UDP checksums on replay (a capture
+    /// taken on the sending host holds checksums left to the NIC).
+    pub pcap_fix_checksums: bool,
     /// Simulated hardware GRO (1 = off).
     pub gro: u32,
     /// Drop frames that find no room (MPC) instead of pausing the wire.
@@ -229,6 +233,7 @@ impl Default for SimOptions {
             tap_mtu: None,
             tap_vnet_hdr: false,
             wire_faults: None,
+            pcap_fix_checksums: false,
             gro: 1,
             lossy: false,
             schedule: FaultSchedule::default(),
@@ -437,6 +442,16 @@ pub struct WireParts {
     pub pair: Option<PairStats>,
     pub faults: Option<FaultStats>,
     pub tap: Option<TapStats>,
+    /// pcap wire: the file's frames and, with `pcap_fix_checksums`, how
+    /// many frames had a checksum fixed.
+    pub pcap: Option<PcapInfo>,
+}
+
+/// What a pcap replay holds.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct PcapInfo {
+    pub frames: usize,
+    pub checksums_fixed: Option<u64>,
 }
 
 /// An open NIC. See the module documentation.
@@ -642,6 +657,13 @@ impl Port {
         matches!(self.run, SimRun::Stepped(_))
     }
 
+    /// Whether the wire is over (a replayed file): every frame it brought
+    /// was placed in a ring or dropped. Never on hardware. Once true, a poll
+    /// that finds a queue's ring without progress means that queue is done.
+    pub fn wire_drained(&self) -> bool {
+        self.nic.as_ref().is_some_and(|n| n.wire_drained())
+    }
+
     /// The simulated NIC (fault hooks, counters); `None` on hardware.
     pub fn sim(&self) -> Option<&Arc<SimNic>> {
         self.nic.as_ref()
@@ -730,6 +752,16 @@ impl Port {
         report.sim = self.nic.as_ref().map(|n| n.stats());
         report.injected = self.nic.as_ref().map(|n| n.hook_stats());
         report
+    }
+}
+
+/// A port dropped without [`Port::shutdown`] (an error path) still stops in
+/// order: the simulator's engine before the device, before the queues the
+/// caller still holds (their rings stop and return their buffers when
+/// dropped).
+impl Drop for Port {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -825,12 +857,20 @@ pub fn open_wire(
             parts.tap = Some(tap.stats());
             Box::new(tap)
         }
-        WireSpec::Pcap(path) => Box::new(
-            PcapReplay::open(path)
-                .map_err(|e| PortError::Config(format!("--wire pcap:{}: {e}", path.display())))?,
-        ),
+        WireSpec::Pcap(path) => {
+            let mut replay = PcapReplay::open(path)
+                .map_err(|e| PortError::Config(format!("--wire pcap:{}: {e}", path.display())))?;
+            if opts.pcap_fix_checksums {
+                replay = replay.fix_checksums();
+            }
+            parts.pcap = Some(PcapInfo {
+                frames: replay.len(),
+                checksums_fixed: opts.pcap_fix_checksums.then(|| replay.checksums_fixed()),
+            });
+            Box::new(replay)
+        }
         WireSpec::Pair => {
-            let (near, far) = wire::pair(PAIR_CAPACITY);
+            let (near, far) = wires::pair(PAIR_CAPACITY);
             parts.pair = Some(near.stats());
             parts.far_end = Some(far);
             Box::new(near)

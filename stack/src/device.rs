@@ -14,21 +14,40 @@
 //! descriptors.
 
 use crate::frame::{Frame, PresentStats, Presenter};
+use crate::segstats::SegStats;
 use crossbeam_queue::ArrayQueue;
-use driver::{BufPool, RxBatch, RxRing, TxBuf, TxRing};
+use driver::{Buf, BufPool, RxBatch, RxRing, TxBuf, TxRing};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use std::sync::Arc;
 
 /// Transmit counters of a [`QueueDevice`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// Every frame smoltcp builds is either posted to the TX ring or counted
+/// in `dropped`, under one of the reasons below. When the ring has no
+/// free slot (or the pool no buffer), [`phy::Device::transmit`] says so
+/// (`busy`) instead of taking a frame it could not send: smoltcp then keeps
+/// the data and sends it on a later poll, so nothing is lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TxSideStats {
     /// Frames smoltcp built.
     pub frames: u64,
     /// Frames copied over several buffers (longer than one TX buffer).
     pub multi_buffer: u64,
-    /// Frames dropped: no TX buffer free, or longer than the ring can carry.
+    /// Frames dropped, all reasons: the sum of the `dropped_*` counters.
     pub dropped: u64,
+    /// Dropped: no TX buffer free (only a reply built while receiving can
+    /// meet this; `transmit` reserves its buffer first).
+    pub dropped_no_buffer: u64,
+    /// Dropped: no descriptor free when the frame was to be posted (a
+    /// reply built while receiving, a frame of several buffers, or a ring
+    /// that was stopped).
+    pub dropped_ring_full: u64,
+    /// Dropped: longer than the ring can ever carry.
+    pub dropped_too_long: u64,
+    /// Times `transmit` refused smoltcp a token because the ring was full
+    /// (backpressure: the frame was not built, nothing was lost).
+    pub busy: u64,
     /// ARP replies not sent because another queue's interface answers ARP
     /// (see [`ArpRole`]).
     pub arp_replies_suppressed: u64,
@@ -111,20 +130,38 @@ struct TxSide<T: BufPool> {
     stats: TxSideStats,
     /// An ARP follower: our ARP replies are not sent.
     quiet_arp: bool,
+    /// Segment counters, when tracked (both directions: a token borrows
+    /// only this side).
+    segs: Option<SegStats>,
+    /// smoltcp's time at the last `transmit` or `receive`.
+    now: Instant,
+}
+
+/// Why a frame smoltcp built was not sent.
+#[derive(Clone, Copy, Debug)]
+enum TxDrop {
+    NoBuffer,
+    RingFull,
+    TooLong,
 }
 
 impl<T: BufPool> TxSide<T> {
+    /// Posts what is queued and reclaims completed descriptors. Admission
+    /// ([`TxSide::reserve`], `build`) keeps the queued buffers within the
+    /// ring's free slots, so everything fits unless the ring was stopped.
     fn flush(&mut self) {
         self.ring.clean();
         if !self.queued.is_empty() {
             self.ring.send(&mut self.queued);
             if !self.queued.is_empty() {
-                // The ring is full: reclaim and try once more, then drop.
+                // The ring is full (or stopped): reclaim and try once more,
+                // then drop, counted.
                 self.ring.clean();
                 self.ring.send(&mut self.queued);
                 for b in self.queued.drain(..) {
                     if b.eop {
                         self.stats.dropped += 1;
+                        self.stats.dropped_ring_full += 1;
                     }
                     self.ring.free(b.buf);
                 }
@@ -132,34 +169,100 @@ impl<T: BufPool> TxSide<T> {
         }
     }
 
-    fn build<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    /// Whether `bufs` more buffers can be queued and still fit the ring,
+    /// posting what is queued and reclaiming completed descriptors first if
+    /// they would not.
+    fn room_for(&mut self, bufs: usize) -> bool {
+        if self.queued.len() + bufs <= self.ring.free_slots() {
+            return true;
+        }
+        self.flush();
+        self.queued.len() + bufs <= self.ring.free_slots()
+    }
+
+    /// A descriptor slot and a buffer for one more frame, or `None` when
+    /// the ring or the pool is exhausted right now.
+    fn reserve(&mut self) -> Option<Buf> {
+        if !self.room_for(1) {
+            return None;
+        }
+        self.ring.alloc().or_else(|| {
+            self.ring.clean();
+            self.ring.alloc()
+        })
+    }
+
+    fn drop_frame(&mut self, reason: TxDrop) {
+        self.stats.dropped += 1;
+        match reason {
+            TxDrop::NoBuffer => self.stats.dropped_no_buffer += 1,
+            TxDrop::RingFull => self.stats.dropped_ring_full += 1,
+            TxDrop::TooLong => self.stats.dropped_too_long += 1,
+        }
+    }
+
+    /// Builds a frame of `len` bytes with `f` in `reserved` (a buffer
+    /// [`TxSide::reserve`] set aside with its slot) or, without one, in a
+    /// buffer taken now, and queues it.
+    fn build<R>(&mut self, reserved: Option<Buf>, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
         self.stats.frames += 1;
         let blen = self.ring.buf_len();
         if len <= blen {
-            if let Some(mut buf) = self.ring.alloc() {
-                let bytes = buf.as_mut_slice(len);
-                let r = f(bytes);
-                if self.quiet_arp && is_arp_reply(bytes) {
-                    self.stats.arp_replies_suppressed += 1;
-                    self.ring.free(buf);
+            let buf = match reserved {
+                Some(b) => Ok(b),
+                None if self.room_for(1) => self.ring.alloc().ok_or(TxDrop::NoBuffer),
+                None => Err(TxDrop::RingFull),
+            };
+            match buf {
+                Err(reason) => {
+                    // Still built (smoltcp expects its closure to run), then dropped.
+                    self.scratch.clear();
+                    self.scratch.resize(len, 0);
+                    let r = f(&mut self.scratch);
+                    self.drop_frame(reason);
                     return r;
                 }
-                self.queued.push(TxBuf {
-                    buf,
-                    len: len as u16,
-                    eop: true,
-                });
-                if self.queued.len() >= self.batch {
-                    self.flush();
+                Ok(mut buf) => {
+                    let bytes = buf.as_mut_slice(len);
+                    let r = f(bytes);
+                    if let Some(s) = &mut self.segs {
+                        s.tx(bytes, self.now);
+                    }
+                    if self.quiet_arp && is_arp_reply(bytes) {
+                        self.stats.arp_replies_suppressed += 1;
+                        self.ring.free(buf);
+                        return r;
+                    }
+                    self.queued.push(TxBuf {
+                        buf,
+                        len: len as u16,
+                        eop: true,
+                    });
+                    if self.queued.len() >= self.batch {
+                        self.flush();
+                    }
+                    return r;
                 }
-                return r;
             }
         }
-        // Too long for one buffer, or no buffer: build aside.
+        if let Some(b) = reserved {
+            // A frame of several buffers takes its buffers below.
+            self.ring.free(b);
+        }
+        // Too long for one buffer: build aside, copy over several.
         self.scratch.clear();
         self.scratch.resize(len, 0);
         let r = f(&mut self.scratch);
         let need = len.div_ceil(blen.max(1));
+        // One slot always stays empty: free + in flight is the most a frame can take.
+        if need > self.ring.free_slots() + self.ring.in_flight() {
+            self.drop_frame(TxDrop::TooLong);
+            return r;
+        }
+        if !self.room_for(need) {
+            self.drop_frame(TxDrop::RingFull);
+            return r;
+        }
         let mut bufs = Vec::with_capacity(need);
         for _ in 0..need {
             match self.ring.alloc() {
@@ -167,14 +270,17 @@ impl<T: BufPool> TxSide<T> {
                 None => break,
             }
         }
-        if bufs.len() < need || need > self.ring.free_slots() {
+        if bufs.len() < need {
             for b in bufs {
                 self.ring.free(b);
             }
-            self.stats.dropped += 1;
+            self.drop_frame(TxDrop::NoBuffer);
             return r;
         }
         self.stats.multi_buffer += 1;
+        if let Some(s) = &mut self.segs {
+            s.tx(&self.scratch, self.now);
+        }
         for (i, (mut buf, chunk)) in bufs.into_iter().zip(self.scratch.chunks(blen)).enumerate() {
             buf.as_mut_slice(chunk.len()).copy_from_slice(chunk);
             self.queued.push(TxBuf {
@@ -232,6 +338,8 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
                 batch: cfg.tx_batch.max(1),
                 stats: TxSideStats::default(),
                 quiet_arp: false,
+                segs: None,
+                now: Instant::ZERO,
             },
             cfg,
             capture: None,
@@ -330,6 +438,19 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
         n
     }
 
+    /// Starts counting TCP segments by sequence number (see
+    /// [`crate::segstats`]): retransmitted, out-of-order and duplicate
+    /// segments received, zero-window advertisements and retransmissions
+    /// sent, per connection. Costs a header parse per frame.
+    pub fn track_segments(&mut self) {
+        self.tx.segs.get_or_insert_with(SegStats::new);
+    }
+
+    /// The segment counters, if [`track_segments`](Self::track_segments) was called.
+    pub fn seg_stats(&self) -> Option<&SegStats> {
+        self.tx.segs.as_ref()
+    }
+
     pub fn present_stats(&self) -> &PresentStats {
         self.presenter.stats()
     }
@@ -411,17 +532,31 @@ impl<P: BufPool, H: BufPool> Drop for RxToken<'_, P, H> {
     }
 }
 
-/// A TX buffer lent to smoltcp.
+/// A TX buffer lent to smoltcp. One from [`phy::Device::transmit`] holds
+/// a buffer and a descriptor slot reserved for its frame; one handed out
+/// with a received frame takes them when it is consumed (a reply), if
+/// there are any.
 pub struct TxToken<'a, T: BufPool> {
     tx: &'a mut TxSide<T>,
+    reserved: Option<Buf>,
 }
 
 impl<T: BufPool> phy::TxToken for TxToken<'_, T> {
-    fn consume<R, F>(self, len: usize, f: F) -> R
+    fn consume<R, F>(mut self, len: usize, f: F) -> R
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        self.tx.build(len, f)
+        let reserved = self.reserved.take();
+        self.tx.build(reserved, len, f)
+    }
+}
+
+impl<T: BufPool> Drop for TxToken<'_, T> {
+    fn drop(&mut self) {
+        // Not consumed: the reserved buffer goes back.
+        if let Some(b) = self.reserved.take() {
+            self.tx.ring.free(b);
+        }
     }
 }
 
@@ -435,7 +570,8 @@ impl<P: BufPool, H: BufPool, T: BufPool> phy::Device for QueueDevice<P, H, T> {
     where
         Self: 'a;
 
-    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+    fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.tx.now = now;
         let shared_arp = match &self.arp {
             Some(ArpRole::Follower(inbox)) => inbox.pop(),
             _ => None,
@@ -452,18 +588,37 @@ impl<P: BufPool, H: BufPool, T: BufPool> phy::Device for QueueDevice<P, H, T> {
                 self.presenter.pop()?
             }
         };
+        if let Some(s) = &mut self.tx.segs {
+            s.rx(frame.bytes());
+        }
         Some((
             RxToken {
                 frame: Some(frame),
                 rx: &mut self.rx,
                 presenter: &mut self.presenter,
             },
-            TxToken { tx: &mut self.tx },
+            TxToken {
+                tx: &mut self.tx,
+                reserved: None,
+            },
         ))
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
-        Some(TxToken { tx: &mut self.tx })
+    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+        self.tx.now = now;
+        // Refuse rather than accept a frame the ring cannot take: smoltcp
+        // then keeps the segment and sends it on a later poll. (Accepting
+        // it and dropping it in `flush` lost whole bursts silently.)
+        match self.tx.reserve() {
+            Some(buf) => Some(TxToken {
+                tx: &mut self.tx,
+                reserved: Some(buf),
+            }),
+            None => {
+                self.tx.stats.busy += 1;
+                None
+            }
+        }
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

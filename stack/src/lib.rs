@@ -23,6 +23,7 @@ pub mod iperf3;
 pub mod pattern;
 pub mod peer;
 pub mod queue;
+pub mod segstats;
 pub mod sender;
 pub mod sink;
 

@@ -24,7 +24,6 @@
 
 use crate::queue::{self, Leaks};
 use crate::{DeviceConfig, PatternSender, SenderConfig, SenderStats, SocketMemory};
-use hw_sim::wire::PairEnd;
 use pipeline::port::{Port, PortConfig, SimMode, SimOptions, TxQueueConfig, WireParts};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
@@ -32,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
+use wires::PairEnd;
 
 /// The far side's station address.
 pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -69,6 +69,13 @@ pub struct PeerConfig {
 #[derive(Clone, Copy, Debug)]
 pub struct PeerResult {
     pub sent: SenderStats,
+    /// The peer device's transmit counters (frames built, dropped by
+    /// reason, refused while the ring was full).
+    pub tx: crate::device::TxSideStats,
+    /// Frames the peer's simulated NIC dropped on transmit.
+    pub sim_tx_dropped: u64,
+    /// The peer device's segment counters (its retransmissions, timeouts).
+    pub segments: crate::segstats::SegCounters,
     /// Buffers of the peer's port not back in their pools.
     pub leaks: Leaks,
 }
@@ -132,6 +139,7 @@ fn run(end: PairEnd, cfg: PeerConfig, stop: &AtomicBool) -> Result<PeerResult, S
         .pop()
         .ok_or("the peer's port has no queue")?;
     let mut qdev = queue::from_port(q, cfg.device)?;
+    qdev.track_segments();
     port.start().map_err(|e| e.to_string())?;
     let mut mem = SocketMemory::for_sockets(cfg.sender.conns, cfg.sender.rx_buf, cfg.sender.tx_buf)
         .map_err(|e| format!("socket memory: {e}"))?;
@@ -146,12 +154,18 @@ fn run(end: PairEnd, cfg: PeerConfig, stop: &AtomicBool) -> Result<PeerResult, S
     let sent = *sender.stats();
     stop.store(true, Ordering::Release);
     drop(sender);
+    let tx = *qdev.tx_stats();
+    let segments = qdev.seg_stats().map(|s| *s.total()).unwrap_or_default();
+    let sim_tx_dropped = port.sim().map_or(0, |n| n.stats().tx_dropped);
     let report = port.shutdown(queue::into_port(qdev).into_iter().collect());
     for e in &report.errors {
         tracing::warn!("pair peer: {e}");
     }
     Ok(PeerResult {
         sent,
+        tx,
+        sim_tx_dropped,
+        segments,
         leaks: Leaks {
             pages: report.leaked_pages(),
             headers: report.leaked_headers(),

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{check, nic, transfer_with, Nic, NicSetup, Transfer};
-use hw_sim::wire::{pair, FaultConfig, FaultWire, PairEnd};
 use std::time::Duration;
+use wires::{pair, FaultConfig, FaultWire, PairEnd};
 
 use pipeline::os::rss_kib;
 

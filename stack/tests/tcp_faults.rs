@@ -1,5 +1,5 @@
 //! TCP over two simulated NICs back to back through a lossy cable: a
-//! `hw_sim::wire::pair` with a `FaultWire` (drop, duplicate, reorder,
+//! `wires::pair` with a `FaultWire` (drop, duplicate, reorder,
 //! corrupt; fixed seed) on the sink's end, which faults both directions.
 //! Stepped in one thread with a virtual clock (`common::transfer`). Every
 //! byte must arrive and match the pattern, and every buffer must come home.
@@ -9,8 +9,8 @@ mod common;
 use common::{check, nic, transfer, Nic, NicSetup, Outcome, Transfer};
 use driver::regs::{RXCSUM, RXCSUM_IPOFLD, RXCSUM_TUOFLD};
 use driver::{DropReason, RegisterIo, SplitMode};
-use hw_sim::wire::{pair, FaultConfig, FaultCounts, FaultStats, FaultWire};
 use std::time::Duration;
+use wires::{pair, FaultConfig, FaultCounts, FaultStats, FaultWire};
 
 /// Frames the pair's queues hold per direction.
 const PAIR_CAPACITY: usize = 1024;
@@ -140,6 +140,15 @@ fn lossy_link_delivers_every_byte() {
     check_faults(&r);
     // The device verified every checksum; the presenter had nothing to do.
     assert_eq!(r.out.present.sw_checked, 0, "{r:#?}");
+    // Loss, duplicates and reordering show in the segment counters.
+    let (rx, tx) = (r.out.sink_segs, r.out.sender_segs);
+    assert!(tx.TcpRetransSegs > 0, "{r:#?}");
+    assert!(
+        rx.InRetransSegs > 0 && rx.TcpExtTCPDSACKOldSent > 0,
+        "{r:#?}"
+    );
+    assert!(rx.TcpExtTCPOFOQueue > 0, "{r:#?}");
+    assert!(rx.TcpExtTCPDSACKOldSent <= rx.InRetransSegs, "{r:#?}");
 }
 
 #[test]

@@ -6,14 +6,14 @@ use driver::RxBatch;
 /// `--pcap-out`: every received frame, reassembled from its buffers (a
 /// copy, so capturing runs are not timing runs).
 pub struct Capture {
-    writer: hw_sim::wire::PcapWriter,
+    writer: wires::PcapWriter,
     buf: Vec<u8>,
     errors: u64,
 }
 
 impl Capture {
     pub fn create(path: &std::path::Path) -> Result<Capture, RunError> {
-        let writer = hw_sim::wire::PcapWriter::create(path)
+        let writer = wires::PcapWriter::create(path)
             .map_err(|e| RunError::Usage(format!("--pcap-out {}: {e}", path.display())))?;
         Ok(Capture {
             writer,

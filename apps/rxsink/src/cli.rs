@@ -68,6 +68,11 @@ pub struct Args {
     /// with TSO offloads), split back into segments on the wire.
     #[arg(long)]
     pub vnet_hdr: bool,
+    /// pcap wire: recompute the IPv4 header and TCP/UDP checksums of every
+    /// replayed frame (like `tcprewrite --fixcsum`), for captures taken on
+    /// the sending host, whose checksums were left to the NIC.
+    #[arg(long)]
+    pub fix_checksums: bool,
     /// pair wire: parallel connections of the far side's sender.
     #[arg(long, default_value_t = 1)]
     pub pair_conns: usize,
@@ -190,12 +195,13 @@ pub struct Args {
 
 /// Options that only drive the simulator (its wire and device model), as
 /// (clap id, flag).
-const SIM_ONLY: [(&str, &str); 16] = [
+const SIM_ONLY: [(&str, &str); 17] = [
     ("wire", "--wire"),
     ("sim_reset_every", "--sim-reset-every"),
     ("sim_stall_every", "--sim-stall-every"),
     ("faults", "--faults"),
     ("vnet_hdr", "--vnet-hdr"),
+    ("fix_checksums", "--fix-checksums"),
     ("pair_conns", "--pair-conns"),
     ("pair_bytes", "--pair-bytes"),
     ("frame_size", "--frame-size"),
@@ -363,8 +369,11 @@ impl Args {
         if self.vnet_hdr && !matches!(self.wire, WireSpec::Tap(_)) {
             return Err("--vnet-hdr is for --wire tap:IFNAME".into());
         }
+        if self.fix_checksums && !matches!(self.wire, WireSpec::Pcap(_)) {
+            return Err("--fix-checksums is for --wire pcap:FILE".into());
+        }
         if let Some(f) = &self.faults {
-            f.parse::<hw_sim::wire::FaultConfig>()
+            f.parse::<wires::FaultConfig>()
                 .map_err(|e| format!("--faults {f:?}: {e}"))?;
         }
         Ok(())
@@ -441,6 +450,7 @@ impl Args {
                 tap_mtu: Some(self.mtu as u32),
                 tap_vnet_hdr: self.vnet_hdr,
                 wire_faults: self.faults.as_deref().and_then(|f| f.parse().ok()),
+                pcap_fix_checksums: self.fix_checksums,
                 gro: self.gro,
                 lossy: self.lossy,
                 schedule: hw_sim::FaultSchedule {
@@ -730,6 +740,7 @@ mod tests {
             (&["--mode", "tcp", "--port", "5201"], "must differ"),
             (&["--mode", "tcp", "--mtu", "100"], "--mtu 100"),
             (&["--vnet-hdr"], "--vnet-hdr is for"),
+            (&["--fix-checksums"], "--fix-checksums is for"),
             (&["--faults", "drop=200"], "--faults"),
             (&["--mode", "tcp", "--cores", "0,1"], "use --core"),
             (&["--queues", "0"], "--queues 0 must be"),

@@ -15,9 +15,9 @@ mod raw;
 mod summary;
 mod tcp;
 mod wblog;
-mod wires;
+mod wire_json;
 
-use cli::{Args, Mode};
+use cli::{Args, Mode, WireSpec};
 use error::RunError;
 use std::process::ExitCode;
 
@@ -39,7 +39,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match run(&args) {
-        Ok(summary) => {
+        Ok(mut summary) => {
+            checksum_hint(&args, &mut summary);
             if args.json {
                 println!(
                     "{}",
@@ -83,6 +84,32 @@ fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     match args.mode {
         Mode::Tcp => tcp::run(args),
         Mode::Drop | Mode::Read => raw::run(args),
+    }
+}
+
+/// A pcap replay without `--fix-checksums` whose frames the NIC dropped
+/// for a wrong checksum: say how many, and name the option (stderr line,
+/// `pcap_checksum_drops` and `pcap_checksum_hint` in the summary).
+fn checksum_hint(args: &Args, summary: &mut serde_json::Value) {
+    if !matches!(args.wire, WireSpec::Pcap(_)) {
+        return;
+    }
+    let drops = &summary["drops"];
+    // (--queues N in drop/read mode reports drops by total only.)
+    let (Some(l4), Some(ip)) = (drops["l4_checksum"].as_u64(), drops["ip_checksum"].as_u64())
+    else {
+        return;
+    };
+    let n = l4 + ip;
+    summary["pcap_checksum_drops"] = n.into();
+    if n > 0 && !args.fix_checksums {
+        let hint = format!(
+            "{n} replayed frames were dropped for a wrong IPv4/TCP/UDP checksum \
+             (a capture taken on the sending host holds checksums left to the NIC); \
+             --fix-checksums recomputes them"
+        );
+        eprintln!("rxsink: {hint}");
+        summary["pcap_checksum_hint"] = hint.into();
     }
 }
 

@@ -8,7 +8,7 @@ use crate::capture::Capture;
 use crate::cli::{Args, Mode};
 use crate::error::RunError;
 use crate::summary::{self, ratio, Locks};
-use crate::{wblog, wires};
+use crate::{wblog, wire_json};
 use pipeline::os as signals;
 use pipeline::port::{Port, PortReport, Queue};
 use pipeline::stage;
@@ -30,6 +30,9 @@ pub struct Recv {
     pub polls_nonempty: u64,
     /// Packets harvested.
     pub packets: u64,
+    /// The loop ended because the wire (a replayed file) was over and
+    /// everything it brought had been received.
+    pub wire_drained: bool,
     /// A fold of every byte read in `read` mode (so the reads cannot be
     /// optimised away, and runs can be compared).
     pub fold: u64,
@@ -179,6 +182,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         polls_nonempty: r.polls_nonempty,
         packets_per_poll: ratio(st.packets, r.polls_nonempty),
         handoff_waits: r.handoff_waits,
+        wire_drained: r.wire_drained,
         drops: summary::drops(&st, report.hw.missed_packets),
         hbo: st.hbo,
         dummy_headers: st.dummy_headers,
@@ -220,13 +224,22 @@ fn run_multi(
 ) -> Result<serde_json::Value, RunError> {
     let stop = Stop::new(args);
     let start = Instant::now();
+    let nic = port.sim().cloned();
     let results = stage::per_queue(&mut queues, args.core.unwrap_or(0), |_, q, core| {
         let mut batch = q.new_batch(args.batch);
         let mut r = Recv::default();
         let mut iter = 0u64;
         loop {
+            let drained = nic
+                .as_ref()
+                .is_some_and(|n| n.wire_drained())
+                .then(|| progress(q));
             let n = harvest(q, &mut batch, args.batch, args.mode, None, &mut r);
             stop.add(n);
+            if n == 0 && drained.is_some_and(|p| p == progress(q)) {
+                r.wire_drained = true;
+                break;
+            }
             iter += 1;
             if iter.is_multiple_of(256) && stop.due(Instant::now()) {
                 break;
@@ -238,11 +251,13 @@ fn run_multi(
     port.stop();
     let mut per = Vec::new();
     let mut fold = 0u64;
+    let mut drained_all = !results.is_empty();
     for (q, res) in queues.iter_mut().zip(results) {
         let (r, core) = res.unwrap_or_else(|e| {
             tracing::warn!("{e}");
             (Recv::default(), None)
         });
+        drained_all &= r.wire_drained;
         // Not timed: only the reads' fold is kept.
         let mut batch = q.new_batch(args.batch);
         let mut drained = Recv::default();
@@ -296,6 +311,7 @@ fn run_multi(
         pps: packets as f64 / seconds,
         gbps: bytes as f64 * 8.0 / seconds / 1e9,
         per_queue,
+        wire_drained: drained_all,
         drops: summary::DropsTotal {
             total: drops_total,
             missed: report.hw.missed_packets,
@@ -328,8 +344,13 @@ fn rx_loop(
         let budget = stop.budget(args.batch);
         // Device work happens outside the timed section.
         port.step(budget);
+        let drained = port.wire_drained().then(|| progress(q));
         let n = receive(q, budget, &mut r);
         stop.add(n);
+        if n == 0 && drained.is_some_and(|p| p == progress(q)) {
+            r.wire_drained = true;
+            break;
+        }
         iter += 1;
         if stop.reached() {
             break;
@@ -365,9 +386,18 @@ fn rx_loop(
     r
 }
 
+/// Frames the queue handed out or dropped so far: unchanged over a poll
+/// means its ring had nothing completed.
+fn progress(q: &Queue) -> u64 {
+    let st = q.rx.stats();
+    st.packets + st.drops_total()
+}
+
 /// One timed poll on the thread that owns the queue's pools: harvest up to
 /// `budget` frames, (capture them,) read them in read mode, recycle them on
-/// the owner fast path. Returns the frames received.
+/// the owner fast path. Returns the frames received. Not inlined: it is the
+/// timed unit, and `scripts/bench-rx.sh --callgrind` counts it by name.
+#[inline(never)]
 fn harvest(
     q: &mut Queue,
     batch: &mut driver::RxBatch,
@@ -450,7 +480,7 @@ pub fn describe(port: &Port) -> (String, Option<String>, serde_json::Value) {
     (
         port.name(),
         port.sim_mode().map(|m| m.to_string()),
-        wires::json(port.wire()),
+        wire_json::json(port.wire()),
     )
 }
 

@@ -5,6 +5,7 @@
 use pipeline::port::PortReport;
 use pipeline::{LockStats, PoolStats};
 use serde::Serialize;
+use stack::segstats::SegCounters;
 use std::collections::BTreeMap;
 
 /// Device statistics registers, added up over the run.
@@ -107,6 +108,8 @@ pub struct Raw {
     pub polls_nonempty: u64,
     pub packets_per_poll: f64,
     pub handoff_waits: u64,
+    /// The run ended because a replayed file was over and received.
+    pub wire_drained: bool,
     pub drops: Drops,
     pub hbo: u64,
     pub dummy_headers: u64,
@@ -165,6 +168,8 @@ pub struct RawMulti {
     pub pps: f64,
     pub gbps: f64,
     pub per_queue: Vec<RawQueue>,
+    /// Every queue stopped because a replayed file was over and received.
+    pub wire_drained: bool,
     pub drops: DropsTotal,
     pub dma_faults: Option<u64>,
     pub hw: Hw,
@@ -183,13 +188,18 @@ pub fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// The stack's TX side of one queue.
+/// The stack's TX side of one queue: frames built, dropped by reason,
+/// refused while the ring was full (`busy`).
+pub type TcpTx = stack::device::TxSideStats;
+
+/// One connection's segment counters.
 #[derive(Serialize)]
-pub struct TcpTx {
-    pub frames: u64,
-    pub multi_buffer: u64,
-    pub dropped: u64,
-    pub arp_replies_suppressed: u64,
+pub struct ConnSegments {
+    #[serde(flatten)]
+    pub counters: SegCounters,
+    pub queue: u32,
+    pub local_port: u16,
+    pub remote: String,
 }
 
 #[derive(Serialize)]
@@ -229,6 +239,22 @@ pub struct Tcp {
     pub verified: u64,
     pub mismatches: u64,
     pub iperf3_bytes: u64,
+    /// Segment counters from sequence numbers (nstat names), all queues.
+    pub segments: SegCounters,
+    pub segments_per_conn: Vec<ConnSegments>,
+}
+
+/// The pair wire peer's transmit side.
+#[derive(Serialize)]
+pub struct PeerTx {
+    pub frames: u64,
+    pub dropped: u64,
+    pub dropped_no_buffer: u64,
+    pub dropped_ring_full: u64,
+    pub dropped_too_long: u64,
+    pub busy: u64,
+    /// Frames the peer's simulated NIC dropped on transmit.
+    pub sim_tx_dropped: u64,
 }
 
 #[derive(Serialize)]
@@ -251,6 +277,8 @@ pub enum Peer {
         finished: u64,
         failed: u64,
         leaks: stack::queue::Leaks,
+        tx: PeerTx,
+        segments: SegCounters,
     },
     Failed {
         error: String,
@@ -293,6 +321,8 @@ pub struct TcpRun {
     pub per_queue: Vec<TcpQueue>,
     pub device_resets: u64,
     pub queue_stalls: u64,
+    /// Every queue stopped because a replayed file was over and received.
+    pub wire_drained: bool,
     pub sim_faults_injected: Option<hw_sim::HookStats>,
     pub drops: Drops,
     pub hbo: u64,

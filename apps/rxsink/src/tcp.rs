@@ -24,6 +24,7 @@ use pipeline::os as signals;
 use pipeline::port::Port;
 use stack::peer::{peer_ip, smol_at, Peer, PeerConfig, PEER_MAC};
 use stack::queue::{self, PortDevice};
+use stack::segstats::SegCounters;
 use stack::smoltcp::time::Instant as SmolInstant;
 use stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use stack::{DeviceConfig, SenderConfig, SinkConfig, SocketMemory, TcpSink};
@@ -47,6 +48,9 @@ struct Shared {
     open: Vec<AtomicU64>,
     /// Resident set (KiB) once every queue's sockets and pools exist.
     rss_start: AtomicU64,
+    /// Queues that have received everything a replayed file brought (see
+    /// `Port::wire_drained`); all of them: the run is over.
+    drained: AtomicU64,
 }
 
 /// What one queue's loop measured.
@@ -85,6 +89,8 @@ struct Ctx<'a> {
     shared: &'a Shared,
     /// Set when the pair wire's sender is done.
     peer_done: Option<&'a AtomicBool>,
+    /// The simulated NIC, to learn when a replayed file is over.
+    nic: Option<&'a hw_sim::SimNic>,
 }
 
 /// The stepped simulator, driven by the one queue's loop.
@@ -107,6 +113,7 @@ fn sink_loop(
         start,
         shared,
         peer_done,
+        nic,
     } = ctx;
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let cpu0 = signals::thread_cpu_ns();
@@ -116,10 +123,19 @@ fn sink_loop(
     let mut last = (start, 0u64);
     let mut closed_seen = 0u64;
     let mut iter = 0u64;
+    let mut drained_here = false;
+    let progress = |qdev: &Dev| {
+        let st = qdev.rx_ring().stats();
+        st.packets + st.drops_total()
+    };
     loop {
         if let Some(port) = stepper.as_deref_mut() {
             port.step(args.batch);
         }
+        // Read before the poll: a replayed file is over for this queue once
+        // the device has placed all of it and a round after that is idle.
+        let drained =
+            (!drained_here && nic.is_some_and(|n| n.wire_drained())).then(|| progress(qdev));
         // One clock read per round: the stack's time and the busy timer's
         // start.
         let t0 = Instant::now();
@@ -130,6 +146,9 @@ fn sink_loop(
         // updates the timer sends in rounds without frames).
         if received || qdev.tx_stats().frames != built {
             r.busy_ns += t0.elapsed().as_nanos() as u64;
+        } else if drained.is_some_and(|p| p == progress(qdev)) {
+            drained_here = true;
+            shared.drained.fetch_add(1, Ordering::Relaxed);
         }
         iter += 1;
         if !iter.is_multiple_of(64) {
@@ -159,6 +178,7 @@ fn sink_loop(
             || signals::stop_requested()
             || args.until_closed.is_some_and(|n| closed >= n && idle)
             || (peer_done.is_some_and(|d| d.load(Ordering::Acquire)) && idle)
+            || shared.drained.load(Ordering::Relaxed) == shared.open.len() as u64
         {
             shared.stop.store(true, Ordering::Relaxed);
             break;
@@ -224,6 +244,10 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         .collect::<Result<_, _>>()
         .map_err(RunError::Other)?;
     let queues = devs.len();
+    for d in &mut devs {
+        // Retransmitted / out-of-order / duplicate segment counters.
+        d.track_segments();
+    }
     if queues > 1 {
         for (d, role) in devs.iter_mut().zip(stack::arp_roles(queues)) {
             d.set_arp_role(role);
@@ -296,13 +320,16 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         closed: AtomicU64::new(0),
         open: (0..queues).map(|_| AtomicU64::new(0)).collect(),
         rss_start: AtomicU64::new(0),
+        drained: AtomicU64::new(0),
     };
+    let nic = port.sim().cloned();
     let server = stack::sink::iperf3_server();
     let ctx = Ctx {
         args,
         start,
         shared: &shared,
         peer_done: peer.as_ref().map(Peer::done_flag),
+        nic: nic.as_deref(),
     };
     let results: Vec<Result<LoopResult, String>> = if queues == 1 {
         if let Some(core) = args.core {
@@ -335,7 +362,20 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let (mut packets, mut bytes, mut hbo) = (0u64, 0u64, 0u64);
     let mut per_queue = Vec::new();
     let mut present_all = stack::frame::PresentStats::default();
-    for (mut qdev, r) in devs.into_iter().zip(results) {
+    let mut segments = SegCounters::default();
+    let mut segments_per_conn = Vec::new();
+    for (q, (mut qdev, r)) in devs.into_iter().zip(results).enumerate() {
+        if let Some(s) = qdev.seg_stats() {
+            segments.add(s.total());
+            for (k, c) in s.per_conn() {
+                segments_per_conn.push(summary::ConnSegments {
+                    counters: c,
+                    queue: q as u32,
+                    local_port: k.local_port,
+                    remote: format!("{}:{}", Ipv4Address::from(k.remote_ip), k.remote_port),
+                });
+            }
+        }
         drop(qdev.rx_ring_mut().set_wb_observer(None)); // flushes --wb-log
         let r = r.unwrap_or_else(|e| {
             first_err.get_or_insert(e);
@@ -376,12 +416,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
             rx_restarts: ring.restarts,
             rx_restart_reclaimed: ring.restart_reclaimed,
             present,
-            tx: summary::TcpTx {
-                frames: tx.frames,
-                multi_buffer: tx.multi_buffer,
-                dropped: tx.dropped,
-                arp_replies_suppressed: tx.arp_replies_suppressed,
-            },
+            tx,
             arp: summary::Arp {
                 shared: arp.shared,
                 inbox_full: arp.inbox_full,
@@ -411,6 +446,16 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
             finished: p.sent.finished,
             failed: p.sent.failed,
             leaks: p.leaks,
+            tx: summary::PeerTx {
+                frames: p.tx.frames,
+                dropped: p.tx.dropped,
+                dropped_no_buffer: p.tx.dropped_no_buffer,
+                dropped_ring_full: p.tx.dropped_ring_full,
+                dropped_too_long: p.tx.dropped_too_long,
+                busy: p.tx.busy,
+                sim_tx_dropped: p.sim_tx_dropped,
+            },
+            segments: p.segments,
         },
         Err(error) => summary::Peer::Failed { error },
     });
@@ -446,6 +491,8 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
             verified: tcp.verified,
             mismatches: tcp.mismatches,
             iperf3_bytes: tcp.iperf3_bytes,
+            segments,
+            segments_per_conn,
         },
         iperf3: iperf3.map(|s| summary::Iperf3 {
             tests_completed: s.tests_completed,
@@ -459,6 +506,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         per_queue: per_queue_out,
         device_resets: report.recovery.device_resets,
         queue_stalls: report.recovery.queue_stalls,
+        wire_drained: shared.drained.load(Ordering::Relaxed) == shared.open.len() as u64,
         sim_faults_injected: report.injected,
         drops: summary::drops(&all_rx, report.hw.missed_packets),
         hbo,

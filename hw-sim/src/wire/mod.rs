@@ -6,16 +6,14 @@
 //! wrapper holds a `Box<dyn Wire>` (or a generic `W: Wire`) and is a `Wire`
 //! itself.
 //!
-//! Backends:
-//! - [`Generator`]: deterministic UDP/TCP traffic at memory speed.
+//! Backends here, inside the model:
+//! - [`Generator`]: deterministic UDP/TCP traffic at memory speed (the
+//!   built-in source).
 //! - [`QueueWire`]: frames pushed and inspected by a test; [`NullWire`]: nothing.
-//! - [`pair`]: two simulated NICs back to back ([`PairEnd`]), one thread each.
-//! - [`PcapReplay`]: the frames of a classic pcap file.
-//! - [`TapWire`]: a Linux TAP device, the host kernel as the peer.
 //!
-//! Middleware:
-//! - [`FaultWire`]: drop, duplicate, reorder, corrupt, rate limit ([`FaultConfig`]).
-//! - [`CaptureWire`]: writes the frames crossing a wire to a [`PcapWriter`].
+//! The wires that reach outside the model live in the `wires` crate: the
+//! back-to-back pair, pcap replay and capture, the Linux TAP device and the
+//! fault injector.
 //!
 //! ```
 //! use hw_sim::wire::{QueueWire, NullWire};
@@ -30,20 +28,9 @@
 //! let _: Box<dyn Wire> = Box::new(NullWire);
 //! ```
 
-mod faults;
 mod generator;
-mod pair;
-mod pcap;
-mod tap;
 
-pub use faults::{
-    FaultConfig, FaultConfigError, FaultCounts, FaultStats, FaultWire, IDLE_FLUSH, MAX_REORDER,
-    WIRE_OVERHEAD,
-};
 pub use generator::{FrameSize, GenConfig, GenError, Generator, Proto};
-pub use pair::{pair, LinkCounts, PairEnd, PairStats};
-pub use pcap::{CaptureWire, PcapError, PcapReplay, PcapWriter, MAX_REPLAY_FRAME};
-pub use tap::{TapConfig, TapCounts, TapError, TapStats, TapWire, VNET_HDR_LEN};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -62,6 +49,11 @@ pub trait Wire: Send {
     fn send(&mut self, frame: &[u8]);
     /// Short description for logs ("generator udp 60B x 1 flows", "tap0").
     fn name(&self) -> String;
+    /// Whether this wire will never deliver another frame (a replayed
+    /// file at its end). Live wires never are: the default is `false`.
+    fn exhausted(&self) -> bool {
+        false
+    }
 }
 
 impl<W: Wire + ?Sized> Wire for Box<W> {
@@ -73,6 +65,9 @@ impl<W: Wire + ?Sized> Wire for Box<W> {
     }
     fn name(&self) -> String {
         (**self).name()
+    }
+    fn exhausted(&self) -> bool {
+        (**self).exhausted()
     }
 }
 

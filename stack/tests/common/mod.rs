@@ -10,8 +10,10 @@ use pipeline::port::{
 };
 use pipeline::HdrPoolStrategy;
 use smoltcp::time::Instant;
+use stack::device::TxSideStats;
 use stack::frame::PresentStats;
 use stack::queue::{self, PortDevice};
+use stack::segstats::SegCounters;
 use stack::{
     DeviceConfig, PatternSender, SenderConfig, SinkConfig, SocketMemory, TcpSink, TcpStats,
 };
@@ -29,6 +31,8 @@ pub struct NicSetup {
     pub mtu: usize,
     pub ring: usize,
     pub pages: usize,
+    /// TX descriptors.
+    pub tx_ring: usize,
 }
 
 impl Default for NicSetup {
@@ -41,6 +45,7 @@ impl Default for NicSetup {
             mtu: 1500,
             ring: 256,
             pages: 1024,
+            tx_ring: TxQueueConfig::default().ring_size,
         }
     }
 }
@@ -67,7 +72,10 @@ pub fn nic(s: NicSetup, wire: Box<dyn Wire>) -> Nic {
             hdr_pool: HdrPoolStrategy::Packed,
             hdr_slots: s.pages,
         },
-        tx: Some(TxQueueConfig::default()),
+        tx: Some(TxQueueConfig {
+            ring_size: s.tx_ring,
+            ..TxQueueConfig::default()
+        }),
         sim: SimOptions {
             mode: SimMode::Stepped,
             mac: Some(s.mac),
@@ -117,6 +125,11 @@ pub struct Outcome {
     /// Loop rounds and virtual time they took.
     pub rounds: u64,
     pub virtual_ms: u64,
+    /// The sender's device: frames built, dropped (by reason), refused.
+    pub sender_tx: TxSideStats,
+    /// Segment counters of the sink's and the sender's devices.
+    pub sink_segs: SegCounters,
+    pub sender_segs: SegCounters,
 }
 
 /// A pattern transfer between two NICs: `conns` connections of `bytes`
@@ -127,6 +140,10 @@ pub struct Transfer {
     pub bytes: u64,
     /// Wall-clock bound of the whole transfer.
     pub limit: Duration,
+    /// The sink's receive window and the sender's send ring, per
+    /// connection (256 KiB each by default).
+    pub sink_buf: usize,
+    pub send_buf: usize,
 }
 
 impl Transfer {
@@ -135,6 +152,8 @@ impl Transfer {
             conns,
             bytes,
             limit: Duration::from_secs(60),
+            sink_buf: 256 << 10,
+            send_buf: 256 << 10,
         }
     }
 }
@@ -175,19 +194,21 @@ pub fn transfer_with(
     let sink_cfg = SinkConfig {
         verify: true,
         max_conns: 4,
-        rx_buf: 256 << 10,
+        rx_buf: t.sink_buf,
         ..SinkConfig::default()
     };
     let snd_cfg = SenderConfig {
         conns: t.conns,
         bytes: t.bytes,
-        tx_buf: 256 << 10,
+        tx_buf: t.send_buf,
         ..SenderConfig::default()
     };
     let mut mem_a = SocketMemory::for_sockets(4, sink_cfg.rx_buf, sink_cfg.tx_buf).unwrap();
     let mut mem_b = SocketMemory::for_sockets(t.conns, snd_cfg.rx_buf, snd_cfg.tx_buf).unwrap();
     let start = Instant::from_millis(0);
     let mut now = start;
+    a.dev.track_segments();
+    b.dev.track_segments();
     let mut sink = TcpSink::new(sink_cfg, &mut mem_a, &mut a.dev, now).unwrap();
     let mut sender = PatternSender::new(snd_cfg, &mut mem_b, &mut b.dev, now).unwrap();
     let deadline = std::time::Instant::now() + t.limit;
@@ -229,6 +250,9 @@ pub fn transfer_with(
         failed: sender.stats().failed,
         rounds,
         virtual_ms: (now - start).total_millis(),
+        sender_tx: *b.dev.tx_stats(),
+        sink_segs: a.dev.seg_stats().map(|s| *s.total()).unwrap_or_default(),
+        sender_segs: b.dev.seg_stats().map(|s| *s.total()).unwrap_or_default(),
     };
     drop(sink);
     drop(sender);

@@ -1,9 +1,9 @@
-//! Classic pcap files: replay a capture towards the NIC ([`PcapReplay`]),
+//! pcap files: replay a classic pcap or pcapng capture towards the NIC ([`PcapReplay`]),
 //! write frames to a capture ([`PcapWriter`]), and capture what crosses any
 //! wire ([`CaptureWire`]).
 
-use super::Wire;
-use crate::frames::ETH_HLEN;
+use hw_sim::frames::{self, ETH_HLEN, L3, L4};
+use hw_sim::Wire;
 use pcap_file::pcap::PcapReader;
 use pcap_file::DataLink;
 use std::fmt;
@@ -20,7 +20,7 @@ const SNAPLEN: u32 = 65535;
 /// Classic pcap magic with nanosecond timestamps.
 const NSEC_MAGIC: u32 = 0xA1B2_3C4D;
 const LINKTYPE_ETHERNET: u32 = 1;
-/// pcapng section header block magic, for a clearer error.
+/// pcapng section header block type (the same in either byte order).
 const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
 
 /// Why a pcap file could not be read or written.
@@ -28,7 +28,7 @@ const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
 pub enum PcapError {
     /// Opening, reading or writing the file failed.
     Io { path: PathBuf, source: io::Error },
-    /// Not a classic pcap file, or its header is damaged.
+    /// Neither a classic pcap nor a pcapng file, or its header is damaged.
     Format { path: PathBuf, reason: String },
     /// A link type other than Ethernet (1).
     LinkType { path: PathBuf, linktype: u32 },
@@ -41,7 +41,7 @@ impl fmt::Display for PcapError {
             PcapError::Format { path, reason } => {
                 write!(
                     f,
-                    "{}: not a usable classic pcap file: {reason}",
+                    "{}: not a usable pcap or pcapng file: {reason}",
                     path.display()
                 )
             }
@@ -89,7 +89,7 @@ fn lib_err(path: &Path, e: pcap_file::PcapError) -> PcapError {
     }
 }
 
-/// Replays the Ethernet frames of a classic pcap file (not pcapng; link
+/// Replays the Ethernet frames of a classic pcap or a pcapng file (link
 /// type Ethernet only, others are an error) towards the NIC, in file
 /// order, then returns `None` forever (or starts over, see
 /// [`PcapReplay::loops`]). Frames the NIC sends are discarded and counted.
@@ -115,6 +115,7 @@ pub struct PcapReplay {
     skipped_long: u64,
     discarded: u64,
     truncated: bool,
+    checksums_fixed: u64,
 }
 
 impl PcapReplay {
@@ -132,20 +133,7 @@ impl PcapReplay {
                 Err(e) => return Err(io_err(path, e)),
             }
         }
-        if got == 4 && magic == PCAPNG_MAGIC {
-            return Err(PcapError::Format {
-                path: path.to_path_buf(),
-                reason: "pcapng is not supported, convert it with `editcap -F pcap`".into(),
-            });
-        }
-        let mut reader = PcapReader::new(magic[..got].chain(file)).map_err(|e| lib_err(path, e))?;
-        let linktype = u32::from(reader.header().datalink);
-        if reader.header().datalink != DataLink::ETHERNET {
-            return Err(PcapError::LinkType {
-                path: path.to_path_buf(),
-                linktype,
-            });
-        }
+        let head = magic[..got].chain(file);
         let mut replay = PcapReplay {
             path: path.to_path_buf(),
             data: Vec::new(),
@@ -158,36 +146,158 @@ impl PcapReplay {
             skipped_long: 0,
             discarded: 0,
             truncated: false,
+            checksums_fixed: 0,
         };
+        if got == 4 && magic == PCAPNG_MAGIC {
+            replay.load_pcapng(head)?;
+        } else {
+            replay.load_pcap(head)?;
+        }
+        Ok(replay)
+    }
+
+    /// A classic pcap file: either byte order, microsecond or nanosecond
+    /// timestamps (pcap-file reads all four magics).
+    fn load_pcap(&mut self, input: impl Read) -> Result<(), PcapError> {
+        let path = self.path.clone();
+        let path = path.as_path();
+        let mut reader = PcapReader::new(input).map_err(|e| lib_err(path, e))?;
+        let linktype = u32::from(reader.header().datalink);
+        if reader.header().datalink != DataLink::ETHERNET {
+            return Err(PcapError::LinkType {
+                path: path.to_path_buf(),
+                linktype,
+            });
+        }
         while let Some(rec) = reader.next_raw_packet() {
-            let rec = match rec {
-                Ok(r) => r,
+            match rec {
+                Ok(r) => self.push(&r.data),
                 Err(e) => match lib_err(path, e) {
                     PcapError::Format { .. } => {
-                        replay.truncated = true;
+                        self.truncated = true;
                         break;
                     }
                     e => return Err(e),
                 },
-            };
-            let frame = &rec.data[..];
-            if frame.len() < ETH_HLEN {
-                replay.skipped_short += 1;
-            } else if frame.len() > MAX_REPLAY_FRAME {
-                replay.skipped_long += 1;
-            } else {
-                let start = replay.data.len();
-                replay.data.extend_from_slice(frame);
-                replay.frames.push(start..replay.data.len());
             }
         }
-        Ok(replay)
+        Ok(())
+    }
+
+    /// A pcapng file (Wireshark's and dumpcap's default): sections of
+    /// either byte order, several interfaces (each must be Ethernet),
+    /// enhanced, simple and obsolete packet blocks; other blocks are
+    /// skipped. Timestamps are not used (replay runs at memory speed), so
+    /// any `if_tsresol` reads. A damaged block ends the replay like a
+    /// truncated file.
+    fn load_pcapng(&mut self, input: impl Read) -> Result<(), PcapError> {
+        use pcap_file::pcapng::{Block, PcapNgReader};
+        let path = self.path.clone();
+        let path = path.as_path();
+        let mut reader = PcapNgReader::new(input).map_err(|e| match lib_err(path, e) {
+            PcapError::Format { reason, .. } => PcapError::Format {
+                path: path.to_path_buf(),
+                reason: format!("damaged pcapng section header: {reason}"),
+            },
+            e => e,
+        })?;
+        // Link types of the current section's interfaces, by interface id
+        // (kept here: a block borrows the reader).
+        let mut links: Vec<DataLink> = Vec::new();
+        while let Some(block) = reader.next_block() {
+            let (iface, data) = match block {
+                Err(e) => match lib_err(path, e) {
+                    PcapError::Format { .. } => {
+                        self.truncated = true;
+                        break;
+                    }
+                    e => return Err(e),
+                },
+                Ok(Block::SectionHeader(_)) => {
+                    links.clear();
+                    continue;
+                }
+                Ok(Block::InterfaceDescription(idb)) => {
+                    links.push(idb.linktype);
+                    continue;
+                }
+                Ok(Block::EnhancedPacket(b)) => (b.interface_id as usize, b.data),
+                Ok(Block::SimplePacket(b)) => {
+                    // No captured length: the original length, cut by the
+                    // block (pcap-file leaves the padding in `data`).
+                    let n = (b.original_len as usize).min(b.data.len());
+                    (
+                        0,
+                        match b.data {
+                            std::borrow::Cow::Borrowed(d) => std::borrow::Cow::Borrowed(&d[..n]),
+                            std::borrow::Cow::Owned(mut d) => {
+                                d.truncate(n);
+                                std::borrow::Cow::Owned(d)
+                            }
+                        },
+                    )
+                }
+                Ok(Block::Packet(b)) => (b.interface_id as usize, b.data),
+                Ok(_) => continue,
+            };
+            match links.get(iface) {
+                Some(&DataLink::ETHERNET) => self.push(&data),
+                Some(&other) => {
+                    return Err(PcapError::LinkType {
+                        path: path.to_path_buf(),
+                        linktype: u32::from(other),
+                    })
+                }
+                None => {
+                    return Err(PcapError::Format {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "pcapng packet for interface {iface}, which no block describes"
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps one record's frame, or counts it as skipped.
+    fn push(&mut self, frame: &[u8]) {
+        if frame.len() < ETH_HLEN {
+            self.skipped_short += 1;
+        } else if frame.len() > MAX_REPLAY_FRAME {
+            self.skipped_long += 1;
+        } else {
+            let start = self.data.len();
+            self.data.extend_from_slice(frame);
+            self.frames.push(start..self.data.len());
+        }
     }
 
     /// Replays the file `passes` times (0 = endlessly; the default is 1).
     pub fn loops(mut self, passes: usize) -> PcapReplay {
         self.loops = passes;
         self
+    }
+
+    /// Recomputes the IPv4 header and TCP/UDP checksums of every frame
+    /// (IPv4 and IPv6, not fragments), like `tcprewrite --fixcsum`: a
+    /// capture taken on the sending host holds the checksums the kernel
+    /// left to the NIC, which the receiving NIC finds wrong. Done once,
+    /// here, not per replayed frame. Frames cut by the capture's snaplen
+    /// keep their checksums (the data they cover is not all there).
+    pub fn fix_checksums(mut self) -> PcapReplay {
+        for r in &self.frames {
+            if fix_frame_checksums(&mut self.data[r.clone()]) {
+                self.checksums_fixed += 1;
+            }
+        }
+        self
+    }
+
+    /// Frames whose checksums [`fix_checksums`](Self::fix_checksums) changed.
+    pub fn checksums_fixed(&self) -> u64 {
+        self.checksums_fixed
     }
 
     /// Frames loaded from the file (one pass).
@@ -256,6 +366,78 @@ impl Wire for PcapReplay {
     fn name(&self) -> String {
         format!("pcap {}", self.path.display())
     }
+
+    /// Every pass has been replayed (never with endless loops, unless the
+    /// file holds no frame).
+    fn exhausted(&self) -> bool {
+        self.frames.is_empty()
+            || (self.loops != 0 && self.next == self.frames.len() && self.pass + 1 >= self.loops)
+    }
+}
+
+/// Recomputes the IPv4 header checksum and the TCP or UDP checksum of
+/// `f` in place; returns whether any of them changed. Frames that are not
+/// IP, IPv4 fragments, headers cut short and L4 data cut short by the
+/// capture are left alone. Never panics.
+pub fn fix_frame_checksums(f: &mut [u8]) -> bool {
+    let p = frames::parse(f);
+    let mut changed = false;
+    let mut store = |f: &mut [u8], at: usize, c: u16| {
+        if f[at..at + 2] != c.to_be_bytes() {
+            f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+            changed = true;
+        }
+    };
+    if p.l3 == L3::Ipv4 && p.l4_off <= f.len() && p.l4_off >= p.l3_off + 20 {
+        let at = p.l3_off + 10;
+        let old = [f[at], f[at + 1]];
+        f[at..at + 2].fill(0);
+        let c = frames::checksum(&f[p.l3_off..p.l4_off]);
+        f[at..at + 2].copy_from_slice(&old);
+        store(f, at, c);
+    }
+    if p.fragment || !matches!(p.l3, L3::Ipv4 | L3::Ipv6) {
+        return changed;
+    }
+    let be16 = |f: &[u8], at: usize| -> Option<usize> {
+        Some(u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]) as usize)
+    };
+    let l4 = p.l4_off;
+    // L4 length: UDP's own; TCP's from the IP header (as the checks do).
+    let (proto, len, field) = match p.l4 {
+        L4::Udp => match be16(f, l4 + 4) {
+            Some(n) => (17u8, n, l4 + 6),
+            None => return changed,
+        },
+        L4::Tcp => {
+            let len = match p.l3 {
+                L3::Ipv4 => be16(f, p.l3_off + 2).and_then(|t| t.checked_sub(l4 - p.l3_off)),
+                _ => be16(f, p.l3_off + 4).and_then(|t| t.checked_sub(l4 - p.l3_off - 40)),
+            };
+            match len {
+                Some(n) => (6u8, n, l4 + 16),
+                None => return changed,
+            }
+        }
+        _ => return changed,
+    };
+    let min = if proto == 17 { 8 } else { 20 };
+    if len < min || l4 + len > f.len() || field + 2 > l4 + len {
+        return changed;
+    }
+    let addrs = match p.l3 {
+        L3::Ipv4 => p.l3_off + 12..p.l3_off + 20,
+        _ => p.l3_off + 8..p.l3_off + 40,
+    };
+    let pseudo = packet::checksum::pseudo_header(&f[addrs], proto, len as u32);
+    let old = [f[field], f[field + 1]];
+    f[field..field + 2].fill(0);
+    let c = !packet::checksum::fold(packet::checksum::sum(&f[l4..l4 + len], pseudo));
+    f[field..field + 2].copy_from_slice(&old);
+    // 0 means "no checksum" for UDP: the other zero is stored instead.
+    let c = if c == 0 && proto == 17 { 0xFFFF } else { c };
+    store(f, field, c);
+    changed
 }
 
 /// Writes frames to a new classic pcap file: nanosecond timestamps from the
@@ -356,7 +538,8 @@ impl PcapWriter {
 /// capture is complete on disk while the link is idle.
 ///
 /// ```
-/// use hw_sim::wire::{CaptureWire, PcapReplay, PcapWriter, QueueWire};
+/// use hw_sim::wire::QueueWire;
+/// use wires::{CaptureWire, PcapReplay, PcapWriter};
 /// use hw_sim::Wire;
 /// let path = std::env::temp_dir().join(format!("hw-sim-doc-{}.pcap", std::process::id()));
 /// let q = QueueWire::new();
@@ -473,13 +656,17 @@ impl<W: Wire> Wire for CaptureWire<W> {
             self.inner.name()
         )
     }
+
+    fn exhausted(&self) -> bool {
+        self.inner.exhausted()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::{non_ip_frame, tcp_frame, udp_frame};
-    use crate::wire::QueueWire;
+    use hw_sim::frames::{non_ip_frame, tcp_frame, udp_frame};
+    use hw_sim::wire::QueueWire;
     use pcap_file::TsResolution;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -699,6 +886,307 @@ mod tests {
         let r = PcapReplay::open(&p.0).unwrap();
         assert_eq!(r.len(), 3);
         assert!(r.truncated());
+    }
+
+    /// A classic pcap file in the given byte order and resolution.
+    fn classic_file(big: bool, nanos: bool, frames: &[Vec<u8>]) -> Vec<u8> {
+        let u32b = |v: u32| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let u16b = |v: u16| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut f = Vec::new();
+        f.extend_from_slice(&u32b(if nanos { NSEC_MAGIC } else { 0xA1B2_C3D4 }));
+        f.extend_from_slice(&u16b(2));
+        f.extend_from_slice(&u16b(4));
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&u32b(65535));
+        f.extend_from_slice(&u32b(LINKTYPE_ETHERNET));
+        for (i, d) in frames.iter().enumerate() {
+            f.extend_from_slice(&u32b(1_700_000_000 + i as u32));
+            f.extend_from_slice(&u32b(if nanos { 999_999_999 } else { 999_999 }));
+            f.extend_from_slice(&u32b(d.len() as u32));
+            f.extend_from_slice(&u32b(d.len() as u32));
+            f.extend_from_slice(d);
+        }
+        f
+    }
+
+    #[test]
+    fn classic_pcap_in_both_byte_orders_and_resolutions() {
+        let frames = sample_frames();
+        let p = TmpPath::new("classic");
+        for big in [false, true] {
+            for nanos in [false, true] {
+                std::fs::write(&p.0, classic_file(big, nanos, &frames)).unwrap();
+                let mut r = PcapReplay::open(&p.0).unwrap();
+                assert_eq!(r.len(), frames.len(), "big {big} nanos {nanos}");
+                for f in &frames {
+                    assert_eq!(r.recv(), Some(&f[..]), "big {big} nanos {nanos}");
+                }
+                assert!(r.exhausted() && !r.truncated());
+            }
+        }
+    }
+
+    /// pcapng blocks, in one byte order.
+    struct Ng {
+        big: bool,
+        out: Vec<u8>,
+    }
+
+    impl Ng {
+        fn u32b(&self, v: u32) -> [u8; 4] {
+            if self.big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        }
+        fn u16b(&self, v: u16) -> [u8; 2] {
+            if self.big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        }
+        /// A block: type, total length, body padded to 4 bytes, length again.
+        fn block(&mut self, kind: u32, body: &[u8]) {
+            let pad = (4 - body.len() % 4) % 4;
+            let len = (12 + body.len() + pad) as u32;
+            let (k, l) = (self.u32b(kind), self.u32b(len));
+            self.out.extend_from_slice(&k);
+            self.out.extend_from_slice(&l);
+            self.out.extend_from_slice(body);
+            self.out.extend_from_slice(&[0; 3][..pad]);
+            self.out.extend_from_slice(&l);
+        }
+        fn section(&mut self) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&self.u32b(0x1A2B_3C4D));
+            b.extend_from_slice(&self.u16b(1));
+            b.extend_from_slice(&self.u16b(0));
+            b.extend_from_slice(&[0xFF; 8]); // section length unknown
+            self.block(0x0A0D_0D0A, &b);
+        }
+        /// An interface; `tsresol` 6 = microseconds, 9 = nanoseconds.
+        fn interface(&mut self, linktype: u16, tsresol: u8) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&self.u16b(linktype));
+            b.extend_from_slice(&self.u16b(0));
+            b.extend_from_slice(&self.u32b(65535));
+            b.extend_from_slice(&self.u16b(9)); // if_tsresol
+            b.extend_from_slice(&self.u16b(1));
+            b.extend_from_slice(&[tsresol, 0, 0, 0]);
+            b.extend_from_slice(&[0; 4]); // opt_endofopt
+            self.block(1, &b);
+        }
+        fn enhanced(&mut self, iface: u32, ts: u64, data: &[u8]) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&self.u32b(iface));
+            b.extend_from_slice(&self.u32b((ts >> 32) as u32));
+            b.extend_from_slice(&self.u32b(ts as u32));
+            b.extend_from_slice(&self.u32b(data.len() as u32));
+            b.extend_from_slice(&self.u32b(data.len() as u32));
+            b.extend_from_slice(data);
+            b.extend_from_slice(&[0; 3][..(4 - data.len() % 4) % 4]);
+            self.block(6, &b);
+        }
+        fn simple(&mut self, data: &[u8]) {
+            let mut b = Vec::new();
+            b.extend_from_slice(&self.u32b(data.len() as u32));
+            b.extend_from_slice(data);
+            self.block(3, &b);
+        }
+    }
+
+    /// A pcapng file as dumpcap writes one: a section, an Ethernet
+    /// interface with the given resolution, a name resolution block,
+    /// enhanced packets, a simple packet, and a second section in the same
+    /// byte order with two interfaces.
+    fn pcapng_file(big: bool, tsresol: u8, frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut ng = Ng {
+            big,
+            out: Vec::new(),
+        };
+        ng.section();
+        ng.interface(1, tsresol);
+        ng.block(4, &[0; 4]); // name resolution: only nrb_record_end
+        let (first, rest) = frames.split_at(frames.len() / 2);
+        let unit: u64 = if tsresol == 9 {
+            1_000_000_000
+        } else {
+            1_000_000
+        };
+        for (i, f) in first.iter().enumerate() {
+            ng.enhanced(0, 1_700_000_000 * unit + i as u64, f);
+        }
+        ng.section();
+        ng.interface(1, tsresol);
+        ng.interface(1, 9);
+        let (simple, rest) = rest.split_at(1);
+        ng.simple(&simple[0]);
+        for (i, f) in rest.iter().enumerate() {
+            ng.enhanced((i % 2) as u32, 1_700_000_000 * unit, f);
+        }
+        ng.block(0x0BAD_0001, &[1, 2, 3]); // a block type we do not know
+        ng.out
+    }
+
+    #[test]
+    fn pcapng_in_both_byte_orders_and_resolutions() {
+        let frames = sample_frames();
+        let p = TmpPath::new("ng");
+        for big in [false, true] {
+            for tsresol in [6u8, 9] {
+                std::fs::write(&p.0, pcapng_file(big, tsresol, &frames)).unwrap();
+                let mut r = PcapReplay::open(&p.0)
+                    .unwrap_or_else(|e| panic!("big {big} tsresol {tsresol}: {e}"));
+                assert_eq!(r.len(), frames.len(), "big {big} tsresol {tsresol}");
+                assert!(!r.truncated());
+                for f in &frames {
+                    assert!(!r.exhausted());
+                    assert_eq!(r.recv(), Some(&f[..]), "big {big} tsresol {tsresol}");
+                }
+                assert!(r.exhausted());
+                assert!(r.recv().is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_pcapng_files_are_errors_not_panics() {
+        let frames = sample_frames();
+        let p = TmpPath::new("ngbad");
+        // Not Ethernet.
+        let mut ng = Ng {
+            big: false,
+            out: Vec::new(),
+        };
+        ng.section();
+        ng.interface(101, 6);
+        ng.enhanced(0, 0, &frames[0]);
+        std::fs::write(&p.0, &ng.out).unwrap();
+        let e = PcapReplay::open(&p.0).unwrap_err();
+        assert!(
+            matches!(e, PcapError::LinkType { linktype: 101, .. }),
+            "{e:?}"
+        );
+        // A packet for an interface nobody described.
+        let mut ng = Ng {
+            big: true,
+            out: Vec::new(),
+        };
+        ng.section();
+        ng.interface(1, 6);
+        ng.enhanced(3, 0, &frames[0]);
+        std::fs::write(&p.0, &ng.out).unwrap();
+        let e = PcapReplay::open(&p.0).unwrap_err();
+        assert!(e.to_string().contains("interface 3"), "{e}");
+        // Cut at every length: an error or a prefix of the frames, never a panic.
+        let full = pcapng_file(false, 9, &frames[..6]);
+        for cut in 0..full.len() {
+            std::fs::write(&p.0, &full[..cut]).unwrap();
+            if let Ok(mut r) = PcapReplay::open(&p.0) {
+                let n = r.len();
+                assert!(n <= 6);
+                for f in &frames[..n.min(3)] {
+                    assert_eq!(r.recv(), Some(&f[..]));
+                }
+            }
+        }
+        // A damaged block length in the middle ends the replay there.
+        let mut bad = full.clone();
+        let at = bad.len() / 2;
+        bad[at..at + 8].copy_from_slice(&[0xFF; 8]);
+        std::fs::write(&p.0, &bad).unwrap();
+        let _ = PcapReplay::open(&p.0);
+    }
+
+    #[test]
+    fn replay_says_when_it_is_exhausted() {
+        let p = TmpPath::new("exhausted");
+        std::fs::write(&p.0, classic_file(false, false, &sample_frames()[..2])).unwrap();
+        let mut r = PcapReplay::open(&p.0).unwrap().loops(2);
+        for _ in 0..4 {
+            assert!(!r.exhausted());
+            assert!(r.recv().is_some());
+        }
+        assert!(r.exhausted());
+        let mut endless = PcapReplay::open(&p.0).unwrap().loops(0);
+        for _ in 0..10 {
+            assert!(endless.recv().is_some());
+            assert!(!endless.exhausted());
+        }
+        // Middleware passes it on.
+        let out = TmpPath::new("exhausted-out");
+        let cap = CaptureWire::new(r, PcapWriter::create(&out.0).unwrap());
+        assert!(cap.exhausted());
+    }
+
+    #[test]
+    fn fix_checksums_repairs_what_the_nic_would_drop() {
+        use hw_sim::frames::{ipv4_header_ok, l4_checksum_ok, parse, udp6_frame};
+        let good = vec![
+            udp_frame(60, 1),
+            udp_frame(1514, 2),
+            tcp_frame(100, 3, 12),
+            tcp_frame(1514, 4, 0),
+            udp6_frame(200, 5),
+            non_ip_frame(64, 6),
+        ];
+        let ok = |f: &[u8]| {
+            let p = parse(f);
+            ipv4_header_ok(f, &p) != Some(false) && l4_checksum_ok(f, &p) != Some(false)
+        };
+        // Good frames stay as they are.
+        for f in &good {
+            assert!(ok(f));
+            let mut g = f.clone();
+            assert!(!fix_frame_checksums(&mut g));
+            assert_eq!(&g, f);
+        }
+        // Offloaded checksums (the pseudo-header sum only, or garbage)
+        // and a damaged IP header checksum are recomputed.
+        let mut bad = good.clone();
+        bad[0][40..42].copy_from_slice(&[0x12, 0x34]); // UDP
+        bad[1][24..26].copy_from_slice(&[0, 0]); // IPv4 header
+        bad[2][50..52].copy_from_slice(&[0xAB, 0xCD]); // TCP
+        bad[3][50] ^= 0xFF;
+        bad[4][60] ^= 0x55; // UDP over IPv6
+        let broken = bad.clone();
+        for (b, g) in bad.iter_mut().zip(&good).take(5) {
+            assert!(!ok(b));
+            assert!(fix_frame_checksums(b));
+            assert!(ok(b));
+            assert_eq!(b, g);
+        }
+        // Short or cut frames: no panic, nothing claimed.
+        for f in &good {
+            for cut in 0..f.len().min(80) {
+                let mut g = f[..cut].to_vec();
+                let _ = fix_frame_checksums(&mut g);
+            }
+        }
+        // Through a replay.
+        let p = TmpPath::new("fixcsum");
+        std::fs::write(&p.0, classic_file(false, true, &broken)).unwrap();
+        let mut r = PcapReplay::open(&p.0).unwrap();
+        assert!(!ok(r.recv().unwrap()));
+        let mut r = PcapReplay::open(&p.0).unwrap().fix_checksums();
+        assert_eq!(r.checksums_fixed(), 5);
+        for g in &good {
+            assert_eq!(r.recv(), Some(&g[..]));
+        }
     }
 
     #[test]

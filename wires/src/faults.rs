@@ -1,7 +1,7 @@
 //! Fault injection middleware: [`FaultWire`] and its [`FaultConfig`].
 
-use super::Wire;
-use crate::frames::ETH_HLEN;
+use hw_sim::frames::ETH_HLEN;
+use hw_sim::Wire;
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
@@ -33,7 +33,7 @@ const MAX_FRAME: usize = 16384;
 /// leave it out for no limit); `seed` is decimal or `0x` hex.
 ///
 /// ```
-/// use hw_sim::wire::FaultConfig;
+/// use wires::FaultConfig;
 /// let c: FaultConfig = "reorder=8, drop=0.5%, seed=0x10".parse().unwrap();
 /// assert_eq!((c.drop, c.reorder, c.seed), (0.5, 8, 16));
 /// assert_eq!(c.to_string().parse::<FaultConfig>().unwrap(), c);
@@ -247,7 +247,7 @@ impl DirCounters {
 /// to the NIC.
 ///
 /// ```
-/// use hw_sim::wire::{FaultStats, FaultCounts};
+/// use wires::{FaultStats, FaultCounts};
 /// let s = FaultStats::default();
 /// assert_eq!(s.total(), FaultCounts::default());
 /// assert_eq!(s.clone().from_nic().seen, 0);
@@ -559,7 +559,8 @@ impl Bucket {
 /// buffers, so the steady state does not allocate.
 ///
 /// ```
-/// use hw_sim::wire::{FaultConfig, FaultWire, QueueWire};
+/// use hw_sim::wire::QueueWire;
+/// use wires::{FaultConfig, FaultWire};
 /// use hw_sim::Wire;
 /// let cfg: FaultConfig = "drop=100,seed=7".parse().unwrap();
 /// let q = QueueWire::new();
@@ -747,6 +748,11 @@ impl<W: Wire> Wire for FaultWire<W> {
     fn name(&self) -> String {
         format!("faults({}) over {}", self.cfg, self.inner.name())
     }
+
+    /// The inner wire is exhausted and no frame towards the NIC is held.
+    fn exhausted(&self) -> bool {
+        self.rx.held() == 0 && self.inner.exhausted()
+    }
 }
 
 impl<W: Wire> Drop for FaultWire<W> {
@@ -762,8 +768,8 @@ impl<W: Wire> Drop for FaultWire<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::{self, udp_frame};
-    use crate::wire::{GenConfig, Generator, QueueWire};
+    use hw_sim::frames::{self, udp_frame};
+    use hw_sim::wire::{GenConfig, Generator, QueueWire};
     use std::collections::HashMap;
 
     /// Frame `i`: a 64-byte UDP frame whose first payload bytes are `i`,

@@ -1,6 +1,5 @@
 //! The simulator wire's counters for the summary.
 
-use hw_sim::wire;
 use pipeline::port::WireParts;
 use serde_json::{json, Value};
 
@@ -15,11 +14,14 @@ pub fn json(parts: &WireParts) -> Value {
         });
     }
     if let Some(f) = &parts.faults {
-        let c = |c: wire::FaultCounts| {
+        let c = |c: wires::FaultCounts| {
             json!({"seen": c.seen, "dropped": c.dropped, "duplicated": c.duplicated,
                    "reordered": c.reordered, "corrupted": c.corrupted, "delayed": c.delayed})
         };
         v["faults"] = json!({"to_nic": c(f.to_nic()), "from_nic": c(f.from_nic())});
+    }
+    if let Some(p) = &parts.pcap {
+        v["pcap"] = json!(p);
     }
     if let Some(t) = &parts.tap {
         let s = t.snapshot();

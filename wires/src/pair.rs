@@ -1,7 +1,7 @@
 //! Two simulated NICs back to back: [`pair`].
 
-use super::Wire;
 use crossbeam_queue::ArrayQueue;
+use hw_sim::Wire;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -122,7 +122,7 @@ impl fmt::Debug for PairEnd {
 /// them, so the steady state allocates nothing.
 ///
 /// ```
-/// use hw_sim::wire::pair;
+/// use wires::pair;
 /// use hw_sim::Wire;
 /// let (mut a, mut b) = pair(2);
 /// let stats = a.stats();
@@ -231,7 +231,7 @@ impl Wire for PairEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::udp_frame;
+    use hw_sim::frames::udp_frame;
     use std::collections::HashSet;
 
     fn numbered(i: u32, len: usize) -> Vec<u8> {

@@ -30,8 +30,8 @@
 //!   CWR only on the first; the full TCP checksum recomputed. The segments
 //!   are returned one per `recv` call, built lazily from the stored
 //!   super-frame into one reused buffer (no allocation per frame).
-//!   With [`SimConfig::gro`](crate::SimConfig::gro) > 1 the simulator's
-//!   [GRO](crate::gro) then coalesces the segments of one super-frame again
+//!   With [`SimConfig::gro`](hw_sim::SimConfig::gro) > 1 the simulator's
+//!   [GRO](hw_sim::gro) then coalesces the segments of one super-frame again
 //!   and presents them as one packet over several descriptors, as hardware
 //!   GRO/RSC behind a real wire would.
 //! - UDP GSO (`GSO_UDP`, `GSO_UDP_L4`) and unknown GSO types are never
@@ -53,7 +53,7 @@
 //! be taken before the wire is boxed and handed to the engine.
 //!
 //! ```no_run
-//! use hw_sim::wire::{TapConfig, TapWire};
+//! use wires::{TapConfig, TapWire};
 //! use hw_sim::{SimConfig, SimNic};
 //! let tap = TapWire::open(TapConfig { vnet_hdr: true, ..TapConfig::new("rxsink0") })
 //!     .unwrap_or_else(|e| panic!("{e}"));
@@ -69,8 +69,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::Wire;
-use crate::frames::{self, L3, L4};
+use hw_sim::frames::{self, L3, L4};
+use hw_sim::Wire;
 use packet::checksum::{fold, sum};
 use packet::segment::{Piece, Template};
 
@@ -785,7 +785,7 @@ impl Wire for TapWire {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::{
+    use hw_sim::frames::{
         payload_pattern, Builder, Parsed, Tcp, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN,
     };
     use packet::tcp::flags::CWR as TCP_CWR;
