@@ -162,7 +162,7 @@ python3 - "$RESULTS" "$T" "$R" <<'PY'
 import json, sys, statistics as st
 rows = [json.loads(l) for l in open(sys.argv[1])]
 T, R = sys.argv[2], sys.argv[3]
-busy = "rxsink receive path: the polling rounds that received frames (driver, presentation, smoltcp's copy into the socket ring, lengths counted, ACKs)"
+busy = "rxsink receive path: the polling rounds that received or sent frames (driver, presentation, smoltcp's copy into the socket ring, lengths counted, ACKs and window updates)"
 names = [
     ("kernel", "Linux TCP, veth, iperf3 -s", "iperf3 -s process utime+stime"),
     ("kernel+softirq", "Linux TCP, veth, iperf3 -s", "iperf3 -s process + softirq time of all CPUs"),
@@ -199,11 +199,12 @@ received:
   softirq on core 0) but also the sender's own ACK processing: an upper
   bound of the receive cost, the first row a lower bound. /proc/stat is
   machine-wide: on a shared machine it also holds other tenants' softirq.
-- rxsink: cpu_seconds_per_gb from its JSON: the wall time of the RX
-  thread's polling rounds that received frames (ring poll, header into
+- rxsink: cpu_seconds_per_gb from its JSON: the RX thread's CPU time
+  times the share of its loop's wall time spent in rounds that did
+  receive-path work, frames received or sent (ring poll, header into
   headroom, smoltcp with its one copy into the socket ring, the sink
-  consuming the ring, ACKs out), on a
-  core of its own (pinned, busy-polling, so wall time is CPU time). Idle
+  consuming the ring, ACKs and window updates out), on a core of its own
+  (pinned, busy-polling). Idle
   rounds are not in it, nor is the simulator (the NIC's stand-in: its own
   thread over TAP, stepped between rounds on the pair wire) nor the pair's
   in-process sender. "whole RX thread" is everything that thread burned,
