@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One TCP flow over the pair wire (a smoltcp sender on a second simulated
 # NIC) at MTU 1500, for several receive windows (--tcp-buf; the sender's
-# send ring is the same size). Prints min and median Gbit/s of payload over
+# send ring stays 1 MiB). Prints min and median Gbit/s of payload over
 # REPEATS runs of BYTES each, plus the most retransmission-free evidence
 # available: the peer device's dropped frames (must be 0), how often its
 # TX ring was full (busy: smoltcp was told to wait, nothing was lost) and
