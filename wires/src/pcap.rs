@@ -380,7 +380,10 @@ impl Wire for PcapReplay {
 /// IP, IPv4 fragments, headers cut short and L4 data cut short by the
 /// capture are left alone. Never panics.
 pub fn fix_frame_checksums(f: &mut [u8]) -> bool {
-    let p = frames::parse(f);
+    use packet::{checksum, ipv4, ipv6, tcp, udp};
+    let be16 = |f: &[u8], at: usize| -> Option<usize> {
+        Some(u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]) as usize)
+    };
     let mut changed = false;
     let mut store = |f: &mut [u8], at: usize, c: u16| {
         if f[at..at + 2] != c.to_be_bytes() {
@@ -388,52 +391,50 @@ pub fn fix_frame_checksums(f: &mut [u8]) -> bool {
             changed = true;
         }
     };
-    if p.l3 == L3::Ipv4 && p.l4_off <= f.len() && p.l4_off >= p.l3_off + 20 {
-        let at = p.l3_off + 10;
-        let old = [f[at], f[at + 1]];
-        f[at..at + 2].fill(0);
-        let c = frames::checksum(&f[p.l3_off..p.l4_off]);
-        f[at..at + 2].copy_from_slice(&old);
-        store(f, at, c);
+    let p = frames::parse(f);
+    let (l3, l4) = (p.l3_off, p.l4_off);
+    if p.l3 == L3::Ipv4 && l4 <= f.len() && l4 >= l3 + ipv4::MIN_HEADER_LEN {
+        let c = ipv4::header_checksum(&f[l3..l4]);
+        store(f, l3 + ipv4::field::CHECKSUM, c);
     }
     if p.fragment || !matches!(p.l3, L3::Ipv4 | L3::Ipv6) {
         return changed;
     }
-    let be16 = |f: &[u8], at: usize| -> Option<usize> {
-        Some(u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]) as usize)
-    };
-    let l4 = p.l4_off;
     // L4 length: UDP's own; TCP's from the IP header (as the checks do).
-    let (proto, len, field) = match p.l4 {
-        L4::Udp => match be16(f, l4 + 4) {
-            Some(n) => (17u8, n, l4 + 6),
+    let (proto, len, field, min) = match p.l4 {
+        L4::Udp => match be16(f, l4 + udp::field::LENGTH) {
+            Some(n) => (17u8, n, l4 + udp::field::CHECKSUM, udp::HEADER_LEN),
             None => return changed,
         },
         L4::Tcp => {
             let len = match p.l3 {
-                L3::Ipv4 => be16(f, p.l3_off + 2).and_then(|t| t.checked_sub(l4 - p.l3_off)),
-                _ => be16(f, p.l3_off + 4).and_then(|t| t.checked_sub(l4 - p.l3_off - 40)),
+                L3::Ipv4 => {
+                    be16(f, l3 + ipv4::field::TOTAL_LEN).and_then(|t| t.checked_sub(l4 - l3))
+                }
+                _ => be16(f, l3 + ipv6::field::PAYLOAD_LEN)
+                    .and_then(|t| t.checked_sub(l4 - l3 - ipv6::HEADER_LEN)),
             };
             match len {
-                Some(n) => (6u8, n, l4 + 16),
+                Some(n) => (6u8, n, l4 + tcp::field::CHECKSUM, tcp::MIN_HEADER_LEN),
                 None => return changed,
             }
         }
         _ => return changed,
     };
-    let min = if proto == 17 { 8 } else { 20 };
     if len < min || l4 + len > f.len() || field + 2 > l4 + len {
         return changed;
     }
     let addrs = match p.l3 {
-        L3::Ipv4 => p.l3_off + 12..p.l3_off + 20,
-        _ => p.l3_off + 8..p.l3_off + 40,
+        L3::Ipv4 => ipv4::field::ADDRS,
+        _ => ipv6::field::ADDRS,
     };
-    let pseudo = packet::checksum::pseudo_header(&f[addrs], proto, len as u32);
-    let old = [f[field], f[field + 1]];
-    f[field..field + 2].fill(0);
-    let c = !packet::checksum::fold(packet::checksum::sum(&f[l4..l4 + len], pseudo));
-    f[field..field + 2].copy_from_slice(&old);
+    let pseudo = checksum::pseudo_header(&f[l3 + addrs.start..l3 + addrs.end], proto, len as u32);
+    // The sum around the checksum field (counted as zero).
+    let sum = checksum::sum(
+        &f[field + 2..l4 + len],
+        checksum::sum(&f[l4..field], pseudo),
+    );
+    let c = !checksum::fold(sum);
     // 0 means "no checksum" for UDP: the other zero is stored instead.
     let c = if c == 0 && proto == 17 { 0xFFFF } else { c };
     store(f, field, c);
