@@ -140,6 +140,11 @@ impl RxStats {
     pub fn drop_count(&self, r: DropReason) -> u64 {
         self.drops[r as usize]
     }
+    /// Frames the ring finished with: handed out or dropped. Unchanged over
+    /// a poll means the ring had nothing completed.
+    pub fn frames_handled(&self) -> u64 {
+        self.packets + self.drops_total()
+    }
 }
 
 /// Adds another ring's counters (totals over several queues).

@@ -310,7 +310,7 @@ pub fn run_rx(data: &[u8]) {
     let h = r.hook.lock().unwrap();
     assert_eq!(st.descriptors, h.calls, "descriptors consumed");
     assert_eq!(
-        st.packets + st.drops_total(),
+        st.frames_handled(),
         h.eops,
         "frames delivered + dropped vs EOP write-backs: {st:?}"
     );

@@ -79,7 +79,7 @@ impl SimNic {
     /// bytes received so far.
     pub fn set_fault_schedule(&self, s: FaultSchedule) {
         let h = &self.hooks;
-        let now = self.stats().rx_bytes;
+        let now = self.rx_bytes();
         h.next_reset
             .store(s.reset_every.map_or(0, |e| now + e), Ordering::Relaxed);
         h.next_stall
@@ -101,7 +101,7 @@ impl SimNic {
     /// says is due. `last_queue`: the queue that received last.
     pub(crate) fn run_fault_schedule(&self, last_queue: u32) {
         let h = &self.hooks;
-        let bytes = self.stats().rx_bytes;
+        let bytes = self.rx_bytes();
         let due = |next: &AtomicU64, every: &AtomicU64| {
             let (n, e) = (next.load(Ordering::Relaxed), every.load(Ordering::Relaxed));
             if e == 0 || bytes < n {

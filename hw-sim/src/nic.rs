@@ -455,8 +455,6 @@ impl SimNic {
         }
     }
 
-    /// Cumulative counters since creation. Independent of the clear-on-read
-    /// statistics registers.
     /// Whether the engine's wire is exhausted (a replayed file at its end,
     /// see [`crate::Wire::exhausted`]) and every frame it delivered has
     /// been placed in an RX ring or dropped and counted, as of the engine's
@@ -466,6 +464,14 @@ impl SimNic {
         self.drained.load(Ordering::Acquire)
     }
 
+    /// Bytes received so far (`SimStats::rx_bytes`), without a snapshot of
+    /// every counter: the fault schedule reads it after each engine step.
+    pub(crate) fn rx_bytes(&self) -> u64 {
+        self.counters.rx_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Cumulative counters since creation. Independent of the clear-on-read
+    /// statistics registers.
     pub fn stats(&self) -> SimStats {
         let c = &self.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);

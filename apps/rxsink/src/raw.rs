@@ -386,11 +386,10 @@ fn rx_loop(
     r
 }
 
-/// Frames the queue handed out or dropped so far: unchanged over a poll
-/// means its ring had nothing completed.
+/// Frames the queue handed out or dropped so far (see
+/// `RxStats::frames_handled`).
 fn progress(q: &Queue) -> u64 {
-    let st = q.rx.stats();
-    st.packets + st.drops_total()
+    q.rx.stats().frames_handled()
 }
 
 /// One timed poll on the thread that owns the queue's pools: harvest up to

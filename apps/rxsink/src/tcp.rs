@@ -124,10 +124,7 @@ fn sink_loop(
     let mut closed_seen = 0u64;
     let mut iter = 0u64;
     let mut drained_here = false;
-    let progress = |qdev: &Dev| {
-        let st = qdev.rx_ring().stats();
-        st.packets + st.drops_total()
-    };
+    let progress = |qdev: &Dev| qdev.rx_ring().stats().frames_handled();
     loop {
         if let Some(port) = stepper.as_deref_mut() {
             port.step(args.batch);
