@@ -140,11 +140,6 @@ impl DeviceCtl {
         self.generation.store(now + 1, Ordering::Release);
         Ok(now + 1)
     }
-
-    /// Gives the device back (after every queue is stopped).
-    pub fn into_inner(self) -> Igb {
-        self.igb.into_inner().unwrap_or_else(|p| p.into_inner()).0
-    }
 }
 
 /// Watchdog settings.
@@ -250,10 +245,6 @@ impl QueueWatch {
             restarts: 0,
             stalls: 0,
         }
-    }
-
-    pub fn ctl(&self) -> &std::sync::Arc<DeviceCtl> {
-        &self.ctl
     }
 
     /// Looks at the device once: restarts this queue's rings after a

@@ -652,11 +652,6 @@ impl Port {
         }
     }
 
-    /// Whether [`Port::step`] drives the device.
-    pub fn is_stepped(&self) -> bool {
-        matches!(self.run, SimRun::Stepped(_))
-    }
-
     /// Whether the wire is over (a replayed file): every frame it brought
     /// was placed in a ring or dropped. Never on hardware. Once true, a poll
     /// that finds a queue's ring without progress means that queue is done.
@@ -667,14 +662,6 @@ impl Port {
     /// The simulated NIC (fault hooks, counters); `None` on hardware.
     pub fn sim(&self) -> Option<&Arc<SimNic>> {
         self.nic.as_ref()
-    }
-
-    /// The stepped simulator's engine (e.g. to install a write-back hook).
-    pub fn engine_mut(&mut self) -> Option<&mut SimEngine> {
-        match &mut self.run {
-            SimRun::Stepped(e) => Some(e),
-            _ => None,
-        }
     }
 
     pub fn wire(&self) -> &WireParts {
