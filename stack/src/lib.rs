@@ -14,6 +14,8 @@
 //! - [`iperf3`]: the iperf3 server protocol as a state machine, so stock
 //!   `iperf3 -c` clients run against the sink.
 //! - [`queue`]: bringing up a queue pair with its pools, and auditing it.
+//! - [`zc`]: a zero-copy TCP receive engine (no smoltcp socket): payload
+//!   stays in the receive pages and reaches the application in place.
 //!
 //! Dependency direction: apps -> stack -> pipeline -> driver.
 
@@ -26,6 +28,7 @@ pub mod queue;
 pub mod segstats;
 pub mod sender;
 pub mod sink;
+pub mod zc;
 
 pub use device::{arp_roles, ArpRole, ArpStats, DeviceConfig, QueueDevice};
 pub use driver;
