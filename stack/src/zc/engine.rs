@@ -649,8 +649,9 @@ impl ZcStack {
         let seg_len = h.payload_len as u64 + fin as u64;
         let off = c.offset(h.seq);
         let end = off + seg_len as i64;
-        let nxt = c.rcv_nxt as i64;
-        let right = c.rcv_right as i64;
+        // A FIN we consumed takes a sequence number after the data.
+        let nxt = c.rcv_nxt as i64 + c.fin_rcvd as i64;
+        let right = c.rcv_right as i64 + c.fin_rcvd as i64;
         let acceptable = if seg_len == 0 {
             if right == nxt {
                 off == nxt
@@ -664,8 +665,7 @@ impl ZcStack {
         };
         // A retransmission of something we already have, whole (a FIN we
         // consumed included).
-        let old =
-            (seg_len > 0 && end <= nxt) || (fin && c.fin_rcvd && off + h.payload_len as i64 <= nxt);
+        let old = seg_len > 0 && end <= nxt;
         if !acceptable && !old {
             self.stats.out_of_window += 1;
             if h.flags & F::RST == 0 {
@@ -786,6 +786,8 @@ impl ZcStack {
             let at = (off + h.payload_len as i64).max(0) as u64;
             if at <= c.rcv_right {
                 c.fin_at = Some(at);
+                // Out of order: say so at once.
+                c.ack_now |= at > c.rcv_nxt;
             }
         }
         self.try_fin(slot, now);

@@ -81,6 +81,8 @@
 mod engine;
 pub mod queue;
 mod ret;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 pub use queue::{ZcQueue, ZcQueueStats};
@@ -299,6 +301,7 @@ impl ZcStats {
             + self.no_connection
             + self.bad_state
             + self.arp_ignored
+            + self.syn_refused
     }
 }
 

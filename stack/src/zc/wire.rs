@@ -22,6 +22,9 @@ pub struct Options {
     pub sack_perm: bool,
     /// (TSval, TSecr)
     pub ts: Option<(u32, u32)>,
+    /// SACK blocks (left, right), the first `sack_len` of them.
+    pub sack: [(u32, u32); 4],
+    pub sack_len: usize,
 }
 
 /// Options are well formed: every kind other than END and NOP has a length
@@ -53,7 +56,15 @@ pub fn parse_options(mut b: &[u8]) -> Option<Options> {
                 o.ts = Some((v, e));
             }
             (opt::MSS | opt::WSCALE | opt::SACK_PERM | opt::TIMESTAMPS, _) => return None,
-            (opt::SACK, n) if n % 8 != 0 => return None,
+            (opt::SACK, n) if n % 8 != 0 || n > 32 => return None,
+            (opt::SACK, _) => {
+                for (i, b) in body.chunks_exact(8).enumerate() {
+                    let l = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    let r = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+                    o.sack[i] = (l, r);
+                }
+                o.sack_len = body.len() / 8;
+            }
             _ => {}
         }
         b = &b[len..];
@@ -309,15 +320,43 @@ mod tests {
     fn options_round_trip_and_bad_lengths() {
         let mut f = Vec::new();
         let o = Out {
+            dst_mac: [4; 6],
+            dst_ip: [10, 0, 0, 2],
             syn: Some((1460, Some(7), true)),
             ts: Some((5, 6)),
             ..Out::default()
         };
         build(&mut f, [2; 6], [10, 0, 0, 1], 1, &o);
-        let h = parse(&f, f.len(), [0; 6], [0; 4]);
-        assert_eq!(h.unwrap_err(), Reject::NotForUs);
-        let h = parse(&f, f.len(), [0; 6], [0; 4]);
-        assert!(h.is_err());
+        let h = parse(&f, f.len(), [0; 6], [10, 0, 0, 2]);
+        assert_eq!(h.unwrap_err(), Reject::NotForUs, "another MAC");
+        let h = parse(&f, f.len(), [4; 6], [10, 0, 0, 2]).unwrap();
+        assert!(ipv4_header_ok(&f));
+        assert_eq!((h.hdr_len, h.payload_len), (f.len(), 0));
+        let sack = [(1, 2), (3, 4), (5, 6)];
+        let o = Out {
+            ts: Some((5, 6)),
+            sack: &sack,
+            ..o
+        };
+        let o = Out { syn: None, ..o };
+        assert_eq!(
+            build(&mut f, [2; 6], [10, 0, 0, 1], 1, &o),
+            3,
+            "3 blocks fit with timestamps"
+        );
+        let h = parse(&f, f.len(), [4; 6], [10, 0, 0, 2]).unwrap();
+        assert_eq!(&h.opts.sack[..h.opts.sack_len], &sack);
+        assert_eq!(h.opts.ts, Some((5, 6)));
+        build(
+            &mut f,
+            [2; 6],
+            [10, 0, 0, 1],
+            1,
+            &Out {
+                syn: Some((1460, Some(7), true)),
+                ..o
+            },
+        );
         let opts = &f[54..f.len()];
         let p = parse_options(opts).unwrap();
         assert_eq!(p.mss, Some(1460));
