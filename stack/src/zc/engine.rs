@@ -8,7 +8,7 @@
 use super::ret::{lock, Body, Shared, CREDIT_BITS, CREDIT_MASK, GEN_MASK};
 use super::wire::{self, Headers, Out, Reject};
 use super::{ConnId, ReturnMode, ZcChunk, ZcConfig, ZcEvent, ZcReturner, ZcStats};
-use driver::{Buf, Csum, OwnedPacket, Seg};
+use driver::{Buf, BufReturn, Csum, OwnedPacket, Seg};
 use packet::tcp::flags as F;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -209,6 +209,9 @@ pub struct ZcStack {
     scratch: Vec<u8>,
     /// The latest time `rx` or `poll` was given.
     now: Instant,
+    /// Where pages go once the engine is dropped (see
+    /// [`ZcStack::set_foreign_return`]).
+    foreign: Option<Arc<dyn BufReturn>>,
 }
 
 impl ZcStack {
@@ -239,8 +242,18 @@ impl ZcStack {
             ip_ident: 0,
             scratch: Vec::new(),
             now: Instant::now(),
+            foreign: None,
             cfg,
         })
+    }
+
+    /// The page pool's foreign return path: when the engine is dropped,
+    /// the pages it still holds and every page returned later (chunks that
+    /// outlive it) go there instead of being lost. [`super::ZcQueue`] sets
+    /// it; without it, call [`ZcStack::release_all`] before dropping the
+    /// engine and return every chunk before that.
+    pub fn set_foreign_return(&mut self, ret: Arc<dyn BufReturn>) {
+        self.foreign = Some(ret);
     }
 
     pub fn config(&self) -> &ZcConfig {
@@ -1450,4 +1463,16 @@ fn tcp_checksum_ok(h: &Headers, hdr: &[u8], segs: &[Seg], first_off: usize) -> b
         left -= n;
     }
     left == 0 && s.folded() == 0xFFFF
+}
+
+impl Drop for ZcStack {
+    fn drop(&mut self) {
+        let Some(ret) = self.foreign.take() else {
+            return;
+        };
+        self.shared.orphan_all(ret.clone());
+        let mut v = Vec::new();
+        self.release_all(|b| v.push(b));
+        ret.give_back(&mut v);
+    }
 }

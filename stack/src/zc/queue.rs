@@ -61,7 +61,8 @@ impl ZcQueue {
         }
         let ring = q.rx.ring_size();
         cfg.max_pages = cfg.max_pages.min(q.rx.pools().0.buffers());
-        let zc = ZcStack::new(cfg)?;
+        let mut zc = ZcStack::new(cfg)?;
+        zc.set_foreign_return(q.rx.pools().0.returner());
         let batch = q.new_batch(RX_BUDGET);
         Ok(ZcQueue {
             q,

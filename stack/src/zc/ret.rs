@@ -20,9 +20,9 @@
 
 use super::ConnId;
 use crossbeam_queue::ArrayQueue;
-use driver::Buf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use driver::{Buf, BufReturn};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Bits of a credit word that count bytes.
 pub(crate) const CREDIT_BITS: u32 = 40;
@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     pub(crate) locked: Mutex<Vec<Buf>>,
     /// Per connection slot: generation << 40 | returned bytes (mod 2^40).
     pub(crate) credits: Box<[AtomicU64]>,
+    /// Set when the engine is gone: where pages go from then on (the page
+    /// pool's foreign return path), so a chunk outliving the engine still
+    /// gets home.
+    pub(crate) orphan: OnceLock<Arc<dyn BufReturn>>,
 }
 
 impl Shared {
@@ -46,6 +50,7 @@ impl Shared {
             ring: ArrayQueue::new(pages.max(1)),
             locked: Mutex::new(Vec::new()),
             credits: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            orphan: OnceLock::new(),
         })
     }
 
@@ -72,6 +77,32 @@ impl Shared {
     fn put_page(&self, buf: Buf) {
         if let Err(b) = self.ring.push(buf) {
             lock(&self.locked).push(b);
+        }
+        self.after_ring_push();
+    }
+
+    /// After pages went into the ring: if the engine is gone, nobody
+    /// drains it but us. The fence pairs with the one in
+    /// [`Shared::orphan_all`]: either the engine's final drain sees our
+    /// pages, or we see its return path.
+    fn after_ring_push(&self) {
+        fence(Ordering::SeqCst);
+        if let Some(r) = self.orphan.get() {
+            let mut v: Vec<Buf> = std::iter::from_fn(|| self.ring.pop()).collect();
+            v.append(&mut lock(&self.locked));
+            r.give_back(&mut v);
+        }
+    }
+
+    /// The engine is going away: from now on pages go to `ret`; the ones
+    /// already returned go there now.
+    pub(crate) fn orphan_all(&self, ret: Arc<dyn BufReturn>) {
+        let _ = self.orphan.set(ret);
+        fence(Ordering::SeqCst);
+        if let Some(r) = self.orphan.get() {
+            let mut v: Vec<Buf> = std::iter::from_fn(|| self.ring.pop()).collect();
+            v.append(&mut lock(&self.locked));
+            r.give_back(&mut v);
         }
     }
 }
@@ -267,10 +298,15 @@ impl ZcReturner {
                         lock(&self.shared.locked).push(b);
                     }
                 }
+                self.shared.after_ring_push();
             }
             ReturnMode::Locked => {
                 self.stats.locks += 1;
-                lock(&self.shared.locked).append(&mut self.pages);
+                let mut list = lock(&self.shared.locked);
+                list.append(&mut self.pages);
+                if let Some(r) = self.shared.orphan.get() {
+                    r.give_back(&mut list);
+                }
             }
         }
         // Pages first, then the bytes: the owner never sees a window open

@@ -881,6 +881,39 @@ fn dropped_chunks_return_themselves() {
     h.finish();
 }
 
+#[test]
+fn chunks_outliving_the_engine_reach_the_pool() {
+    let mut h = Harness::new(Harness::cfg());
+    h.zc.set_foreign_return(h.pool.returner());
+    let mut c = Client::new(40000);
+    h.connect(&mut c);
+    for i in 0..4u32 {
+        h.feed(c.frame(F::ACK, i * 100, 0, &[5; 100]));
+    }
+    h.feed(c.frame(F::ACK, 1000, 0, &[5; 100])); // out of order, queued
+    let mut ev = h.events();
+    let mut r = h.zc.returner(ReturnMode::Ring, 64);
+    let mut l = h.zc.returner(ReturnMode::Locked, 64);
+    let last = ev.pop();
+    let Some(ZcEvent::Data { chunk, .. }) = ev.pop() else {
+        panic!()
+    };
+    r.give_back(chunk);
+    let Some(ZcEvent::Data { chunk, .. }) = ev.pop() else {
+        panic!()
+    };
+    l.give_back(chunk);
+    let Harness { zc, pool, .. } = h;
+    drop(zc);
+    assert!(pool.audit().lent > 0);
+    drop((r, l, last, ev));
+    assert_eq!(
+        pool.audit().lent,
+        0,
+        "every page home through the foreign path"
+    );
+}
+
 /// One arrival of a stream piece in the proptest: `[from, to)`.
 fn arrivals() -> impl Strategy<Value = (usize, Vec<(usize, usize)>, Vec<usize>, bool)> {
     (1usize..20_000)
