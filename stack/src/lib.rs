@@ -9,6 +9,8 @@
 //!   `RxRing` and a `TxRing`.
 //! - [`sink`]: [`TcpSink`], listeners that accept several connections and
 //!   read in place, with [`pattern`] verification.
+//! - [`consume`]: what the application does with the bytes (count, read,
+//!   verify), the same behind every rung of the copy ladder.
 //! - [`sender`]: [`PatternSender`], a smoltcp TCP source for tests and the
 //!   back-to-back pair wire.
 //! - [`iperf3`]: the iperf3 server protocol as a state machine, so stock
@@ -19,6 +21,7 @@
 //!
 //! Dependency direction: apps -> stack -> pipeline -> driver.
 
+pub mod consume;
 pub mod device;
 pub mod frame;
 pub mod iperf3;
@@ -29,7 +32,9 @@ pub mod segstats;
 pub mod sender;
 pub mod sink;
 pub mod zc;
+pub mod zcsink;
 
+pub use consume::{Copies, Touch};
 pub use device::{arp_roles, ArpRole, ArpStats, DeviceConfig, QueueDevice};
 pub use driver;
 pub use pipeline;

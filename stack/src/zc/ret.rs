@@ -231,6 +231,15 @@ pub struct ReturnStats {
     pub locks: u64,
 }
 
+impl std::ops::AddAssign for ReturnStats {
+    fn add_assign(&mut self, o: ReturnStats) {
+        self.calls += o.calls;
+        self.pages += o.pages;
+        self.bytes += o.bytes;
+        self.locks += o.locks;
+    }
+}
+
 /// Most chunks one [`ZcReturner`] batch holds (devmem's limit per call).
 pub const MAX_RETURN_BATCH: usize = 1024;
 
