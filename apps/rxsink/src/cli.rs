@@ -9,6 +9,7 @@ use hw_sim::wire::{FrameSize, GenConfig, Proto};
 use pipeline::port::{PortConfig, RxQueueConfig, SimOptions, TxQueueConfig};
 pub use pipeline::port::{SimMode, WireSpec};
 use pipeline::HdrPoolStrategy;
+pub use stack::consume::{Copies, Touch};
 use std::fmt;
 use std::str::FromStr;
 
@@ -52,6 +53,22 @@ pub struct Args {
     /// (byte i of a stream is i mod 251).
     #[arg(long)]
     pub verify: bool,
+    /// tcp mode: copies on the receive path. 2: the application copies each
+    /// read out of smoltcp's socket ring into its own buffer (classic recv);
+    /// 1: it reads the socket ring in place; 0: zero copy, it reads the
+    /// NIC's payload pages in place and returns them (4 KiB payload buffers
+    /// without headroom unless --payload-buf / --headroom say otherwise).
+    #[arg(long, default_value = "1")]
+    pub copies: Copies,
+    /// tcp mode: what the application does with the bytes: none (counts
+    /// them) or read (reads every byte, a sum in 64-bit words).
+    #[arg(long, default_value = "none")]
+    pub touch: Touch,
+    /// --copies 0: how the application returns pages: ring (a lock-free
+    /// refill ring the RX thread drains, io_uring zcrx style) or locked (a
+    /// locked return call per --recycle-batch pages, devmem style).
+    #[arg(long, default_value = "ring")]
+    pub zc_return: ZcReturn,
     /// tcp mode: connections accepted at once per port.
     #[arg(long, default_value_t = 16)]
     pub max_conns: usize,
@@ -160,16 +177,17 @@ pub struct Args {
     #[arg(long, conflicts_with = "cores")]
     pub core: Option<usize>,
     /// RX thread on core A, application thread on core B: the application
-    /// consumes the packets and returns header slots and payload pages from
-    /// its own core (the contention case).
+    /// consumes the packets (with --mode tcp --copies 0: the streams' pages)
+    /// and returns header slots and payload pages from its own core (the
+    /// contention case).
     #[arg(long, value_name = "A,B")]
     pub cores: Option<Cores>,
     /// Header pool strategy: locked (one lock per buffer, the baseline),
     /// batched, packed (refcounted 64-slot pages) or ring (lock-free).
     #[arg(long, default_value = "packed")]
     pub hdr_pool: HdrPoolStrategy,
-    /// With --cores: buffers the application returns per call (1 = one lock
-    /// per page, up to 1024).
+    /// With --cores, and with --copies 0: buffers the application returns
+    /// per call (1 = one lock per page, up to 1024).
     #[arg(long, default_value_t = 64)]
     pub recycle_batch: usize,
     /// Simulated hardware GRO: coalesce up to N in-order TCP segments of a
@@ -191,6 +209,9 @@ pub struct Args {
     /// [`Args::parse_checked_from`]); rejected with a real NIC.
     #[arg(skip)]
     pub sim_options_given: Vec<&'static str>,
+    /// --zc-return was given on the command line.
+    #[arg(skip)]
+    pub zc_return_given: bool,
 }
 
 /// Options that only drive the simulator (its wire and device model), as
@@ -225,6 +246,18 @@ impl Args {
     {
         let m = Args::command().try_get_matches_from(argv)?;
         let mut a = Args::from_arg_matches(&m)?;
+        let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+        if a.copies == Copies::Zero {
+            // Whole pages for the payload: with header split a 4 KiB MSS
+            // lands page-aligned, one chunk per page.
+            if !given("payload_buf") {
+                a.payload_buf = 4096;
+            }
+            if !given("headroom") {
+                a.headroom = 0;
+            }
+        }
+        a.zc_return_given = given("zc_return");
         a.sim_options_given = SIM_ONLY
             .iter()
             .filter(|(id, _)| m.value_source(id) == Some(ValueSource::CommandLine))
@@ -317,9 +350,20 @@ impl Args {
                 return Err(format!("{flag} needs --mode tcp"));
             }
         }
-        if tcp && self.cores.is_some() {
+        for (given, flag) in [
+            (self.copies != Copies::One, "--copies"),
+            (self.touch != Touch::None, "--touch"),
+        ] {
+            if given && !tcp {
+                return Err(format!("{flag} needs --mode tcp"));
+            }
+        }
+        if self.zc_return_given && self.copies != Copies::Zero {
+            return Err("--zc-return is for --copies 0".into());
+        }
+        if tcp && self.cores.is_some() && self.copies != Copies::Zero {
             return Err(
-                "--mode tcp runs the stack on the RX thread; use --core, not --cores".into(),
+                "--mode tcp runs the stack on the RX thread; use --core, not --cores (--cores A,B needs --copies 0: the application thread reads the pages)".into(),
             );
         }
         if tcp && self.port == self.iperf3_port {
@@ -480,6 +524,33 @@ impl Args {
             burst: self.burst.unwrap_or(self.gro),
             ..GenConfig::default()
         }
+    }
+}
+
+/// `--zc-return`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZcReturn {
+    Ring,
+    Locked,
+}
+
+impl FromStr for ZcReturn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ring" => Ok(ZcReturn::Ring),
+            "locked" => Ok(ZcReturn::Locked),
+            _ => Err(format!("{s:?} is not ring or locked")),
+        }
+    }
+}
+
+impl fmt::Display for ZcReturn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ZcReturn::Ring => "ring",
+            ZcReturn::Locked => "locked",
+        })
     }
 }
 
@@ -743,6 +814,18 @@ mod tests {
             (&["--fix-checksums"], "--fix-checksums is for"),
             (&["--faults", "drop=200"], "--faults"),
             (&["--mode", "tcp", "--cores", "0,1"], "use --core"),
+            (&["--copies", "2"], "--copies needs --mode tcp"),
+            (&["--mode", "tcp", "--copies", "3"], "not 2, 1 or 0"),
+            (&["--mode", "tcp", "--touch", "write"], "not none or read"),
+            (&["--touch", "read"], "--touch needs --mode tcp"),
+            (
+                &["--mode", "tcp", "--zc-return", "locked"],
+                "--zc-return is for --copies 0",
+            ),
+            (
+                &["--mode", "tcp", "--copies", "0", "--zc-return", "spin"],
+                "not ring or locked",
+            ),
             (&["--queues", "0"], "--queues 0 must be"),
             (
                 &["--queues", "4", "--mode", "tcp", "--pcap-out", "x.pcap"],
@@ -756,6 +839,41 @@ mod tests {
             let e = parse(argv).err().unwrap_or_default();
             assert!(e.contains(want), "{argv:?}: {e:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn zero_copy_picks_whole_pages() {
+        let parse = |argv: &[&str]| {
+            Args::parse_checked_from(std::iter::once("rxsink").chain(argv.iter().copied())).unwrap()
+        };
+        let a = parse(&["--mode", "tcp", "--copies", "0"]);
+        assert_eq!((a.payload_buf, a.headroom), (4096, 0));
+        assert!(a.validate().is_ok());
+        let a = parse(&[
+            "--mode",
+            "tcp",
+            "--copies",
+            "0",
+            "--headroom",
+            "256",
+            "--payload-buf",
+            "2048",
+        ]);
+        assert_eq!((a.payload_buf, a.headroom), (2048, 256));
+        let a = parse(&["--mode", "tcp"]);
+        assert_eq!((a.payload_buf, a.headroom), (3072, 256));
+        assert!(parse(&[
+            "--mode",
+            "tcp",
+            "--copies",
+            "0",
+            "--cores",
+            "0,1",
+            "--zc-return",
+            "locked"
+        ])
+        .validate()
+        .is_ok());
     }
 
     #[test]
