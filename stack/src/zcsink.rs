@@ -174,7 +174,8 @@ impl ZcSink {
     /// timers, frames sent), then every event. Returns whether the round
     /// did receive-path work (frames in or out).
     pub fn poll(&mut self, now: Instant) -> bool {
-        let busy = self.q.poll(now) > 0;
+        let sent = self.q.stats().tx_frames;
+        let busy = self.q.poll(now) > 0 || self.q.stats().tx_frames != sent;
         let mut events = false;
         while let Some(ev) = self.q.next_event() {
             events = true;

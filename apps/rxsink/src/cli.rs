@@ -141,7 +141,9 @@ pub struct Args {
     #[arg(long, default_value_t = 512)]
     pub ring_size: usize,
     /// Payload pages in the pool (default: 2 x ring size + 40 x batch, plus
-    /// 8 x --recycle-batch with --cores).
+    /// 8 x --recycle-batch with --cores; tcp mode: 4 x ring size + 8 x
+    /// batch; --copies 0: 2 x ring size + 8 x batch + the receive windows of
+    /// up to 4 connections, a page per segment, + 2 x --recycle-batch).
     #[arg(long)]
     pub pages: Option<usize>,
     /// Generated frame size in bytes: N, MIN-MAX (uniform), or imix. 60..=9216.
@@ -454,7 +456,16 @@ impl Args {
         // Buffers in flight beside the ring: batches queued to the
         // application thread and what its returners hold (--cores), or the
         // stack's presenter and sockets (tcp).
-        let (pages, hdr_slots) = if tcp {
+        let (pages, hdr_slots) = if tcp && self.copies == Copies::Zero {
+            // Zero copy: the payload stays in the pages until the
+            // application returns it, so the pool holds the windows of a
+            // few connections (one page per segment) besides the ring and
+            // what the returners hold; beyond that the engine copies.
+            let mss = self.mtu.saturating_sub(52).max(536);
+            let windows = self.max_conns.min(4) * self.tcp_buf.div_ceil(mss);
+            let pages = self.ring_size * 2 + self.batch * 8 + windows + 2 * self.recycle_batch;
+            (pages, self.ring_size * 2 + self.batch * 8)
+        } else if tcp {
             let pages = self.ring_size * 4 + self.batch * 8;
             (pages, self.ring_size * 2 + self.batch * 8)
         } else if self.queues > 1 {
