@@ -114,6 +114,9 @@ struct Conn {
     rttvar: Duration,
     rto_at: Option<Instant>,
     retries: u32,
+    /// After a timeout, one segment in flight until an ACK comes (RFC
+    /// 5681's loss window, our only congestion response).
+    loss_window: bool,
     /// A segment being timed: (sequence after it, when sent).
     timing: Option<(u32, Instant)>,
     /// End of TIME-WAIT or of the FIN-WAIT-2 wait.
@@ -470,6 +473,10 @@ impl ZcStack {
             return;
         }
         let first_off = if split { 0 } else { h.hdr_len };
+        if pkt.segs.iter().any(|s| s.len as usize > s.buf.capacity()) {
+            self.stats.malformed += 1;
+            return;
+        }
         let avail: usize = pkt.segs.iter().map(|s| s.len as usize).sum::<usize>();
         if avail < first_off + h.payload_len {
             self.stats.malformed += 1;
@@ -634,6 +641,7 @@ impl ZcStack {
             rttvar: Duration::ZERO,
             rto_at: None,
             retries: 0,
+            loss_window: false,
             timing: Some((iss.wrapping_add(1), now)),
             linger_at: None,
         };
@@ -705,7 +713,7 @@ impl ZcStack {
             }
             return;
         }
-        if h.flags & F::SYN != 0 || h.flags & F::ACK == 0 || seq_lt(c.snd_nxt, h.ack) {
+        if h.flags & F::SYN != 0 || h.flags & F::ACK == 0 || seq_lt(c.snd_max, h.ack) {
             // A SYN in a synchronized state (challenge ACK), no ACK, or an
             // ACK of something we never sent.
             self.stats.bad_state += 1;
@@ -735,12 +743,23 @@ impl ZcStack {
             c.snd_wnd = (h.window as usize) << c.ws_snd;
         }
         if seq_lt(c.snd_una, h.ack) {
+            // Up to snd_max: after a timeout went back to snd_una, an ACK
+            // may cover more than was sent since.
             let acked = h.ack.wrapping_sub(c.snd_una) as usize;
-            let data = acked.min(c.sent);
+            let data = acked.min(c.snd_buf.len());
             c.snd_buf.drain(..data);
-            c.sent -= data;
-            let fin_acked = c.fin_sent && acked > data;
+            // Past the data only the FIN takes a sequence number.
+            let fin_acked = c.fin_queued && acked > data;
+            c.fin_sent |= fin_acked;
             c.snd_una = h.ack;
+            c.loss_window = false;
+            if seq_lt(c.snd_nxt, h.ack) {
+                c.snd_nxt = h.ack;
+            }
+            let flight = c.snd_nxt.wrapping_sub(c.snd_una) as usize;
+            c.sent = flight
+                .saturating_sub(c.fin_sent as usize)
+                .min(c.snd_buf.len());
             c.retries = 0;
             if let Some((e, t)) = c.timing {
                 if !seq_lt(h.ack, e) {
@@ -956,19 +975,17 @@ impl ZcStack {
                         retrans = true;
                     }
                 }
-                let inside: Vec<u64> = c.ooo.range(cs..ce).map(|(&k, _)| k).collect();
-                for k in inside {
-                    let plen = c.ooo.get(&k).map_or(0, |p| p.len as u64);
-                    if k + plen <= ce {
-                        if let Some(p) = c.ooo.remove(&k) {
-                            c.ooo_bytes -= p.len as u64;
-                            retrans = true;
-                            loose_body(&mut self.loose, p.body);
-                        }
-                    } else {
+                // Pieces the new one covers go; one it reaches into cuts
+                // its tail.
+                while let Some((&k, p)) = c.ooo.range(cs..ce).next() {
+                    retrans = true;
+                    if k + p.len as u64 > ce {
                         ce = k;
-                        retrans = true;
                         break;
+                    }
+                    if let Some(p) = c.ooo.remove(&k) {
+                        c.ooo_bytes -= p.len as u64;
+                        loose_body(&mut self.loose, p.body);
                     }
                 }
                 if cs >= ce {
@@ -1124,7 +1141,9 @@ impl ZcStack {
         self.ip_ident = self.ip_ident.wrapping_add(1);
         let blocks = wire::build(&mut f, self.cfg.mac, self.cfg.ip, self.ip_ident, &o);
         self.stats.sack_blocks_sent += blocks as u64;
-        self.stats.acks_sent += 1;
+        if flags == F::ACK && payload.is_none() {
+            self.stats.acks_sent += 1;
+        }
         self.queue_frame(f);
     }
 
@@ -1171,7 +1190,8 @@ impl ZcStack {
             }
             let unsent = c.snd_buf.len() - c.sent;
             if unsent > 0 {
-                let limit = c.snd_wnd.min(FLIGHT_SEGMENTS * c.mss_snd);
+                let segs = if c.loss_window { 1 } else { FLIGHT_SEGMENTS };
+                let limit = c.snd_wnd.min(segs * c.mss_snd);
                 let room = limit.saturating_sub(c.sent);
                 let n = if force {
                     unsent.min(c.mss_snd)
@@ -1373,6 +1393,7 @@ impl ZcStack {
             return;
         }
         // Go back to the oldest unacknowledged byte.
+        c.loss_window = true;
         c.snd_nxt = c.snd_una;
         c.sent = 0;
         c.fin_sent = false;

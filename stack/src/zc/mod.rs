@@ -83,7 +83,9 @@ pub mod queue;
 mod ret;
 #[cfg(test)]
 mod tests;
-mod wire;
+/// The frame reader and builder the engine uses, public for tests and the
+/// fuzz target (building a peer's segments).
+pub mod wire;
 
 pub use queue::{ZcQueue, ZcQueueStats};
 pub use ret::{ReturnMode, ReturnStats, ZcChunk, ZcReturner, MAX_RETURN_BATCH};
@@ -242,6 +244,7 @@ pub struct ZcStats {
     pub window_closed: u64,
     /// Window updates sent because returns reopened the window.
     pub window_updates: u64,
+    /// Pure ACKs sent (data, SYN-ACK and FIN segments carry one too).
     pub acks_sent: u64,
     /// ACKs sent by the delayed-ACK timer.
     pub delayed_acks: u64,
@@ -258,8 +261,8 @@ pub struct ZcStats {
     pub resets_sent: u64,
     /// SYNs beyond `max_conns`.
     pub syn_refused: u64,
-    /// Frames queued for transmission and not yet taken by `transmit`
-    /// when the queue was full (they are dropped: the peer retransmits).
+    /// Frames not queued because 8192 were already waiting for
+    /// `transmit` (dropped: the peer or our timer retransmits).
     pub tx_queue_full: u64,
     // Drops, by reason.
     /// TCP or IPv4 header checksum wrong.

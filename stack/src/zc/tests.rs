@@ -563,6 +563,32 @@ fn sent_data_is_retransmitted_and_timed() {
 }
 
 #[test]
+fn an_ack_for_data_sent_before_a_timeout_is_taken() {
+    let mut h = Harness::new(Harness::cfg());
+    let mut c = Client::new(40000);
+    let conn = h.connect(&mut c);
+    assert_eq!(h.zc.send(conn, &[1; 3000]), 3000);
+    assert_eq!(h.sent().len(), 3, "three segments");
+    h.now += Duration::from_millis(300);
+    h.zc.poll(h.now);
+    let again = h.sent();
+    assert_eq!(again.len(), 1, "one segment after the timeout");
+    // The ACK of the first flight arrives late: everything is acknowledged.
+    h.feed(c.frame(F::ACK, 0, 3000, &[]));
+    assert_eq!(h.zc.stats().bad_state, 0);
+    h.now += Duration::from_secs(5);
+    h.zc.poll(h.now);
+    assert!(h.sent().is_empty(), "nothing left to send");
+    h.zc.close(conn);
+    let f = h.sent();
+    assert_eq!(
+        (f[0].flags, f[0].seq),
+        (F::FIN | F::ACK, c.our_isn.wrapping_add(3001))
+    );
+    h.finish();
+}
+
+#[test]
 fn reset_closes_and_returns_queued_pages() {
     let mut h = Harness::new(Harness::cfg());
     let mut c = Client::new(40000);
