@@ -387,8 +387,7 @@ impl ZcStack {
         let (seq, ack) = (c.snd_nxt, c.ack_seq());
         self.reset_conn(conn.slot, seq, ack);
         self.stats.resets_sent += 1;
-        self.events.push_back(ZcEvent::Closed { conn, reset: true });
-        self.stats.conns_closed += 1;
+        closed(&mut self.events, &mut self.stats, conn, true);
         self.free_slot(conn.slot);
     }
 
@@ -699,11 +698,7 @@ impl ZcStack {
             if off == nxt {
                 self.stats.tcp_segments += 1;
                 self.stats.resets_received += 1;
-                self.events.push_back(ZcEvent::Closed {
-                    conn: id,
-                    reset: true,
-                });
-                self.stats.conns_closed += 1;
+                closed(&mut self.events, &mut self.stats, id, true);
                 self.free_slot(id.slot);
             } else {
                 // RFC 5961: a challenge ACK.
@@ -781,18 +776,10 @@ impl ZcStack {
                     State::Closing => {
                         c.state = State::TimeWait;
                         c.linger_at = Some(now + self.cfg.time_wait);
-                        self.events.push_back(ZcEvent::Closed {
-                            conn: id,
-                            reset: false,
-                        });
-                        self.stats.conns_closed += 1;
+                        closed(&mut self.events, &mut self.stats, id, false);
                     }
                     State::LastAck => {
-                        self.events.push_back(ZcEvent::Closed {
-                            conn: id,
-                            reset: false,
-                        });
-                        self.stats.conns_closed += 1;
+                        closed(&mut self.events, &mut self.stats, id, false);
                         self.free_slot(id.slot);
                         return;
                     }
@@ -845,11 +832,7 @@ impl ZcStack {
             State::FinWait2 => {
                 c.state = State::TimeWait;
                 c.linger_at = Some(now + self.cfg.time_wait);
-                self.events.push_back(ZcEvent::Closed {
-                    conn: id,
-                    reset: false,
-                });
-                self.stats.conns_closed += 1;
+                closed(&mut self.events, &mut self.stats, id, false);
             }
             _ => {}
         }
@@ -1322,11 +1305,7 @@ impl ZcStack {
             let id = c.id;
             if c.linger_at.is_some_and(|t| now >= t) {
                 if c.state == State::FinWait2 {
-                    self.events.push_back(ZcEvent::Closed {
-                        conn: id,
-                        reset: false,
-                    });
-                    self.stats.conns_closed += 1;
+                    closed(&mut self.events, &mut self.stats, id, false);
                 }
                 self.free_slot(id.slot);
                 continue;
@@ -1430,6 +1409,12 @@ fn deliver(
         stats.page_aligned_chunks += 1;
     }
     events.push_back(ZcEvent::Data { conn: c.id, chunk });
+}
+
+/// Tells the application a connection is gone.
+fn closed(events: &mut VecDeque<ZcEvent>, stats: &mut ZcStats, conn: ConnId, reset: bool) {
+    events.push_back(ZcEvent::Closed { conn, reset });
+    stats.conns_closed += 1;
 }
 
 /// A page (or copy) the engine no longer needs.
