@@ -77,10 +77,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let st = *zq.engine().stats();
     println!(
-        "{} chunks, {} page-aligned, {} bytes copied (pool pressure); returns {:?}",
+        "{} chunks, {} page-aligned, {} bytes copied (pool pressure), {} ACKs ({} delayed); returns {:?}",
         st.chunks,
         st.page_aligned_chunks,
         st.copy_fallback_bytes,
+        st.acks_sent,
+        st.delayed_acks,
         ret.stats()
     );
     drop(ret);

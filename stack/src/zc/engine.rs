@@ -1022,7 +1022,9 @@ impl ZcStack {
             c.ack_now = true;
         }
         if new_bytes && !was_ooo {
-            c.full_unacked += h.payload_len / self.mss.max(1);
+            // Full-sized: our MSS less the timestamp option the peer sends.
+            let full = self.mss - if c.ts_ok { 12 } else { 0 };
+            c.full_unacked += h.payload_len / full;
             if c.full_unacked >= 2 {
                 c.ack_now = true;
             } else if c.ack_due.is_none() {
@@ -1325,15 +1327,18 @@ impl ZcStack {
                 State::Established | State::FinWait1 | State::FinWait2
             ) && !c.fin_rcvd
             {
-                // A window update once returns opened two segments, or any
-                // segment's worth after a zero window.
+                // A window update once returns opened two segments more
+                // than the window the peer knows (and at least doubled it,
+                // as Linux does, so prompt returns do not double the ACKs),
+                // or a segment's worth after a zero window.
                 let avail = rcv_buf
                     .saturating_sub(c.held() + c.ooo_bytes)
                     .min(0xFFFF << c.ws_rcv);
                 let cand = c.rcv_nxt + avail;
                 let grow = cand.saturating_sub(c.rcv_right);
-                if grow >= 2 * mss || (c.last_adv == 0 && cand >= c.rcv_nxt + mss.min(rcv_buf / 2))
-                {
+                let known = c.rcv_right - c.rcv_nxt;
+                let from_zero = c.last_adv == 0 && avail >= mss.min(rcv_buf / 2);
+                if (grow >= 2 * mss && grow >= known) || from_zero {
                     self.stats.window_updates += 1;
                     c.ack_now = true;
                     self.flush_ack(slot, now);
