@@ -150,34 +150,63 @@ impl Conn {
         (self.remote_ip, self.remote_port, self.local_port)
     }
 
-    /// SACK blocks as stream offsets: the ranges of the out-of-order queue,
-    /// the one holding the latest arrival first.
-    fn sack_ranges(&self) -> Vec<(u64, u64)> {
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for (&k, p) in &self.ooo {
-            match ranges.last_mut() {
-                Some(r) if r.1 == k => r.1 += p.len as u64,
-                _ => ranges.push((k, k + p.len as u64)),
+    /// The run of contiguous queued pieces holding offset `o`, if any.
+    fn ooo_range_at(&self, o: u64) -> Option<(u64, u64)> {
+        let (&k, p) = self.ooo.range(..=o).next_back()?;
+        let (mut l, mut r) = (k, k + p.len as u64);
+        if o >= r {
+            return None;
+        }
+        for (&k, p) in self.ooo.range(..l).rev() {
+            if k + p.len as u64 != l {
+                break;
+            }
+            l = k;
+        }
+        for (&k, p) in self.ooo.range(r..) {
+            if k != r {
+                break;
+            }
+            r += p.len as u64;
+        }
+        Some((l, r))
+    }
+
+    /// SACK blocks as stream offsets into `out`: the runs of the
+    /// out-of-order queue, those holding the latest arrivals first
+    /// (RFC 2018 4), then the others from the left. Returns how many.
+    fn sack_blocks(&self, out: &mut [(u64, u64); 4]) -> usize {
+        let mut n = 0;
+        let mut add = |r: (u64, u64), n: &mut usize| {
+            if *n < out.len() && !out[..*n].contains(&r) {
+                out[*n] = r;
+                *n += 1;
+            }
+        };
+        for &o in &self.recent {
+            if let Some(r) = self.ooo_range_at(o) {
+                add(r, &mut n);
             }
         }
-        let mut out = Vec::with_capacity(4);
-        for &o in &self.recent {
-            if let Some(r) = ranges.iter().find(|r| r.0 <= o && o < r.1) {
-                if !out.contains(r) {
-                    out.push(*r);
+        let mut run: Option<(u64, u64)> = None;
+        for (&k, p) in &self.ooo {
+            if n >= 4 {
+                break;
+            }
+            match &mut run {
+                Some(r) if r.1 == k => r.1 += p.len as u64,
+                _ => {
+                    if let Some(r) = run.take() {
+                        add(r, &mut n);
+                    }
+                    run = Some((k, k + p.len as u64));
                 }
             }
         }
-        for r in ranges {
-            if out.len() >= 4 {
-                break;
-            }
-            if !out.contains(&r) {
-                out.push(r);
-            }
+        if let Some(r) = run {
+            add(r, &mut n);
         }
-        out.truncate(4);
-        out
+        n
     }
 }
 
@@ -1088,14 +1117,14 @@ impl ZcStack {
         let Some(c) = self.slots[slot].as_mut() else {
             return;
         };
-        let sack: Vec<(u32, u32)> = if c.sack_ok && flags & F::SYN == 0 {
-            c.sack_ranges()
-                .iter()
-                .map(|&(l, r)| (c.seq_of(l), c.seq_of(r)))
-                .collect()
+        let mut blocks = [(0u64, 0u64); 4];
+        let n = if c.sack_ok && flags & F::SYN == 0 {
+            c.sack_blocks(&mut blocks)
         } else {
-            Vec::new()
+            0
         };
+        let sack = blocks.map(|(l, r)| (c.seq_of(l), c.seq_of(r)));
+        let sack = &sack[..n];
         self.scratch.clear();
         if let Some((from, n)) = payload {
             self.scratch.extend(c.snd_buf.range(from..from + n));
@@ -1116,7 +1145,7 @@ impl ZcStack {
             window,
             syn,
             ts: c.ts_ok.then_some((ts_val, c.ts_recent)),
-            sack: &sack,
+            sack,
             payload: &self.scratch,
         };
         c.ack_now = false;

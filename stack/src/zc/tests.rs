@@ -399,6 +399,40 @@ fn out_of_order_segments_are_queued_and_sacked() {
 }
 
 #[test]
+fn sack_blocks_are_capped_and_merged() {
+    let mut h = Harness::new(Harness::cfg());
+    let mut c = Client::new(40000);
+    h.connect(&mut c);
+    let seq = |o: u32| c.isn.wrapping_add(1 + o);
+    // Five islands, then one joining the second and third.
+    for o in [1000u32, 3000, 5000, 7000, 9000] {
+        h.feed(c.frame(F::ACK, o, 0, &pattern(o as usize, 500)));
+    }
+    let a = h.sent();
+    let last = a.last().unwrap();
+    assert_eq!(last.opts.sack_len, 3, "three blocks beside timestamps");
+    assert_eq!(
+        last.opts.sack[0],
+        (seq(9000), seq(9500)),
+        "the latest first"
+    );
+    assert_eq!(last.opts.sack[1], (seq(7000), seq(7500)));
+    h.feed(c.frame(F::ACK, 3500, 0, &pattern(3500, 1500)));
+    let a = h.sent();
+    assert_eq!(a[0].opts.sack[0], (seq(3000), seq(5500)), "merged runs");
+    assert_eq!(a[0].opts.sack[1], (seq(9000), seq(9500)));
+    // Without timestamps, four fit.
+    let mut c2 = Client::new(40001);
+    c2.ts = false;
+    h.connect(&mut c2);
+    for o in [1000u32, 3000, 5000, 7000, 9000] {
+        h.feed(c2.frame(F::ACK, o, 0, &[1; 10]));
+    }
+    assert_eq!(h.sent().last().unwrap().opts.sack_len, 4);
+    h.finish();
+}
+
+#[test]
 fn duplicates_and_overlaps_are_trimmed_without_copying() {
     let mut h = Harness::new(Harness::cfg());
     let mut c = Client::new(40000);
