@@ -30,20 +30,24 @@ fn port(wire: Box<dyn hw_sim::Wire>, mac: [u8; 6]) -> Port {
     Port::open_sim(wire, WireParts::default(), &cfg).expect("port")
 }
 
-fn echo(wire: Box<dyn hw_sim::Wire>, far: wires::PairEnd, total: usize) {
+fn echo(wire: Box<dyn hw_sim::Wire>, far: wires::PairEnd, total: usize, mtu: usize) {
     let mut ours = port(wire, [2, 0, 0, 0, 0, 1]);
     let mut theirs = port(Box::new(far), [2, 0, 0, 0, 0, 2]);
     let mut zq = ZcQueue::new(
         ours.take_queues().pop().expect("queue"),
         ZcConfig {
             mac: ours.mac(),
+            mtu,
             ..ZcConfig::default()
         },
     )
     .expect("zc queue");
     let mut dev = queue::from_port(
         theirs.take_queues().pop().expect("queue"),
-        DeviceConfig::default(),
+        DeviceConfig {
+            mtu,
+            ..DeviceConfig::default()
+        },
     )
     .expect("device");
     ours.start().expect("start");
@@ -140,6 +144,16 @@ fn echo(wire: Box<dyn hw_sim::Wire>, far: wires::PairEnd, total: usize) {
     let st = *zq.engine().stats();
     eprintln!("{st:#?}");
     assert!(st.data_segments_sent > 0);
+    assert!(
+        st.data_segments_sent as usize >= total / (mtu - 40),
+        "segments of at most an MSS"
+    );
+    if mtu > 4000 {
+        assert!(
+            (st.data_segments_sent as usize) < total / 4000,
+            "jumbo segments, several TX buffers each"
+        );
+    }
     assert_eq!(st.conns_closed, 1);
     let report = ours.shutdown(vec![zq.into_queue()]);
     assert_eq!(report.leaked(), 0, "{report:?}");
@@ -150,7 +164,13 @@ fn echo(wire: Box<dyn hw_sim::Wire>, far: wires::PairEnd, total: usize) {
 #[test]
 fn the_engine_echoes_a_stream_to_smoltcp() {
     let (a, b) = pair(1024);
-    echo(Box::new(a), b, 300_000);
+    echo(Box::new(a), b, 300_000, 1500);
+}
+
+#[test]
+fn the_engine_echoes_jumbo_segments() {
+    let (a, b) = pair(1024);
+    echo(Box::new(a), b, 300_000, 9000);
 }
 
 #[test]
@@ -168,5 +188,5 @@ fn the_engine_echoes_through_a_faulty_wire() {
         },
     )
     .expect("fault config");
-    echo(Box::new(fw), b, 200_000);
+    echo(Box::new(fw), b, 200_000, 1500);
 }
