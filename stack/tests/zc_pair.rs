@@ -5,10 +5,12 @@
 //! every page audited home. Once clean, once through a fault wire (drop,
 //! duplicate, reorder, corrupt) on the receiver's end.
 
-use pipeline::port::{Port, PortConfig, SimMode, SimOptions, TxQueueConfig, WireParts};
+use pipeline::port::{
+    Port, PortConfig, RxQueueConfig, SimMode, SimOptions, TxQueueConfig, WireParts,
+};
 use stack::pattern;
 use stack::peer::{Peer, PeerConfig};
-use stack::zc::{ConnId, ReturnMode, ReturnStats, ZcChunk, ZcConfig, ZcEvent, ZcQueue};
+use stack::zc::{ConnId, ReturnMode, ReturnStats, ZcChunk, ZcConfig, ZcEvent, ZcQueue, ZcStats};
 use stack::SenderConfig;
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -24,11 +26,23 @@ struct AppResult {
 }
 
 /// The application: checks each chunk in place at its connection's
-/// offset, then gives it back.
-fn app(rx: mpsc::Receiver<ZcChunk>, mut ret: stack::zc::ZcReturner) -> AppResult {
+/// offset, then gives it back, at once or (`hold` > 0) only once it holds
+/// more than `hold` chunks or nothing new came for a millisecond: a slow
+/// application that keeps pages for a while.
+fn app(rx: mpsc::Receiver<ZcChunk>, mut ret: stack::zc::ZcReturner, hold: usize) -> AppResult {
     let mut bytes: HashMap<ConnId, u64> = HashMap::new();
     let mut chunks = 0;
-    for chunk in rx {
+    let mut held = std::collections::VecDeque::new();
+    loop {
+        let chunk = match rx.recv_timeout(Duration::from_millis(1)) {
+            Ok(c) => c,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                held.drain(..).for_each(|c| ret.give_back(c));
+                ret.flush();
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let off = bytes.entry(chunk.conn()).or_default();
         if let Some(i) = pattern::check(*off, chunk.bytes()) {
             panic!(
@@ -39,8 +53,12 @@ fn app(rx: mpsc::Receiver<ZcChunk>, mut ret: stack::zc::ZcReturner) -> AppResult
         }
         *off += chunk.len() as u64;
         chunks += 1;
-        ret.give_back(chunk);
+        held.push_back(chunk);
+        while held.len() > hold {
+            ret.give_back(held.pop_front().expect("held"));
+        }
     }
+    held.drain(..).for_each(|c| ret.give_back(c));
     ret.flush();
     AppResult {
         bytes,
@@ -49,8 +67,33 @@ fn app(rx: mpsc::Receiver<ZcChunk>, mut ret: stack::zc::ZcReturner) -> AppResult
     }
 }
 
-fn run(wire: Box<dyn hw_sim::Wire>, far: PairEnd, conns: usize, bytes: u64, mode: ReturnMode) {
+/// How the receiving side is set up.
+#[derive(Clone, Copy)]
+struct Setup {
+    mode: ReturnMode,
+    /// Chunks the application keeps before returning (0: return at once).
+    hold: usize,
+    rcv_buf: usize,
+    /// Payload pages of the RX pool (the ring has 256 descriptors).
+    pages: usize,
+}
+
+const SETUP: Setup = Setup {
+    mode: ReturnMode::Ring,
+    hold: 0,
+    rcv_buf: 256 << 10,
+    pages: 2048,
+};
+
+/// Runs the transfer; returns the engine's counters.
+fn run(wire: Box<dyn hw_sim::Wire>, far: PairEnd, conns: usize, bytes: u64, su: Setup) -> ZcStats {
+    let mode = su.mode;
     let cfg = PortConfig {
+        rx: RxQueueConfig {
+            ring_size: 256,
+            pages: su.pages,
+            ..RxQueueConfig::default()
+        },
         tx: Some(TxQueueConfig::default()),
         sim: SimOptions {
             mode: SimMode::Stepped,
@@ -75,7 +118,7 @@ fn run(wire: Box<dyn hw_sim::Wire>, far: PairEnd, conns: usize, bytes: u64, mode
     let q = port.take_queues().pop().expect("one queue");
     let zcfg = ZcConfig {
         mac: port.mac(),
-        rcv_buf: 256 << 10,
+        rcv_buf: su.rcv_buf,
         ..ZcConfig::default()
     };
     let mut zq = ZcQueue::new(q, zcfg).expect("zc queue");
@@ -83,7 +126,8 @@ fn run(wire: Box<dyn hw_sim::Wire>, far: PairEnd, conns: usize, bytes: u64, mode
 
     let (tx, rx) = mpsc::channel();
     let returner = zq.engine().returner(mode, 64);
-    let app = std::thread::spawn(move || app(rx, returner));
+    let hold = su.hold;
+    let app = std::thread::spawn(move || app(rx, returner, hold));
 
     let start = Instant::now();
     let mut closed = 0;
@@ -130,7 +174,7 @@ fn run(wire: Box<dyn hw_sim::Wire>, far: PairEnd, conns: usize, bytes: u64, mode
     } else {
         assert!(got.returns.locks <= got.returns.calls);
     }
-    assert!(stats.held_bytes_max <= 256 << 10);
+    assert!(stats.held_bytes_max <= su.rcv_buf as u64);
     assert_eq!(
         stats.rx_frames,
         stats.tcp_segments + stats.arp_frames + stats.drops()
@@ -139,18 +183,23 @@ fn run(wire: Box<dyn hw_sim::Wire>, far: PairEnd, conns: usize, bytes: u64, mode
     let report = port.shutdown(vec![q]);
     assert_eq!(report.leaked(), 0, "buffers leaked: {report:?}");
     assert_eq!(sent.leaks, stack::queue::Leaks::default());
+    stats
 }
 
 #[test]
 fn pattern_streams_arrive_whole_zero_copy() {
     let (a, b) = pair(1024);
-    run(Box::new(a), b, 3, 4 << 20, ReturnMode::Ring);
+    run(Box::new(a), b, 3, 4 << 20, SETUP);
 }
 
 #[test]
 fn pattern_streams_arrive_whole_with_locked_returns() {
     let (a, b) = pair(1024);
-    run(Box::new(a), b, 2, 2 << 20, ReturnMode::Locked);
+    let su = Setup {
+        mode: ReturnMode::Locked,
+        ..SETUP
+    };
+    run(Box::new(a), b, 2, 2 << 20, su);
 }
 
 #[test]
@@ -168,5 +217,35 @@ fn pattern_streams_survive_a_faulty_wire() {
         },
     )
     .expect("fault config");
-    run(Box::new(fw), b, 2, 1 << 20, ReturnMode::Ring);
+    run(Box::new(fw), b, 2, 1 << 20, SETUP);
+}
+
+#[test]
+fn a_slow_application_closes_the_window_and_loses_nothing() {
+    let (a, b) = pair(1024);
+    // 64 KiB of window, an application that keeps 60 chunks (~87 KB):
+    // the window closes until it returns some.
+    let su = Setup {
+        hold: 60,
+        rcv_buf: 64 << 10,
+        ..SETUP
+    };
+    let st = run(Box::new(a), b, 1, 2 << 20, su);
+    assert!(st.window_closed > 0, "{st:#?}");
+    assert!(st.window_updates > 0, "reopened by returns");
+}
+
+#[test]
+fn pool_pressure_falls_back_to_copies_without_a_deadlock() {
+    let (a, b) = pair(1024);
+    // 512 pages for a 256-descriptor ring, an application holding up to
+    // 400 chunks: the pool runs low, the engine copies.
+    let su = Setup {
+        hold: 400,
+        rcv_buf: 1 << 20,
+        pages: 512,
+        ..SETUP
+    };
+    let st = run(Box::new(a), b, 2, 2 << 20, su);
+    assert!(st.copy_fallback_bytes > 0, "{st:#?}");
 }
