@@ -455,66 +455,60 @@ impl ZcStack {
     pub fn rx(&mut self, pkt: &mut OwnedPacket, now: Instant) {
         self.stats.rx_frames += 1;
         self.now = self.now.max(now);
-        let split = pkt.hdr.is_some() && pkt.hdr_len > 0;
-        let parsed = {
-            let hb: &[u8] = match (&pkt.hdr, pkt.segs.first()) {
-                (Some(h), _) if split => h.as_slice(pkt.hdr_len as usize),
-                (_, Some(s)) => s.buf.as_slice(s.len as usize),
-                _ => &[],
-            };
-            match wire::parse(hb, pkt.len as usize, self.cfg.mac, self.cfg.ip) {
-                Ok(h) => {
-                    let ip_ok = pkt.ip_csum == Csum::Good || wire::ipv4_header_ok(hb);
-                    let first_off = if split { 0 } else { h.hdr_len };
-                    let tcp_ok =
-                        pkt.l4_csum == Csum::Good || tcp_checksum_ok(&h, hb, &pkt.segs, first_off);
-                    Ok((h, ip_ok && tcp_ok))
-                }
-                Err(Reject::Arp) => {
-                    let mut out = self.spare.pop().unwrap_or_default();
-                    if self.cfg.answer_arp
-                        && wire::arp_reply(hb, self.cfg.mac, self.cfg.ip, &mut out)
-                    {
-                        self.stats.arp_frames += 1;
-                        self.stats.arp_replies += 1;
-                        self.queue_frame(out);
-                    } else {
-                        self.spare.push(out);
-                        self.stats.arp_ignored += 1;
-                    }
-                    return;
-                }
-                Err(e) => Err(e),
-            }
+        if pkt.segs.iter().any(|s| s.len as usize > s.buf.capacity()) {
+            self.stats.malformed += 1;
+            return;
+        }
+        // The frame is the header slot's bytes (when the device split it)
+        // followed by the pages'. The headers may lie in either or across
+        // both (split modes `on`, `off`, `always`, HBO): they are gathered
+        // into one small buffer and read there.
+        let in_hdr = match &pkt.hdr {
+            Some(h) => (pkt.hdr_len as usize).min(h.capacity()),
+            None => 0,
         };
-        let (h, csum_ok) = match parsed {
-            Ok(x) => x,
+        let mut buf = [0u8; HEADERS_MAX];
+        let n = gather(pkt, in_hdr, &mut buf);
+        let hb = &buf[..n];
+        let h = match wire::parse(hb, pkt.len as usize, self.cfg.mac, self.cfg.ip) {
+            Ok(h) => h,
+            Err(Reject::Arp) => {
+                let mut out = self.spare.pop().unwrap_or_default();
+                if self.cfg.answer_arp && wire::arp_reply(hb, self.cfg.mac, self.cfg.ip, &mut out) {
+                    self.stats.arp_frames += 1;
+                    self.stats.arp_replies += 1;
+                    self.queue_frame(out);
+                } else {
+                    self.spare.push(out);
+                    self.stats.arp_ignored += 1;
+                }
+                return;
+            }
             Err(e) => {
                 self.count_reject(e);
                 return;
             }
         };
-        // Where the payload starts: at the start of the first segment when
-        // the device split the header off, after the headers otherwise.
-        if split && pkt.hdr_len as usize != h.hdr_len {
+        // Payload that came in the header slot (split `always`, HBO) is
+        // copied out of it; the rest starts `first_off` into the pages.
+        let lay = Lay {
+            first_off: h.hdr_len.saturating_sub(in_hdr),
+            head: (h.hdr_len.min(in_hdr), in_hdr.min(h.hdr_len + h.payload_len)),
+        };
+        let in_pages: usize = pkt.segs.iter().map(|s| s.len as usize).sum();
+        if in_hdr + in_pages < h.hdr_len + h.payload_len {
             self.stats.malformed += 1;
             return;
         }
-        let first_off = if split { 0 } else { h.hdr_len };
-        if pkt.segs.iter().any(|s| s.len as usize > s.buf.capacity()) {
-            self.stats.malformed += 1;
-            return;
-        }
-        let avail: usize = pkt.segs.iter().map(|s| s.len as usize).sum::<usize>();
-        if avail < first_off + h.payload_len {
-            self.stats.malformed += 1;
-            return;
-        }
-        if !csum_ok {
+        let head = lay.head_bytes(pkt);
+        let ip_ok = pkt.ip_csum == Csum::Good || wire::ipv4_header_ok(hb);
+        let tcp_ok =
+            pkt.l4_csum == Csum::Good || tcp_checksum_ok(&h, hb, head, &pkt.segs, lay.first_off);
+        if !(ip_ok && tcp_ok) {
             self.stats.bad_checksum += 1;
             return;
         }
-        self.segment(&h, pkt, first_off, now);
+        self.segment(&h, pkt, lay, now);
     }
 
     fn count_reject(&mut self, e: Reject) {
@@ -529,7 +523,7 @@ impl ZcStack {
         }
     }
 
-    fn segment(&mut self, h: &Headers, pkt: &mut OwnedPacket, first_off: usize, now: Instant) {
+    fn segment(&mut self, h: &Headers, pkt: &mut OwnedPacket, lay: Lay, now: Instant) {
         let key = (h.src_ip, h.src_port, h.dst_port);
         let Some(&slot) = self.lookup.get(&key) else {
             self.no_conn(h, now);
@@ -590,7 +584,7 @@ impl ZcStack {
                 remote,
             });
         }
-        self.synchronized(slot, h, pkt, first_off, now);
+        self.synchronized(slot, h, pkt, lay, now);
     }
 
     /// A segment for no connection: a SYN to a listening port opens one.
@@ -687,7 +681,7 @@ impl ZcStack {
         slot: usize,
         h: &Headers,
         pkt: &mut OwnedPacket,
-        first_off: usize,
+        lay: Lay,
         now: Instant,
     ) {
         let Some(c) = self.slots[slot].as_mut() else {
@@ -824,7 +818,7 @@ impl ZcStack {
                 State::Established | State::FinWait1 | State::FinWait2
             )
         {
-            self.data(slot, h, pkt, (first_off, off), now);
+            self.data(slot, h, pkt, (lay, off), now);
         }
         let Some(c) = self.slots[slot].as_mut() else {
             return;
@@ -874,183 +868,63 @@ impl ZcStack {
         slot: usize,
         h: &Headers,
         pkt: &mut OwnedPacket,
-        (first_off, off): (usize, i64),
+        (lay, off): (Lay, i64),
         now: Instant,
     ) {
-        let copy = self.pool_low;
-        let max_pages = self.cfg.max_pages;
-        let Some(c) = self.slots[slot].as_mut() else {
+        let Some(c) = self.slots[slot].as_ref() else {
             return;
         };
-        let mut segs = std::mem::take(&mut pkt.segs).into_iter();
-        let mut skip = first_off;
+        let mut took = Took {
+            had_ooo: !c.ooo.is_empty(),
+            ..Took::default()
+        };
         let mut left = h.payload_len;
         let mut soff = off;
-        let mut retrans = false;
-        let mut new_bytes = false;
-        let mut was_ooo = false;
-        let mut filled = false;
-        let had_ooo = !c.ooo.is_empty();
-        for seg in segs.by_ref() {
+        // Payload in the header slot: copied (the slot is not a page).
+        let head = lay.head_bytes(pkt);
+        if !head.is_empty() {
+            let head = head.to_vec();
+            let n = head.len().min(left);
+            self.piece(slot, Src::Bytes(&head[..n]), soff, &mut pkt.segs, &mut took);
+            soff += n as i64;
+            left -= n;
+        }
+        let mut skip = lay.first_off;
+        for seg in std::mem::take(&mut pkt.segs) {
             let slen = seg.len as usize;
             if left == 0 || skip >= slen {
                 skip = skip.saturating_sub(slen);
                 pkt.segs.push(seg);
                 continue;
             }
-            let boff = skip;
             let len = (slen - skip).min(left);
+            let src = Src::Page(seg, skip as u32, len as u32);
             skip = 0;
             left -= len;
-            let (s, e) = (soff, soff + len as i64);
-            soff = e;
-            let nxt = c.rcv_nxt as i64;
-            if s < nxt {
-                retrans = true;
-            }
-            let cs = s.max(nxt);
-            let ce = e.min(c.rcv_right as i64);
-            if cs >= ce {
-                pkt.segs.push(seg);
-                continue;
-            }
-            let boff = (boff as i64 + cs - s) as u32;
-            let len = (ce - cs) as u32;
-            let cs = cs as u64;
-            if cs == c.rcv_nxt {
-                // In order.
-                let use_copy = copy || self.pages_out >= max_pages;
-                let body = if use_copy {
-                    let b = seg.buf.as_slice((boff + len) as usize)[boff as usize..].to_vec();
-                    pkt.segs.push(seg);
-                    Body::Copy(b)
-                } else {
-                    self.pages_out += 1;
-                    Body::Page(seg.buf)
-                };
-                let boff = if use_copy { 0 } else { boff };
-                deliver(
-                    c,
-                    &mut self.events,
-                    &mut self.stats,
-                    &self.shared,
-                    body,
-                    boff,
-                    len,
-                );
-                new_bytes = true;
-                // Pull what the out-of-order queue now continues.
-                while let Some(entry) = c.ooo.first_entry() {
-                    if *entry.key() > c.rcv_nxt {
-                        break;
-                    }
-                    let k = *entry.key();
-                    let mut p = entry.remove();
-                    c.ooo_bytes -= p.len as u64;
-                    filled = true;
-                    let pend = k + p.len as u64;
-                    if pend <= c.rcv_nxt {
-                        loose_body(&mut self.loose, p.body);
-                        continue;
-                    }
-                    let cut = (c.rcv_nxt - k) as u32;
-                    p.off += cut;
-                    p.len -= cut;
-                    deliver(
-                        c,
-                        &mut self.events,
-                        &mut self.stats,
-                        &self.shared,
-                        p.body,
-                        p.off,
-                        p.len,
-                    );
-                }
-                if filled {
-                    self.stats.ooo_gap_filled += 1;
-                }
-            } else {
-                // Out of order: trim against the neighbours.
-                let mut cs = cs;
-                let mut ce = cs + len as u64;
-                let mut boff = boff;
-                if let Some((&k, p)) = c.ooo.range(..=cs).next_back() {
-                    let pend = k + p.len as u64;
-                    if pend >= ce {
-                        pkt.segs.push(seg);
-                        retrans = true;
-                        continue;
-                    }
-                    if pend > cs {
-                        boff += (pend - cs) as u32;
-                        cs = pend;
-                        retrans = true;
-                    }
-                }
-                // Pieces the new one covers go; one it reaches into cuts
-                // its tail.
-                while let Some((&k, p)) = c.ooo.range(cs..ce).next() {
-                    retrans = true;
-                    if k + p.len as u64 > ce {
-                        ce = k;
-                        break;
-                    }
-                    if let Some(p) = c.ooo.remove(&k) {
-                        c.ooo_bytes -= p.len as u64;
-                        loose_body(&mut self.loose, p.body);
-                    }
-                }
-                if cs >= ce {
-                    pkt.segs.push(seg);
-                    continue;
-                }
-                let len = (ce - cs) as u32;
-                let use_copy = copy || self.pages_out >= max_pages;
-                let piece = if use_copy {
-                    let b = seg.buf.as_slice((boff + len) as usize)[boff as usize..].to_vec();
-                    pkt.segs.push(seg);
-                    Piece {
-                        body: Body::Copy(b),
-                        off: 0,
-                        len,
-                    }
-                } else {
-                    self.pages_out += 1;
-                    Piece {
-                        body: Body::Page(seg.buf),
-                        off: boff,
-                        len,
-                    }
-                };
-                c.ooo.insert(cs, piece);
-                c.ooo_bytes += len as u64;
-                c.recent.retain(|&r| r != cs);
-                c.recent.push_front(cs);
-                c.recent.truncate(SACK_RECENT);
-                was_ooo = true;
-                new_bytes = true;
-            }
+            self.piece(slot, src, soff, &mut pkt.segs, &mut took);
+            soff += len as i64;
         }
-        pkt.segs.extend(segs);
-        let c = match self.slots[slot].as_mut() {
-            Some(c) => c,
-            None => return,
+        let Some(c) = self.slots[slot].as_mut() else {
+            return;
         };
-        if retrans {
+        if took.retrans {
             self.stats.retransmitted_segments_seen += 1;
         }
-        if !new_bytes {
+        if !took.new_bytes {
             self.stats.duplicate_segments += 1;
             c.ack_now = true;
         }
-        if was_ooo {
+        if took.ooo {
             self.stats.ooo_segments += 1;
             c.ack_now = true;
         }
-        if filled || (had_ooo && !was_ooo) {
+        if took.filled {
+            self.stats.ooo_gap_filled += 1;
+        }
+        if took.filled || (took.had_ooo && !took.ooo) {
             c.ack_now = true;
         }
-        if new_bytes && !was_ooo {
+        if took.new_bytes && !took.ooo {
             // Full-sized: our MSS less the timestamp option the peer sends.
             let full = self.mss - if c.ts_ok { 12 } else { 0 };
             c.full_unacked += h.payload_len / full;
@@ -1062,6 +936,112 @@ impl ZcStack {
         }
         let used = c.held() + c.ooo_bytes;
         self.stats.held_bytes_max = self.stats.held_bytes_max.max(used);
+    }
+
+    /// One piece of a segment's payload at stream offset `s`: trimmed to
+    /// what is new and in the window, then delivered (in order) or queued
+    /// (out of order). A page with nothing new, or copied, goes to `left`.
+    fn piece(&mut self, slot: usize, src: Src<'_>, s: i64, left: &mut Vec<Seg>, took: &mut Took) {
+        let copy = self.pool_low || self.pages_out >= self.cfg.max_pages;
+        let Some(c) = self.slots[slot].as_mut() else {
+            if let Src::Page(seg, ..) = src {
+                left.push(seg);
+            }
+            return;
+        };
+        let e = s + src.len() as i64;
+        let nxt = c.rcv_nxt as i64;
+        if s < nxt {
+            took.retrans = true;
+        }
+        let mut cs = s.max(nxt) as u64;
+        let mut ce = e.min(c.rcv_right as i64).max(0) as u64;
+        if cs >= ce {
+            src.leave(left);
+            return;
+        }
+        if cs != c.rcv_nxt {
+            // Out of order: trim against the queued neighbours. One that
+            // covers the piece makes it a duplicate; pieces it covers go;
+            // one it reaches into cuts its tail.
+            if let Some((&k, p)) = c.ooo.range(..=cs).next_back() {
+                let pend = k + p.len as u64;
+                if pend >= ce {
+                    took.retrans = true;
+                    src.leave(left);
+                    return;
+                }
+                if pend > cs {
+                    took.retrans = true;
+                    cs = pend;
+                }
+            }
+            while let Some((&k, p)) = c.ooo.range(cs..ce).next() {
+                took.retrans = true;
+                if k + p.len as u64 > ce {
+                    ce = k;
+                    break;
+                }
+                if let Some(p) = c.ooo.remove(&k) {
+                    c.ooo_bytes -= p.len as u64;
+                    loose_body(&mut self.loose, p.body);
+                }
+            }
+            if cs >= ce {
+                src.leave(left);
+                return;
+            }
+        }
+        // The part [cs, ce) of the piece, as a body.
+        let from = (cs as i64 - s) as u32;
+        let len = (ce - cs) as u32;
+        let (body, off) = src.body(from, len, copy, left, &mut self.pages_out);
+        if cs == c.rcv_nxt {
+            deliver(
+                c,
+                &mut self.events,
+                &mut self.stats,
+                &self.shared,
+                body,
+                off,
+                len,
+            );
+            took.new_bytes = true;
+            // Pull what the out-of-order queue now continues.
+            while let Some(entry) = c.ooo.first_entry() {
+                if *entry.key() > c.rcv_nxt {
+                    break;
+                }
+                let k = *entry.key();
+                let mut p = entry.remove();
+                c.ooo_bytes -= p.len as u64;
+                took.filled = true;
+                if k + p.len as u64 <= c.rcv_nxt {
+                    loose_body(&mut self.loose, p.body);
+                    continue;
+                }
+                let cut = (c.rcv_nxt - k) as u32;
+                p.off += cut;
+                p.len -= cut;
+                deliver(
+                    c,
+                    &mut self.events,
+                    &mut self.stats,
+                    &self.shared,
+                    p.body,
+                    p.off,
+                    p.len,
+                );
+            }
+        } else {
+            c.ooo.insert(cs, Piece { body, off, len });
+            c.ooo_bytes += len as u64;
+            c.recent.retain(|&r| r != cs);
+            c.recent.push_front(cs);
+            c.recent.truncate(SACK_RECENT);
+            took.ooo = true;
+            took.new_bytes = true;
+        }
     }
 
     // ---- transmit ------------------------------------------------------
@@ -1476,8 +1456,8 @@ fn rtt_sample(c: &mut Conn, r: Duration) {
 }
 
 /// The TCP checksum of a segment whose headers are `hdr` (Ethernet + IP +
-/// TCP) and whose payload lies in `segs` from `first_off` on.
-fn tcp_checksum_ok(h: &Headers, hdr: &[u8], segs: &[Seg], first_off: usize) -> bool {
+/// TCP) and whose payload is `head` then `segs` from `first_off` on.
+fn tcp_checksum_ok(h: &Headers, hdr: &[u8], head: &[u8], segs: &[Seg], first_off: usize) -> bool {
     let ip_hl = hdr.get(14).map_or(20, |b| (b & 0x0F) as usize * 4);
     let Some(tcp_hdr) = hdr.get(14 + ip_hl..h.hdr_len) else {
         return false;
@@ -1485,8 +1465,10 @@ fn tcp_checksum_ok(h: &Headers, hdr: &[u8], segs: &[Seg], first_off: usize) -> b
     let mut s = packet::checksum::Sum::new();
     s.add_acc(h.pseudo);
     s.add(tcp_hdr);
+    let n = head.len().min(h.payload_len);
+    s.add(&head[..n]);
+    let mut left = h.payload_len - n;
     let mut skip = first_off;
-    let mut left = h.payload_len;
     for seg in segs {
         if left == 0 {
             break;
@@ -1503,6 +1485,107 @@ fn tcp_checksum_ok(h: &Headers, hdr: &[u8], segs: &[Seg], first_off: usize) -> b
         left -= n;
     }
     left == 0 && s.folded() == 0xFFFF
+}
+
+/// Copies the frame's first bytes (header slot, then pages) into `out`;
+/// returns how many.
+fn gather(pkt: &OwnedPacket, in_hdr: usize, out: &mut [u8; HEADERS_MAX]) -> usize {
+    let mut n = 0;
+    let hdr = pkt.hdr.as_ref().map(|b| b.as_slice(in_hdr));
+    let pages = pkt.segs.iter().map(|s| s.buf.as_slice(s.len as usize));
+    for part in hdr.into_iter().chain(pages) {
+        let k = part.len().min(HEADERS_MAX - n);
+        out[n..n + k].copy_from_slice(&part[..k]);
+        n += k;
+        if n == HEADERS_MAX {
+            break;
+        }
+    }
+    n
+}
+
+/// Longest Ethernet + IPv4 + TCP header.
+const HEADERS_MAX: usize = 14 + 60 + 60;
+
+/// Where a segment's payload lies in its packet.
+#[derive(Clone, Copy, Debug)]
+struct Lay {
+    /// Offset of the payload in the pages (after the part of the headers
+    /// that lies there).
+    first_off: usize,
+    /// Payload bytes in the header slot: this range of it.
+    head: (usize, usize),
+}
+
+impl Lay {
+    fn head_bytes<'a>(&self, pkt: &'a OwnedPacket) -> &'a [u8] {
+        let (a, b) = self.head;
+        match &pkt.hdr {
+            Some(h) if b > a => h.as_slice(b).get(a..).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+}
+
+/// Where one piece of payload comes from.
+enum Src<'a> {
+    /// `len` bytes at `off` of a page.
+    Page(Seg, u32, u32),
+    /// Bytes that must be copied (they lie in a header slot).
+    Bytes(&'a [u8]),
+}
+
+impl Src<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Src::Page(_, _, len) => *len as usize,
+            Src::Bytes(b) => b.len(),
+        }
+    }
+
+    /// Nothing of it is kept: a page goes back to the caller.
+    fn leave(self, left: &mut Vec<Seg>) {
+        if let Src::Page(seg, ..) = self {
+            left.push(seg);
+        }
+    }
+
+    /// Bytes `from..from + len` of the piece as a body and its offset in
+    /// it: the page itself (counted in `pages_out`) or, with `copy` or for
+    /// header-slot bytes, a heap copy (the page back to the caller).
+    fn body(
+        self,
+        from: u32,
+        len: u32,
+        copy: bool,
+        left: &mut Vec<Seg>,
+        pages_out: &mut usize,
+    ) -> (Body, u32) {
+        let (a, b) = (from as usize, (from + len) as usize);
+        match self {
+            Src::Bytes(bytes) => (Body::Copy(bytes.get(a..b).unwrap_or(&[]).to_vec()), 0),
+            Src::Page(seg, off, _) if copy => {
+                let o = off as usize;
+                let v = seg.buf.as_slice(o + b).get(o + a..).unwrap_or(&[]).to_vec();
+                left.push(seg);
+                (Body::Copy(v), 0)
+            }
+            Src::Page(seg, off, _) => {
+                *pages_out += 1;
+                (Body::Page(seg.buf), off + from)
+            }
+        }
+    }
+}
+
+/// What became of a segment's payload pieces.
+#[derive(Default)]
+struct Took {
+    had_ooo: bool,
+    retrans: bool,
+    new_bytes: bool,
+    ooo: bool,
+    filled: bool,
 }
 
 impl Drop for ZcStack {

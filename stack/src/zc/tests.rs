@@ -41,12 +41,17 @@ pub(super) struct Layout {
     pub seg: usize,
     /// The device's checksum verdict (`None`: software checks).
     pub csum: Csum,
+    /// With `split`: bytes in the header slot other than the headers'
+    /// length (split `always`: the whole small frame; HBO: the first `n`
+    /// bytes, which may end inside the headers or inside the payload).
+    pub hdr_bytes: Option<usize>,
 }
 
 pub(super) const SPLIT: Layout = Layout {
     split: true,
     seg: 4096,
     csum: Csum::Good,
+    hdr_bytes: None,
 };
 
 /// Puts `frame` (headers of `hdr_len` bytes, then payload) into buffers
@@ -65,11 +70,12 @@ pub(super) fn packet(pool: &mut PagePool, frame: &[u8], hdr_len: usize, l: Layou
     };
     let mut rest = frame;
     if l.split {
+        let n = l.hdr_bytes.unwrap_or(hdr_len).min(frame.len());
         let mut h = pool.alloc().expect("test pool");
-        h.as_mut_slice(hdr_len).copy_from_slice(&frame[..hdr_len]);
+        h.as_mut_slice(n).copy_from_slice(&frame[..n]);
         pkt.hdr = Some(h);
-        pkt.hdr_len = hdr_len as u16;
-        rest = &frame[hdr_len..];
+        pkt.hdr_len = n as u16;
+        rest = &frame[n..];
     }
     while !rest.is_empty() {
         let first = pkt.segs.is_empty() && !l.split;
@@ -342,6 +348,7 @@ fn unsplit_and_multi_page_frames_become_several_chunks() {
         split: false,
         seg: 3000,
         csum: Csum::None,
+        hdr_bytes: None,
     };
     let mut c = Client::new(40000);
     h.connect(&mut c);
@@ -354,6 +361,47 @@ fn unsplit_and_multi_page_frames_become_several_chunks() {
         h.zc.stats().page_aligned_chunks,
         2,
         "the first starts after the headers"
+    );
+    h.finish();
+}
+
+#[test]
+fn payload_in_the_header_slot_is_copied_and_headers_across_buffers_are_read() {
+    let mut h = Harness::new(Harness::cfg());
+    let mut c = Client::new(40000);
+    c.ts = false;
+    // Split `always`: a pure ACK padded to 60 bytes, all in the header
+    // slot (54 bytes of headers, 6 of padding).
+    h.feed(c.frame(F::SYN, 0, 0, &[]));
+    c.our_isn = h.sent()[0].seq;
+    h.layout.hdr_bytes = Some(60);
+    let (mut f, hl) = c.frame(F::ACK, 0, 0, &[]);
+    f.resize(60, 0);
+    h.feed((f, hl));
+    assert!(matches!(h.events().as_slice(), [ZcEvent::Accepted { .. }]));
+    let d = pattern(0, 3000);
+    // A small segment whole in the slot; a large one with its first bytes
+    // there (HBO: the first 256 bytes), the rest in pages.
+    h.layout.hdr_bytes = Some(54 + 100);
+    h.feed(c.frame(F::ACK, 0, 0, &d[..100]));
+    h.layout.hdr_bytes = Some(256);
+    assert_eq!(
+        h.feed(c.frame(F::ACK, 100, 0, &d[100..2000])),
+        0,
+        "the pages kept"
+    );
+    // Headers ending in the first page (a slot shorter than them).
+    h.layout.hdr_bytes = Some(30);
+    h.layout.csum = Csum::None;
+    h.feed(c.frame(F::ACK, 2000, 0, &d[2000..]));
+    assert_eq!(h.zc.stats().malformed, 0);
+    assert_eq!(h.zc.stats().bad_checksum, 0);
+    let data = h.data();
+    assert_eq!(data.concat(), d);
+    assert_eq!(
+        h.zc.stats().copy_fallback_bytes,
+        100 + (256 - 54) as u64,
+        "what the header slot held"
     );
     h.finish();
 }
@@ -1002,9 +1050,19 @@ proptest! {
     /// losses), the bytes delivered are the stream, once, in order; and
     /// once everything is returned no page is out.
     #[test]
-    fn any_arrival_order_yields_the_stream((len, pieces, sizes, split) in arrivals(), ring in any::<bool>(), batch in 1usize..8) {
+    fn any_arrival_order_yields_the_stream(
+        (len, pieces, sizes, split) in arrivals(),
+        ring in any::<bool>(),
+        batch in 1usize..8,
+        hdr_cut in prop::option::of(20usize..300),
+    ) {
         let mut h = Harness::new(Harness::cfg());
-        h.layout = Layout { split, seg: sizes[0].max(500), csum: if split { Csum::Good } else { Csum::None } };
+        h.layout = Layout {
+            split,
+            seg: sizes[0].max(500),
+            csum: if split { Csum::Good } else { Csum::None },
+            hdr_bytes: hdr_cut,
+        };
         let mut c = Client::new(40000);
         let conn = h.connect(&mut c);
         let d = pattern(0, len);
