@@ -759,6 +759,12 @@ impl ZcStack {
         }
         if !seq_lt(h.ack, c.snd_una) {
             c.snd_wnd = (h.window as usize) << c.ws_snd;
+            if c.snd_wnd == 0 && !c.snd_buf.is_empty() {
+                // The peer answers our probes with its window still
+                // closed: alive, only slow. Probing goes on (RFC 9293
+                // 3.8.6.1: no giving up while the window is zero).
+                c.retries = 0;
+            }
         }
         if seq_lt(c.snd_una, h.ack) {
             // Up to snd_max: after a timeout went back to snd_una, an ACK

@@ -113,6 +113,8 @@ pub(super) struct Client {
     /// Our ISN, learnt from the SYN-ACK.
     pub our_isn: u32,
     pub ts: bool,
+    /// The window the client advertises (scaled by 2^7 after the SYN).
+    pub window: u16,
 }
 
 impl Client {
@@ -122,6 +124,7 @@ impl Client {
             isn: 1000u32.wrapping_mul(port as u32) ^ 0xfff0_0000,
             our_isn: 0,
             ts: true,
+            window: 0xFFFF,
         }
     }
 
@@ -141,7 +144,7 @@ impl Client {
             },
             ack: self.our_isn.wrapping_add(1).wrapping_add(ack_off),
             flags,
-            window: 0xFFFF,
+            window: self.window,
             syn: syn.then_some((1460, Some(7), true)),
             ts: self.ts.then_some((77, 0)),
             sack: &[],
@@ -667,6 +670,35 @@ fn an_ack_for_data_sent_before_a_timeout_is_taken() {
         (f[0].flags, f[0].seq),
         (F::FIN | F::ACK, c.our_isn.wrapping_add(3001))
     );
+    h.finish();
+}
+
+#[test]
+fn a_peer_with_a_closed_window_is_probed_not_given_up() {
+    let mut h = Harness::new(Harness::cfg());
+    let mut c = Client::new(40000);
+    let conn = h.connect(&mut c);
+    c.window = 0;
+    h.feed(c.frame(F::ACK, 0, 0, &[])); // the peer's window closes
+    assert_eq!(h.zc.send(conn, b"reply"), 5);
+    assert!(h.sent().is_empty(), "nothing sent into a zero window");
+    // Probes go out on the timer; each is answered with the window still
+    // closed. The connection lives on.
+    for _ in 0..12 {
+        h.now += Duration::from_secs(61);
+        h.zc.poll(h.now);
+        let probes = h.sent();
+        assert_eq!(probes.len(), 1, "one probe per timeout");
+        h.feed(c.frame(F::ACK, 0, 0, &[]));
+    }
+    assert_eq!(h.zc.open_connections(), 1);
+    assert_eq!(h.zc.stats().conns_timed_out, 0);
+    // The window opens: the data goes and is acknowledged.
+    c.window = 100;
+    h.feed(c.frame(F::ACK, 0, 5, &[]));
+    h.now += Duration::from_secs(61);
+    h.zc.poll(h.now);
+    assert!(h.sent().is_empty(), "acknowledged: nothing more");
     h.finish();
 }
 
