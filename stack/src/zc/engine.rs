@@ -247,6 +247,7 @@ pub struct ZcStack {
 }
 
 impl ZcStack {
+    /// An engine with no connection yet, listening on `cfg.listen`.
     pub fn new(cfg: ZcConfig) -> Result<Self, String> {
         cfg.validate()?;
         let mut ws = 0u8;
@@ -292,6 +293,7 @@ impl ZcStack {
         &self.cfg
     }
 
+    /// Counters (see [`ZcStats`]).
     pub fn stats(&self) -> &ZcStats {
         &self.stats
     }
@@ -324,6 +326,8 @@ impl ZcStack {
         self.pool_low = low;
     }
 
+    /// The next event, in order. `Data` chunks count against their
+    /// connection's window from the moment they are queued.
     pub fn next_event(&mut self) -> Option<ZcEvent> {
         self.events.pop_front()
     }
@@ -333,6 +337,10 @@ impl ZcStack {
         self.txq.len()
     }
 
+    /// Hands the queued frames (ACKs, SYN-ACKs, data, FIN, RST, ARP
+    /// replies) to `f` in order; `f` returns false when the device cannot
+    /// take one now: it stays queued, with those after it, for a later
+    /// call.
     pub fn transmit(&mut self, mut f: impl FnMut(&[u8]) -> bool) {
         while let Some(frame) = self.txq.front() {
             if !f(frame) {
@@ -344,10 +352,16 @@ impl ZcStack {
         }
     }
 
+    /// A return handle for the application's thread; `batch` is clamped
+    /// to 1..=[`super::MAX_RETURN_BATCH`].
     pub fn returner(&self, mode: ReturnMode, batch: usize) -> ZcReturner {
         ZcReturner::new(self.shared.clone(), mode, batch)
     }
 
+    /// Owner side of the returns: every page the application (or the
+    /// engine itself) gave back goes to `recycle` (the pool's owner fast
+    /// path), and the returned byte counts reach their connections. Call
+    /// it every round, before the RX ring refills.
     pub fn reclaim(&mut self, mut recycle: impl FnMut(Buf)) {
         let mut n = 0;
         for b in self.loose.drain(..) {
@@ -367,6 +381,10 @@ impl ZcStack {
         self.sync_credits();
     }
 
+    /// For shutdown: every page the engine holds (out-of-order queues,
+    /// undelivered chunks, returns not yet reclaimed) goes to `recycle`,
+    /// and every connection is forgotten without a frame sent. Pages the
+    /// application still holds come back when it returns them.
     pub fn release_all(&mut self, mut recycle: impl FnMut(Buf)) {
         while let Some(ev) = self.events.pop_front() {
             if let ZcEvent::Data { mut chunk, .. } = ev {
@@ -384,6 +402,9 @@ impl ZcStack {
         self.reclaim(recycle);
     }
 
+    /// Queues `data` on `conn` (small amounts: a control channel) and
+    /// sends what the windows allow; returns the bytes accepted (0 when
+    /// the send buffer is full, after `close`, or on an unknown `conn`).
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> usize {
         let room = self.cfg.snd_buf;
         let Some(c) = self.conn_mut(conn) else {
@@ -398,6 +419,8 @@ impl ZcStack {
         n
     }
 
+    /// Active or passive close: FIN after the queued data. `Closed` follows
+    /// once the peer acknowledged it (and, actively closed, sent its FIN).
     pub fn close(&mut self, conn: ConnId) {
         let Some(c) = self.conn_mut(conn) else {
             return;
@@ -409,6 +432,7 @@ impl ZcStack {
         self.output(conn.slot, self.now, false);
     }
 
+    /// Sends RST and forgets `conn` at once; queues `Closed { reset: true }`.
     pub fn abort(&mut self, conn: ConnId) {
         let Some(c) = self.conn(conn) else {
             return;
@@ -452,6 +476,10 @@ impl ZcStack {
 
     // ---- receive -------------------------------------------------------
 
+    /// One received frame. Takes out of `pkt.segs` the payload pages it
+    /// keeps (new in-window data); everything it leaves in `pkt` (the
+    /// header slot, pages of duplicates, copies, non-TCP or dropped frames)
+    /// is the caller's to recycle on the owner fast path.
     pub fn rx(&mut self, pkt: &mut OwnedPacket, now: Instant) {
         self.stats.rx_frames += 1;
         self.now = self.now.max(now);
@@ -1310,6 +1338,8 @@ impl ZcStack {
 
     // ---- timers --------------------------------------------------------
 
+    /// Timers: delayed ACKs, retransmission of SYN-ACK, data and FIN,
+    /// window updates after returns, the end of TIME-WAIT.
     pub fn poll(&mut self, now: Instant) {
         self.now = self.now.max(now);
         self.sync_credits();
