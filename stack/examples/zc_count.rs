@@ -47,9 +47,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut ret = zq.engine().returner(ReturnMode::Ring, 64);
     let mut counts = HashMap::new(); // connection -> (peer, bytes)
-    let mut closed = 0;
+    let mut ended = 0; // Eof seen (our FIN may reach a peer that has already stopped)
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (closed < conns || !peer.is_done()) && Instant::now() < deadline {
+    while (ended < conns || !peer.is_done()) && Instant::now() < deadline {
         port.step(64); // the stepped simulator's DMA
         zq.poll(Instant::now());
         while let Some(ev) = zq.next_event() {
@@ -63,8 +63,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                     ret.give_back(chunk);
                 }
-                ZcEvent::Eof { conn } => zq.engine_mut().close(conn),
-                ZcEvent::Closed { .. } => closed += 1,
+                ZcEvent::Eof { conn } => {
+                    ended += 1;
+                    zq.engine_mut().close(conn);
+                }
+                ZcEvent::Closed { .. } => {}
             }
         }
         ret.flush(); // a round's returns, before the ring refills
@@ -77,10 +80,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let st = *zq.engine().stats();
     println!(
-        "{} chunks, {} page-aligned, {} bytes copied (pool pressure); returns {:?}",
+        "{} chunks, {} page-aligned, {} bytes copied (pool pressure), {} ACKs ({} delayed); returns {:?}",
         st.chunks,
         st.page_aligned_chunks,
         st.copy_fallback_bytes,
+        st.acks_sent,
+        st.delayed_acks,
         ret.stats()
     );
     drop(ret);

@@ -114,6 +114,9 @@ struct Conn {
     rttvar: Duration,
     rto_at: Option<Instant>,
     retries: u32,
+    /// After a timeout, one segment in flight until an ACK comes (RFC
+    /// 5681's loss window, our only congestion response).
+    loss_window: bool,
     /// A segment being timed: (sequence after it, when sent).
     timing: Option<(u32, Instant)>,
     /// End of TIME-WAIT or of the FIN-WAIT-2 wait.
@@ -147,34 +150,63 @@ impl Conn {
         (self.remote_ip, self.remote_port, self.local_port)
     }
 
-    /// SACK blocks as stream offsets: the ranges of the out-of-order queue,
-    /// the one holding the latest arrival first.
-    fn sack_ranges(&self) -> Vec<(u64, u64)> {
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for (&k, p) in &self.ooo {
-            match ranges.last_mut() {
-                Some(r) if r.1 == k => r.1 += p.len as u64,
-                _ => ranges.push((k, k + p.len as u64)),
+    /// The run of contiguous queued pieces holding offset `o`, if any.
+    fn ooo_range_at(&self, o: u64) -> Option<(u64, u64)> {
+        let (&k, p) = self.ooo.range(..=o).next_back()?;
+        let (mut l, mut r) = (k, k + p.len as u64);
+        if o >= r {
+            return None;
+        }
+        for (&k, p) in self.ooo.range(..l).rev() {
+            if k + p.len as u64 != l {
+                break;
+            }
+            l = k;
+        }
+        for (&k, p) in self.ooo.range(r..) {
+            if k != r {
+                break;
+            }
+            r += p.len as u64;
+        }
+        Some((l, r))
+    }
+
+    /// SACK blocks as stream offsets into `out`: the runs of the
+    /// out-of-order queue, those holding the latest arrivals first
+    /// (RFC 2018 4), then the others from the left. Returns how many.
+    fn sack_blocks(&self, out: &mut [(u64, u64); 4]) -> usize {
+        let mut n = 0;
+        let mut add = |r: (u64, u64), n: &mut usize| {
+            if *n < out.len() && !out[..*n].contains(&r) {
+                out[*n] = r;
+                *n += 1;
+            }
+        };
+        for &o in &self.recent {
+            if let Some(r) = self.ooo_range_at(o) {
+                add(r, &mut n);
             }
         }
-        let mut out = Vec::with_capacity(4);
-        for &o in &self.recent {
-            if let Some(r) = ranges.iter().find(|r| r.0 <= o && o < r.1) {
-                if !out.contains(r) {
-                    out.push(*r);
+        let mut run: Option<(u64, u64)> = None;
+        for (&k, p) in &self.ooo {
+            if n >= 4 {
+                break;
+            }
+            match &mut run {
+                Some(r) if r.1 == k => r.1 += p.len as u64,
+                _ => {
+                    if let Some(r) = run.take() {
+                        add(r, &mut n);
+                    }
+                    run = Some((k, k + p.len as u64));
                 }
             }
         }
-        for r in ranges {
-            if out.len() >= 4 {
-                break;
-            }
-            if !out.contains(&r) {
-                out.push(r);
-            }
+        if let Some(r) = run {
+            add(r, &mut n);
         }
-        out.truncate(4);
-        out
+        n
     }
 }
 
@@ -215,6 +247,7 @@ pub struct ZcStack {
 }
 
 impl ZcStack {
+    /// An engine with no connection yet, listening on `cfg.listen`.
     pub fn new(cfg: ZcConfig) -> Result<Self, String> {
         cfg.validate()?;
         let mut ws = 0u8;
@@ -260,6 +293,7 @@ impl ZcStack {
         &self.cfg
     }
 
+    /// Counters (see [`ZcStats`]).
     pub fn stats(&self) -> &ZcStats {
         &self.stats
     }
@@ -292,6 +326,8 @@ impl ZcStack {
         self.pool_low = low;
     }
 
+    /// The next event, in order. `Data` chunks count against their
+    /// connection's window from the moment they are queued.
     pub fn next_event(&mut self) -> Option<ZcEvent> {
         self.events.pop_front()
     }
@@ -301,6 +337,10 @@ impl ZcStack {
         self.txq.len()
     }
 
+    /// Hands the queued frames (ACKs, SYN-ACKs, data, FIN, RST, ARP
+    /// replies) to `f` in order; `f` returns false when the device cannot
+    /// take one now: it stays queued, with those after it, for a later
+    /// call.
     pub fn transmit(&mut self, mut f: impl FnMut(&[u8]) -> bool) {
         while let Some(frame) = self.txq.front() {
             if !f(frame) {
@@ -312,10 +352,16 @@ impl ZcStack {
         }
     }
 
+    /// A return handle for the application's thread; `batch` is clamped
+    /// to 1..=[`super::MAX_RETURN_BATCH`].
     pub fn returner(&self, mode: ReturnMode, batch: usize) -> ZcReturner {
         ZcReturner::new(self.shared.clone(), mode, batch)
     }
 
+    /// Owner side of the returns: every page the application (or the
+    /// engine itself) gave back goes to `recycle` (the pool's owner fast
+    /// path), and the returned byte counts reach their connections. Call
+    /// it every round, before the RX ring refills.
     pub fn reclaim(&mut self, mut recycle: impl FnMut(Buf)) {
         let mut n = 0;
         for b in self.loose.drain(..) {
@@ -335,6 +381,10 @@ impl ZcStack {
         self.sync_credits();
     }
 
+    /// For shutdown: every page the engine holds (out-of-order queues,
+    /// undelivered chunks, returns not yet reclaimed) goes to `recycle`,
+    /// and every connection is forgotten without a frame sent. Pages the
+    /// application still holds come back when it returns them.
     pub fn release_all(&mut self, mut recycle: impl FnMut(Buf)) {
         while let Some(ev) = self.events.pop_front() {
             if let ZcEvent::Data { mut chunk, .. } = ev {
@@ -352,6 +402,9 @@ impl ZcStack {
         self.reclaim(recycle);
     }
 
+    /// Queues `data` on `conn` (small amounts: a control channel) and
+    /// sends what the windows allow; returns the bytes accepted (0 when
+    /// the send buffer is full, after `close`, or on an unknown `conn`).
     pub fn send(&mut self, conn: ConnId, data: &[u8]) -> usize {
         let room = self.cfg.snd_buf;
         let Some(c) = self.conn_mut(conn) else {
@@ -366,6 +419,8 @@ impl ZcStack {
         n
     }
 
+    /// Active or passive close: FIN after the queued data. `Closed` follows
+    /// once the peer acknowledged it (and, actively closed, sent its FIN).
     pub fn close(&mut self, conn: ConnId) {
         let Some(c) = self.conn_mut(conn) else {
             return;
@@ -377,6 +432,7 @@ impl ZcStack {
         self.output(conn.slot, self.now, false);
     }
 
+    /// Sends RST and forgets `conn` at once; queues `Closed { reset: true }`.
     pub fn abort(&mut self, conn: ConnId) {
         let Some(c) = self.conn(conn) else {
             return;
@@ -384,8 +440,7 @@ impl ZcStack {
         let (seq, ack) = (c.snd_nxt, c.ack_seq());
         self.reset_conn(conn.slot, seq, ack);
         self.stats.resets_sent += 1;
-        self.events.push_back(ZcEvent::Closed { conn, reset: true });
-        self.stats.conns_closed += 1;
+        closed(&mut self.events, &mut self.stats, conn, true);
         self.free_slot(conn.slot);
     }
 
@@ -421,65 +476,67 @@ impl ZcStack {
 
     // ---- receive -------------------------------------------------------
 
+    /// One received frame. Takes out of `pkt.segs` the payload pages it
+    /// keeps (new in-window data); everything it leaves in `pkt` (the
+    /// header slot, pages of duplicates, copies, non-TCP or dropped frames)
+    /// is the caller's to recycle on the owner fast path.
     pub fn rx(&mut self, pkt: &mut OwnedPacket, now: Instant) {
         self.stats.rx_frames += 1;
         self.now = self.now.max(now);
-        let split = pkt.hdr.is_some() && pkt.hdr_len > 0;
-        let parsed = {
-            let hb: &[u8] = match (&pkt.hdr, pkt.segs.first()) {
-                (Some(h), _) if split => h.as_slice(pkt.hdr_len as usize),
-                (_, Some(s)) => s.buf.as_slice(s.len as usize),
-                _ => &[],
-            };
-            match wire::parse(hb, pkt.len as usize, self.cfg.mac, self.cfg.ip) {
-                Ok(h) => {
-                    let ip_ok = pkt.ip_csum == Csum::Good || wire::ipv4_header_ok(hb);
-                    let first_off = if split { 0 } else { h.hdr_len };
-                    let tcp_ok =
-                        pkt.l4_csum == Csum::Good || tcp_checksum_ok(&h, hb, &pkt.segs, first_off);
-                    Ok((h, ip_ok && tcp_ok))
-                }
-                Err(Reject::Arp) => {
-                    let mut out = self.spare.pop().unwrap_or_default();
-                    if self.cfg.answer_arp
-                        && wire::arp_reply(hb, self.cfg.mac, self.cfg.ip, &mut out)
-                    {
-                        self.stats.arp_frames += 1;
-                        self.stats.arp_replies += 1;
-                        self.queue_frame(out);
-                    } else {
-                        self.spare.push(out);
-                        self.stats.arp_ignored += 1;
-                    }
-                    return;
-                }
-                Err(e) => Err(e),
-            }
+        if pkt.segs.iter().any(|s| s.len as usize > s.buf.capacity()) {
+            self.stats.malformed += 1;
+            return;
+        }
+        // The frame is the header slot's bytes (when the device split it)
+        // followed by the pages'. The headers may lie in either or across
+        // both (split modes `on`, `off`, `always`, HBO): they are gathered
+        // into one small buffer and read there.
+        let in_hdr = match &pkt.hdr {
+            Some(h) => (pkt.hdr_len as usize).min(h.capacity()),
+            None => 0,
         };
-        let (h, csum_ok) = match parsed {
-            Ok(x) => x,
+        let mut buf = [0u8; HEADERS_MAX];
+        let n = gather(pkt, in_hdr, &mut buf);
+        let hb = &buf[..n];
+        let h = match wire::parse(hb, pkt.len as usize, self.cfg.mac, self.cfg.ip) {
+            Ok(h) => h,
+            Err(Reject::Arp) => {
+                let mut out = self.spare.pop().unwrap_or_default();
+                if self.cfg.answer_arp && wire::arp_reply(hb, self.cfg.mac, self.cfg.ip, &mut out) {
+                    self.stats.arp_frames += 1;
+                    self.stats.arp_replies += 1;
+                    self.queue_frame(out);
+                } else {
+                    self.spare.push(out);
+                    self.stats.arp_ignored += 1;
+                }
+                return;
+            }
             Err(e) => {
                 self.count_reject(e);
                 return;
             }
         };
-        // Where the payload starts: at the start of the first segment when
-        // the device split the header off, after the headers otherwise.
-        if split && pkt.hdr_len as usize != h.hdr_len {
+        // Payload that came in the header slot (split `always`, HBO) is
+        // copied out of it; the rest starts `first_off` into the pages.
+        let lay = Lay {
+            first_off: h.hdr_len.saturating_sub(in_hdr),
+            head: (h.hdr_len.min(in_hdr), in_hdr.min(h.hdr_len + h.payload_len)),
+        };
+        let in_pages: usize = pkt.segs.iter().map(|s| s.len as usize).sum();
+        if in_hdr + in_pages < h.hdr_len + h.payload_len {
             self.stats.malformed += 1;
             return;
         }
-        let first_off = if split { 0 } else { h.hdr_len };
-        let avail: usize = pkt.segs.iter().map(|s| s.len as usize).sum::<usize>();
-        if avail < first_off + h.payload_len {
-            self.stats.malformed += 1;
-            return;
-        }
-        if !csum_ok {
+        let head = lay.head_bytes(pkt);
+        let ip_ok = pkt.ip_csum == Csum::Good || wire::ipv4_header_ok(hb);
+        let tcp_ok =
+            pkt.l4_csum == Csum::Good || tcp_checksum_ok(&h, hb, head, &pkt.segs, lay.first_off);
+        if !(ip_ok && tcp_ok) {
             self.stats.bad_checksum += 1;
             return;
         }
-        self.segment(&h, pkt, first_off, now);
+        self.segment(&h, pkt, lay, now);
     }
 
     fn count_reject(&mut self, e: Reject) {
@@ -494,7 +551,7 @@ impl ZcStack {
         }
     }
 
-    fn segment(&mut self, h: &Headers, pkt: &mut OwnedPacket, first_off: usize, now: Instant) {
+    fn segment(&mut self, h: &Headers, pkt: &mut OwnedPacket, lay: Lay, now: Instant) {
         let key = (h.src_ip, h.src_port, h.dst_port);
         let Some(&slot) = self.lookup.get(&key) else {
             self.no_conn(h, now);
@@ -555,7 +612,7 @@ impl ZcStack {
                 remote,
             });
         }
-        self.synchronized(slot, h, pkt, first_off, now);
+        self.synchronized(slot, h, pkt, lay, now);
     }
 
     /// A segment for no connection: a SYN to a listening port opens one.
@@ -634,6 +691,7 @@ impl ZcStack {
             rttvar: Duration::ZERO,
             rto_at: None,
             retries: 0,
+            loss_window: false,
             timing: Some((iss.wrapping_add(1), now)),
             linger_at: None,
         };
@@ -651,7 +709,7 @@ impl ZcStack {
         slot: usize,
         h: &Headers,
         pkt: &mut OwnedPacket,
-        first_off: usize,
+        lay: Lay,
         now: Instant,
     ) {
         let Some(c) = self.slots[slot].as_mut() else {
@@ -691,11 +749,7 @@ impl ZcStack {
             if off == nxt {
                 self.stats.tcp_segments += 1;
                 self.stats.resets_received += 1;
-                self.events.push_back(ZcEvent::Closed {
-                    conn: id,
-                    reset: true,
-                });
-                self.stats.conns_closed += 1;
+                closed(&mut self.events, &mut self.stats, id, true);
                 self.free_slot(id.slot);
             } else {
                 // RFC 5961: a challenge ACK.
@@ -705,7 +759,7 @@ impl ZcStack {
             }
             return;
         }
-        if h.flags & F::SYN != 0 || h.flags & F::ACK == 0 || seq_lt(c.snd_nxt, h.ack) {
+        if h.flags & F::SYN != 0 || h.flags & F::ACK == 0 || seq_lt(c.snd_max, h.ack) {
             // A SYN in a synchronized state (challenge ACK), no ACK, or an
             // ACK of something we never sent.
             self.stats.bad_state += 1;
@@ -733,14 +787,31 @@ impl ZcStack {
         }
         if !seq_lt(h.ack, c.snd_una) {
             c.snd_wnd = (h.window as usize) << c.ws_snd;
+            if c.snd_wnd == 0 && !c.snd_buf.is_empty() {
+                // The peer answers our probes with its window still
+                // closed: alive, only slow. Probing goes on (RFC 9293
+                // 3.8.6.1: no giving up while the window is zero).
+                c.retries = 0;
+            }
         }
         if seq_lt(c.snd_una, h.ack) {
+            // Up to snd_max: after a timeout went back to snd_una, an ACK
+            // may cover more than was sent since.
             let acked = h.ack.wrapping_sub(c.snd_una) as usize;
-            let data = acked.min(c.sent);
+            let data = acked.min(c.snd_buf.len());
             c.snd_buf.drain(..data);
-            c.sent -= data;
-            let fin_acked = c.fin_sent && acked > data;
+            // Past the data only the FIN takes a sequence number.
+            let fin_acked = c.fin_queued && acked > data;
+            c.fin_sent |= fin_acked;
             c.snd_una = h.ack;
+            c.loss_window = false;
+            if seq_lt(c.snd_nxt, h.ack) {
+                c.snd_nxt = h.ack;
+            }
+            let flight = c.snd_nxt.wrapping_sub(c.snd_una) as usize;
+            c.sent = flight
+                .saturating_sub(c.fin_sent as usize)
+                .min(c.snd_buf.len());
             c.retries = 0;
             if let Some((e, t)) = c.timing {
                 if !seq_lt(h.ack, e) {
@@ -762,18 +833,10 @@ impl ZcStack {
                     State::Closing => {
                         c.state = State::TimeWait;
                         c.linger_at = Some(now + self.cfg.time_wait);
-                        self.events.push_back(ZcEvent::Closed {
-                            conn: id,
-                            reset: false,
-                        });
-                        self.stats.conns_closed += 1;
+                        closed(&mut self.events, &mut self.stats, id, false);
                     }
                     State::LastAck => {
-                        self.events.push_back(ZcEvent::Closed {
-                            conn: id,
-                            reset: false,
-                        });
-                        self.stats.conns_closed += 1;
+                        closed(&mut self.events, &mut self.stats, id, false);
                         self.free_slot(id.slot);
                         return;
                     }
@@ -789,7 +852,7 @@ impl ZcStack {
                 State::Established | State::FinWait1 | State::FinWait2
             )
         {
-            self.data(slot, h, pkt, (first_off, off), now);
+            self.data(slot, h, pkt, (lay, off), now);
         }
         let Some(c) = self.slots[slot].as_mut() else {
             return;
@@ -826,11 +889,7 @@ impl ZcStack {
             State::FinWait2 => {
                 c.state = State::TimeWait;
                 c.linger_at = Some(now + self.cfg.time_wait);
-                self.events.push_back(ZcEvent::Closed {
-                    conn: id,
-                    reset: false,
-                });
-                self.stats.conns_closed += 1;
+                closed(&mut self.events, &mut self.stats, id, false);
             }
             _ => {}
         }
@@ -843,186 +902,66 @@ impl ZcStack {
         slot: usize,
         h: &Headers,
         pkt: &mut OwnedPacket,
-        (first_off, off): (usize, i64),
+        (lay, off): (Lay, i64),
         now: Instant,
     ) {
-        let copy = self.pool_low;
-        let max_pages = self.cfg.max_pages;
-        let Some(c) = self.slots[slot].as_mut() else {
+        let Some(c) = self.slots[slot].as_ref() else {
             return;
         };
-        let mut segs = std::mem::take(&mut pkt.segs).into_iter();
-        let mut skip = first_off;
+        let mut took = Took {
+            had_ooo: !c.ooo.is_empty(),
+            ..Took::default()
+        };
         let mut left = h.payload_len;
         let mut soff = off;
-        let mut retrans = false;
-        let mut new_bytes = false;
-        let mut was_ooo = false;
-        let mut filled = false;
-        let had_ooo = !c.ooo.is_empty();
-        for seg in segs.by_ref() {
+        // Payload in the header slot: copied (the slot is not a page).
+        let head = lay.head_bytes(pkt);
+        if !head.is_empty() {
+            let head = head.to_vec();
+            let n = head.len().min(left);
+            self.piece(slot, Src::Bytes(&head[..n]), soff, &mut pkt.segs, &mut took);
+            soff += n as i64;
+            left -= n;
+        }
+        let mut skip = lay.first_off;
+        for seg in std::mem::take(&mut pkt.segs) {
             let slen = seg.len as usize;
             if left == 0 || skip >= slen {
                 skip = skip.saturating_sub(slen);
                 pkt.segs.push(seg);
                 continue;
             }
-            let boff = skip;
             let len = (slen - skip).min(left);
+            let src = Src::Page(seg, skip as u32, len as u32);
             skip = 0;
             left -= len;
-            let (s, e) = (soff, soff + len as i64);
-            soff = e;
-            let nxt = c.rcv_nxt as i64;
-            if s < nxt {
-                retrans = true;
-            }
-            let cs = s.max(nxt);
-            let ce = e.min(c.rcv_right as i64);
-            if cs >= ce {
-                pkt.segs.push(seg);
-                continue;
-            }
-            let boff = (boff as i64 + cs - s) as u32;
-            let len = (ce - cs) as u32;
-            let cs = cs as u64;
-            if cs == c.rcv_nxt {
-                // In order.
-                let use_copy = copy || self.pages_out >= max_pages;
-                let body = if use_copy {
-                    let b = seg.buf.as_slice((boff + len) as usize)[boff as usize..].to_vec();
-                    pkt.segs.push(seg);
-                    Body::Copy(b)
-                } else {
-                    self.pages_out += 1;
-                    Body::Page(seg.buf)
-                };
-                let boff = if use_copy { 0 } else { boff };
-                deliver(
-                    c,
-                    &mut self.events,
-                    &mut self.stats,
-                    &self.shared,
-                    body,
-                    boff,
-                    len,
-                );
-                new_bytes = true;
-                // Pull what the out-of-order queue now continues.
-                while let Some(entry) = c.ooo.first_entry() {
-                    if *entry.key() > c.rcv_nxt {
-                        break;
-                    }
-                    let k = *entry.key();
-                    let mut p = entry.remove();
-                    c.ooo_bytes -= p.len as u64;
-                    filled = true;
-                    let pend = k + p.len as u64;
-                    if pend <= c.rcv_nxt {
-                        loose_body(&mut self.loose, p.body);
-                        continue;
-                    }
-                    let cut = (c.rcv_nxt - k) as u32;
-                    p.off += cut;
-                    p.len -= cut;
-                    deliver(
-                        c,
-                        &mut self.events,
-                        &mut self.stats,
-                        &self.shared,
-                        p.body,
-                        p.off,
-                        p.len,
-                    );
-                }
-                if filled {
-                    self.stats.ooo_gap_filled += 1;
-                }
-            } else {
-                // Out of order: trim against the neighbours.
-                let mut cs = cs;
-                let mut ce = cs + len as u64;
-                let mut boff = boff;
-                if let Some((&k, p)) = c.ooo.range(..=cs).next_back() {
-                    let pend = k + p.len as u64;
-                    if pend >= ce {
-                        pkt.segs.push(seg);
-                        retrans = true;
-                        continue;
-                    }
-                    if pend > cs {
-                        boff += (pend - cs) as u32;
-                        cs = pend;
-                        retrans = true;
-                    }
-                }
-                let inside: Vec<u64> = c.ooo.range(cs..ce).map(|(&k, _)| k).collect();
-                for k in inside {
-                    let plen = c.ooo.get(&k).map_or(0, |p| p.len as u64);
-                    if k + plen <= ce {
-                        if let Some(p) = c.ooo.remove(&k) {
-                            c.ooo_bytes -= p.len as u64;
-                            retrans = true;
-                            loose_body(&mut self.loose, p.body);
-                        }
-                    } else {
-                        ce = k;
-                        retrans = true;
-                        break;
-                    }
-                }
-                if cs >= ce {
-                    pkt.segs.push(seg);
-                    continue;
-                }
-                let len = (ce - cs) as u32;
-                let use_copy = copy || self.pages_out >= max_pages;
-                let piece = if use_copy {
-                    let b = seg.buf.as_slice((boff + len) as usize)[boff as usize..].to_vec();
-                    pkt.segs.push(seg);
-                    Piece {
-                        body: Body::Copy(b),
-                        off: 0,
-                        len,
-                    }
-                } else {
-                    self.pages_out += 1;
-                    Piece {
-                        body: Body::Page(seg.buf),
-                        off: boff,
-                        len,
-                    }
-                };
-                c.ooo.insert(cs, piece);
-                c.ooo_bytes += len as u64;
-                c.recent.retain(|&r| r != cs);
-                c.recent.push_front(cs);
-                c.recent.truncate(SACK_RECENT);
-                was_ooo = true;
-                new_bytes = true;
-            }
+            self.piece(slot, src, soff, &mut pkt.segs, &mut took);
+            soff += len as i64;
         }
-        pkt.segs.extend(segs);
-        let c = match self.slots[slot].as_mut() {
-            Some(c) => c,
-            None => return,
+        let Some(c) = self.slots[slot].as_mut() else {
+            return;
         };
-        if retrans {
+        if took.retrans {
             self.stats.retransmitted_segments_seen += 1;
         }
-        if !new_bytes {
+        if !took.new_bytes {
             self.stats.duplicate_segments += 1;
             c.ack_now = true;
         }
-        if was_ooo {
+        if took.ooo {
             self.stats.ooo_segments += 1;
             c.ack_now = true;
         }
-        if filled || (had_ooo && !was_ooo) {
+        if took.filled {
+            self.stats.ooo_gap_filled += 1;
+        }
+        if took.filled || (took.had_ooo && !took.ooo) {
             c.ack_now = true;
         }
-        if new_bytes && !was_ooo {
-            c.full_unacked += h.payload_len / self.mss.max(1);
+        if took.new_bytes && !took.ooo {
+            // Full-sized: our MSS less the timestamp option the peer sends.
+            let full = self.mss - if c.ts_ok { 12 } else { 0 };
+            c.full_unacked += h.payload_len / full;
             if c.full_unacked >= 2 {
                 c.ack_now = true;
             } else if c.ack_due.is_none() {
@@ -1031,6 +970,112 @@ impl ZcStack {
         }
         let used = c.held() + c.ooo_bytes;
         self.stats.held_bytes_max = self.stats.held_bytes_max.max(used);
+    }
+
+    /// One piece of a segment's payload at stream offset `s`: trimmed to
+    /// what is new and in the window, then delivered (in order) or queued
+    /// (out of order). A page with nothing new, or copied, goes to `left`.
+    fn piece(&mut self, slot: usize, src: Src<'_>, s: i64, left: &mut Vec<Seg>, took: &mut Took) {
+        let copy = self.pool_low || self.pages_out >= self.cfg.max_pages;
+        let Some(c) = self.slots[slot].as_mut() else {
+            if let Src::Page(seg, ..) = src {
+                left.push(seg);
+            }
+            return;
+        };
+        let e = s + src.len() as i64;
+        let nxt = c.rcv_nxt as i64;
+        if s < nxt {
+            took.retrans = true;
+        }
+        let mut cs = s.max(nxt) as u64;
+        let mut ce = e.min(c.rcv_right as i64).max(0) as u64;
+        if cs >= ce {
+            src.leave(left);
+            return;
+        }
+        if cs != c.rcv_nxt {
+            // Out of order: trim against the queued neighbours. One that
+            // covers the piece makes it a duplicate; pieces it covers go;
+            // one it reaches into cuts its tail.
+            if let Some((&k, p)) = c.ooo.range(..=cs).next_back() {
+                let pend = k + p.len as u64;
+                if pend >= ce {
+                    took.retrans = true;
+                    src.leave(left);
+                    return;
+                }
+                if pend > cs {
+                    took.retrans = true;
+                    cs = pend;
+                }
+            }
+            while let Some((&k, p)) = c.ooo.range(cs..ce).next() {
+                took.retrans = true;
+                if k + p.len as u64 > ce {
+                    ce = k;
+                    break;
+                }
+                if let Some(p) = c.ooo.remove(&k) {
+                    c.ooo_bytes -= p.len as u64;
+                    loose_body(&mut self.loose, p.body);
+                }
+            }
+            if cs >= ce {
+                src.leave(left);
+                return;
+            }
+        }
+        // The part [cs, ce) of the piece, as a body.
+        let from = (cs as i64 - s) as u32;
+        let len = (ce - cs) as u32;
+        let (body, off) = src.body(from, len, copy, left, &mut self.pages_out);
+        if cs == c.rcv_nxt {
+            deliver(
+                c,
+                &mut self.events,
+                &mut self.stats,
+                &self.shared,
+                body,
+                off,
+                len,
+            );
+            took.new_bytes = true;
+            // Pull what the out-of-order queue now continues.
+            while let Some(entry) = c.ooo.first_entry() {
+                if *entry.key() > c.rcv_nxt {
+                    break;
+                }
+                let k = *entry.key();
+                let mut p = entry.remove();
+                c.ooo_bytes -= p.len as u64;
+                took.filled = true;
+                if k + p.len as u64 <= c.rcv_nxt {
+                    loose_body(&mut self.loose, p.body);
+                    continue;
+                }
+                let cut = (c.rcv_nxt - k) as u32;
+                p.off += cut;
+                p.len -= cut;
+                deliver(
+                    c,
+                    &mut self.events,
+                    &mut self.stats,
+                    &self.shared,
+                    p.body,
+                    p.off,
+                    p.len,
+                );
+            }
+        } else {
+            c.ooo.insert(cs, Piece { body, off, len });
+            c.ooo_bytes += len as u64;
+            c.recent.retain(|&r| r != cs);
+            c.recent.push_front(cs);
+            c.recent.truncate(SACK_RECENT);
+            took.ooo = true;
+            took.new_bytes = true;
+        }
     }
 
     // ---- transmit ------------------------------------------------------
@@ -1086,14 +1131,14 @@ impl ZcStack {
         let Some(c) = self.slots[slot].as_mut() else {
             return;
         };
-        let sack: Vec<(u32, u32)> = if c.sack_ok && flags & F::SYN == 0 {
-            c.sack_ranges()
-                .iter()
-                .map(|&(l, r)| (c.seq_of(l), c.seq_of(r)))
-                .collect()
+        let mut blocks = [(0u64, 0u64); 4];
+        let n = if c.sack_ok && flags & F::SYN == 0 {
+            c.sack_blocks(&mut blocks)
         } else {
-            Vec::new()
+            0
         };
+        let sack = blocks.map(|(l, r)| (c.seq_of(l), c.seq_of(r)));
+        let sack = &sack[..n];
         self.scratch.clear();
         if let Some((from, n)) = payload {
             self.scratch.extend(c.snd_buf.range(from..from + n));
@@ -1114,7 +1159,7 @@ impl ZcStack {
             window,
             syn,
             ts: c.ts_ok.then_some((ts_val, c.ts_recent)),
-            sack: &sack,
+            sack,
             payload: &self.scratch,
         };
         c.ack_now = false;
@@ -1124,7 +1169,9 @@ impl ZcStack {
         self.ip_ident = self.ip_ident.wrapping_add(1);
         let blocks = wire::build(&mut f, self.cfg.mac, self.cfg.ip, self.ip_ident, &o);
         self.stats.sack_blocks_sent += blocks as u64;
-        self.stats.acks_sent += 1;
+        if flags == F::ACK && payload.is_none() {
+            self.stats.acks_sent += 1;
+        }
         self.queue_frame(f);
     }
 
@@ -1171,7 +1218,8 @@ impl ZcStack {
             }
             let unsent = c.snd_buf.len() - c.sent;
             if unsent > 0 {
-                let limit = c.snd_wnd.min(FLIGHT_SEGMENTS * c.mss_snd);
+                let segs = if c.loss_window { 1 } else { FLIGHT_SEGMENTS };
+                let limit = c.snd_wnd.min(segs * c.mss_snd);
                 let room = limit.saturating_sub(c.sent);
                 let n = if force {
                     unsent.min(c.mss_snd)
@@ -1290,6 +1338,8 @@ impl ZcStack {
 
     // ---- timers --------------------------------------------------------
 
+    /// Timers: delayed ACKs, retransmission of SYN-ACK, data and FIN,
+    /// window updates after returns, the end of TIME-WAIT.
     pub fn poll(&mut self, now: Instant) {
         self.now = self.now.max(now);
         self.sync_credits();
@@ -1302,11 +1352,7 @@ impl ZcStack {
             let id = c.id;
             if c.linger_at.is_some_and(|t| now >= t) {
                 if c.state == State::FinWait2 {
-                    self.events.push_back(ZcEvent::Closed {
-                        conn: id,
-                        reset: false,
-                    });
-                    self.stats.conns_closed += 1;
+                    closed(&mut self.events, &mut self.stats, id, false);
                 }
                 self.free_slot(id.slot);
                 continue;
@@ -1326,15 +1372,18 @@ impl ZcStack {
                 State::Established | State::FinWait1 | State::FinWait2
             ) && !c.fin_rcvd
             {
-                // A window update once returns opened two segments, or any
-                // segment's worth after a zero window.
+                // A window update once returns opened two segments more
+                // than the window the peer knows (and at least doubled it,
+                // as Linux does, so prompt returns do not double the ACKs),
+                // or a segment's worth after a zero window.
                 let avail = rcv_buf
                     .saturating_sub(c.held() + c.ooo_bytes)
                     .min(0xFFFF << c.ws_rcv);
                 let cand = c.rcv_nxt + avail;
                 let grow = cand.saturating_sub(c.rcv_right);
-                if grow >= 2 * mss || (c.last_adv == 0 && cand >= c.rcv_nxt + mss.min(rcv_buf / 2))
-                {
+                let known = c.rcv_right - c.rcv_nxt;
+                let from_zero = c.last_adv == 0 && avail >= mss.min(rcv_buf / 2);
+                if (grow >= 2 * mss && grow >= known) || from_zero {
                     self.stats.window_updates += 1;
                     c.ack_now = true;
                     self.flush_ack(slot, now);
@@ -1373,6 +1422,7 @@ impl ZcStack {
             return;
         }
         // Go back to the oldest unacknowledged byte.
+        c.loss_window = true;
         c.snd_nxt = c.snd_una;
         c.sent = 0;
         c.fin_sent = false;
@@ -1411,6 +1461,12 @@ fn deliver(
     events.push_back(ZcEvent::Data { conn: c.id, chunk });
 }
 
+/// Tells the application a connection is gone.
+fn closed(events: &mut VecDeque<ZcEvent>, stats: &mut ZcStats, conn: ConnId, reset: bool) {
+    events.push_back(ZcEvent::Closed { conn, reset });
+    stats.conns_closed += 1;
+}
+
 /// A page (or copy) the engine no longer needs.
 fn loose_body(loose: &mut Vec<Buf>, body: Body) {
     if let Body::Page(b) = body {
@@ -1436,8 +1492,8 @@ fn rtt_sample(c: &mut Conn, r: Duration) {
 }
 
 /// The TCP checksum of a segment whose headers are `hdr` (Ethernet + IP +
-/// TCP) and whose payload lies in `segs` from `first_off` on.
-fn tcp_checksum_ok(h: &Headers, hdr: &[u8], segs: &[Seg], first_off: usize) -> bool {
+/// TCP) and whose payload is `head` then `segs` from `first_off` on.
+fn tcp_checksum_ok(h: &Headers, hdr: &[u8], head: &[u8], segs: &[Seg], first_off: usize) -> bool {
     let ip_hl = hdr.get(14).map_or(20, |b| (b & 0x0F) as usize * 4);
     let Some(tcp_hdr) = hdr.get(14 + ip_hl..h.hdr_len) else {
         return false;
@@ -1445,8 +1501,10 @@ fn tcp_checksum_ok(h: &Headers, hdr: &[u8], segs: &[Seg], first_off: usize) -> b
     let mut s = packet::checksum::Sum::new();
     s.add_acc(h.pseudo);
     s.add(tcp_hdr);
+    let n = head.len().min(h.payload_len);
+    s.add(&head[..n]);
+    let mut left = h.payload_len - n;
     let mut skip = first_off;
-    let mut left = h.payload_len;
     for seg in segs {
         if left == 0 {
             break;
@@ -1463,6 +1521,107 @@ fn tcp_checksum_ok(h: &Headers, hdr: &[u8], segs: &[Seg], first_off: usize) -> b
         left -= n;
     }
     left == 0 && s.folded() == 0xFFFF
+}
+
+/// Copies the frame's first bytes (header slot, then pages) into `out`;
+/// returns how many.
+fn gather(pkt: &OwnedPacket, in_hdr: usize, out: &mut [u8; HEADERS_MAX]) -> usize {
+    let mut n = 0;
+    let hdr = pkt.hdr.as_ref().map(|b| b.as_slice(in_hdr));
+    let pages = pkt.segs.iter().map(|s| s.buf.as_slice(s.len as usize));
+    for part in hdr.into_iter().chain(pages) {
+        let k = part.len().min(HEADERS_MAX - n);
+        out[n..n + k].copy_from_slice(&part[..k]);
+        n += k;
+        if n == HEADERS_MAX {
+            break;
+        }
+    }
+    n
+}
+
+/// Longest Ethernet + IPv4 + TCP header.
+const HEADERS_MAX: usize = 14 + 60 + 60;
+
+/// Where a segment's payload lies in its packet.
+#[derive(Clone, Copy, Debug)]
+struct Lay {
+    /// Offset of the payload in the pages (after the part of the headers
+    /// that lies there).
+    first_off: usize,
+    /// Payload bytes in the header slot: this range of it.
+    head: (usize, usize),
+}
+
+impl Lay {
+    fn head_bytes<'a>(&self, pkt: &'a OwnedPacket) -> &'a [u8] {
+        let (a, b) = self.head;
+        match &pkt.hdr {
+            Some(h) if b > a => h.as_slice(b).get(a..).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+}
+
+/// Where one piece of payload comes from.
+enum Src<'a> {
+    /// `len` bytes at `off` of a page.
+    Page(Seg, u32, u32),
+    /// Bytes that must be copied (they lie in a header slot).
+    Bytes(&'a [u8]),
+}
+
+impl Src<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Src::Page(_, _, len) => *len as usize,
+            Src::Bytes(b) => b.len(),
+        }
+    }
+
+    /// Nothing of it is kept: a page goes back to the caller.
+    fn leave(self, left: &mut Vec<Seg>) {
+        if let Src::Page(seg, ..) = self {
+            left.push(seg);
+        }
+    }
+
+    /// Bytes `from..from + len` of the piece as a body and its offset in
+    /// it: the page itself (counted in `pages_out`) or, with `copy` or for
+    /// header-slot bytes, a heap copy (the page back to the caller).
+    fn body(
+        self,
+        from: u32,
+        len: u32,
+        copy: bool,
+        left: &mut Vec<Seg>,
+        pages_out: &mut usize,
+    ) -> (Body, u32) {
+        let (a, b) = (from as usize, (from + len) as usize);
+        match self {
+            Src::Bytes(bytes) => (Body::Copy(bytes.get(a..b).unwrap_or(&[]).to_vec()), 0),
+            Src::Page(seg, off, _) if copy => {
+                let o = off as usize;
+                let v = seg.buf.as_slice(o + b).get(o + a..).unwrap_or(&[]).to_vec();
+                left.push(seg);
+                (Body::Copy(v), 0)
+            }
+            Src::Page(seg, off, _) => {
+                *pages_out += 1;
+                (Body::Page(seg.buf), off + from)
+            }
+        }
+    }
+}
+
+/// What became of a segment's payload pieces.
+#[derive(Default)]
+struct Took {
+    had_ooo: bool,
+    retrans: bool,
+    new_bytes: bool,
+    ooo: bool,
+    filled: bool,
 }
 
 impl Drop for ZcStack {

@@ -9,7 +9,37 @@
 //! ([`ZcStack::poll`]), sends what it queued ([`ZcStack::transmit`]) and
 //! takes its events ([`ZcStack::next_event`]): connections accepted, data
 //! chunks in stream order, end of stream, closes. [`ZcQueue`] is that loop
-//! over a port's queue pair.
+//! over a port's queue pair; `examples/zc_count.rs` uses it.
+//!
+//! ```
+//! use stack::zc::{ReturnMode, ZcConfig, ZcEvent, ZcStack};
+//! use std::time::Instant;
+//!
+//! let mut zc = ZcStack::new(ZcConfig::default())?; // 10.0.0.1, port 9000
+//! let mut ret = zc.returner(ReturnMode::Ring, 64); // moves to the app's thread
+//! // One round of the owner thread. For each packet from the RX ring:
+//! //     zc.rx(&mut pkt, now);  then recycle what is left in `pkt`.
+//! let now = Instant::now();
+//! zc.poll(now); // timers
+//! zc.transmit(|frame| {
+//!     let _ = frame; // copy into a TX buffer; false if the ring is full
+//!     true
+//! });
+//! while let Some(ev) = zc.next_event() {
+//!     match ev {
+//!         ZcEvent::Data { chunk, .. } => {
+//!             let _payload: &[u8] = chunk.bytes(); // in the receive page
+//!             ret.give_back(chunk); // any thread
+//!         }
+//!         ZcEvent::Eof { conn } => zc.close(conn),
+//!         _ => {}
+//!     }
+//! }
+//! ret.flush();
+//! let mut pages = Vec::new();
+//! zc.reclaim(|page| pages.push(page)); // the owner's pool recycle
+//! # Ok::<(), String>(())
+//! ```
 //!
 //! # What it does
 //!
@@ -30,8 +60,9 @@
 //!   (RFC 6298, 200 ms minimum), TIME-WAIT for [`ZcConfig::time_wait`].
 //! - A small reliable send path ([`ZcStack::send`]) for control channels
 //!   such as iperf3's: go-back-N from the oldest unacknowledged byte on a
-//!   timeout, at most 10 segments in flight, no congestion control beyond
-//!   that.
+//!   timeout, at most 10 segments in flight (one after a timeout until an
+//!   ACK comes), no congestion control beyond that. Frames longer than a
+//!   TX buffer (jumbo MTU) go out over several descriptors ([`ZcQueue`]).
 //!
 //! # Window accounting
 //!
@@ -44,8 +75,9 @@
 //! shrink stays where it was until the left edge catches up. A slow
 //! application therefore closes the window (counted in
 //! [`ZcStats::window_closed`] when we advertise 0) and loses no data;
-//! returns reopen it, with a window update once it grew by two segments or
-//! opened from zero.
+//! returns reopen it, with a window update once it opened from zero, or
+//! grew by at least two segments and at least doubled (as Linux decides,
+//! so prompt returns do not double the ACKs).
 //!
 //! Pages are bounded too: the engine never has more than
 //! [`ZcConfig::max_pages`] pages out (in its queues, with the application,
@@ -75,15 +107,20 @@
 //! IPv6, IP options beyond skipping them, IP fragments (dropped, counted),
 //! VLAN tags, urgent data (the flag is ignored), active open, PAWS,
 //! D-SACK, congestion control for sending (only a fixed flight limit),
-//! path MTU discovery. ARP is answered, not asked: replies go to the MAC a
-//! segment came from.
+//! path MTU discovery, keep-alives. ARP is answered, not asked: replies go
+//! to the MAC a segment came from. Without [`ZcStack::set_foreign_return`]
+//! (which [`ZcQueue`] sets), chunks must be returned and
+//! [`ZcStack::release_all`] called before the engine is dropped, or their
+//! pages stay out of the pool.
 
 mod engine;
 pub mod queue;
 mod ret;
 #[cfg(test)]
 mod tests;
-mod wire;
+/// The frame reader and builder the engine uses, public for tests and the
+/// fuzz target (building a peer's segments).
+pub mod wire;
 
 pub use queue::{ZcQueue, ZcQueueStats};
 pub use ret::{ReturnMode, ReturnStats, ZcChunk, ZcReturner, MAX_RETURN_BATCH};
@@ -242,6 +279,7 @@ pub struct ZcStats {
     pub window_closed: u64,
     /// Window updates sent because returns reopened the window.
     pub window_updates: u64,
+    /// Pure ACKs sent (data, SYN-ACK and FIN segments carry one too).
     pub acks_sent: u64,
     /// ACKs sent by the delayed-ACK timer.
     pub delayed_acks: u64,
@@ -258,8 +296,8 @@ pub struct ZcStats {
     pub resets_sent: u64,
     /// SYNs beyond `max_conns`.
     pub syn_refused: u64,
-    /// Frames queued for transmission and not yet taken by `transmit`
-    /// when the queue was full (they are dropped: the peer retransmits).
+    /// Frames not queued because 8192 were already waiting for
+    /// `transmit` (dropped: the peer or our timer retransmits).
     pub tx_queue_full: u64,
     // Drops, by reason.
     /// TCP or IPv4 header checksum wrong.

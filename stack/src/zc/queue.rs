@@ -28,8 +28,8 @@ pub struct ZcQueueStats {
     /// Times the TX ring (or its pool) could not take a frame; the frame
     /// stayed queued for the next round.
     pub tx_busy: u64,
-    /// Frames longer than a TX buffer (dropped; the engine never builds
-    /// one at the MTUs it accepts).
+    /// Frames needing more than 8 TX buffers (dropped; the engine never
+    /// builds one at the MTUs it accepts).
     pub tx_too_long: u64,
     /// Rounds in which the pool was low (payload copied).
     pub pool_low_rounds: u64,
@@ -48,6 +48,9 @@ pub struct ZcQueue {
 
 /// Frames taken from the RX ring per poll.
 const RX_BUDGET: usize = 64;
+/// Most TX buffers one frame may take (a 9014-byte frame in 4 KiB ones
+/// takes three).
+const TX_MAX_BUFS: usize = 8;
 
 impl ZcQueue {
     /// Needs a TX ring (`PortConfig::tx`). `cfg.max_pages` is capped at the
@@ -109,24 +112,34 @@ impl ZcQueue {
         let stats = &mut self.stats;
         let bufs = &mut self.tx_bufs;
         self.zc.transmit(|frame| {
-            if frame.len() > tx.buf_len() {
+            // A frame longer than a TX buffer (jumbo MTU) takes several
+            // descriptors, EOP on the last.
+            let blen = tx.buf_len().max(1);
+            let need = frame.len().div_ceil(blen).max(1);
+            if need > TX_MAX_BUFS {
                 stats.tx_too_long += 1;
                 return true;
             }
-            if bufs.len() + 1 > tx.free_slots() {
+            if bufs.len() + need > tx.free_slots() {
                 stats.tx_busy += 1;
                 return false;
             }
-            let Some(mut buf) = tx.alloc() else {
-                stats.tx_busy += 1;
-                return false;
-            };
-            buf.as_mut_slice(frame.len()).copy_from_slice(frame);
-            bufs.push(TxBuf {
-                buf,
-                len: frame.len() as u16,
-                eop: true,
-            });
+            let first = bufs.len();
+            for (i, piece) in frame.chunks(blen).enumerate() {
+                let Some(mut buf) = tx.alloc() else {
+                    for b in bufs.drain(first..) {
+                        tx.free(b.buf);
+                    }
+                    stats.tx_busy += 1;
+                    return false;
+                };
+                buf.as_mut_slice(piece.len()).copy_from_slice(piece);
+                bufs.push(TxBuf {
+                    buf,
+                    len: piece.len() as u16,
+                    eop: i + 1 == need,
+                });
+            }
             stats.tx_frames += 1;
             true
         });

@@ -41,12 +41,17 @@ pub(super) struct Layout {
     pub seg: usize,
     /// The device's checksum verdict (`None`: software checks).
     pub csum: Csum,
+    /// With `split`: bytes in the header slot other than the headers'
+    /// length (split `always`: the whole small frame; HBO: the first `n`
+    /// bytes, which may end inside the headers or inside the payload).
+    pub hdr_bytes: Option<usize>,
 }
 
 pub(super) const SPLIT: Layout = Layout {
     split: true,
     seg: 4096,
     csum: Csum::Good,
+    hdr_bytes: None,
 };
 
 /// Puts `frame` (headers of `hdr_len` bytes, then payload) into buffers
@@ -65,11 +70,12 @@ pub(super) fn packet(pool: &mut PagePool, frame: &[u8], hdr_len: usize, l: Layou
     };
     let mut rest = frame;
     if l.split {
+        let n = l.hdr_bytes.unwrap_or(hdr_len).min(frame.len());
         let mut h = pool.alloc().expect("test pool");
-        h.as_mut_slice(hdr_len).copy_from_slice(&frame[..hdr_len]);
+        h.as_mut_slice(n).copy_from_slice(&frame[..n]);
         pkt.hdr = Some(h);
-        pkt.hdr_len = hdr_len as u16;
-        rest = &frame[hdr_len..];
+        pkt.hdr_len = n as u16;
+        rest = &frame[n..];
     }
     while !rest.is_empty() {
         let first = pkt.segs.is_empty() && !l.split;
@@ -107,6 +113,8 @@ pub(super) struct Client {
     /// Our ISN, learnt from the SYN-ACK.
     pub our_isn: u32,
     pub ts: bool,
+    /// The window the client advertises (scaled by 2^7 after the SYN).
+    pub window: u16,
 }
 
 impl Client {
@@ -116,6 +124,7 @@ impl Client {
             isn: 1000u32.wrapping_mul(port as u32) ^ 0xfff0_0000,
             our_isn: 0,
             ts: true,
+            window: 0xFFFF,
         }
     }
 
@@ -135,7 +144,7 @@ impl Client {
             },
             ack: self.our_isn.wrapping_add(1).wrapping_add(ack_off),
             flags,
-            window: 0xFFFF,
+            window: self.window,
             syn: syn.then_some((1460, Some(7), true)),
             ts: self.ts.then_some((77, 0)),
             sack: &[],
@@ -342,6 +351,7 @@ fn unsplit_and_multi_page_frames_become_several_chunks() {
         split: false,
         seg: 3000,
         csum: Csum::None,
+        hdr_bytes: None,
     };
     let mut c = Client::new(40000);
     h.connect(&mut c);
@@ -354,6 +364,47 @@ fn unsplit_and_multi_page_frames_become_several_chunks() {
         h.zc.stats().page_aligned_chunks,
         2,
         "the first starts after the headers"
+    );
+    h.finish();
+}
+
+#[test]
+fn payload_in_the_header_slot_is_copied_and_headers_across_buffers_are_read() {
+    let mut h = Harness::new(Harness::cfg());
+    let mut c = Client::new(40000);
+    c.ts = false;
+    // Split `always`: a pure ACK padded to 60 bytes, all in the header
+    // slot (54 bytes of headers, 6 of padding).
+    h.feed(c.frame(F::SYN, 0, 0, &[]));
+    c.our_isn = h.sent()[0].seq;
+    h.layout.hdr_bytes = Some(60);
+    let (mut f, hl) = c.frame(F::ACK, 0, 0, &[]);
+    f.resize(60, 0);
+    h.feed((f, hl));
+    assert!(matches!(h.events().as_slice(), [ZcEvent::Accepted { .. }]));
+    let d = pattern(0, 3000);
+    // A small segment whole in the slot; a large one with its first bytes
+    // there (HBO: the first 256 bytes), the rest in pages.
+    h.layout.hdr_bytes = Some(54 + 100);
+    h.feed(c.frame(F::ACK, 0, 0, &d[..100]));
+    h.layout.hdr_bytes = Some(256);
+    assert_eq!(
+        h.feed(c.frame(F::ACK, 100, 0, &d[100..2000])),
+        0,
+        "the pages kept"
+    );
+    // Headers ending in the first page (a slot shorter than them).
+    h.layout.hdr_bytes = Some(30);
+    h.layout.csum = Csum::None;
+    h.feed(c.frame(F::ACK, 2000, 0, &d[2000..]));
+    assert_eq!(h.zc.stats().malformed, 0);
+    assert_eq!(h.zc.stats().bad_checksum, 0);
+    let data = h.data();
+    assert_eq!(data.concat(), d);
+    assert_eq!(
+        h.zc.stats().copy_fallback_bytes,
+        100 + (256 - 54) as u64,
+        "what the header slot held"
     );
     h.finish();
 }
@@ -395,6 +446,40 @@ fn out_of_order_segments_are_queued_and_sacked() {
     assert_eq!(h.data().concat(), d);
     assert_eq!(h.zc.stats().ooo_gap_filled, 2);
     assert_eq!(h.zc.stats().sack_blocks_sent, 4);
+    h.finish();
+}
+
+#[test]
+fn sack_blocks_are_capped_and_merged() {
+    let mut h = Harness::new(Harness::cfg());
+    let mut c = Client::new(40000);
+    h.connect(&mut c);
+    let seq = |o: u32| c.isn.wrapping_add(1 + o);
+    // Five islands, then one joining the second and third.
+    for o in [1000u32, 3000, 5000, 7000, 9000] {
+        h.feed(c.frame(F::ACK, o, 0, &pattern(o as usize, 500)));
+    }
+    let a = h.sent();
+    let last = a.last().unwrap();
+    assert_eq!(last.opts.sack_len, 3, "three blocks beside timestamps");
+    assert_eq!(
+        last.opts.sack[0],
+        (seq(9000), seq(9500)),
+        "the latest first"
+    );
+    assert_eq!(last.opts.sack[1], (seq(7000), seq(7500)));
+    h.feed(c.frame(F::ACK, 3500, 0, &pattern(3500, 1500)));
+    let a = h.sent();
+    assert_eq!(a[0].opts.sack[0], (seq(3000), seq(5500)), "merged runs");
+    assert_eq!(a[0].opts.sack[1], (seq(9000), seq(9500)));
+    // Without timestamps, four fit.
+    let mut c2 = Client::new(40001);
+    c2.ts = false;
+    h.connect(&mut c2);
+    for o in [1000u32, 3000, 5000, 7000, 9000] {
+        h.feed(c2.frame(F::ACK, o, 0, &[1; 10]));
+    }
+    assert_eq!(h.sent().last().unwrap().opts.sack_len, 4);
     h.finish();
 }
 
@@ -559,6 +644,61 @@ fn sent_data_is_retransmitted_and_timed() {
         .iter()
         .any(|e| matches!(e, ZcEvent::Closed { reset: true, .. })));
     assert_eq!(h.zc.stats().conns_timed_out, 1);
+    h.finish();
+}
+
+#[test]
+fn an_ack_for_data_sent_before_a_timeout_is_taken() {
+    let mut h = Harness::new(Harness::cfg());
+    let mut c = Client::new(40000);
+    let conn = h.connect(&mut c);
+    assert_eq!(h.zc.send(conn, &[1; 3000]), 3000);
+    assert_eq!(h.sent().len(), 3, "three segments");
+    h.now += Duration::from_millis(300);
+    h.zc.poll(h.now);
+    let again = h.sent();
+    assert_eq!(again.len(), 1, "one segment after the timeout");
+    // The ACK of the first flight arrives late: everything is acknowledged.
+    h.feed(c.frame(F::ACK, 0, 3000, &[]));
+    assert_eq!(h.zc.stats().bad_state, 0);
+    h.now += Duration::from_secs(5);
+    h.zc.poll(h.now);
+    assert!(h.sent().is_empty(), "nothing left to send");
+    h.zc.close(conn);
+    let f = h.sent();
+    assert_eq!(
+        (f[0].flags, f[0].seq),
+        (F::FIN | F::ACK, c.our_isn.wrapping_add(3001))
+    );
+    h.finish();
+}
+
+#[test]
+fn a_peer_with_a_closed_window_is_probed_not_given_up() {
+    let mut h = Harness::new(Harness::cfg());
+    let mut c = Client::new(40000);
+    let conn = h.connect(&mut c);
+    c.window = 0;
+    h.feed(c.frame(F::ACK, 0, 0, &[])); // the peer's window closes
+    assert_eq!(h.zc.send(conn, b"reply"), 5);
+    assert!(h.sent().is_empty(), "nothing sent into a zero window");
+    // Probes go out on the timer; each is answered with the window still
+    // closed. The connection lives on.
+    for _ in 0..12 {
+        h.now += Duration::from_secs(61);
+        h.zc.poll(h.now);
+        let probes = h.sent();
+        assert_eq!(probes.len(), 1, "one probe per timeout");
+        h.feed(c.frame(F::ACK, 0, 0, &[]));
+    }
+    assert_eq!(h.zc.open_connections(), 1);
+    assert_eq!(h.zc.stats().conns_timed_out, 0);
+    // The window opens: the data goes and is acknowledged.
+    c.window = 100;
+    h.feed(c.frame(F::ACK, 0, 5, &[]));
+    h.now += Duration::from_secs(61);
+    h.zc.poll(h.now);
+    assert!(h.sent().is_empty(), "acknowledged: nothing more");
     h.finish();
 }
 
@@ -942,9 +1082,19 @@ proptest! {
     /// losses), the bytes delivered are the stream, once, in order; and
     /// once everything is returned no page is out.
     #[test]
-    fn any_arrival_order_yields_the_stream((len, pieces, sizes, split) in arrivals(), ring in any::<bool>(), batch in 1usize..8) {
+    fn any_arrival_order_yields_the_stream(
+        (len, pieces, sizes, split) in arrivals(),
+        ring in any::<bool>(),
+        batch in 1usize..8,
+        hdr_cut in prop::option::of(20usize..300),
+    ) {
         let mut h = Harness::new(Harness::cfg());
-        h.layout = Layout { split, seg: sizes[0].max(500), csum: if split { Csum::Good } else { Csum::None } };
+        h.layout = Layout {
+            split,
+            seg: sizes[0].max(500),
+            csum: if split { Csum::Good } else { Csum::None },
+            hdr_bytes: hdr_cut,
+        };
         let mut c = Client::new(40000);
         let conn = h.connect(&mut c);
         let d = pattern(0, len);
