@@ -273,7 +273,7 @@ pub fn run_zc(data: &[u8]) -> stack::zc::ZcStats {
         let s = zc.stats();
         assert_eq!(
             s.rx_frames,
-            s.tcp_segments + s.arp_frames + s.drops(),
+            s.tcp_segments + s.arp_frames + s.icmp_echo_replies + s.drops(),
             "{s:?}"
         );
         assert!(zc.pages_out() <= 64, "page bound");

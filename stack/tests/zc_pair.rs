@@ -188,7 +188,7 @@ fn run(wire: Box<dyn hw_sim::Wire>, far: PairEnd, conns: usize, bytes: u64, su: 
     assert!(stats.held_bytes_max <= su.rcv_buf as u64);
     assert_eq!(
         stats.rx_frames,
-        stats.tcp_segments + stats.arp_frames + stats.drops()
+        stats.tcp_segments + stats.arp_frames + stats.icmp_echo_replies + stats.drops()
     );
     let q = zq.into_queue();
     let report = port.shutdown(vec![q]);

@@ -512,6 +512,20 @@ impl ZcStack {
                 }
                 return;
             }
+            Err(Reject::Icmp) => {
+                let mut frame = self.spare.pop().unwrap_or_default();
+                let mut out = self.spare.pop().unwrap_or_default();
+                whole_frame(pkt, in_hdr, &mut frame);
+                if wire::icmp_echo_reply(&frame, self.cfg.mac, self.cfg.ip, &mut out) {
+                    self.stats.icmp_echo_replies += 1;
+                    self.queue_frame(out);
+                } else {
+                    self.spare.push(out);
+                    self.stats.icmp_ignored += 1;
+                }
+                self.spare.push(frame);
+                return;
+            }
             Err(e) => {
                 self.count_reject(e);
                 return;
@@ -548,6 +562,7 @@ impl ZcStack {
             Reject::NotTcp => s.not_tcp += 1,
             Reject::Fragment => s.ip_fragment += 1,
             Reject::Arp => s.arp_ignored += 1,
+            Reject::Icmp => s.icmp_ignored += 1,
         }
     }
 
@@ -1538,6 +1553,18 @@ fn gather(pkt: &OwnedPacket, in_hdr: usize, out: &mut [u8; HEADERS_MAX]) -> usiz
         }
     }
     n
+}
+
+/// The whole frame, header slot and pages, copied into `out` (ICMP: small
+/// and rare).
+fn whole_frame(pkt: &OwnedPacket, in_hdr: usize, out: &mut Vec<u8>) {
+    out.clear();
+    if let Some(h) = &pkt.hdr {
+        out.extend_from_slice(h.as_slice(in_hdr));
+    }
+    for s in &pkt.segs {
+        out.extend_from_slice(s.buf.as_slice(s.len as usize));
+    }
 }
 
 /// Longest Ethernet + IPv4 + TCP header.

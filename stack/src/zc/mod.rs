@@ -248,8 +248,8 @@ pub enum ZcEvent {
 }
 
 /// Counters; every frame given to [`ZcStack::rx`] is counted in
-/// `rx_frames` and ends in exactly one of `tcp_segments`, `arp_frames` or a
-/// drop counter (`drops()` sums them).
+/// `rx_frames` and ends in exactly one of `tcp_segments`, `arp_frames`,
+/// `icmp_echo_replies` or a drop counter (`drops()` sums them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ZcStats {
     pub rx_frames: u64,
@@ -257,6 +257,8 @@ pub struct ZcStats {
     pub tcp_segments: u64,
     pub arp_frames: u64,
     pub arp_replies: u64,
+    /// ICMP echo requests to our address, answered (ping).
+    pub icmp_echo_replies: u64,
     /// Chunks delivered.
     pub chunks: u64,
     /// Payload bytes delivered.
@@ -323,6 +325,9 @@ pub struct ZcStats {
     pub bad_state: u64,
     /// ARP frames we do not answer.
     pub arp_ignored: u64,
+    /// ICMP to our address that is not an echo request with a right
+    /// checksum.
+    pub icmp_ignored: u64,
 }
 
 impl ZcStats {
@@ -339,6 +344,7 @@ impl ZcStats {
             + self.no_connection
             + self.bad_state
             + self.arp_ignored
+            + self.icmp_ignored
             + self.syn_refused
     }
 }

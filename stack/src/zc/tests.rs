@@ -245,7 +245,7 @@ impl Harness {
         let s = *self.zc.stats();
         assert_eq!(
             s.rx_frames,
-            s.tcp_segments + s.arp_frames + s.drops(),
+            s.tcp_segments + s.arp_frames + s.icmp_echo_replies + s.drops(),
             "{s:#?}"
         );
     }

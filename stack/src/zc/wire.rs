@@ -1,5 +1,6 @@
 //! Reading a received frame's headers and building the frames we send,
-//! through the [`packet`] crate's views: Ethernet + IPv4 + TCP, and ARP.
+//! through the [`packet`] crate's views: Ethernet + IPv4 + TCP, ARP, and
+//! ICMP echo (ping).
 
 use packet::{checksum, ethernet, ip_proto, ipv4, tcp};
 
@@ -102,6 +103,8 @@ pub enum Reject {
     NotTcp,
     Fragment,
     Arp,
+    /// ICMP to our address (answered when it is an echo request).
+    Icmp,
 }
 
 /// Reads Ethernet, IPv4 and TCP headers from the start of `b` (which must
@@ -123,6 +126,9 @@ pub fn parse(b: &[u8], frame_len: usize, mac: [u8; 6], ip: [u8; 4]) -> Result<He
     let total = ipp.total_len();
     if total < ihl || ethernet::HEADER_LEN + total > frame_len {
         return Err(Reject::Malformed);
+    }
+    if ipp.protocol() == ip_proto::ICMP && ipp.dst_addr() == ip && !ipp.is_fragment() {
+        return Err(Reject::Icmp);
     }
     if ipp.protocol() != ip_proto::TCP {
         return Err(Reject::NotTcp);
@@ -312,9 +318,122 @@ pub fn arp_reply(f: &[u8], mac: [u8; 6], ip: [u8; 4], out: &mut Vec<u8>) -> bool
     true
 }
 
+/// ICMP message types we read or write.
+mod icmp {
+    pub const ECHO_REPLY: u8 = 0;
+    pub const ECHO_REQUEST: u8 = 8;
+    /// Type, code, checksum, identifier, sequence number.
+    pub const HEADER_LEN: usize = 8;
+}
+
+/// If `f` (a whole frame, header checks done by [`parse`]) is an ICMP echo
+/// request with a right checksum, the echo reply from `mac` / `ip` in
+/// `out`: same identifier, sequence number and data; IP options are not
+/// echoed.
+pub fn icmp_echo_reply(f: &[u8], mac: [u8; 6], ip: [u8; 4], out: &mut Vec<u8>) -> bool {
+    let Ok(eth) = ethernet::Frame::new_checked(f) else {
+        return false;
+    };
+    let Ok(req) = ipv4::Packet::new_checked(eth.payload()) else {
+        return false;
+    };
+    let (ihl, total) = (req.header_len(), req.total_len());
+    let Some(msg) = eth.payload().get(ihl..total) else {
+        return false;
+    };
+    if msg.len() < icmp::HEADER_LEN
+        || msg[0] != icmp::ECHO_REQUEST
+        || msg[1] != 0
+        || checksum::checksum(msg) != 0
+    {
+        return false;
+    }
+    let ip_len = ipv4::MIN_HEADER_LEN + msg.len();
+    out.clear();
+    out.resize(ethernet::HEADER_LEN + ip_len, 0);
+    let mut e = ethernet::Frame::new_unchecked(&mut out[..]);
+    e.set_dst_addr(eth.src_addr());
+    e.set_src_addr(mac);
+    e.set_ethertype(ethernet::ethertype::IPV4);
+    let reply = &mut out[ethernet::HEADER_LEN..];
+    reply[0] = 0x45;
+    let mut p = ipv4::Packet::new_unchecked(&mut reply[..]);
+    p.set_total_len(ip_len as u16);
+    p.set_ident(req.ident());
+    p.set_ttl(64);
+    p.set_protocol(ip_proto::ICMP);
+    p.set_src_addr(ip);
+    p.set_dst_addr(req.src_addr());
+    p.fill_checksum();
+    let m = &mut reply[ipv4::MIN_HEADER_LEN..];
+    m.copy_from_slice(msg);
+    m[0] = icmp::ECHO_REPLY;
+    m[2..4].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echo_requests_are_answered_and_nothing_else() {
+        // 10.0.0.2 (MAC 4) pings 10.0.0.1 (MAC 2), with an IP option.
+        let data = b"abcdefghijklmnopqrstuvwxyz";
+        let mut msg = vec![icmp::ECHO_REQUEST, 0, 0, 0, 0x12, 0x34, 0, 7];
+        msg.extend_from_slice(data);
+        let c = checksum::checksum(&msg);
+        msg[2..4].copy_from_slice(&c.to_be_bytes());
+        let ihl = 24;
+        let mut f = vec![0u8; 14 + ihl + msg.len()];
+        f[0..6].copy_from_slice(&[2; 6]);
+        f[6..12].copy_from_slice(&[4; 6]);
+        f[12..14].copy_from_slice(&[8, 0]);
+        {
+            let mut p = ipv4::Packet::new_unchecked(&mut f[14..]);
+            p.set_header_len(ihl);
+            p.set_total_len((ihl + msg.len()) as u16);
+            p.set_ttl(9);
+            p.set_protocol(ip_proto::ICMP);
+            p.set_src_addr([10, 0, 0, 2]);
+            p.set_dst_addr([10, 0, 0, 1]);
+            p.fill_checksum();
+        }
+        f[14 + ihl..].copy_from_slice(&msg);
+        assert_eq!(
+            parse(&f, f.len(), [2; 6], [10, 0, 0, 1]).unwrap_err(),
+            Reject::Icmp
+        );
+        let mut out = Vec::new();
+        assert!(icmp_echo_reply(&f, [2; 6], [10, 0, 0, 1], &mut out));
+        assert_eq!(&out[0..6], &[4; 6]);
+        assert!(ipv4_header_ok(&out));
+        let p = ipv4::Packet::new_checked(&out[14..]).unwrap();
+        assert_eq!(
+            (p.src_addr(), p.dst_addr(), p.header_len()),
+            ([10, 0, 0, 1], [10, 0, 0, 2], 20)
+        );
+        let m = &out[34..];
+        assert_eq!(
+            (m[0], &m[4..8], &m[8..]),
+            (icmp::ECHO_REPLY, &[0x12, 0x34, 0, 7][..], &data[..])
+        );
+        assert_eq!(checksum::checksum(m), 0);
+        // A wrong checksum, or another type, gets no reply.
+        let mut bad = f.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(!icmp_echo_reply(&bad, [2; 6], [10, 0, 0, 1], &mut out));
+        let mut reply = f.clone();
+        reply[14 + ihl] = icmp::ECHO_REPLY;
+        assert!(!icmp_echo_reply(&reply, [2; 6], [10, 0, 0, 1], &mut out));
+        // ICMP to another address is not ours.
+        assert_eq!(
+            parse(&f, f.len(), [2; 6], [10, 0, 0, 9]).unwrap_err(),
+            Reject::NotTcp
+        );
+    }
 
     #[test]
     fn options_round_trip_and_bad_lengths() {
