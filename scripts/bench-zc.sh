@@ -13,6 +13,8 @@
 #  (b) The return dragon: --copies 0 --cores 1,0 --mtu 4148 (RX thread on
 #      core 1, the application reading and returning pages on core 0,
 #      which it shares with the pair's sender: it yields when idle),
+#      --tcp-buf 8 MiB (2048 pages: a batch of 512 must fit in the window,
+#      or it fills only when the application gives up waiting, IDLE_FLUSH),
 #      return batch 1/8/64/512, --zc-return ring vs locked: Gbit/s, locks
 #      the returning threads took per returned page, and T^2/CPU (T in
 #      Gbit/s; CPU = busy CPU-seconds of both threads per second of the
@@ -66,7 +68,7 @@ log "(b) return dragon: ${#BATCHES[@]} batches x ring/locked x $REPEATS runs"
 for i in $(seq "$REPEATS"); do
     for b in "${BATCHES[@]}"; do
         for ret in ring locked; do
-            run "dragon-$b-$ret" --mtu 4148 --copies 0 --cores 1,0 --zc-return "$ret" --recycle-batch "$b"
+            run "dragon-$b-$ret" --mtu 4148 --tcp-buf 8388608 --copies 0 --cores 1,0 --zc-return "$ret" --recycle-batch "$b"
         done
     done
     log "  repeat $i done"
@@ -121,7 +123,7 @@ zc4k = next(r for r in results["ladder"] if r["mtu"] == 4148 and r["copies"] == 
 if zc4k:
     print(f"\nAt MTU 4148 with zero copy, {100 * zc4k['none']['page_aligned_share']:.1f}% of the chunks were page-aligned; copy fallback {zc4k['none']['copy_fallback_bytes']} B.")
 
-print(f"\n## (b) Return dragon: --copies 0 --cores 1,0 --mtu 4148, median of {repeats} runs\n")
+print(f"\n## (b) Return dragon: --copies 0 --cores 1,0 --mtu 4148 --tcp-buf 8 MiB, median of {repeats} runs\n")
 print("| batch | return | Gbit/s | locks per returned page | busy CPUs (RX + app) | T^2/CPU |")
 print("|---|---|---|---|---|---|")
 for b in batches:

@@ -55,6 +55,12 @@ pub struct ZcSinkConfig {
 /// Empty polls in a row after which [`ZcApp::run`] yields its core.
 pub const IDLE_SPINS: u32 = 256;
 
+/// How long an application goes without new data before it returns the
+/// pages it holds short of a full batch. A batch larger than the window
+/// would otherwise never fill: the application would wait for data the
+/// sender cannot send until pages come back.
+pub const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// Chunks the RX thread may have queued to the application thread.
 pub const APP_QUEUE: usize = 4096;
 
@@ -102,6 +108,8 @@ pub struct ZcSink {
     /// The RX thread's returner: every chunk without an application thread,
     /// iperf3's control bytes with one.
     ret: ZcReturner,
+    /// When the last chunk arrived (see [`IDLE_FLUSH`]).
+    last_data: Instant,
     /// The application thread, if it has one.
     app: Option<ToApp>,
 }
@@ -166,6 +174,7 @@ impl ZcSink {
             next_id: cfg.id_base.wrapping_add(1),
             stats: TcpStats::default(),
             ret,
+            last_data: Instant::now(),
             app: None,
         })
     }
@@ -182,6 +191,13 @@ impl ZcSink {
             self.event(ev, now);
         }
         self.flush_to_app();
+        if events {
+            self.last_data = now;
+        } else if self.ret.pending() > 0
+            && now.saturating_duration_since(self.last_data) >= IDLE_FLUSH
+        {
+            self.ret.flush();
+        }
         if self.iperf3_port.is_some() {
             self.serve_iperf3(now);
         }
@@ -444,21 +460,28 @@ impl ZcApp {
     /// Runs until `stop` is set and the queue is empty: busy-polls, and
     /// yields its core after [`IDLE_SPINS`] empty polls in a row (an
     /// application waiting for completions would sleep; a thread sharing
-    /// the core, such as the pair wire's sender, gets to run). Times its
-    /// busy polls and its CPU time, for [`ZcApp::finish`].
+    /// the core, such as the pair wire's sender, gets to run). After
+    /// [`IDLE_FLUSH`] without data it returns what it holds short of a
+    /// batch. Times its busy polls and its CPU time, for [`ZcApp::finish`].
     pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) {
         use std::sync::atomic::Ordering;
         let cpu0 = pipeline::os::thread_cpu_ns();
         let loop0 = Instant::now();
         let mut idle = 0u32;
+        let mut last_data = loop0;
         loop {
             let t0 = Instant::now();
             if self.poll() > 0 {
-                self.timing.busy_ns += t0.elapsed().as_nanos() as u64;
+                let t1 = Instant::now();
+                self.timing.busy_ns += (t1 - t0).as_nanos() as u64;
+                last_data = t1;
                 idle = 0;
             } else if stop.load(Ordering::Acquire) && self.from_rx.is_empty() {
                 break;
             } else {
+                if self.returner.pending() > 0 && t0 - last_data >= IDLE_FLUSH {
+                    self.returner.flush();
+                }
                 idle += 1;
                 if idle >= IDLE_SPINS {
                     std::thread::yield_now();
