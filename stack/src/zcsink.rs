@@ -61,6 +61,10 @@ pub const IDLE_SPINS: u32 = 256;
 /// sender cannot send until pages come back.
 pub const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_micros(100);
 
+/// How often the iperf3 server's timers run (cookie, setup and result
+/// timeouts: seconds).
+const IPERF3_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Chunks the RX thread may have queued to the application thread.
 pub const APP_QUEUE: usize = 4096;
 
@@ -110,6 +114,8 @@ pub struct ZcSink {
     ret: ZcReturner,
     /// When the last chunk arrived (see [`IDLE_FLUSH`]).
     last_data: Instant,
+    /// When the iperf3 server's timers are next run.
+    next_iperf3_tick: Instant,
     /// The application thread, if it has one.
     app: Option<ToApp>,
 }
@@ -175,6 +181,7 @@ impl ZcSink {
             stats: TcpStats::default(),
             ret,
             last_data: Instant::now(),
+            next_iperf3_tick: Instant::now(),
             app: None,
         })
     }
@@ -198,7 +205,12 @@ impl ZcSink {
         {
             self.ret.flush();
         }
-        if self.iperf3_port.is_some() {
+        // iperf3 connections are served every round; the server's timers
+        // (and a look for its closes) every IPERF3_TICK without them.
+        if self.iperf3_port.is_some()
+            && (now >= self.next_iperf3_tick
+                || self.conns.values().any(|c| c.service == Service::Iperf3))
+        {
             self.serve_iperf3(now);
         }
         busy || events
@@ -320,7 +332,10 @@ impl ZcSink {
     /// The iperf3 server's output and closes for our connections.
     fn serve_iperf3(&mut self, now: Instant) {
         let mut server = lock(&self.server);
-        server.poll(now);
+        if now >= self.next_iperf3_tick {
+            server.poll(now);
+            self.next_iperf3_tick = now + IPERF3_TICK;
+        }
         let engine = self.q.engine_mut();
         for (&conn, c) in self.conns.iter_mut() {
             if c.service != Service::Iperf3 {

@@ -578,6 +578,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
                 }
                 r.stats = *z.stats();
                 let engine = *z.zc_stats();
+                segments.add(&engine.seg_counters());
                 let (queue, mut returns) = z.finish();
                 if let Some(a) = &app_result {
                     returns += a.returns;

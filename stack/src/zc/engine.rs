@@ -1095,6 +1095,12 @@ impl ZcStack {
 
     // ---- transmit ------------------------------------------------------
 
+    /// Queues a TCP segment we built (counted in `segments_sent`).
+    fn queue_segment(&mut self, f: Vec<u8>) {
+        self.stats.segments_sent += 1;
+        self.queue_frame(f);
+    }
+
     fn queue_frame(&mut self, f: Vec<u8>) {
         if self.txq.len() >= TXQ_LIMIT {
             self.stats.tx_queue_full += 1;
@@ -1187,7 +1193,7 @@ impl ZcStack {
         if flags == F::ACK && payload.is_none() {
             self.stats.acks_sent += 1;
         }
-        self.queue_frame(f);
+        self.queue_segment(f);
     }
 
     fn send_synack(&mut self, slot: usize, now: Instant) {
@@ -1311,7 +1317,7 @@ impl ZcStack {
         let mut f = self.spare.pop().unwrap_or_default();
         self.ip_ident = self.ip_ident.wrapping_add(1);
         wire::build(&mut f, self.cfg.mac, self.cfg.ip, self.ip_ident, &o);
-        self.queue_frame(f);
+        self.queue_segment(f);
     }
 
     /// A RST answering segment `h` that has no connection.
@@ -1330,7 +1336,7 @@ impl ZcStack {
         self.ip_ident = self.ip_ident.wrapping_add(1);
         wire::build(&mut f, self.cfg.mac, self.cfg.ip, self.ip_ident, &o);
         self.stats.resets_sent += 1;
-        self.queue_frame(f);
+        self.queue_segment(f);
     }
 
     /// Forgets connection `slot`: its queued pages go back, its slot gets

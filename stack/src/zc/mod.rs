@@ -283,6 +283,8 @@ pub struct ZcStats {
     pub window_updates: u64,
     /// Pure ACKs sent (data, SYN-ACK and FIN segments carry one too).
     pub acks_sent: u64,
+    /// TCP segments sent, all kinds (SYN-ACKs, ACKs, data, FINs, RSTs).
+    pub segments_sent: u64,
     /// ACKs sent by the delayed-ACK timer.
     pub delayed_acks: u64,
     pub sack_blocks_sent: u64,
@@ -331,6 +333,23 @@ pub struct ZcStats {
 }
 
 impl ZcStats {
+    /// The counters the smoltcp path computes from sequence numbers
+    /// ([`crate::segstats`]), under the same nstat names, so `tcp.segments`
+    /// means the same for both stacks. The engine knows them first hand;
+    /// `TcpExtTCPTimeouts` is its retransmission timeouts, not an estimate.
+    pub fn seg_counters(&self) -> crate::segstats::SegCounters {
+        crate::segstats::SegCounters {
+            TcpInSegs: self.tcp_segments,
+            TcpExtTCPOFOQueue: self.ooo_segments,
+            InRetransSegs: self.retransmitted_segments_seen,
+            TcpExtTCPDSACKOldSent: self.duplicate_segments,
+            TcpOutSegs: self.segments_sent,
+            TcpExtTCPToZeroWindowAdv: self.window_closed,
+            TcpRetransSegs: self.retransmits_sent,
+            TcpExtTCPTimeouts: self.rto_timeouts,
+        }
+    }
+
     /// Frames dropped, all reasons.
     pub fn drops(&self) -> u64 {
         self.bad_checksum
