@@ -204,7 +204,7 @@ check "--copies 0 --queues 2: 4 x 20 MB verified over two engines" "$out" \
 out=$TMP/zc-reset.json
 timeout 120 $BIN --mode tcp --wire pair --verify --copies 0 --pair-bytes 250000000 --sim-reset-every 100000000 --json --quiet >"$out"
 check "--copies 0: two device resets during a transfer, 250 MB verified" "$out" \
-    "s['device_resets']==2 and s["tcp"]["verified"]==250000000 and s["peer"]["finished"]==1 and $tcp_clean"
+    "s['device_resets']==2 and s['tcp']['verified']==250000000 and s['peer']['finished']==1 and $tcp_clean"
 
 # pcap round trip: replaying a capture written by --pcap-out gives the
 # same frames, byte for byte.
