@@ -19,8 +19,10 @@ use std::str::FromStr;
     about = "Receive sink for the igb userspace driver: drains an RX queue and reports the cost per packet"
 )]
 pub struct Args {
-    /// NIC to drive: `sim` (the software igb model) or `vfio:PCI_ADDRESS`
-    /// (an 82576 / I350 bound to vfio-pci, e.g. vfio:0000:03:00.0).
+    /// NIC to drive: `sim` (the software igb model), `vfio:PCI_ADDRESS`
+    /// (an 82576 / I350 bound to vfio-pci, e.g. vfio:0000:03:00.0) or
+    /// `xdp:IFNAME[@QUEUE]` (any Linux interface through AF_XDP, from
+    /// queue QUEUE, default 0; --queues N takes N consecutive queues).
     #[arg(long, default_value = "sim")]
     pub device: DeviceSpec,
     /// Frame source of the simulator: `gen` (built-in generator),
@@ -235,13 +237,31 @@ impl Args {
 
     /// Checks that clap's per-value parsing cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if let DeviceSpec::Vfio(addr) = &self.device {
+        let real = match &self.device {
+            DeviceSpec::Sim => None,
+            DeviceSpec::Vfio(addr) => Some(format!("vfio:{addr}")),
+            DeviceSpec::Xdp(t) => Some(format!("xdp:{t}")),
+        };
+        if let Some(dev) = real {
             if !self.sim_options_given.is_empty() {
                 let n = self.sim_options_given.len();
                 return Err(format!(
-                    "{} {} for the simulator only; with --device vfio:{addr} the frames come from the NIC's port",
+                    "{} {} for the simulator only; with --device {dev} the frames come from the NIC's port",
                     self.sim_options_given.join(", "),
                     if n == 1 { "is" } else { "are" }
+                ));
+            }
+        }
+        if let DeviceSpec::Xdp(t) = &self.device {
+            if self.wb_log.is_some() {
+                return Err(format!(
+                    "--wb-log records igb write-backs; --device xdp:{t} has none"
+                ));
+            }
+            if self.headroom < 256 {
+                return Err(format!(
+                    "--headroom {} must be at least 256 with --device xdp: (the kernel places frames 256 bytes into each page)",
+                    self.headroom
                 ));
             }
         }
@@ -468,6 +488,10 @@ impl Args {
         match &self.device {
             DeviceSpec::Sim => pipeline::DeviceSpec::Sim(self.wire.clone()),
             DeviceSpec::Vfio(a) => pipeline::DeviceSpec::Vfio(a.clone()),
+            DeviceSpec::Xdp(t) => pipeline::DeviceSpec::Xdp {
+                ifname: t.ifname.clone(),
+                queue: t.queue,
+            },
         }
     }
 
@@ -512,6 +536,7 @@ impl FromStr for Cores {
 pub enum DeviceSpec {
     Sim,
     Vfio(String),
+    Xdp(xdp::XdpTarget),
 }
 
 impl FromStr for DeviceSpec {
@@ -527,7 +552,12 @@ impl FromStr for DeviceSpec {
                 .map_err(|e: driver::vfio::VfioError| e.to_string())?;
             return Ok(DeviceSpec::Vfio(addr.to_string()));
         }
-        Err(format!("unknown device {s:?}: use sim or vfio:PCI_ADDRESS"))
+        if let Some(t) = s.strip_prefix("xdp:") {
+            return Ok(DeviceSpec::Xdp(t.parse()?));
+        }
+        Err(format!(
+            "unknown device {s:?}: use sim, vfio:PCI_ADDRESS or xdp:IFNAME[@QUEUE]"
+        ))
     }
 }
 
