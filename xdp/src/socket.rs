@@ -193,15 +193,28 @@ pub fn open<P: PageArea, H: BufPool>(
         Some(libc::EPERM | libc::EACCES) => XdpError::Permission(format!("bind(AF_XDP): {e}")),
         _ => XdpError::sys(&format!("bind to {} queue {}", cfg.ifname, cfg.queue), e),
     };
-    let mode = match sys::xsk_bind(raw, &addr) {
-        Ok(()) => BindMode::ZeroCopy,
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(bind_err(e)),
-        Err(e) => {
-            tracing::debug!("zero-copy bind on {}: {e}; trying copy mode", cfg.ifname);
-            addr.flags = sys::XDP_COPY | sys::XDP_USE_NEED_WAKEUP;
-            sys::xsk_bind(raw, &addr).map_err(bind_err)?;
-            BindMode::Copy
+    // EBUSY: another socket holds the queue, or held it until just now
+    // (the kernel frees a closed socket's hold on its queue in deferred
+    // work, so a restarted rxsink may find it taken for a moment).
+    let deadline = Instant::now() + BUSY_WAIT;
+    let mode = loop {
+        addr.flags = sys::XDP_ZEROCOPY | sys::XDP_USE_NEED_WAKEUP;
+        let e = match sys::xsk_bind(raw, &addr) {
+            Ok(()) => break BindMode::ZeroCopy,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => e,
+            Err(e) => {
+                tracing::debug!("zero-copy bind on {}: {e}; trying copy mode", cfg.ifname);
+                addr.flags = sys::XDP_COPY | sys::XDP_USE_NEED_WAKEUP;
+                match sys::xsk_bind(raw, &addr) {
+                    Ok(()) => break BindMode::Copy,
+                    Err(e) => e,
+                }
+            }
+        };
+        if e.raw_os_error() != Some(libc::EBUSY) || Instant::now() >= deadline {
+            return Err(bind_err(e));
         }
+        std::thread::sleep(Duration::from_millis(20));
     };
     // TX buffers: pages of the same pool (same UMEM), set aside now.
     let mut tx_free = Vec::with_capacity(cfg.tx_bufs);
@@ -471,6 +484,9 @@ impl<P: PageArea, H: BufPool> Drop for XdpRx<P, H> {
         self.stop();
     }
 }
+
+/// How long [`open`] retries a bind refused with EBUSY.
+const BUSY_WAIT: Duration = Duration::from_millis(1000);
 
 /// How long [`XdpTx::stop`] waits for the kernel to complete what was
 /// posted.
