@@ -264,6 +264,14 @@ impl Args {
                     self.headroom
                 ));
             }
+            if self.mode == Mode::Tcp && self.mtu + 14 > self.payload_buf {
+                return Err(format!(
+                    "--mtu {}: frames of {} bytes do not fit one --payload-buf {} buffer, and AF_XDP multi-buffer is not supported",
+                    self.mtu,
+                    self.mtu + 14,
+                    self.payload_buf
+                ));
+            }
         }
         self.port_config().validate()?;
         if self.batch == 0 || self.batch > self.ring_size {
@@ -700,6 +708,45 @@ mod tests {
         assert!("vfio:0000:03:00.8".parse::<DeviceSpec>().is_err());
         assert!("vfio:03:00.0".parse::<DeviceSpec>().is_err());
         assert!("vfio:zz".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn xdp_devices() {
+        let t = |name: &str, queue| {
+            DeviceSpec::Xdp(xdp::XdpTarget {
+                ifname: name.into(),
+                queue,
+            })
+        };
+        assert_eq!("xdp:veth0".parse::<DeviceSpec>(), Ok(t("veth0", 0)));
+        assert_eq!("xdp:eth1@3".parse::<DeviceSpec>(), Ok(t("eth1", 3)));
+        for bad in ["xdp:", "xdp:eth0@", "xdp:eth0@q", "xdp:a/b"] {
+            assert!(bad.parse::<DeviceSpec>().is_err(), "{bad:?}");
+        }
+        let check = |argv: &[&str]| {
+            Args::parse_checked_from(std::iter::once("rxsink").chain(argv.iter().copied()))
+                .map_err(|e| e.to_string())
+                .and_then(|a| a.validate().map(|_| a))
+        };
+        assert!(check(&["--device", "xdp:veth0", "--mode", "tcp", "--queues", "2"]).is_ok());
+        for (argv, want) in [
+            (
+                &["--device", "xdp:veth0", "--frame-size", "64"][..],
+                "for the simulator only; with --device xdp:veth0@0",
+            ),
+            (&["--device", "xdp:veth0", "--wb-log", "x"], "has none"),
+            (
+                &["--device", "xdp:veth0", "--headroom", "0"],
+                "at least 256",
+            ),
+            (
+                &["--device", "xdp:veth0", "--mode", "tcp", "--mtu", "9000"],
+                "multi-buffer is not supported",
+            ),
+        ] {
+            let e = check(argv).err().unwrap_or_default();
+            assert!(e.contains(want), "{argv:?}: {e:?} lacks {want:?}");
+        }
     }
 
     #[test]
