@@ -9,9 +9,11 @@
 #   - SIGTERM mid-run (clean stop, exit 0) and SIGKILL (the kernel closes
 #     the BPF link): the XDP program is gone from the interface after
 #     every run;
-#   - the error cases, one line and exit status 2 each: a missing
-#     interface, a queue that does not exist, a second rxsink on the same
-#     queue (bind: EBUSY), an interface that already has an XDP program.
+#   - the error cases, one line each, with the exit status of the matching
+#     VFIO error: 2 for a missing interface or a queue that does not exist
+#     (and --headroom below 256), 1 for no permission (run as nobody), a
+#     second rxsink on the same queue (bind: EBUSY) and an interface that
+#     already has an XDP program.
 # Every rxsink run must end with exit status 0 and nothing leaked.
 # Needs root (exit 77 otherwise). Every wait is bounded; the namespace and
 # the veth pairs are removed on exit.
@@ -279,24 +281,37 @@ if start_rx "$label" "${TCP_ARGS[@]}" --until-closed 5; then
     fi
 fi
 
-# Bad input: one line on stderr, exit status 2, nothing left attached.
-# expect_error LABEL PATTERN RXSINK_ARGS...
+# Bad input: one line on stderr, nothing left attached, the exit status of
+# the matching VFIO error: 2 for a wrong argument (no such device, bad
+# option), 1 for a machine not ready (permission denied, busy).
+# expect_error LABEL STATUS PATTERN RXSINK_ARGS...
 expect_error() {
-    local label=$1 pattern=$2 rc=0; shift 2
+    local label=$1 want=$2 pattern=$3 rc=0; shift 3
     timeout -s INT 20 "$BIN" --duration 1 --quiet "$@" >"$TMP/err.out" 2>"$TMP/err.err" || rc=$?
-    if [ $rc -eq 2 ] && [ "$(wc -l <"$TMP/err.err")" -eq 1 ] && grep -q "$pattern" "$TMP/err.err"; then
-        ok "$label: exit 2: $(cat "$TMP/err.err")"
+    if [ $rc -eq "$want" ] && [ "$(wc -l <"$TMP/err.err")" -eq 1 ] && grep -q "$pattern" "$TMP/err.err"; then
+        ok "$label: exit $want: $(cat "$TMP/err.err")"
     else
-        bad "$label: exit $rc, expected 2 and one line matching '$pattern':"; cat "$TMP/err.err"
+        bad "$label: exit $rc, expected $want and one line matching '$pattern':"; cat "$TMP/err.err"
     fi
 }
-expect_error "missing interface" "no network interface" --device xdp:rxnosuch0
-expect_error "queue that does not exist" "has no RX queue 3" --device "xdp:$VA@3"
-expect_error "--queues past the last queue" "has no RX queue 1" --device "xdp:$VA" --queues 2
-expect_error "headroom below XDP_PACKET_HEADROOM" "must be at least 256" --device "xdp:$VA" --headroom 128
+expect_error "missing interface" 2 "no network interface" --device xdp:rxnosuch0
+expect_error "queue that does not exist" 2 "has no RX queue 3" --device "xdp:$VA@3"
+expect_error "--queues past the last queue" 2 "has no RX queue 1" --device "xdp:$VA" --queues 2
+expect_error "headroom below XDP_PACKET_HEADROOM" 2 "must be at least 256" --device "xdp:$VA" --headroom 128
+if command -v setpriv >/dev/null; then
+    cp "$BIN" "$TMP/rxsink-unpriv"; chmod 755 "$TMP" "$TMP/rxsink-unpriv"
+    rc=0
+    setpriv --reuid=65534 --regid=65534 --clear-groups "$TMP/rxsink-unpriv" --device "xdp:$VA" --duration 1 --quiet \
+        >/dev/null 2>"$TMP/err.err" || rc=$?
+    if [ $rc -eq 1 ] && [ "$(wc -l <"$TMP/err.err")" -eq 1 ] && grep -q "needs root" "$TMP/err.err"; then
+        ok "no permission (as nobody): exit 1: $(cat "$TMP/err.err")"
+    else
+        bad "no permission (as nobody): exit $rc:"; cat "$TMP/err.err"
+    fi
+fi
 label="second rxsink on the same queue"
 if start_rx "$label (first)" --mode drop --duration 20; then
-    expect_error "$label" "already in use by another AF_XDP socket" --device "xdp:$VA"
+    expect_error "$label" 1 "already in use by another AF_XDP socket" --device "xdp:$VA"
     kill -INT "$rx_pid"
     wait_rx "$label (first)"
 fi
@@ -309,7 +324,7 @@ rc=0
 timeout -s INT 30 "$BIN" --device "xdp:$VQ@0" --duration 20 --quiet --json >"$TMP/q0.json" 2>"$TMP/q0.err" &
 q0=$!
 for _ in $(seq 100); do ip link show dev "$VQ" | grep -q "prog/xdp" && break; sleep 0.1; done
-expect_error "$label" "already has an XDP program attached" --device "xdp:$VQ@1"
+expect_error "$label" 1 "already has an XDP program attached" --device "xdp:$VQ@1"
 kill -INT $q0
 wait $q0 || rc=$?
 [ $rc -eq 0 ] && ok "$label: the first rxsink (queue 0) still ends cleanly" || bad "$label: first rxsink exit $rc: $(cat "$TMP/q0.err")"

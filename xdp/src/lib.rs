@@ -70,10 +70,16 @@ impl XdpError {
         }
     }
 
-    /// Whether the user can fix it (name, queue, permission, a program or
-    /// socket already there) rather than a failure of the system.
+    /// Whether it is a wrong argument (an interface or queue that does not
+    /// exist, a bad setting): exit status 2 in rxsink, as for a VFIO
+    /// address that names no device. A machine that is not ready (no
+    /// permission, the interface or queue taken by someone else) is not,
+    /// as for VFIO's permission denied or busy group: exit status 1.
     pub fn is_usage(&self) -> bool {
-        !matches!(self, XdpError::Sys { .. })
+        matches!(
+            self,
+            XdpError::Config(_) | XdpError::NoInterface(_) | XdpError::NoQueue { .. }
+        )
     }
 }
 
@@ -256,6 +262,8 @@ mod tests {
 
     #[test]
     fn lookups_of_missing_things_are_usage_errors() {
+        assert!(!XdpError::AlreadyAttached("x".into()).is_usage());
+        assert!(!XdpError::Permission("x".into()).is_usage());
         let e = Interface::lookup("no-such-if0").unwrap_err();
         assert!(e.is_usage());
         assert!(e.to_string().contains("no network interface"), "{e}");
