@@ -7,6 +7,7 @@
 #   - the kernel's TCP into --mode tcp: ping, 64 MiB of the pattern
 #     verified byte for byte, iperf3 -c -P 4 with exact byte counts;
 #   - --queues 2 on a two-queue veth: raw frames counted exactly over both;
+#   - generic (SKB) mode where the driver has no native XDP (a bridge);
 #   - SIGTERM mid-run (clean stop, exit 0) and SIGKILL (the kernel closes
 #     the BPF link): the XDP program is gone from the interface after
 #     every run;
@@ -62,6 +63,7 @@ cleanup() {
     ip link del "$VA" 2>/dev/null || true
     ip link del "$VQ" 2>/dev/null || true
     ip link del "rxm$((ID % 100000))" 2>/dev/null || true
+    ip link del "rxbr$((ID % 100000))" 2>/dev/null || true
     ip netns del "$NS" 2>/dev/null || true
     rm -rf "$TMP"
 }
@@ -314,6 +316,24 @@ else
 fi
 has_program "$VM" && bad "$label: program left on $VM" || ok "$label: no XDP program left on $VM"
 ip link del "$VM"
+
+# Generic mode: a bridge has no native XDP, so the program is attached in
+# the stack (SKB mode); a clean run reports it.
+VBR=rxbr$((ID % 100000))
+if ip link add "$VBR" type bridge 2>/dev/null; then
+    ip link set "$VBR" up
+    label="an interface without native XDP (bridge)"
+    rc=0
+    timeout -s INT 30 "$BIN" --device "xdp:$VBR" --duration 1 --json --quiet >"$TMP/br.json" 2>"$TMP/br.err" || rc=$?
+    if [ $rc -eq 0 ]; then
+        check "$label: attached in generic mode, copy bind, nothing leaked" "$TMP/br.json" \
+            "s['xdp_mode']=={'attach': 'generic', 'bind': 'copy'} and s['leaked_pages']==0"
+    else
+        bad "$label: rxsink exit $rc: $(cat "$TMP/br.err")"
+    fi
+    has_program "$VBR" && bad "$label: program left on $VBR" || ok "$label: no XDP program left on $VBR"
+    ip link del "$VBR"
+fi
 
 # Bad input: one line on stderr, nothing left attached, the exit status of
 # the matching VFIO error: 2 for a wrong argument (no such device, bad

@@ -369,7 +369,7 @@ fn rx_loop(
             break;
         }
         if now >= next_report && !args.quiet {
-            let st = q.rx.stats();
+            let st = *q.rx.stats();
             let secs = (now - last.0).as_secs_f64();
             let (dp, db) = (st.packets - last.1, st.bytes - last.2);
             eprintln!(
@@ -383,7 +383,11 @@ fn rx_loop(
                 port.sim().map_or(String::new(), |n| format!(
                     " missed {}",
                     n.stats().rx_missed
-                ))
+                )) + &q.rx.as_xdp().map_or(String::new(), |x| {
+                    // The kernel's drops for the socket (one getsockopt).
+                    let k = x.xdp_stats().kernel;
+                    format!(" xdp_dropped {}", k.rx_dropped + k.rx_ring_full)
+                })
             );
             last = (now, st.packets, st.bytes);
             next_report = now + Duration::from_secs(1);
