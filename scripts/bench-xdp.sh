@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Receive rates over AF_XDP on one veth pair, one RX queue, root only:
-#   - rxsink --device xdp:VETH --mode drop and --mode read (Mpps);
+#   - rxsink --device xdp:VETH --mode drop and --mode read (Mpps), and drop
+#     with --busy-poll 50 (the veth's NAPI driven from rxsink's thread);
 #   - the kernel's xdp-bench drop (xdp-tools), when it loads;
 #   - DPDK testpmd rxonly on its AF_XDP PMD (--vdev net_af_xdp0,iface=VETH);
 #   - TCP: the Linux kernel as receiver (iperf3 -s) against rxsink
@@ -90,9 +91,11 @@ gen_stop() {
     python3 -c 'import re,sys; m=re.search(r"([0-9.]+) Mpps", open(sys.argv[1]).read()); print("generator", m.group(1) if m else "nan")' "$TMP/gen.out" >>"$RES"
 }
 
-rxsink_rate() {   # MODE
+rxsink_rate() {   # MODE [NAME EXTRA_ARGS...]
+    local mode=$1 name=${2:-$1}
+    shift; shift || true
     gen_start
-    "$BIN" --device "xdp:$VA" --mode "$1" --duration "$D" --ring-size 4096 --batch 64 \
+    "$BIN" --device "xdp:$VA" --mode "$mode" --duration "$D" --ring-size 4096 --batch 64 "$@" \
         --json --quiet >"$TMP/rx.json" 2>"$TMP/rx.err" || true
     gen_stop
     python3 -c '
@@ -101,7 +104,7 @@ try:
     s = json.load(open(sys.argv[1]))
     print("rxsink_%s %.4f" % (sys.argv[2], s["pps"] / 1e6))
 except Exception as e:
-    print("note rxsink %s failed: %s" % (sys.argv[2], e))' "$TMP/rx.json" "$1" >>"$RES"
+    print("note rxsink %s failed: %s" % (sys.argv[2], e))' "$TMP/rx.json" "$name" >>"$RES"
 }
 
 xdpbench_rate() {
@@ -162,6 +165,7 @@ for r in $(seq "$R"); do
     echo "== round $r of $R"
     rxsink_rate drop
     rxsink_rate read
+    rxsink_rate drop drop_busy --busy-poll 50
     [ $have_xdpbench -eq 1 ] && xdpbench_rate
     [ $have_testpmd -eq 1 ] && testpmd_rate
     tcp_kernel
@@ -185,6 +189,7 @@ for line in open(sys.argv[1]):
 rows = [
     ("rxsink --mode drop", "rxsink_drop", "Mpps"),
     ("rxsink --mode read", "rxsink_read", "Mpps"),
+    ("rxsink --mode drop --busy-poll 50", "rxsink_drop_busy", "Mpps"),
     ("xdp-bench drop (kernel XDP_DROP)", "xdp_bench_drop", "Mpps"),
     ("DPDK testpmd rxonly, net_af_xdp", "testpmd_rxonly", "Mpps"),
     ("generator (xdp_tx, 60 B frames)", "generator", "Mpps"),

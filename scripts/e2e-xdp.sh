@@ -181,10 +181,14 @@ print(sent)
 N=20000
 LEN=128
 
-for mode in drop read; do
+for mode in drop read busy; do
     label="$mode mode, $N raw frames"
     extra=()
     [ "$mode" = read ] && extra=(--pcap-out "$TMP/out.pcap")
+    if [ "$mode" = busy ]; then
+        # Busy polling: the veth's NAPI driven from rxsink's thread.
+        mode=drop; label="drop mode --busy-poll 50, $N raw frames"; extra=(--busy-poll 50)
+    fi
     start_rx "$label" --mode "$mode" --ring-size 4096 --duration 8 "${extra[@]}" || continue
     sent=$(nsx timeout 60 python3 -c "$RAW" "$VB" "$MAC" $N $LEN 2>"$TMP/send.err") || sent=0
     [ "$sent" = "$N" ] && ok "$label: the peer sent $N frames" || { bad "$label: sender: $sent $(cat "$TMP/send.err")"; }

@@ -368,6 +368,10 @@ pub struct PortConfig {
     /// Device-reset recovery and the queue watchdog.
     pub watch: WatchConfig,
     pub sim: SimOptions,
+    /// AF_XDP: busy-poll the device from the queue's thread for this many
+    /// microseconds per empty poll (`SO_BUSY_POLL`, `SO_PREFER_BUSY_POLL`);
+    /// `None`: the kernel's softirq receives. Ignored by other backends.
+    pub xdp_busy_poll_us: Option<u32>,
 }
 
 impl Default for PortConfig {
@@ -379,6 +383,7 @@ impl Default for PortConfig {
             max_frame: 9216,
             watch: WatchConfig::default(),
             sim: SimOptions::default(),
+            xdp_busy_poll_us: None,
         }
     }
 }
@@ -622,6 +627,7 @@ impl Port {
                 rx_ring: r.ring_size as u32,
                 tx_ring: cfg.tx.map_or(0, |t| t.ring_size as u32),
                 tx_bufs,
+                busy_poll_us: cfg.xdp_busy_poll_us,
             };
             let (rx, tx, mode) = xdp::open(&xcfg, pages, hdrs)?;
             if mode == BindMode::Copy {

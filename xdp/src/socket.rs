@@ -57,6 +57,11 @@ pub struct XskConfig {
     pub tx_ring: u32,
     /// Pages of the pool set aside for transmission.
     pub tx_bufs: usize,
+    /// Busy polling: the socket's `SO_BUSY_POLL` in microseconds, with
+    /// `SO_PREFER_BUSY_POLL` and a budget of the RX ring's batch; an empty
+    /// poll then drives the device's NAPI from our thread (`recvfrom`).
+    /// `None`: the kernel's softirq does the receive work.
+    pub busy_poll_us: Option<u32>,
 }
 
 /// Counters of the AF_XDP path that the igb counters do not have.
@@ -67,7 +72,8 @@ pub struct XdpQueueStats {
     pub misplaced: u64,
     /// RX descriptors naming a chunk we had not posted: ignored.
     pub unknown_addr: u64,
-    /// Wake-ups of the kernel for the fill ring (`recvfrom`).
+    /// Wake-ups of the kernel for the fill ring, and busy-poll rounds
+    /// (`recvfrom`).
     pub rx_wakeups: u64,
     /// Wake-ups for the TX ring (`sendto`).
     pub tx_wakeups: u64,
@@ -216,6 +222,15 @@ pub fn open<P: PageArea, H: BufPool>(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    if let Some(us) = cfg.busy_poll_us {
+        for (opt, val, what) in [
+            (sys::SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL"),
+            (sys::SO_BUSY_POLL, us as i32, "SO_BUSY_POLL"),
+            (sys::SO_BUSY_POLL_BUDGET, 64, "SO_BUSY_POLL_BUDGET"),
+        ] {
+            sys::setsockopt_sol_socket(raw, opt, val).map_err(|e| XdpError::sys(what, e))?;
+        }
+    }
     // TX buffers: pages of the same pool (same UMEM), set aside now.
     let mut tx_free = Vec::with_capacity(cfg.tx_bufs);
     if tx.is_some() {
@@ -262,6 +277,7 @@ pub fn open<P: PageArea, H: BufPool>(
         ring_id: driver::new_ring_id(),
         stats: RxStats::default(),
         xstats: XdpQueueStats::default(),
+        busy_poll: cfg.busy_poll_us.is_some(),
         stopped: false,
     };
     rxh.refill();
@@ -289,6 +305,8 @@ pub struct XdpRx<P: PageArea, H: BufPool> {
     ring_id: u64,
     stats: RxStats,
     xstats: XdpQueueStats,
+    /// Drive the NAPI with `recvfrom` when a poll finds nothing.
+    busy_poll: bool,
     stopped: bool,
 }
 
@@ -346,6 +364,12 @@ impl<P: PageArea, H: BufPool> XdpRx<P, H> {
             rx.release(n);
         }
         self.refill();
+        if n == 0 && self.busy_poll {
+            if let Some(s) = &self.sock {
+                sys::kick_rx(s.raw());
+                self.xstats.rx_wakeups += 1;
+            }
+        }
         delivered
     }
 

@@ -15,6 +15,17 @@ pub const AF_XDP: libc::c_int = 44;
 /// `SOL_XDP` socket option level.
 pub const SOL_XDP: libc::c_int = 283;
 
+// ---- include/uapi/asm-generic/socket.h --------------------------------
+
+/// `SO_BUSY_POLL`: microseconds to busy-poll the device's NAPI in a
+/// receive call.
+pub const SO_BUSY_POLL: libc::c_int = 46;
+/// `SO_PREFER_BUSY_POLL`: keep the NAPI to busy polling while the
+/// application polls (interrupts deferred).
+pub const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+/// `SO_BUSY_POLL_BUDGET`: packets per busy-poll round.
+pub const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
 // ---- include/uapi/linux/if_xdp.h --------------------------------------
 
 /// `sockaddr_xdp.sxdp_flags`: copy mode (`XDP_COPY`).
@@ -331,6 +342,21 @@ pub fn setsockopt<T: Copy>(fd: RawFd, opt: libc::c_int, val: &T) -> io::Result<(
             opt,
             val as *const T as *const libc::c_void,
             std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    cvt(r as libc::c_long).map(|_| ())
+}
+
+/// `setsockopt(fd, SOL_SOCKET, opt, &val)` for an `int` option.
+pub fn setsockopt_sol_socket(fd: RawFd, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    // SAFETY: `val` is a live int of the size we pass.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            &val as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     cvt(r as libc::c_long).map(|_| ())

@@ -99,6 +99,10 @@ pub struct Args {
     /// shared.
     #[arg(long, default_value_t = 1)]
     pub queues: u32,
+    /// AF_XDP (`--device xdp:`): busy-poll the device from the RX thread,
+    /// USECS per empty poll (SO_BUSY_POLL with SO_PREFER_BUSY_POLL).
+    #[arg(long, value_name = "USECS")]
+    pub busy_poll: Option<u32>,
     /// Write every received frame (as reassembled from its buffers) to this
     /// pcap file.
     #[arg(long, value_name = "FILE")]
@@ -251,6 +255,12 @@ impl Args {
                     if n == 1 { "is" } else { "are" }
                 ));
             }
+        }
+        if self.busy_poll.is_some() && !matches!(self.device, DeviceSpec::Xdp(_)) {
+            return Err("--busy-poll is for --device xdp:IFNAME".into());
+        }
+        if self.busy_poll == Some(0) {
+            return Err("--busy-poll must be at least 1 microsecond".into());
         }
         if let DeviceSpec::Xdp(t) = &self.device {
             if self.wb_log.is_some() {
@@ -471,6 +481,7 @@ impl Args {
                 hdr_slots,
             },
             tx: tcp.then(TxQueueConfig::default),
+            xdp_busy_poll_us: self.busy_poll,
             sim: SimOptions {
                 mode: self.sim_mode(),
                 core: self.sim_core,
@@ -735,6 +746,8 @@ mod tests {
                 "for the simulator only; with --device xdp:veth0@0",
             ),
             (&["--device", "xdp:veth0", "--wb-log", "x"], "has none"),
+            (&["--busy-poll", "50"], "--busy-poll is for"),
+            (&["--device", "xdp:veth0", "--busy-poll", "0"], "at least 1"),
             (
                 &["--device", "xdp:veth0", "--headroom", "0"],
                 "at least 256",
