@@ -248,6 +248,7 @@ pub fn open<P: PageArea, H: BufPool>(
     });
     let txh = tx.map(|ring| XdpTx {
         sock: Some(sock.clone()),
+        returner: pages.returner(),
         tx: Some(ring),
         comp: Some(comp),
         buf_len: pages.buf_len(),
@@ -520,6 +521,8 @@ const TX_DRAIN: Duration = Duration::from_millis(200);
 /// the completion ring. Same method names as the igb `TxRing`.
 pub struct XdpTx {
     sock: Option<Arc<XskSocket>>,
+    /// The pool's foreign path, for buffers freed after [`XdpTx::stop`].
+    returner: Arc<dyn BufReturn>,
     tx: Option<Ring<XdpDesc>>,
     comp: Option<Ring<u64>>,
     buf_len: usize,
@@ -538,14 +541,22 @@ pub struct XdpTx {
 }
 
 impl XdpTx {
-    /// A buffer to build a frame in.
+    /// A buffer to build a frame in (none once stopped).
     pub fn alloc(&mut self) -> Option<Buf> {
+        if self.stopped {
+            return None;
+        }
         self.free.pop()
     }
 
-    /// Returns an unused buffer.
+    /// Returns an unused buffer (once stopped, straight to the pool: the
+    /// kernel never had it).
     pub fn free(&mut self, buf: Buf) {
-        self.free.push(buf)
+        if self.stopped {
+            self.returner.give_back(&mut vec![buf]);
+        } else {
+            self.free.push(buf)
+        }
     }
 
     pub fn buf_len(&self) -> usize {
