@@ -389,11 +389,9 @@ impl Default for PortConfig {
 }
 
 impl PortConfig {
+    /// Every limit, the simulator's included.
     pub fn validate(&self) -> Result<(), String> {
-        if !(1..=8).contains(&self.queues) {
-            return Err(format!("--queues {} must be 1..=8", self.queues));
-        }
-        self.rx.validate()?;
+        self.validate_queues()?;
         if self.queues > 1 && self.sim.mode == SimMode::Stepped {
             return Err(format!(
                 "--queues {} runs one thread per queue; it does not combine with --sim-mode stepped",
@@ -404,6 +402,15 @@ impl PortConfig {
             return Err(format!("--gro {} must be 1..=64", self.sim.gro));
         }
         Ok(())
+    }
+
+    /// The limits of the queues and rings alone (what an AF_XDP port
+    /// uses; the simulator's options do not apply to it).
+    pub fn validate_queues(&self) -> Result<(), String> {
+        if !(1..=8).contains(&self.queues) {
+            return Err(format!("--queues {} must be 1..=8", self.queues));
+        }
+        self.rx.validate()
     }
 }
 
@@ -561,17 +568,22 @@ impl Port {
     /// Opens the NIC `spec` names and builds its queues. Receive and
     /// transmit stay off until [`Port::start`].
     pub fn open(spec: &DeviceSpec, cfg: &PortConfig) -> Result<Port, PortError> {
-        cfg.validate().map_err(PortError::Config)?;
         match spec {
             DeviceSpec::Sim(w) => {
+                cfg.validate().map_err(PortError::Config)?;
                 let (wire, parts) = open_wire(w, &cfg.sim)?;
                 Port::open_sim(wire, parts, cfg)
             }
             DeviceSpec::Vfio(addr) => {
+                cfg.validate().map_err(PortError::Config)?;
                 let dev: Arc<dyn Device> = VfioNic::open(addr)?;
                 Port::build(dev, None, None, WireParts::default(), cfg)
             }
-            DeviceSpec::Xdp { ifname, queue } => Port::open_xdp(ifname, *queue, cfg),
+            DeviceSpec::Xdp { ifname, queue } => {
+                // The simulator's options do not apply.
+                cfg.validate_queues().map_err(PortError::Config)?;
+                Port::open_xdp(ifname, *queue, cfg)
+            }
         }
     }
 

@@ -95,6 +95,16 @@ fn frames_cross_a_veth_pair_between_two_xdp_ports() {
         ..PortConfig::default()
     };
     let spec = |n: &str| -> DeviceSpec { format!("xdp:{n}").parse().unwrap() };
+    // The simulator's options do not apply: two queues with the default
+    // (stepped) simulator mode are refused for the queue the veth lacks.
+    let two = PortConfig {
+        queues: 2,
+        ..PortConfig::default()
+    };
+    match Port::open(&spec(&a), &two) {
+        Err(e) => assert!(e.to_string().contains("has no RX queue 1"), "{e}"),
+        Ok(_) => panic!("a second queue on a one-queue veth"),
+    }
     let mut rx_port = Port::open(&spec(&a), &cfg).expect("open the receiving end");
     let mut tx_port = Port::open(&spec(&b), &cfg).expect("open the sending end");
     assert_eq!(rx_port.name(), format!("xdp:{a}@0"));
