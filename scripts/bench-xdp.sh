@@ -2,7 +2,9 @@
 # Receive rates over AF_XDP on one veth pair, one RX queue, root only:
 #   - rxsink --device xdp:VETH --mode drop and --mode read (Mpps), and drop
 #     with --busy-poll 50 (the veth's NAPI driven from rxsink's thread);
-#   - the kernel's xdp-bench drop (xdp-tools), when it loads;
+#   - the kernel's xdp-bench drop (xdp-tools), when it loads, and the
+#     kernel's XDP_DROP by our own two-instruction program (xdp crate's
+#     example xdp_drop), counted by veth's rx_queue_0_xdp_drops;
 #   - DPDK testpmd rxonly on its AF_XDP PMD (--vdev net_af_xdp0,iface=VETH);
 #   - TCP: the Linux kernel as receiver (iperf3 -s) against rxsink
 #     --mode tcp's iperf3 server, iperf3 -c -P 4 from the peer (Gbit/s).
@@ -42,8 +44,10 @@ fi
 
 cargo build --release -p rxsink -q
 cargo build --release -p pipeline --example xdp_tx -q
+cargo build --release -p xdp --example xdp_drop -q
 BIN=$PWD/target/release/rxsink
 GEN=$PWD/target/release/examples/xdp_tx
+DROP=$PWD/target/release/examples/xdp_drop
 
 ID=$$
 NS=rxbench-$ID
@@ -121,6 +125,22 @@ print("xdp_bench_drop %.4f" % (statistics.median(v[1:] or v) / 1e6) if v else "n
     fi
 }
 
+# The kernel's XDP_DROP: our drop program attached for SECONDS; the rate is
+# the driver's xdp_drops counter over that time.
+kernel_drop_rate() {
+    xdp_drops() { ethtool -S "$VA" | awk '/xdp_drops:/ {n += $2} END {print n + 0}'; }
+    gen_start
+    "$DROP" "$VA" "$D" >"$TMP/kd.out" 2>&1 &
+    local p=$!
+    sleep 0.3
+    local a t0 b t1
+    a=$(xdp_drops); t0=$(date +%s.%N)
+    wait $p || true
+    b=$(xdp_drops); t1=$(date +%s.%N)
+    gen_stop
+    python3 -c 'import sys; a, b, t0, t1 = map(float, sys.argv[1:]); print("kernel_xdp_drop %.4f" % ((b - a) / (t1 - t0) / 1e6))' "$a" "$b" "$t0" "$t1" >>"$RES"
+}
+
 testpmd_rate() {
     gen_start
     timeout -s INT "$((D + 2))" dpdk-testpmd -l 0-1 --no-pci --no-huge -m 512 \
@@ -167,6 +187,7 @@ for r in $(seq "$R"); do
     rxsink_rate read
     rxsink_rate drop drop_busy --busy-poll 50
     [ $have_xdpbench -eq 1 ] && xdpbench_rate
+    kernel_drop_rate
     [ $have_testpmd -eq 1 ] && testpmd_rate
     tcp_kernel
     tcp_rxsink
@@ -191,6 +212,7 @@ rows = [
     ("rxsink --mode read", "rxsink_read", "Mpps"),
     ("rxsink --mode drop --busy-poll 50", "rxsink_drop_busy", "Mpps"),
     ("xdp-bench drop (kernel XDP_DROP)", "xdp_bench_drop", "Mpps"),
+    ("kernel XDP_DROP (xdp_drop example)", "kernel_xdp_drop", "Mpps"),
     ("DPDK testpmd rxonly, net_af_xdp", "testpmd_rxonly", "Mpps"),
     ("generator (xdp_tx, 60 B frames)", "generator", "Mpps"),
     ("TCP: kernel receiver, iperf3 -P 4", "tcp_kernel", "Gbit/s"),

@@ -58,6 +58,8 @@ const FUNC_REDIRECT_MAP: i32 = 51;
 const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
 /// `XDP_PASS` (`enum xdp_action`).
 pub const XDP_PASS: i32 = 2;
+/// `XDP_DROP` (`enum xdp_action`).
+pub const XDP_DROP: i32 = 1;
 
 /// The redirect program for the XSKMAP `map_fd` (see the module
 /// documentation for the C it stands for):
@@ -78,6 +80,18 @@ pub fn redirect_program(map_fd: i32) -> [u64; 6] {
         insn(CALL, 0, 0, 0, FUNC_REDIRECT_MAP),
         insn(EXIT, 0, 0, 0, 0),
     ]
+}
+
+/// A program that drops every frame in the driver (`return XDP_DROP;`):
+/// the kernel's own floor for a receive benchmark (`scripts/bench-xdp.sh`,
+/// the `xdp_drop` example).
+///
+/// ```text
+/// 0: r0 = 1                      ; XDP_DROP
+/// 1: exit
+/// ```
+pub fn drop_program() -> [u64; 2] {
+    [insn(MOV64_IMM, 0, 0, 0, XDP_DROP), insn(EXIT, 0, 0, 0, 0)]
 }
 
 /// How the program was attached.
@@ -144,13 +158,18 @@ impl XdpProgram {
     /// Loads [`redirect_program`] for `map`. The verifier's message is in
     /// the error when it refuses.
     pub fn load(map: &XskMap) -> Result<XdpProgram, XdpError> {
-        let insns = redirect_program(map.fd());
+        XdpProgram::load_insns(&redirect_program(map.fd()), "rxsink_xsk")
+    }
+
+    /// Loads any XDP program given as instruction words (see [`insn`]),
+    /// named `name` (at most 15 bytes are kept).
+    pub fn load_insns(insns: &[u64], name: &str) -> Result<XdpProgram, XdpError> {
         let mut log = Vec::with_capacity(64 * 1024);
         let fd = sys::prog_load(
             sys::BPF_PROG_TYPE_XDP,
-            &insns,
+            insns,
             c"Dual MIT/GPL",
-            "rxsink_xsk",
+            name,
             &mut log,
         )
         .map_err(|e| {
@@ -226,6 +245,13 @@ mod tests {
     }
 
     #[test]
+    fn drop_program_listing() {
+        let p = drop_program();
+        assert_eq!(p[0].to_le_bytes(), [0xb7, 0x00, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(p[1].to_le_bytes(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
     fn redirect_program_listing() {
         let p = redirect_program(7);
         assert_eq!(p.len(), 6);
@@ -256,5 +282,6 @@ mod tests {
         }
         let map = XskMap::new(4).expect("XSKMAP");
         XdpProgram::load(&map).expect("the verifier accepts the redirect program");
+        XdpProgram::load_insns(&drop_program(), "drop").expect("and the drop program");
     }
 }
