@@ -18,7 +18,8 @@
 # - differential: the frame set replayed through the simulator with the same
 #   options gives the same write-back fields frame by frame, except the
 #   documented QEMU divergences (diffwb.py wb; prints a table).
-# Then TCP: rxsink --mode tcp --verify in the guest; from the host (HOST_IP
+# Then TCP, twice (smoltcp, then the zero-copy engine with --copies 0):
+# rxsink --mode tcp --verify in the guest; from the host (HOST_IP
 # on the TAP) a TCP_BYTES pattern stream (scripts/e2e-qemu/pattern.py) and
 # `iperf3 -c`; checks verified == bytes sent, 0 mismatches, iperf3 exit 0,
 # no leaked pages / headers / TX buffers. And no DMAR fault in the guest's
@@ -250,6 +251,9 @@ if [ "$TCP" = 1 ]; then
     start_rxsink tcp --mode tcp --ip $GUEST_IP/24 --verify --until-closed 3 --header-split $TCP_SPLIT --hdr-buf 256 --json --duration $TCP_TIMEOUT
     wait \$pid; rc=\$?
     report tcp \$rc
+    start_rxsink tcpzc --mode tcp --copies 0 --ip $GUEST_IP/24 --verify --until-closed 3 --header-split $TCP_SPLIT --hdr-buf 256 --json --duration $TCP_TIMEOUT
+    wait \$pid; rc=\$?
+    report tcpzc \$rc
 fi
 echo 1 >/proc/sys/kernel/printk
 say "E2E-DMESG-BEGIN"; dmesg | grep -iE 'dmar|vfio|iommu|fault' | tail -40 >/dev/console; say "E2E-DMESG-END"
@@ -281,21 +285,22 @@ QEMU_PID=$!
 # ROUNDS passes over the frame set (every frame sent is recorded); the tcp
 # run gets the pattern stream and an iperf3 client.
 tcp_client() {
-    ip addr add "$HOST_IP/24" dev "$TAP"
-    log "TCP: pattern stream of $TCP_BYTES bytes to $GUEST_IP:9000, then iperf3 -c $GUEST_IP -t $IPERF_SECONDS"
-    timeout 300 python3 "$ROOT/scripts/e2e-qemu/pattern.py" "$GUEST_IP" 9000 "$TCP_BYTES" >"$RUN/pattern.json" 2>"$RUN/pattern.err"
-    echo "pattern sender rc=$?" >>"$RUN/pattern.err"
-    timeout $((IPERF_SECONDS + 120)) iperf3 -c "$GUEST_IP" -p 5201 -t "$IPERF_SECONDS" -J --connect-timeout 30000 >"$RUN/iperf3.json" 2>"$RUN/iperf3.err"
-    echo $? >"$RUN/iperf3.rc"
-    log "TCP clients done (iperf3 exit $(cat "$RUN/iperf3.rc"))"
+    local tag=$1
+    ip addr replace "$HOST_IP/24" dev "$TAP"
+    log "TCP ($tag): pattern stream of $TCP_BYTES bytes to $GUEST_IP:9000, then iperf3 -c $GUEST_IP -t $IPERF_SECONDS"
+    timeout 300 python3 "$ROOT/scripts/e2e-qemu/pattern.py" "$GUEST_IP" 9000 "$TCP_BYTES" >"$RUN/$tag.pattern.json" 2>"$RUN/$tag.pattern.err"
+    echo "pattern sender rc=$?" >>"$RUN/$tag.pattern.err"
+    timeout $((IPERF_SECONDS + 120)) iperf3 -c "$GUEST_IP" -p 5201 -t "$IPERF_SECONDS" -J --connect-timeout 30000 >"$RUN/$tag.iperf3.json" 2>"$RUN/$tag.iperf3.err"
+    echo $? >"$RUN/$tag.iperf3.rc"
+    log "TCP clients done ($tag: iperf3 exit $(cat "$RUN/$tag.iperf3.rc"))"
 }
 handled=" "
 while kill -0 "$QEMU_PID" 2>/dev/null; do
     for tag in $(sed -n 's/^E2E-READY \([a-z]*\).*/\1/p' "$SERIAL"); do
         case "$handled" in *" $tag "*) continue;; esac
         handled="$handled$tag "
-        if [ "$tag" = tcp ]; then
-            tcp_client
+        if [ "$tag" = tcp ] || [ "$tag" = tcpzc ]; then
+            tcp_client "$tag"
         else
             log "guest ready for header split $tag; sending $NFRAMES frames ($ROUNDS x the set; $NDELIVER to deliver)"
             python3 "$ROOT/scripts/e2e-qemu/sendframes.py" "$TAP" 60 "$PPS" "$ROUNDS" "$RUN/$tag.sent.pcap" >>"$RUN/send.log" 2>&1 \
@@ -316,7 +321,8 @@ tr -d '\r' <"$SERIAL" >"$RUN/serial.txt"
 tr -d '\r' <"$RUN/ttyS1.log" >"$RUN/ttyS1.txt" 2>/dev/null || true
 fail=0; passed=0
 check() { if "$@"; then passed=$((passed+1)); else fail=$((fail+1)); fi; }
-for tag in $MODES $( [ "$TCP" = 1 ] && echo tcp ); do
+TCP_TAGS=$( [ "$TCP" = 1 ] && echo tcp tcpzc )
+for tag in $MODES $TCP_TAGS; do
     sed -n "/^E2E-STDERR-BEGIN $tag\$/,/^E2E-STDERR-END $tag\$/p" "$RUN/serial.txt" | sed '1d;$d' >"$RUN/$tag.err"
     sed -n "/^E2E-JSON-BEGIN $tag\$/,/^E2E-JSON-END $tag /p" "$RUN/serial.txt" | sed '1d;$d' >"$RUN/$tag.json"
     echo "--- $tag: rxsink stderr (last lines)"; tail -5 "$RUN/$tag.err"
@@ -381,18 +387,19 @@ EOF
         echo "FAIL differential header-split=$mode: no write-back log from the guest"; fail=$((fail+1))
     fi
 done
-if [ "$TCP" = 1 ]; then
-    echo "--- TCP clients"; cat "$RUN/pattern.json" "$RUN/pattern.err" 2>/dev/null
-    python3 -c 'import json,sys; e=json.load(open(sys.argv[1])).get("end",{}); print("iperf3: sent %s B, received %s B, %.1f Mbit/s" % (e.get("sum_sent",{}).get("bytes"), e.get("sum_received",{}).get("bytes"), e.get("sum_received",{}).get("bits_per_second",0)/1e6))' "$RUN/iperf3.json" 2>/dev/null || cat "$RUN/iperf3.err" 2>/dev/null
-    check python3 - "$RUN/tcp.json" "$RUN/pattern.json" "$(cat "$RUN/iperf3.rc" 2>/dev/null || echo none)" "$RUN/serial.txt" <<'EOF'
+# tcp: smoltcp (copies once); tcpzc: the zero-copy engine (--copies 0).
+for tag in $TCP_TAGS; do
+    echo "--- TCP clients ($tag)"; cat "$RUN/$tag.pattern.json" "$RUN/$tag.pattern.err" 2>/dev/null
+    python3 -c 'import json,sys; e=json.load(open(sys.argv[1])).get("end",{}); print("iperf3: sent %s B, received %s B, %.1f Mbit/s" % (e.get("sum_sent",{}).get("bytes"), e.get("sum_received",{}).get("bytes"), e.get("sum_received",{}).get("bits_per_second",0)/1e6))' "$RUN/$tag.iperf3.json" 2>/dev/null || cat "$RUN/$tag.iperf3.err" 2>/dev/null
+    check python3 - "$RUN/$tag.json" "$RUN/$tag.pattern.json" "$(cat "$RUN/$tag.iperf3.rc" 2>/dev/null || echo none)" "$RUN/serial.txt" "$tag" <<'EOF'
 import json, re, sys
-path, pat, iperf_rc, serial = sys.argv[1:5]
+path, pat, iperf_rc, serial, tag = sys.argv[1:6]
 bad = []
 try:
     s = json.loads(open(path).read().strip())
 except Exception as e:
-    print(f"FAIL tcp: no JSON summary ({e})"); sys.exit(1)
-m = re.search(r"^E2E-JSON-END tcp rc=(\d+)", open(serial).read(), re.M)
+    print(f"FAIL {tag}: no JSON summary ({e})"); sys.exit(1)
+m = re.search(rf"^E2E-JSON-END {tag} rc=(\d+)", open(serial).read(), re.M)
 if not m or m.group(1) != "0": bad.append(f"rxsink exit status {m and m.group(1)}")
 try:
     sent = json.loads(open(pat).read())["sent"]
@@ -409,12 +416,19 @@ drops = {k: v for k, v in s.get("drops", {}).items() if v}
 if drops: bad.append(f"drops {drops}")
 p = s.get("present", {})
 if p.get("bad_checksum") or p.get("malformed"): bad.append(f"present {p}")
-summary = f"tcp={t} packets={s.get('packets')} hw={s.get('hw')}"
+z = s.get("zc")
+if tag == "tcpzc":
+    if not z: bad.append("--copies 0 but no zc object")
+    elif z["bytes"] == 0 or z["returned_bytes"] != z["bytes"] or z["copy_fallback_bytes"]:
+        bad.append(f"zc bytes {z['bytes']}, returned {z['returned_bytes']}, copy fallback {z['copy_fallback_bytes']}")
+elif z is not None: bad.append("zc object without --copies 0")
+zs = {k: v for k, v in (z or {}).items() if k != "per_queue"}
+summary = f"tcp={t} zc={zs} packets={s.get('packets')} hw={s.get('hw')}"
 if bad:
-    print("FAIL tcp: " + "; ".join(bad) + " | " + summary); sys.exit(1)
-print("ok   tcp: " + summary)
+    print(f"FAIL {tag}: " + "; ".join(bad) + " | " + summary); sys.exit(1)
+print(f"ok   {tag}: " + summary)
 EOF
-fi
+done
 echo "--- guest dmesg (IOMMU / VFIO lines)"
 sed -n '/^E2E-DMESG-BEGIN/,/^E2E-DMESG-END/p' "$RUN/serial.txt" | sed '1d;$d'
 if grep -qE 'DMAR: \[DMA (Read|Write)|DRHD: handling fault|DMAR:.*[Ff]ault' "$RUN/serial.txt"; then

@@ -141,6 +141,71 @@ for q in 1 2; do
         "s['queue_stalls']==2 and s['sim_faults_injected']['stalls']==2 and s['device_resets']==2 and s['tcp']['verified']==100000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and $tcp_clean"
 done
 
+# The copy ladder on the same traffic: two copies (recv into the
+# application's buffer), one (smoltcp's ring read in place), zero (the
+# NIC's pages read in place and returned), each byte verified and, with
+# --touch read, read once more.
+for copies in 2 1 0; do
+  for touch in none read; do
+    out=$TMP/ladder-$copies-$touch.json
+    timeout 120 $BIN --mode tcp --wire pair --verify --copies $copies --touch $touch --pair-conns 2 \
+        --pair-bytes 20000000 --json --quiet >"$out"
+    touched=$([ $touch = read ] && echo 40000000 || echo 0)
+    check "--copies $copies --touch $touch: 2 x 20 MB verified, $touched bytes touched" "$out" \
+        "s['tcp']['copies']=='$copies' and s['tcp']['touch']=='$touch' and s['tcp']['verified']==40000000 and s['tcp']['touched']==$touched and s['tcp']['mismatches']==0 and s['tcp']['aborted']==0 and s['peer']['finished']==2 and $tcp_clean and (s['zc'] is not None)==($copies==0)"
+  done
+done
+
+# Zero copy at a 4 KiB MSS with header split: every chunk is a whole,
+# page-aligned page. Split off still works, with unaligned chunks.
+out=$TMP/zc-4148.json
+timeout 120 $BIN --mode tcp --wire pair --verify --copies 0 --mtu 4148 --pair-bytes 40000000 --json --quiet >"$out"
+check "--copies 0 --mtu 4148: 40 MB verified, every chunk a page-aligned page, no copy fallback" "$out" \
+    "s['tcp']['verified']==40000000 and s['zc']['chunks']>0 and s['zc']['page_aligned_chunks']==s['zc']['chunks'] and s['zc']['bytes']==40000000 and s['zc']['copy_fallback_bytes']==0 and s['zc']['returned_bytes']==s['zc']['bytes'] and $tcp_clean"
+for args in "--header-split off --mtu 4148" "--header-split off --mtu 9000 --gro 16" "--header-split on --mtu 9000 --gro 16"; do
+    out=$TMP/zc-split.json
+    # shellcheck disable=SC2086
+    timeout 120 $BIN --mode tcp --wire pair --verify --copies 0 $args --pair-bytes 20000000 --json --quiet >"$out"
+    check "--copies 0 $args: 20 MB verified, nothing leaked" "$out" \
+        "s['tcp']['verified']==20000000 and s['zc']['bytes']==20000000 and s['zc']['returned_bytes']==20000000 and $tcp_clean"
+done
+
+# Zero copy through a lossy, duplicating, reordering, corrupting wire.
+out=$TMP/zc-faults.json
+timeout 300 $BIN --mode tcp --wire pair --verify --copies 0 --pair-bytes 4000000 \
+    --faults drop=1,dup=0.5,reorder=8,corrupt=0.5,seed=7 --json --quiet >"$out"
+check "--copies 0 with drop 1%, dup 0.5%, reorder 8, corrupt 0.5%: 4 MB verified, out-of-order and duplicates seen" "$out" \
+    "s['tcp']['verified']==4000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and s['zc']['ooo_segments']>0 and s['zc']['duplicate_segments']>0 and $tcp_clean"
+
+# The application on its own core returns pages both ways; at batch 512 the
+# locked return takes at most one lock per 512 pages, the ring none.
+for ret in ring locked; do
+    out=$TMP/zc-$ret.json
+    timeout 120 $BIN --mode tcp --wire pair --verify --copies 0 --cores 0,1 --zc-return $ret --recycle-batch 512 \
+        --pair-bytes 100000000 --json --quiet >"$out"
+    check "--copies 0 --cores 0,1 --zc-return $ret --recycle-batch 512: 100 MB verified, one lock per 512 returned pages (ring: none)" "$out" \
+        "s['tcp']['verified']==100000000 and s['zc']['return_mode']=='$ret' and s['zc']['returned_bytes']==s['zc']['bytes'] and s['zc']['return_locks']==(0 if '$ret'=='ring' else -(-s['zc']['returned_pages']//512)) and s['app_thread'] is not None and $tcp_clean"
+done
+
+# A return batch larger than the window (512 pages of 4 KiB, 1 MiB window):
+# the batch never fills, so the application returns what it holds once no
+# data came for 100 us; without that the transfer stalls for good.
+out=$TMP/zc-batch-over-window.json
+timeout 120 $BIN --mode tcp --wire pair --verify --copies 0 --mtu 4148 --cores 0,1 --zc-return locked --recycle-batch 512 \
+    --pair-bytes 50000000 --json --quiet >"$out"
+check "--copies 0 --recycle-batch 512 over a 1 MiB window: 50 MB verified, the window closed and reopened" "$out" \
+    "s['tcp']['verified']==50000000 and s['zc']['window_closed']>0 and s['zc']['returned_bytes']==s['zc']['bytes'] and $tcp_clean"
+
+# Several queues, each with its own engine; and a device reset under zero copy.
+out=$TMP/zc-q2.json
+timeout 300 $BIN --mode tcp --wire pair --verify --copies 0 --queues 2 --pair-conns 4 --pair-bytes 20000000 --json --quiet >"$out"
+check "--copies 0 --queues 2: 4 x 20 MB verified over two engines" "$out" \
+    "s['tcp']['verified']==80000000 and len(s['zc']['per_queue'])==2 and all(q['bytes']>0 for q in s['zc']['per_queue']) and $tcp_clean"
+out=$TMP/zc-reset.json
+timeout 120 $BIN --mode tcp --wire pair --verify --copies 0 --pair-bytes 250000000 --sim-reset-every 100000000 --json --quiet >"$out"
+check "--copies 0: two device resets during a transfer, 250 MB verified" "$out" \
+    "s['device_resets']==2 and s["tcp"]["verified"]==250000000 and s["peer"]["finished"]==1 and $tcp_clean"
+
 # pcap round trip: replaying a capture written by --pcap-out gives the
 # same frames, byte for byte.
 timeout 60 $BIN --mode read --packets 3000 --frame-size 60-9216 --proto mixed \
@@ -223,7 +288,9 @@ for bad in "--batch 0" "--ring-size 100" "--device vfio:nonsense" "--device vfio
            "--mode tcp --wire tap:lo --duration 1" "--header-split sometimes" "--frame-size 10" "--hdr-buf 1000" \
            "--payload-buf 4096 --headroom 256" "--duration -1" "--core 4096" \
            "--cores 0,0" "--cores 1" "--recycle-batch 0" "--gro 65" "--hdr-pool spinlock" \
-           "--hdr-pool packed --hdr-buf 512"; do
+           "--hdr-pool packed --hdr-buf 512" "--copies 0" "--touch read" "--mode tcp --copies 3" \
+           "--mode tcp --touch all" "--mode tcp --zc-return ring" "--mode tcp --copies 0 --zc-return heap" \
+           "--mode tcp --cores 0,1"; do
     set +e
     # shellcheck disable=SC2086
     timeout 20 $BIN $bad --packets 10 >/dev/null 2>"$TMP/err"

@@ -4,8 +4,9 @@
 # lives in a private network namespace from which the Linux kernel sends:
 #   - raw frames (python3, AF_PACKET) counted exactly in drop and read
 #     mode, --pcap-out holding every one;
-#   - the kernel's TCP into --mode tcp: ping, 64 MiB of the pattern
-#     verified byte for byte, iperf3 -c -P 4 with exact byte counts;
+#   - the kernel's TCP into --mode tcp, through smoltcp and through the
+#     zero-copy engine (--copies 0): ping, 64 MiB of the pattern verified
+#     byte for byte, iperf3 -c -P 4 with exact byte counts;
 #   - --queues 2 on a two-queue veth: raw frames counted exactly over both;
 #   - generic (SKB) mode where the driver has no native XDP (a bridge);
 #   - SIGTERM mid-run (clean stop, exit 0) and SIGKILL (the kernel closes
@@ -254,40 +255,49 @@ s.close()
 '
 MB64=$((64 << 20))
 TCP_ARGS=(--mode tcp --ip "$OUR/24" --port $PORT --iperf3-port $IPERF_PORT)
-label="tcp mode, ping + kernel TCP sender"
-if start_rx "$label" "${TCP_ARGS[@]}" --verify --until-closed 1; then
-    if nsx timeout 20 ping -n -q -c 3 -W 2 $OUR >"$TMP/ping.out" 2>&1; then
-        ok "$label: ping -c 3 $OUR: $(grep -o '[0-9]* received' "$TMP/ping.out")"
-    else
-        bad "$label: ping -c 3 $OUR"; cat "$TMP/ping.out"
+# Both TCP stacks on AF_XDP queues: smoltcp (copies once) and the
+# zero-copy engine (--copies 0: the chunks are the UMEM's pages).
+for zc in "" " --copies 0"; do
+    read -r -a ZC <<<"$zc"
+    label="tcp mode$zc, ping + kernel TCP sender"
+    if start_rx "$label" "${TCP_ARGS[@]}" "${ZC[@]}" --verify --until-closed 1; then
+        if nsx timeout 20 ping -n -q -c 3 -W 2 $OUR >"$TMP/ping.out" 2>&1; then
+            ok "$label: ping -c 3 $OUR: $(grep -o '[0-9]* received' "$TMP/ping.out")"
+        else
+            bad "$label: ping -c 3 $OUR"; cat "$TMP/ping.out"
+        fi
+        if nsx timeout 60 python3 -c "$SENDER" $OUR $PORT $MB64 2>"$TMP/send.err"; then
+            ok "$label: kernel sender wrote 64 MiB, shut down, got our FIN"
+        else
+            bad "$label: kernel sender"; cat "$TMP/send.err"
+        fi
+        wait_rx "$label"
+        check "$label: 64 MiB verified byte for byte, no mismatch, no abort" "$rx_out" \
+            "s['tcp']['verified']==$MB64 and s['tcp']['bytes']==$MB64 and s['tcp']['mismatches']==0 and s['tcp']['connections']==1 and s['tcp']['aborted']==0"
     fi
-    if nsx timeout 60 python3 -c "$SENDER" $OUR $PORT $MB64 2>"$TMP/send.err"; then
-        ok "$label: kernel sender wrote 64 MiB, shut down, got our FIN"
-    else
-        bad "$label: kernel sender"; cat "$TMP/send.err"
-    fi
-    wait_rx "$label"
-    check "$label: 64 MiB verified byte for byte, no mismatch, no abort" "$rx_out" \
-        "s['tcp']['verified']==$MB64 and s['tcp']['bytes']==$MB64 and s['tcp']['mismatches']==0 and s['tcp']['connections']==1 and s['tcp']['aborted']==0"
-fi
 
-label="tcp mode, iperf3 -c -P 4"
-if start_rx "$label" "${TCP_ARGS[@]}" --until-closed 5; then
-    ic=$TMP/iperf3.json; rc=0
-    nsx timeout 40 iperf3 -c $OUR -p $IPERF_PORT -t 3 -P 4 --json >"$ic" 2>&1 || rc=$?
-    if [ $rc -eq 0 ]; then
-        ok "$label: iperf3 exit 0, $(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["end"]; print("%.2f Gbit/s, sent %d B, server counted %d B" % (e["sum_received"]["bits_per_second"]/1e9, e["sum_sent"]["bytes"], e["sum_received"]["bytes"]))' "$ic")"
-    else
-        bad "$label: iperf3 exit $rc"; tail -5 "$ic"
+    label="tcp mode$zc, iperf3 -c -P 4"
+    if start_rx "$label" "${TCP_ARGS[@]}" "${ZC[@]}" --until-closed 5; then
+        ic=$TMP/iperf3.json; rc=0
+        nsx timeout 40 iperf3 -c $OUR -p $IPERF_PORT -t 3 -P 4 --json >"$ic" 2>&1 || rc=$?
+        if [ $rc -eq 0 ]; then
+            ok "$label: iperf3 exit 0, $(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["end"]; print("%.2f Gbit/s, sent %d B, server counted %d B" % (e["sum_received"]["bits_per_second"]/1e9, e["sum_sent"]["bytes"], e["sum_received"]["bytes"]))' "$ic")"
+        else
+            bad "$label: iperf3 exit $rc"; tail -5 "$ic"
+        fi
+        wait_rx "$label"
+        if [ $rc -eq 0 ]; then
+            check "$label: every byte iperf3 sent was read by the sink (tcp.bytes - sum_sent = control bytes < 64 KiB)" \
+                "$rx_out" "0 < s['tcp']['bytes'] - c['end']['sum_sent']['bytes'] < 65536" "$ic"
+            check "$label: iperf3's sum_received.bytes == the bytes our server counted, 5 connections, 1 test" "$rx_out" \
+                "s['iperf3']['last_test_bytes']==c['end']['sum_received']['bytes'] and s['iperf3']['tests_completed']==1 and s['iperf3']['last_test_streams']==4 and s['tcp']['connections']==5" "$ic"
+        fi
     fi
-    wait_rx "$label"
-    if [ $rc -eq 0 ]; then
-        check "$label: every byte iperf3 sent was read by the sink (tcp.bytes - sum_sent = control bytes < 64 KiB)" \
-            "$rx_out" "0 < s['tcp']['bytes'] - c['end']['sum_sent']['bytes'] < 65536" "$ic"
-        check "$label: iperf3's sum_received.bytes == the bytes our server counted, 5 connections, 1 test" "$rx_out" \
-            "s['iperf3']['last_test_bytes']==c['end']['sum_received']['bytes'] and s['iperf3']['tests_completed']==1 and s['iperf3']['last_test_streams']==4 and s['tcp']['connections']==5" "$ic"
+    if [ -n "$zc" ]; then
+        check "tcp mode$zc: the engine handed out UMEM pages and got every one back, none copied" "$rx_out" \
+            "s['zc'] is not None and s['zc']['bytes']>0 and s['zc']['returned_bytes']==s['zc']['bytes'] and s['zc']['copy_fallback_bytes']==0"
     fi
-fi
+done
 
 # Two queues: a two-queue veth pair, one socket and one thread per queue,
 # the raw frames counted exactly over both (which queue they reach is the

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_JOBS=${FUZZ_JOBS:-2}
-TARGETS=${FUZZ_TARGETS:-"rx_writeback stack_ingest pcap_input"}
+TARGETS=${FUZZ_TARGETS:-"rx_writeback stack_ingest pcap_input zc_engine"}
 
 if ! rustup toolchain list | grep -q '^nightly'; then
     echo "fuzz: installing the nightly toolchain"

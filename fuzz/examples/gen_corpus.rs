@@ -345,9 +345,97 @@ fn pcap_input() {
     write(t, "pcapng_magic", &[0x0A, 0x0D, 0x0D, 0x0A, 0, 0, 0, 0]);
 }
 
+/// Ops of the `zc_engine` program (see `fuzz::zc::run_zc`).
+struct ZcProg(Vec<u8>);
+
+impl ZcProg {
+    fn new(cfg: u8) -> ZcProg {
+        ZcProg(vec![cfg])
+    }
+    /// A segment from peer `k` at stream offset `rel` (relative to the
+    /// peer's next byte), split header or not, device checksum verdict good.
+    fn seg(mut self, k: u8, split: bool, flags: u8, rel: i16, len: u16, chunk: u16) -> ZcProg {
+        self.0.push(k << 4 | u8::from(split));
+        self.0.push(flags);
+        self.0.extend_from_slice(&rel.to_le_bytes());
+        self.0.push(0); // ack relative to the engine's ISN + 1
+        self.0.extend_from_slice(&len.to_le_bytes());
+        self.0.extend_from_slice(&chunk.to_le_bytes());
+        self.0.extend_from_slice(&0xFFFFu16.to_le_bytes()); // window
+        if flags & TCP_SYN != 0 {
+            self.0.extend_from_slice(&1460u16.to_le_bytes());
+            self.0.push(7);
+        }
+        if flags & 0x40 != 0 {
+            self.0.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        self
+    }
+    /// Sends what the engine queued to the peers (they learn its ISN).
+    fn transmit(mut self) -> ZcProg {
+        self.0.push(12);
+        self
+    }
+    /// Reads events and returns up to `n` chunks, flushing the returners.
+    fn read(mut self, n: u8) -> ZcProg {
+        self.0.extend_from_slice(&[0x8A, n]);
+        self
+    }
+    fn poll(mut self, ms: u16) -> ZcProg {
+        self.0.push(9);
+        self.0.extend_from_slice(&ms.to_le_bytes());
+        self
+    }
+    /// Send (`what` 0), close (10) or abort (14) on connection 0.
+    fn app(mut self, what: u8, arg: u8) -> ZcProg {
+        self.0.extend_from_slice(&[what << 4 | 11, 0, arg]);
+        self
+    }
+}
+
+fn zc_engine() {
+    let t = "zc_engine";
+    let open = |p: ZcProg| {
+        p.seg(0, false, TCP_SYN | 0x20 | 0x40, 0, 0, 0)
+            .transmit()
+            .seg(0, false, TCP_ACK | 0x40, 0, 0, 0)
+    };
+    let session = open(ZcProg::new(0))
+        .seg(0, true, TCP_ACK, 0, 1000, 600)
+        .seg(0, true, TCP_ACK, 500, 500, 0) // beyond a hole
+        .seg(0, false, TCP_ACK, -1000, 1000, 0) // fills it
+        .read(255)
+        .poll(5)
+        .app(0, 4)
+        .transmit()
+        .seg(0, true, TCP_ACK | TCP_FIN, 0, 0, 0)
+        .app(10, 0)
+        .transmit()
+        .poll(300)
+        .read(255);
+    let check = |name: &str, p: &ZcProg| {
+        let s = fuzz::zc::run_zc(&p.0);
+        eprintln!("{name}: {s:?}");
+        assert!(s.conns_accepted > 0 && s.bytes > 0, "{name} reaches the state machine");
+    };
+    check("session", &session);
+    write(t, "session", &session.0);
+    let two = open(open(ZcProg::new(1)).seg(1, false, TCP_SYN, 0, 0, 0).transmit())
+        .seg(1, false, TCP_ACK, 0, 0, 0)
+        .seg(0, true, TCP_ACK, 0, 3000, 1000)
+        .seg(1, true, TCP_ACK | TCP_PSH, 0, 9000, 4000)
+        .read(1)
+        .poll(1000)
+        .app(14, 0)
+        .transmit();
+    check("two_peers_small_window", &two);
+    write(t, "two_peers_small_window", &two.0);
+}
+
 fn main() {
     rx_writeback();
     stack_ingest();
     pcap_input();
+    zc_engine();
     eprintln!("corpus written to {}", dir("").display());
 }

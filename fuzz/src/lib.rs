@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub mod rx;
+pub mod zc;
 
 /// Reads the input as a stream of bytes; zeros once it runs out.
 pub struct Input<'a>(pub &'a [u8]);

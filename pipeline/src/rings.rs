@@ -33,6 +33,15 @@ impl RxQueue {
         }
     }
 
+    /// Buffers the device may hold at once: the igb ring's descriptors,
+    /// the AF_XDP fill ring's entries.
+    pub fn ring_size(&self) -> usize {
+        match self {
+            RxQueue::Igb(r) => r.ring_size(),
+            RxQueue::Xdp(r) => r.ring_size(),
+        }
+    }
+
     /// A batch sized for this queue's packets.
     pub fn new_batch(&self, capacity: usize) -> RxBatch {
         match self {

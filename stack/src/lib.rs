@@ -9,14 +9,19 @@
 //!   `RxRing` and a `TxRing`.
 //! - [`sink`]: [`TcpSink`], listeners that accept several connections and
 //!   read in place, with [`pattern`] verification.
+//! - [`consume`]: what the application does with the bytes (count, read,
+//!   verify), the same behind every rung of the copy ladder.
 //! - [`sender`]: [`PatternSender`], a smoltcp TCP source for tests and the
 //!   back-to-back pair wire.
 //! - [`iperf3`]: the iperf3 server protocol as a state machine, so stock
 //!   `iperf3 -c` clients run against the sink.
 //! - [`queue`]: bringing up a queue pair with its pools, and auditing it.
+//! - [`zc`]: a zero-copy TCP receive engine (no smoltcp socket): payload
+//!   stays in the receive pages and reaches the application in place.
 //!
 //! Dependency direction: apps -> stack -> pipeline -> driver.
 
+pub mod consume;
 pub mod device;
 pub mod frame;
 pub mod iperf3;
@@ -26,7 +31,10 @@ pub mod queue;
 pub mod segstats;
 pub mod sender;
 pub mod sink;
+pub mod zc;
+pub mod zcsink;
 
+pub use consume::{Copies, Touch};
 pub use device::{arp_roles, ArpRole, ArpStats, DeviceConfig, QueueDevice};
 pub use driver;
 pub use pipeline;

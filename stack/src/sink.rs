@@ -1,14 +1,18 @@
 //! The TCP receive sink: a smoltcp interface on one queue pair with
-//! listeners that accept several connections, read every byte in place and
-//! optionally verify it against the [`pattern`].
+//! listeners that accept several connections and hand every stream to a
+//! [`Consumer`] (count, read or verify against the [`crate::pattern`]: the
+//! application's part, stated by [`SinkConfig::touch`] and
+//! [`SinkConfig::verify`]).
 //!
-//! Each connection's payload is copied exactly once: by smoltcp, from the
-//! RX page into the socket's receive ring. The application then reads it in
-//! place through smoltcp's `recv` closure (never `recv_slice`). The rings
-//! live in a [`SocketMemory`] region allocated once, up front.
+//! The payload is copied once by smoltcp, from the RX page into the
+//! socket's receive ring. With [`Copies::One`] the application then reads
+//! it in place through smoltcp's `recv` closure; with [`Copies::Two`] it
+//! copies it out into its own buffer first (`recv_slice`, the classic
+//! `recv`). The rings live in a [`SocketMemory`] region allocated once, up
+//! front.
 
+use crate::consume::{ConsumeStats, Consumer, Copies, Stream, Touch};
 use crate::iperf3::{self, Iperf3Server, Role};
-use crate::pattern;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::tcp;
@@ -69,6 +73,12 @@ pub struct SinkConfig {
     pub tx_buf: usize,
     /// Check every byte against the pattern.
     pub verify: bool,
+    /// [`Copies::Two`]: the application copies each read into its own
+    /// buffer (`recv_slice`); [`Copies::One`]: it reads the socket ring in
+    /// place. ([`Copies::Zero`] is the zero-copy engine, `crate::zc`.)
+    pub copies: Copies,
+    /// Whether the application reads the bytes or only counts them.
+    pub touch: Touch,
     pub congestion: tcp::CongestionControl,
     /// smoltcp's random seed (initial sequence numbers, ports).
     pub seed: u64,
@@ -91,6 +101,8 @@ impl Default for SinkConfig {
             rx_buf: 1 << 20,
             tx_buf: 16 << 10,
             verify: false,
+            copies: Copies::One,
+            touch: Touch::None,
             congestion: tcp::CongestionControl::Cubic,
             seed: 1,
             ingress_budget: 64,
@@ -117,6 +129,18 @@ pub struct TcpStats {
     pub mismatches: u64,
     /// Of `bytes`, those that arrived on iperf3 data streams.
     pub iperf3_bytes: u64,
+    /// Of `bytes`, those the application read (`--touch read`).
+    pub touched: u64,
+}
+
+impl TcpStats {
+    /// Adds what a [`Consumer`] counted.
+    pub fn add_consumed(&mut self, c: ConsumeStats) {
+        self.bytes += c.bytes;
+        self.touched += c.touched;
+        self.verified += c.verified;
+        self.mismatches += c.mismatches;
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,6 +161,7 @@ impl std::ops::AddAssign for TcpStats {
         self.verified += o.verified;
         self.mismatches += o.mismatches;
         self.iperf3_bytes += o.iperf3_bytes;
+        self.touched += o.touched;
     }
 }
 
@@ -151,10 +176,8 @@ struct Conn {
     ended: bool,
     /// The peer's FIN arrived (a normal end).
     fin: bool,
-    /// Stream offset of the next byte.
-    offset: u64,
-    /// Verification stopped at a mismatch.
-    broken: bool,
+    /// Where the stream stands (offset, verification).
+    stream: Stream,
 }
 
 /// A TCP sink on one interface.
@@ -171,7 +194,13 @@ pub struct TcpSink<'a> {
     next_tick: Instant,
     /// When every socket, listening ones included, is next looked at.
     next_scan: Instant,
+    /// The application's buffer ([`Copies::Two`]).
+    app_buf: Vec<u8>,
 }
+
+/// The application buffer of [`Copies::Two`]: one `recv` of up to this
+/// many bytes.
+pub const APP_BUF: usize = 64 << 10;
 
 /// Timer resolution of an idle sink.
 const TICK: Duration = Duration::from_micros(100);
@@ -192,11 +221,25 @@ fn lock(s: &SharedIperf3) -> std::sync::MutexGuard<'_, Iperf3Server> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Configures a socket the way every socket of ours is configured.
+/// Configures a socket the way every socket of ours is configured: Cubic
+/// (or as asked), no Nagle, a 1 ms delayed ACK, and TCP timestamps
+/// offered, as Linux does (so a 4148-byte MTU carries 4096-byte segments,
+/// with whichever peer agrees).
 pub(crate) fn tune(s: &mut tcp::Socket<'_>, cc: tcp::CongestionControl) {
     s.set_congestion_control(cc);
     s.set_nagle_enabled(false);
     s.set_ack_delay(Some(Duration::from_millis(1)));
+    s.set_tsval_generator(Some(tsval_ms));
+}
+
+/// TSval: milliseconds since the first call, wrapping (RFC 7323 wants a
+/// clock that ticks between 1 ms and 1 s).
+fn tsval_ms() -> u32 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u32
 }
 
 /// A smoltcp interface for `mac`/`ip` on `dev`.
@@ -245,6 +288,9 @@ impl<'a> TcpSink<'a> {
         if cfg.max_conns == 0 || cfg.rx_buf == 0 || cfg.tx_buf == 0 {
             return Err("max_conns, rx_buf and tx_buf must be at least 1".into());
         }
+        if cfg.copies == Copies::Zero {
+            return Err("the smoltcp sink copies once or twice; zero copy is stack::zc".into());
+        }
         let services: Vec<(Service, u16)> = std::iter::once((Service::Sink, cfg.port))
             .chain(cfg.iperf3_port.map(|p| (Service::Iperf3, p)))
             .collect();
@@ -274,7 +320,12 @@ impl<'a> TcpSink<'a> {
                 });
             }
         }
+        let app_buf = match cfg.copies {
+            Copies::Two => vec![0u8; APP_BUF],
+            _ => Vec::new(),
+        };
         Ok(TcpSink {
+            app_buf,
             iface,
             sockets,
             conns,
@@ -379,7 +430,6 @@ impl<'a> TcpSink<'a> {
     }
 
     fn service_one(&mut self, i: usize, now: std::time::Instant) {
-        let verify = self.cfg.verify;
         let c = &mut self.conns[i];
         let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
         let iperf = c.service == Service::Iperf3;
@@ -397,36 +447,42 @@ impl<'a> TcpSink<'a> {
                 lock(&self.iperf3).on_accept(c.id, now);
             }
         }
-        while s.can_recv() {
-            let st = &mut self.stats;
-            let server = &self.iperf3;
-            let r = s.recv(|data| {
-                if iperf {
-                    if let Role::Data { .. } = lock(server).on_recv(c.id, data, now) {
-                        st.iperf3_bytes += data.len() as u64;
-                    }
-                } else if verify && !c.broken {
-                    match pattern::check(c.offset, data) {
-                        None => st.verified += data.len() as u64,
-                        Some(i) => {
-                            st.verified += i as u64;
-                            st.mismatches += 1;
-                            c.broken = true;
-                            tracing::warn!(
-                                "pattern mismatch at stream offset {}",
-                                c.offset + i as u64
-                            );
-                        }
-                    }
+        // What the application does with the bytes: iperf3's streams are
+        // read (with --touch read) but never checked against the pattern.
+        let consumer = Consumer {
+            touch: self.cfg.touch,
+            verify: self.cfg.verify && !iperf,
+        };
+        let mut taken = ConsumeStats::default();
+        let mut take = |data: &[u8]| {
+            if iperf {
+                let role = lock(&self.iperf3).on_recv(c.id, data, now);
+                if !matches!(role, Role::Data { .. }) {
+                    // The control connection: protocol, not payload.
+                    taken.bytes += data.len() as u64;
+                    return;
                 }
-                c.offset += data.len() as u64;
-                st.bytes += data.len() as u64;
-                (data.len(), ())
-            });
-            if r.is_err() {
+                self.stats.iperf3_bytes += data.len() as u64;
+            }
+            consumer.consume(&mut c.stream, data, &mut taken);
+        };
+        while s.can_recv() {
+            let read = match self.cfg.copies {
+                // Classic recv: out of the socket ring into our buffer.
+                Copies::Two => s
+                    .recv_slice(&mut self.app_buf)
+                    .map(|n| take(&self.app_buf[..n])),
+                // In place, in the socket ring.
+                _ => s.recv(|data| {
+                    take(data);
+                    (data.len(), ())
+                }),
+            };
+            if read.is_err() {
                 break;
             }
         }
+        self.stats.add_consumed(taken);
         if iperf && c.open {
             let mut server = lock(&self.iperf3);
             let out = server.pending_output(c.id);

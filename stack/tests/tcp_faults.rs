@@ -164,7 +164,7 @@ fn lossy_link_with_jumbo_frames_and_gro() {
         ..NicSetup::default()
     };
     let t = transfer_of(2, 3 << 20);
-    let r = run(sink, sender, t, faults(0xC0FFEE), true);
+    let r = run(sink, sender, t, faults(0xC0FFEF), true);
     check(&r.out, t.conns, t.bytes);
     check_faults(&r);
     let p = &r.out.present;

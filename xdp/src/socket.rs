@@ -316,6 +316,12 @@ impl<P: PageArea, H: BufPool> XdpRx<P, H> {
         self.queue
     }
 
+    /// Entries of the fill ring: the buffers the kernel may hold, as an igb
+    /// ring's descriptors (0 once stopped).
+    pub fn ring_size(&self) -> usize {
+        self.fill.as_ref().map_or(0, |f| f.size() as usize)
+    }
+
     /// An empty batch tied to this queue's pools.
     pub fn new_batch(&self, capacity: usize) -> RxBatch {
         RxBatch::for_ring(

@@ -9,6 +9,7 @@ use hw_sim::wire::{FrameSize, GenConfig, Proto};
 use pipeline::port::{PortConfig, RxQueueConfig, SimOptions, TxQueueConfig};
 pub use pipeline::port::{SimMode, WireSpec};
 use pipeline::HdrPoolStrategy;
+pub use stack::consume::{Copies, Touch};
 use std::fmt;
 use std::str::FromStr;
 
@@ -54,6 +55,22 @@ pub struct Args {
     /// (byte i of a stream is i mod 251).
     #[arg(long)]
     pub verify: bool,
+    /// tcp mode: copies on the receive path. 2: the application copies each
+    /// read out of smoltcp's socket ring into its own buffer (classic recv);
+    /// 1: it reads the socket ring in place; 0: zero copy, it reads the
+    /// NIC's payload pages in place and returns them (4 KiB payload buffers
+    /// without headroom unless --payload-buf / --headroom say otherwise).
+    #[arg(long, default_value = "1")]
+    pub copies: Copies,
+    /// tcp mode: what the application does with the bytes: none (counts
+    /// them) or read (reads every byte, a sum in 64-bit words).
+    #[arg(long, default_value = "none")]
+    pub touch: Touch,
+    /// --copies 0: how the application returns pages: ring (a lock-free
+    /// refill ring the RX thread drains, io_uring zcrx style) or locked (a
+    /// locked return call per --recycle-batch pages, devmem style).
+    #[arg(long, default_value = "ring")]
+    pub zc_return: ZcReturn,
     /// tcp mode: connections accepted at once per port.
     #[arg(long, default_value_t = 16)]
     pub max_conns: usize,
@@ -130,7 +147,9 @@ pub struct Args {
     #[arg(long, default_value_t = 512)]
     pub ring_size: usize,
     /// Payload pages in the pool (default: 2 x ring size + 40 x batch, plus
-    /// 8 x --recycle-batch with --cores).
+    /// 8 x --recycle-batch with --cores; tcp mode: 4 x ring size + 8 x
+    /// batch; --copies 0: 2 x ring size + 8 x batch + the receive windows of
+    /// up to 4 connections, a page per segment, + 2 x --recycle-batch).
     #[arg(long)]
     pub pages: Option<usize>,
     /// Generated frame size in bytes: N, MIN-MAX (uniform), or imix. 60..=9216.
@@ -166,16 +185,17 @@ pub struct Args {
     #[arg(long, conflicts_with = "cores")]
     pub core: Option<usize>,
     /// RX thread on core A, application thread on core B: the application
-    /// consumes the packets and returns header slots and payload pages from
-    /// its own core (the contention case).
+    /// consumes the packets (with --mode tcp --copies 0: the streams' pages)
+    /// and returns header slots and payload pages from its own core (the
+    /// contention case).
     #[arg(long, value_name = "A,B")]
     pub cores: Option<Cores>,
     /// Header pool strategy: locked (one lock per buffer, the baseline),
     /// batched, packed (refcounted 64-slot pages) or ring (lock-free).
     #[arg(long, default_value = "packed")]
     pub hdr_pool: HdrPoolStrategy,
-    /// With --cores: buffers the application returns per call (1 = one lock
-    /// per page, up to 1024).
+    /// With --cores, and with --copies 0: buffers the application returns
+    /// per call (1 = one lock per page, up to 1024).
     #[arg(long, default_value_t = 64)]
     pub recycle_batch: usize,
     /// Simulated hardware GRO: coalesce up to N in-order TCP segments of a
@@ -197,6 +217,9 @@ pub struct Args {
     /// [`Args::parse_checked_from`]); rejected with a real NIC.
     #[arg(skip)]
     pub sim_options_given: Vec<&'static str>,
+    /// --zc-return was given on the command line.
+    #[arg(skip)]
+    pub zc_return_given: bool,
 }
 
 /// Options that only drive the simulator (its wire and device model), as
@@ -231,6 +254,19 @@ impl Args {
     {
         let m = Args::command().try_get_matches_from(argv)?;
         let mut a = Args::from_arg_matches(&m)?;
+        let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+        // Whole pages for the payload: with header split a 4 KiB MSS lands
+        // page-aligned, one chunk per page. (AF_XDP keeps its 256 bytes of
+        // headroom and does no header split: its chunks are not aligned.)
+        if a.copies == Copies::Zero && !matches!(a.device, DeviceSpec::Xdp(_)) {
+            if !given("payload_buf") {
+                a.payload_buf = 4096;
+            }
+            if !given("headroom") {
+                a.headroom = 0;
+            }
+        }
+        a.zc_return_given = given("zc_return");
         a.sim_options_given = SIM_ONLY
             .iter()
             .filter(|(id, _)| m.value_source(id) == Some(ValueSource::CommandLine))
@@ -355,9 +391,20 @@ impl Args {
                 return Err(format!("{flag} needs --mode tcp"));
             }
         }
-        if tcp && self.cores.is_some() {
+        for (given, flag) in [
+            (self.copies != Copies::One, "--copies"),
+            (self.touch != Touch::None, "--touch"),
+        ] {
+            if given && !tcp {
+                return Err(format!("{flag} needs --mode tcp"));
+            }
+        }
+        if self.zc_return_given && self.copies != Copies::Zero {
+            return Err("--zc-return is for --copies 0".into());
+        }
+        if tcp && self.cores.is_some() && self.copies != Copies::Zero {
             return Err(
-                "--mode tcp runs the stack on the RX thread; use --core, not --cores".into(),
+                "--mode tcp runs the stack on the RX thread; use --core, not --cores (--cores A,B needs --copies 0: the application thread reads the pages)".into(),
             );
         }
         if tcp && self.port == self.iperf3_port {
@@ -448,7 +495,16 @@ impl Args {
         // Buffers in flight beside the ring: batches queued to the
         // application thread and what its returners hold (--cores), or the
         // stack's presenter and sockets (tcp).
-        let (pages, hdr_slots) = if tcp {
+        let (pages, hdr_slots) = if tcp && self.copies == Copies::Zero {
+            // Zero copy: the payload stays in the pages until the
+            // application returns it, so the pool holds the windows of a
+            // few connections (one page per segment) besides the ring and
+            // what the returners hold; beyond that the engine copies.
+            let mss = self.mtu.saturating_sub(52).max(536);
+            let windows = self.max_conns.min(4) * self.tcp_buf.div_ceil(mss);
+            let pages = self.ring_size * 2 + self.batch * 8 + windows + 2 * self.recycle_batch;
+            (pages, self.ring_size * 2 + self.batch * 8)
+        } else if tcp {
             let pages = self.ring_size * 4 + self.batch * 8;
             (pages, self.ring_size * 2 + self.batch * 8)
         } else if self.queues > 1 {
@@ -523,6 +579,33 @@ impl Args {
             burst: self.burst.unwrap_or(self.gro),
             ..GenConfig::default()
         }
+    }
+}
+
+/// `--zc-return`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZcReturn {
+    Ring,
+    Locked,
+}
+
+impl FromStr for ZcReturn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ring" => Ok(ZcReturn::Ring),
+            "locked" => Ok(ZcReturn::Locked),
+            _ => Err(format!("{s:?} is not ring or locked")),
+        }
+    }
+}
+
+impl fmt::Display for ZcReturn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ZcReturn::Ring => "ring",
+            ZcReturn::Locked => "locked",
+        })
     }
 }
 
@@ -833,6 +916,18 @@ mod tests {
             (&["--fix-checksums"], "--fix-checksums is for"),
             (&["--faults", "drop=200"], "--faults"),
             (&["--mode", "tcp", "--cores", "0,1"], "use --core"),
+            (&["--copies", "2"], "--copies needs --mode tcp"),
+            (&["--mode", "tcp", "--copies", "3"], "not 2, 1 or 0"),
+            (&["--mode", "tcp", "--touch", "write"], "not none or read"),
+            (&["--touch", "read"], "--touch needs --mode tcp"),
+            (
+                &["--mode", "tcp", "--zc-return", "locked"],
+                "--zc-return is for --copies 0",
+            ),
+            (
+                &["--mode", "tcp", "--copies", "0", "--zc-return", "spin"],
+                "not ring or locked",
+            ),
             (&["--queues", "0"], "--queues 0 must be"),
             (
                 &["--queues", "4", "--mode", "tcp", "--pcap-out", "x.pcap"],
@@ -846,6 +941,41 @@ mod tests {
             let e = parse(argv).err().unwrap_or_default();
             assert!(e.contains(want), "{argv:?}: {e:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn zero_copy_picks_whole_pages() {
+        let parse = |argv: &[&str]| {
+            Args::parse_checked_from(std::iter::once("rxsink").chain(argv.iter().copied())).unwrap()
+        };
+        let a = parse(&["--mode", "tcp", "--copies", "0"]);
+        assert_eq!((a.payload_buf, a.headroom), (4096, 0));
+        assert!(a.validate().is_ok());
+        let a = parse(&[
+            "--mode",
+            "tcp",
+            "--copies",
+            "0",
+            "--headroom",
+            "256",
+            "--payload-buf",
+            "2048",
+        ]);
+        assert_eq!((a.payload_buf, a.headroom), (2048, 256));
+        let a = parse(&["--mode", "tcp"]);
+        assert_eq!((a.payload_buf, a.headroom), (3072, 256));
+        assert!(parse(&[
+            "--mode",
+            "tcp",
+            "--copies",
+            "0",
+            "--cores",
+            "0,1",
+            "--zc-return",
+            "locked"
+        ])
+        .validate()
+        .is_ok());
     }
 
     #[test]

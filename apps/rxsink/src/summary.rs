@@ -296,6 +296,10 @@ pub struct TcpQueue {
 /// The connections' totals.
 #[derive(Serialize)]
 pub struct Tcp {
+    /// Copies on the receive path (`--copies`): "2", "1" or "0".
+    pub copies: stack::Copies,
+    /// What the application did with the bytes (`--touch`).
+    pub touch: stack::Touch,
     pub connections: u64,
     pub closed: u64,
     pub aborted: u64,
@@ -304,9 +308,78 @@ pub struct Tcp {
     pub verified: u64,
     pub mismatches: u64,
     pub iperf3_bytes: u64,
+    /// Bytes the application read (`--touch read`).
+    pub touched: u64,
     /// Segment counters from sequence numbers (nstat names), all queues.
     pub segments: SegCounters,
     pub segments_per_conn: Vec<ConnSegments>,
+}
+
+/// The application thread of `--copies 0 --cores A,B`.
+#[derive(Serialize)]
+pub struct AppThread {
+    pub cpu_seconds: f64,
+    /// Wall time of its polls that took chunks, and that time's CPU share.
+    pub busy_seconds: f64,
+    pub busy_cpu_seconds: f64,
+}
+
+/// The zero-copy engine's figures (`--copies 0`), all queues.
+#[derive(Serialize, Default)]
+pub struct ZcTotals {
+    /// `ring` or `locked` (`--zc-return`).
+    pub return_mode: String,
+    pub recycle_batch: usize,
+    /// Chunks delivered in stream order, and their bytes.
+    pub chunks: u64,
+    pub bytes: u64,
+    /// Chunks starting at a page boundary (as the kernel's ncdevmem counts).
+    pub page_aligned_chunks: u64,
+    /// Bytes delivered as copies because the page pool ran short.
+    pub copy_fallback_bytes: u64,
+    /// Most bytes one connection had held by the application or queued out
+    /// of order at once.
+    pub held_bytes_max: u64,
+    /// Return calls (batches), pages and bytes returned, and the locks the
+    /// returning threads took.
+    pub return_calls: u64,
+    pub returned_pages: u64,
+    pub returned_bytes: u64,
+    pub return_locks: u64,
+    pub locks_per_returned_page: f64,
+    /// Segments received out of order, with nothing new, or below the
+    /// receive point (the sender retransmitted).
+    pub ooo_segments: u64,
+    pub duplicate_segments: u64,
+    pub retransmitted_segments_seen: u64,
+    /// Times a connection's window closed (zero advertised).
+    pub window_closed: u64,
+    /// Each queue's engine counters, in full.
+    pub per_queue: Vec<stack::zc::ZcStats>,
+}
+
+impl ZcTotals {
+    pub fn add(&mut self, e: &stack::zc::ZcStats, r: &stack::zc::ReturnStats) {
+        self.chunks += e.chunks;
+        self.bytes += e.bytes;
+        self.page_aligned_chunks += e.page_aligned_chunks;
+        self.copy_fallback_bytes += e.copy_fallback_bytes;
+        self.held_bytes_max = self.held_bytes_max.max(e.held_bytes_max);
+        self.ooo_segments += e.ooo_segments;
+        self.duplicate_segments += e.duplicate_segments;
+        self.retransmitted_segments_seen += e.retransmitted_segments_seen;
+        self.window_closed += e.window_closed;
+        self.return_calls += r.calls;
+        self.returned_pages += r.pages;
+        self.returned_bytes += r.bytes;
+        self.return_locks += r.locks;
+        self.locks_per_returned_page = if self.returned_pages > 0 {
+            self.return_locks as f64 / self.returned_pages as f64
+        } else {
+            0.0
+        };
+        self.per_queue.push(*e);
+    }
 }
 
 /// The pair wire peer's transmit side.
@@ -388,6 +461,12 @@ pub struct TcpRun {
     pub busy_cpu_seconds: f64,
     pub cpu_seconds_per_gb: f64,
     pub tcp: Tcp,
+    /// The application thread (`--copies 0 --cores A,B`), else null. Its
+    /// busy CPU time is in `busy_cpu_seconds` and `cpu_seconds_per_gb`,
+    /// its whole CPU time in `rx_thread_cpu_seconds`.
+    pub app_thread: Option<AppThread>,
+    /// The zero-copy engine (`--copies 0`), else null.
+    pub zc: Option<ZcTotals>,
     pub iperf3: Option<Iperf3>,
     pub present: stack::frame::PresentStats,
     pub per_queue: Vec<TcpQueue>,

@@ -16,17 +16,21 @@
 
 use crate::capture::Capture;
 use crate::cli::Args;
+use crate::cli::ZcReturn;
 use crate::error::RunError;
 use crate::raw::{describe, report_errors};
 use crate::summary;
 use driver::Health;
 use pipeline::os as signals;
 use pipeline::port::Port;
+use stack::consume::{Consumer, Copies};
 use stack::peer::{peer_ip, smol_at, Peer, PeerConfig, PEER_MAC};
 use stack::queue::{self, PortDevice};
 use stack::segstats::SegCounters;
 use stack::smoltcp::time::Instant as SmolInstant;
 use stack::smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use stack::zc::{ReturnMode, ZcConfig};
+use stack::zcsink::{AppReport, ZcApp, ZcSink, ZcSinkConfig};
 use stack::{DeviceConfig, SenderConfig, SinkConfig, SocketMemory, TcpSink};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,8 +40,61 @@ fn smol_now(start: Instant) -> SmolInstant {
     smol_at(start, Instant::now())
 }
 
-/// One queue's device.
+/// One queue's device (the smoltcp stack's).
 type Dev = PortDevice;
+
+/// One queue's receive stack: smoltcp (`--copies 2|1`) or the zero-copy
+/// engine (`--copies 0`).
+enum QueueStack {
+    Smol(Box<Dev>),
+    Zc(Box<ZcSink>),
+}
+
+/// One queue's stack as the loop drives it, with the application's part.
+enum Round<'s, 'm> {
+    Smol(&'s mut TcpSink<'m>, &'s mut Dev),
+    Zc(&'s mut ZcSink),
+}
+
+impl Round<'_, '_> {
+    /// One round at `t0`: whether it did receive-path work (frames in, or
+    /// frames out: ACKs and window updates the timers send).
+    fn poll(&mut self, start: Instant, t0: Instant) -> bool {
+        match self {
+            Round::Smol(sink, qdev) => {
+                let built = qdev.tx_stats().frames;
+                let received = sink.poll(smol_at(start, t0), *qdev);
+                qdev.flush();
+                received || qdev.tx_stats().frames != built
+            }
+            Round::Zc(z) => z.poll(t0),
+        }
+    }
+    fn frames_handled(&self) -> u64 {
+        match self {
+            Round::Smol(_, d) => d.rx_ring().stats().frames_handled(),
+            Round::Zc(z) => z.frames_handled(),
+        }
+    }
+    fn check(&mut self, now: Instant) -> Health {
+        match self {
+            Round::Smol(_, d) => d.check(now),
+            Round::Zc(z) => z.check(now),
+        }
+    }
+    fn stats(&self) -> stack::TcpStats {
+        match self {
+            Round::Smol(s, _) => *s.stats(),
+            Round::Zc(z) => *z.stats(),
+        }
+    }
+    fn open_connections(&self) -> usize {
+        match self {
+            Round::Smol(s, _) => s.open_connections(),
+            Round::Zc(z) => z.open_connections(),
+        }
+    }
+}
 
 /// Stop conditions and totals shared by the queues' threads.
 struct Shared {
@@ -104,8 +161,7 @@ type Stepper<'a> = Option<&'a mut Port>;
 fn sink_loop(
     ctx: Ctx<'_>,
     q: usize,
-    sink: &mut TcpSink<'_>,
-    qdev: &mut Dev,
+    mut st: Round<'_, '_>,
     mut stepper: Stepper<'_>,
 ) -> LoopResult {
     let Ctx {
@@ -124,7 +180,6 @@ fn sink_loop(
     let mut closed_seen = 0u64;
     let mut iter = 0u64;
     let mut drained_here = false;
-    let progress = |qdev: &Dev| qdev.rx_ring().stats().frames_handled();
     loop {
         if let Some(port) = stepper.as_deref_mut() {
             port.step(args.batch);
@@ -132,18 +187,13 @@ fn sink_loop(
         // Read before the poll: a replayed file is over for this queue once
         // the device has placed all of it and a round after that is idle.
         let drained =
-            (!drained_here && nic.is_some_and(|n| n.wire_drained())).then(|| progress(qdev));
+            (!drained_here && nic.is_some_and(|n| n.wire_drained())).then(|| st.frames_handled());
         // One clock read per round: the stack's time and the busy timer's
         // start.
         let t0 = Instant::now();
-        let built = qdev.tx_stats().frames;
-        let received = sink.poll(smol_at(start, t0), qdev);
-        qdev.flush();
-        // Receive-path work: frames in, or frames out (ACKs and window
-        // updates the timer sends in rounds without frames).
-        if received || qdev.tx_stats().frames != built {
+        if st.poll(start, t0) {
             r.busy_ns += t0.elapsed().as_nanos() as u64;
-        } else if drained.is_some_and(|p| p == progress(qdev)) {
+        } else if drained.is_some_and(|p| p == st.frames_handled()) {
             drained_here = true;
             shared.drained.fetch_add(1, Ordering::Relaxed);
         }
@@ -158,17 +208,17 @@ fn sink_loop(
                 .rss_start
                 .store(signals::rss_kib(), Ordering::Relaxed);
         }
-        if let Health::Failed(e) = qdev.check(Instant::now()) {
+        if let Health::Failed(e) = st.check(Instant::now()) {
             r.error = Some(format!("queue {q}: the device did not come back: {e}"));
             shared.stop.store(true, Ordering::Relaxed);
             break;
         }
-        let st = *sink.stats();
+        let stats = st.stats();
         shared
             .closed
-            .fetch_add(st.closed - closed_seen, Ordering::Relaxed);
-        closed_seen = st.closed;
-        shared.open[q].store(sink.open_connections() as u64, Ordering::Relaxed);
+            .fetch_add(stats.closed - closed_seen, Ordering::Relaxed);
+        closed_seen = stats.closed;
+        shared.open[q].store(st.open_connections() as u64, Ordering::Relaxed);
         let idle = shared.open.iter().all(|o| o.load(Ordering::Relaxed) == 0);
         let closed = shared.closed.load(Ordering::Relaxed);
         if shared.stop.load(Ordering::Relaxed)
@@ -189,46 +239,86 @@ fn sink_loop(
             eprintln!(
                 "rxsink: {:6.1}s {:7.3} Gbit/s (queue 0) tcp: {} open, {} closed (all queues), {} bytes, {} verified, {} mismatches (queue 0)",
                 (now - start).as_secs_f64(),
-                (st.bytes - last.1) as f64 * 8.0 / secs / 1e9,
+                (stats.bytes - last.1) as f64 * 8.0 / secs / 1e9,
                 shared.open.iter().map(|o| o.load(Ordering::Relaxed)).sum::<u64>(),
                 closed,
-                st.bytes,
-                st.verified,
-                st.mismatches,
+                stats.bytes,
+                stats.verified,
+                stats.mismatches,
             );
-            last = (now, st.bytes);
+            last = (now, stats.bytes);
             next_report = now + Duration::from_secs(1);
         }
     }
     r.cpu_ns = signals::thread_cpu_ns() - cpu0;
     r.loop_ns = loop0.elapsed().as_nanos() as u64;
-    r.stats = *sink.stats();
+    r.stats = st.stats();
     r
 }
 
-/// A queue's sink, its socket memory and its loop, on the current thread.
+/// Runs `rx` (the RX thread's part) with the application's part of the
+/// zero-copy sink on a thread of its own, pinned to `core`; returns what
+/// `rx` returned and the application's report.
+fn with_app_thread<R>(
+    mut app: ZcApp,
+    core: usize,
+    rx: impl FnOnce() -> R,
+) -> Result<(R, AppReport), RunError> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let h = std::thread::Builder::new()
+            .name("app".into())
+            .spawn_scoped(s, || {
+                if let Err(e) = pipeline::pin_current_thread(core) {
+                    tracing::warn!("application thread: {e}");
+                }
+                app.run(&stop);
+                app.finish()
+            })
+            .map_err(|e| RunError::Other(format!("cannot start the application thread: {e}")))?;
+        let r = rx();
+        stop.store(true, Ordering::Release);
+        let a = h
+            .join()
+            .map_err(|_| RunError::Other("the application thread panicked".into()))?;
+        Ok((r, a))
+    })
+}
+
+/// A queue's stack and its loop, on the current thread (the smoltcp
+/// sink's socket memory is made here, on the thread that uses it).
 fn run_queue(
     ctx: Ctx<'_>,
     q: usize,
     cfg: SinkConfig,
     server: stack::sink::SharedIperf3,
-    qdev: &mut Dev,
+    qs: &mut QueueStack,
     stepper: Stepper<'_>,
 ) -> Result<LoopResult, String> {
-    let start = ctx.start;
-    let services = if cfg.iperf3_port.is_some() { 2 } else { 1 };
-    let mut mem = SocketMemory::for_sockets(services * cfg.max_conns, cfg.rx_buf, cfg.tx_buf)
-        .map_err(|e| format!("socket memory: {e}"))?;
-    let mut sink = TcpSink::with_iperf3(cfg, &mut mem, qdev, smol_now(start), server)?;
-    let mut r = sink_loop(ctx, q, &mut sink, qdev, stepper);
+    let mut r = match qs {
+        QueueStack::Smol(qdev) => {
+            let services = if cfg.iperf3_port.is_some() { 2 } else { 1 };
+            let mut mem =
+                SocketMemory::for_sockets(services * cfg.max_conns, cfg.rx_buf, cfg.tx_buf)
+                    .map_err(|e| format!("socket memory: {e}"))?;
+            let mut sink =
+                TcpSink::with_iperf3(cfg, &mut mem, &mut **qdev, smol_now(ctx.start), server)?;
+            sink_loop(ctx, q, Round::Smol(&mut sink, qdev), stepper)
+        }
+        QueueStack::Zc(z) => sink_loop(ctx, q, Round::Zc(z), stepper),
+    };
     match r.error.take() {
         Some(e) => Err(e),
         None => Ok(r),
     }
 }
 
-pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
-    let mut port = Port::open(&args.device_spec(), &args.port_config())?;
+/// The smoltcp devices of the port's queues (`--copies 2|1`): segment
+/// counters, ARP roles, `--pcap-out` and `--wb-log` set up.
+fn smoltcp_queues(
+    args: &Args,
+    port: &mut Port,
+) -> Result<(Vec<QueueStack>, Option<SharedCapture>), RunError> {
     let device = DeviceConfig {
         mtu: args.mtu,
         rx_batch: args.batch,
@@ -269,6 +359,64 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
             .rx_ring_mut()
             .set_wb_observer(Some(crate::wblog::observer(path, q)?));
     }
+    let stacks = devs
+        .into_iter()
+        .map(|d| QueueStack::Smol(Box::new(d)))
+        .collect();
+    Ok((stacks, capture))
+}
+
+/// The zero-copy sinks of the port's queues (`--copies 0`), and the
+/// application side when it runs on a core of its own (`--cores A,B`).
+fn zc_queues(
+    args: &Args,
+    port: &mut Port,
+    sink: &SinkConfig,
+    server: &stack::sink::SharedIperf3,
+) -> Result<(Vec<QueueStack>, Option<ZcApp>), RunError> {
+    let mut app = None;
+    let mut stacks = Vec::new();
+    for (q, queue) in port.take_queues().into_iter().enumerate() {
+        let cfg = ZcSinkConfig {
+            zc: ZcConfig {
+                mac: sink.mac,
+                ip: sink.ip.address().octets(),
+                mtu: args.mtu,
+                max_conns: args.max_conns,
+                rcv_buf: args.tcp_buf,
+                // RSS steers ARP to queue 0: it answers for all.
+                answer_arp: q == 0,
+                ..ZcConfig::default()
+            },
+            port: sink.port,
+            iperf3_port: sink.iperf3_port,
+            consumer: Consumer {
+                touch: args.touch,
+                verify: args.verify,
+            },
+            ret: match args.zc_return {
+                ZcReturn::Ring => ReturnMode::Ring,
+                ZcReturn::Locked => ReturnMode::Locked,
+            },
+            recycle_batch: args.recycle_batch,
+            id_base: (q as u32) << 24,
+        };
+        let z = if args.cores.is_some() {
+            let (z, a) = ZcSink::with_app(queue, cfg, server.clone()).map_err(RunError::Other)?;
+            app = Some(a);
+            z
+        } else {
+            ZcSink::new(queue, cfg, server.clone()).map_err(RunError::Other)?
+        };
+        stacks.push(QueueStack::Zc(Box::new(z)));
+    }
+    Ok((stacks, app))
+}
+
+type SharedCapture = Arc<std::sync::Mutex<Capture>>;
+
+pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
+    let mut port = Port::open(&args.device_spec(), &args.port_config())?;
     let ip = args.tcp_ip();
     let cidr = Ipv4Cidr::new(Ipv4Address::from(ip.addr), ip.prefix);
     let start = Instant::now();
@@ -280,9 +428,20 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         max_conns: args.max_conns,
         rx_buf: args.tcp_buf,
         verify: args.verify,
+        copies: args.copies,
+        touch: args.touch,
         seed: args.seed,
         ..SinkConfig::default()
     };
+    let server = stack::sink::iperf3_server();
+    let (mut stacks, capture, app) = if args.copies == Copies::Zero {
+        let (stacks, app) = zc_queues(args, &mut port, &sink_cfg, &server)?;
+        (stacks, None, app)
+    } else {
+        let (stacks, capture) = smoltcp_queues(args, &mut port)?;
+        (stacks, capture, None)
+    };
+    let queues = stacks.len();
 
     // The far side of the pair wire: its own NIC, driver and sender.
     let peer = match port.take_pair_end() {
@@ -320,7 +479,6 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         drained: AtomicU64::new(0),
     };
     let nic = port.sim().cloned();
-    let server = stack::sink::iperf3_server();
     let ctx = Ctx {
         args,
         start,
@@ -328,21 +486,47 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         peer_done: peer.as_ref().map(Peer::done_flag),
         nic: nic.as_deref(),
     };
+    let mut app_result = None;
     let results: Vec<Result<LoopResult, String>> = if queues == 1 {
-        if let Some(core) = args.core {
+        if let Some(core) = args.core.or(args.cores.map(|c| c.rx)) {
             pipeline::pin_current_thread(core).map_err(RunError::Usage)?;
         }
-        let r = run_queue(
-            ctx,
-            0,
-            sink_cfg.clone(),
-            server.clone(),
-            &mut devs[0],
-            Some(&mut port),
-        );
+        let stack = &mut stacks[0];
+        let r = match (app, args.cores) {
+            (Some(app), Some(cores)) => {
+                let (r, a) = with_app_thread(app, cores.app, || {
+                    let r = run_queue(
+                        ctx,
+                        0,
+                        sink_cfg.clone(),
+                        server.clone(),
+                        stack,
+                        Some(&mut port),
+                    );
+                    // The chunks still waiting go over before the application stops.
+                    let until = Instant::now() + Duration::from_secs(1);
+                    while let QueueStack::Zc(z) = stack {
+                        if z.flush_to_app() || Instant::now() >= until {
+                            break;
+                        }
+                    }
+                    r
+                })?;
+                app_result = Some(a);
+                r
+            }
+            _ => run_queue(
+                ctx,
+                0,
+                sink_cfg.clone(),
+                server.clone(),
+                stack,
+                Some(&mut port),
+            ),
+        };
         vec![r]
     } else {
-        stage_queues(ctx, &mut devs, &sink_cfg, &server)
+        stage_queues(ctx, &mut stacks, &sink_cfg, &server)
     };
     let seconds = start.elapsed().as_secs_f64();
     let rss_start = shared.rss_start.load(Ordering::Relaxed);
@@ -361,30 +545,74 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let mut present_all = stack::frame::PresentStats::default();
     let mut segments = SegCounters::default();
     let mut segments_per_conn = Vec::new();
-    for (q, (mut qdev, r)) in devs.into_iter().zip(results).enumerate() {
-        if let Some(s) = qdev.seg_stats() {
-            segments.add(s.total());
-            for (k, c) in s.per_conn() {
-                segments_per_conn.push(summary::ConnSegments {
-                    counters: c,
-                    queue: q as u32,
-                    local_port: k.local_port,
-                    remote: format!("{}:{}", Ipv4Address::from(k.remote_ip), k.remote_port),
-                });
-            }
-        }
-        drop(qdev.rx_ring_mut().set_wb_observer(None)); // flushes --wb-log
-        let r = r.unwrap_or_else(|e| {
+    let mut zc = None;
+    for (q, (qs, r)) in stacks.into_iter().zip(results).enumerate() {
+        let mut r = r.unwrap_or_else(|e| {
             first_err.get_or_insert(e);
             LoopResult::default()
         });
-        let present = *qdev.present_stats();
-        present_all += present;
-        let tx_side = *qdev.tx_stats();
-        let arp = *qdev.arp_stats();
-        back.extend(queue::into_port(qdev));
-        per_queue.push((r, present, tx_side, arp));
+        match qs {
+            QueueStack::Smol(mut qdev) => {
+                if let Some(s) = qdev.seg_stats() {
+                    segments.add(s.total());
+                    for (k, c) in s.per_conn() {
+                        segments_per_conn.push(summary::ConnSegments {
+                            counters: c,
+                            queue: q as u32,
+                            local_port: k.local_port,
+                            remote: format!("{}:{}", Ipv4Address::from(k.remote_ip), k.remote_port),
+                        });
+                    }
+                }
+                drop(qdev.rx_ring_mut().set_wb_observer(None)); // flushes --wb-log
+                let present = *qdev.present_stats();
+                present_all += present;
+                let tx_side = *qdev.tx_stats();
+                let arp = *qdev.arp_stats();
+                back.extend(queue::into_port(*qdev));
+                per_queue.push((r, present, tx_side, arp));
+            }
+            QueueStack::Zc(mut z) => {
+                if let Some(a) = &app_result {
+                    z.merge_app(a.consumed);
+                }
+                r.stats = *z.stats();
+                let engine = *z.zc_stats();
+                segments.add(&engine.seg_counters());
+                let (queue, mut returns) = z.finish();
+                if let Some(a) = &app_result {
+                    returns += a.returns;
+                }
+                zc.get_or_insert_with(summary::ZcTotals::default)
+                    .add(&engine, &returns);
+                back.push(queue);
+                per_queue.push((
+                    r,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                ));
+            }
+        }
     }
+    // The application thread's work is receive-path work too: its busy
+    // share of its CPU time joins the RX threads'.
+    let app_cpu = app_result.map(|a| {
+        let t = a.timing;
+        let busy = LoopResult {
+            busy_ns: t.busy_ns,
+            loop_ns: t.loop_ns,
+            cpu_ns: t.cpu_ns,
+            ..LoopResult::default()
+        };
+        busy_cpu_ns += busy.busy_cpu_ns();
+        cpu_ns += t.cpu_ns;
+        summary::AppThread {
+            cpu_seconds: t.cpu_ns as f64 / 1e9,
+            busy_seconds: t.busy_ns as f64 / 1e9,
+            busy_cpu_seconds: busy.busy_cpu_ns() as f64 / 1e9,
+        }
+    });
     let (name, sim_mode, wire_stats) = describe(&port);
     let report = port.shutdown(back);
     let (xdp_mode, xdp_counters) = summary::xdp(&report);
@@ -483,6 +711,8 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
         busy_cpu_seconds: busy_cpu_ns as f64 / 1e9,
         cpu_seconds_per_gb: per_gb(busy_cpu_ns),
         tcp: summary::Tcp {
+            copies: args.copies,
+            touch: args.touch,
             connections: tcp.connections,
             closed: tcp.closed,
             aborted: tcp.aborted,
@@ -491,9 +721,16 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
             verified: tcp.verified,
             mismatches: tcp.mismatches,
             iperf3_bytes: tcp.iperf3_bytes,
+            touched: tcp.touched,
             segments,
             segments_per_conn,
         },
+        app_thread: app_cpu,
+        zc: zc.map(|mut z| {
+            z.return_mode = args.zc_return.to_string();
+            z.recycle_batch = args.recycle_batch;
+            z
+        }),
         iperf3: iperf3.map(|s| summary::Iperf3 {
             tests_completed: s.tests_completed,
             tests_failed: s.tests_failed,
@@ -531,7 +768,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
 /// each with its own sink; one queue ending (or failing) stops the others.
 fn stage_queues(
     ctx: Ctx<'_>,
-    devs: &mut [Dev],
+    devs: &mut [QueueStack],
     sink_cfg: &SinkConfig,
     server: &stack::sink::SharedIperf3,
 ) -> Vec<Result<LoopResult, String>> {
