@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-CRATES = ["driver", "packet", "hw-sim", "wires", "pipeline", "stack",
+CRATES = ["driver", "xdp", "packet", "hw-sim", "wires", "pipeline", "stack",
           "apps/rxsink", "apps/poolbench"]
 TEST_FILES = {"tests.rs", "model_tests.rs", "loom_tests.rs"}
 UNSAFE = re.compile(r"\bunsafe\s*(\{|impl\b|fn\b)")

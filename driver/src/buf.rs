@@ -207,6 +207,21 @@ pub trait BufPool: Send {
     fn returner(&self) -> Arc<dyn BufReturn>;
 }
 
+/// A pool whose buffers are whole 4 KiB pages of one memory area, for a
+/// device that is handed the area itself (an AF_XDP UMEM) instead of one
+/// mapping per buffer.
+///
+/// # Safety
+/// Implementors promise that [`PageArea::area`] is page-aligned memory,
+/// valid for reads and writes, whose page `i` (`i * 4096 ..`) holds
+/// buffer `i` of the pool ([`Buf::idx`]) at `headroom()` bytes in, and that
+/// it stays allocated as long as the pool or any of its returners
+/// ([`BufPool::returner`]) lives.
+pub unsafe trait PageArea: BufPool {
+    /// Host address and length in bytes of the area.
+    fn area(&self) -> (NonNull<u8>, usize);
+}
+
 /// Foreign return path of a pool: may be called from any thread.
 pub trait BufReturn: Send + Sync {
     /// Takes every buffer out of `bufs` (leaving it empty) and returns them

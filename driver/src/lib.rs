@@ -28,14 +28,15 @@ pub mod rx;
 pub mod tx;
 pub mod vfio;
 
-pub use buf::{Buf, BufPool, BufReturn};
+pub use buf::{Buf, BufPool, BufReturn, PageArea};
 pub use device::{Device, DmaMapper, RegisterIo};
 pub use dma::{DmaError, DmaRegion, DmaSpace};
 pub use igb::{Igb, IgbConfig, IgbError};
 pub use recovery::{DeviceCtl, Health, QueueWatch, RecoveryStats, WatchConfig};
 pub use rss::RssConfig;
 pub use rx::{
-    Csum, DropReason, OwnedPacket, PacketRef, RxBatch, RxConfig, RxRing, RxStats, Seg, WbObserver,
+    new_ring_id, Csum, DropReason, OwnedPacket, PacketRef, RxBatch, RxConfig, RxRing, RxStats, Seg,
+    WbObserver,
 };
 pub use tx::{TxBuf, TxConfig, TxRing, TxStats};
 

@@ -282,6 +282,11 @@ pub struct OwnedPacket {
 
 static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A fresh ring identity for a batch's owner (see [`RxBatch::for_ring`]).
+pub fn new_ring_id() -> u64 {
+    NEXT_RING_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// [`RxPacket`]'s header slot index when the frame has none.
 const NO_HDR: u32 = u32::MAX;
 
@@ -379,6 +384,51 @@ impl RxBatch {
             hdrs.give_back(&mut leftover_hdrs);
             pages.give_back(&mut leftover_pages);
         }
+    }
+
+    /// An empty batch for a receive ring that is not an igb descriptor
+    /// ring (AF_XDP): `ring_id` from [`new_ring_id`], the pools' foreign
+    /// return paths for a batch dropped elsewhere. The ring fills it with
+    /// [`RxBatch::push_frame`] and takes it back with
+    /// [`RxBatch::drain_bufs`] after checking [`RxBatch::ring_id`].
+    pub fn for_ring(
+        capacity: usize,
+        ring_id: u64,
+        pages: Arc<dyn BufReturn>,
+        hdrs: Arc<dyn BufReturn>,
+    ) -> RxBatch {
+        RxBatch {
+            pkts: Vec::with_capacity(capacity),
+            segs: Vec::with_capacity(capacity),
+            hdrs: Vec::new(),
+            ring_id,
+            returners: Some((pages, hdrs)),
+        }
+    }
+
+    /// The ring this batch belongs to.
+    pub fn ring_id(&self) -> u64 {
+        self.ring_id
+    }
+
+    /// Appends a whole frame of `len` bytes at the start of `buf` (no
+    /// header slot, no write-back facts: checksum verdicts [`Csum::None`],
+    /// so the stack verifies in software). For rings that are not igb
+    /// descriptor rings; `len` is clipped to the buffer's capacity.
+    pub fn push_frame(&mut self, buf: Buf, len: u16) {
+        let len = len.min(buf.capacity() as u16);
+        let seg_start = self.segs.len() as u32;
+        self.segs.push(Seg { buf, len });
+        self.pkts.push(RxPacket {
+            hdr: NO_HDR,
+            len: len as u32,
+            seg_start,
+            seg_count: 1,
+            hdr_len: 0,
+            info: RxWbInfo(0),
+            rss: 0,
+            status: RxWbStatus(0),
+        });
     }
 
     /// Returns every buffer through the foreign path (any thread).
@@ -557,7 +607,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             pkt_buf,
             max_descs,
             queue: cfg.queue,
-            ring_id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
+            ring_id: new_ring_id(),
             cur: Partial {
                 descs: 0,
                 seg_start: 0,

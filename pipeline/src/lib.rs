@@ -17,8 +17,10 @@
 //! - [`lockstats`]: [`TimedMutex`] and [`LockStats`], the lock figures
 //!   (acquisitions, failed try-locks, wait / hold histograms) every pool
 //!   reports.
-//! - [`port`]: [`Port`], one NIC (simulator or VFIO) opened from a spec
-//!   string, its queues handed out, stopped in order and audited.
+//! - [`port`]: [`Port`], one NIC (simulator, VFIO or AF_XDP) opened from a
+//!   spec string, its queues handed out, stopped in order and audited.
+//! - [`rings`]: a queue's RX and TX rings, igb or AF_XDP, behind one set
+//!   of methods.
 //! - [`stage`]: the application handoff thread with batched returns, and
 //!   one pinned thread per queue.
 //! - [`affinity`]: pinning the current thread to a core; [`os`]: a clean
@@ -40,6 +42,7 @@ pub mod lockstats;
 pub mod os;
 pub mod pool;
 pub mod port;
+pub mod rings;
 pub mod stage;
 mod sync;
 
@@ -54,3 +57,4 @@ pub use pool::{
     Returner,
 };
 pub use port::{DeviceSpec, Port, PortConfig, PortError, PortReport, Queue};
+pub use rings::{RxQueue, TxQueue};

@@ -870,6 +870,22 @@ impl PagePool {
     }
 }
 
+// SAFETY: the pool's region holds buffer `idx` in page `idx` at
+// `headroom` bytes in (payload layout: stride 4096, one buffer per page),
+// is page-aligned (an anonymous mapping) and belongs to the shared state,
+// which every returner holds: it stays mapped while the pool or any
+// returner lives (and longer if a buffer never comes back).
+unsafe impl driver::PageArea for PagePool {
+    fn area(&self) -> (NonNull<u8>, usize) {
+        let r = &self.shared.region;
+        // A mapping's address is never null; `dangling` is unreachable.
+        (
+            NonNull::new(r.as_ptr()).unwrap_or(NonNull::dangling()),
+            r.len(),
+        )
+    }
+}
+
 impl BufPool for PagePool {
     fn buf_len(&self) -> usize {
         self.geom.layout.buf_len

@@ -53,10 +53,8 @@ use wires::{
     TapWire,
 };
 
-/// The RX ring type of a port's queues.
-pub type RxQueue = RxRing<PagePool, HeaderPool>;
-/// The TX ring type of a port's queues.
-pub type TxQueue = TxRing<PagePool>;
+pub use crate::rings::{RxQueue, TxQueue};
+pub use xdp::{AttachMode, BindMode};
 
 /// Frames each direction of the pair wire holds.
 const PAIR_CAPACITY: usize = 4096;
@@ -74,6 +72,8 @@ pub enum PortError {
     #[error("buffer pool: {0}")]
     Pool(#[from] PoolError),
     #[error("{0}")]
+    Xdp(#[from] xdp::XdpError),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -84,18 +84,22 @@ impl PortError {
         match self {
             PortError::Config(_) => true,
             PortError::Vfio(e) => e.is_usage(),
+            PortError::Xdp(e) => e.is_usage(),
             _ => false,
         }
     }
 }
 
 /// Which NIC a port drives: `sim` (the simulator with its generator),
-/// `sim:WIRE` (the simulator on another wire, see [`WireSpec`]) or
-/// `vfio:PCI_ADDRESS` (an 82576 / I350 bound to vfio-pci).
+/// `sim:WIRE` (the simulator on another wire, see [`WireSpec`]),
+/// `vfio:PCI_ADDRESS` (an 82576 / I350 bound to vfio-pci) or
+/// `xdp:IFNAME[@QUEUE]` (any Linux interface through AF_XDP, from queue
+/// `QUEUE`, default 0; `PortConfig::queues` consecutive queues).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceSpec {
     Sim(WireSpec),
     Vfio(String),
+    Xdp { ifname: String, queue: u32 },
 }
 
 impl FromStr for DeviceSpec {
@@ -114,7 +118,16 @@ impl FromStr for DeviceSpec {
                 .map_err(|e: driver::vfio::VfioError| e.to_string())?;
             return Ok(DeviceSpec::Vfio(addr.to_string()));
         }
-        Err(format!("unknown device {s:?}: use sim or vfio:PCI_ADDRESS"))
+        if let Some(t) = s.strip_prefix("xdp:") {
+            let t: xdp::XdpTarget = t.parse()?;
+            return Ok(DeviceSpec::Xdp {
+                ifname: t.ifname,
+                queue: t.queue,
+            });
+        }
+        Err(format!(
+            "unknown device {s:?}: use sim, vfio:PCI_ADDRESS or xdp:IFNAME[@QUEUE]"
+        ))
     }
 }
 
@@ -355,6 +368,10 @@ pub struct PortConfig {
     /// Device-reset recovery and the queue watchdog.
     pub watch: WatchConfig,
     pub sim: SimOptions,
+    /// AF_XDP: busy-poll the device from the queue's thread for this many
+    /// microseconds per empty poll (`SO_BUSY_POLL`, `SO_PREFER_BUSY_POLL`);
+    /// `None`: the kernel's softirq receives. Ignored by other backends.
+    pub xdp_busy_poll_us: Option<u32>,
 }
 
 impl Default for PortConfig {
@@ -366,16 +383,15 @@ impl Default for PortConfig {
             max_frame: 9216,
             watch: WatchConfig::default(),
             sim: SimOptions::default(),
+            xdp_busy_poll_us: None,
         }
     }
 }
 
 impl PortConfig {
+    /// Every limit, the simulator's included.
     pub fn validate(&self) -> Result<(), String> {
-        if !(1..=8).contains(&self.queues) {
-            return Err(format!("--queues {} must be 1..=8", self.queues));
-        }
-        self.rx.validate()?;
+        self.validate_queues()?;
         if self.queues > 1 && self.sim.mode == SimMode::Stepped {
             return Err(format!(
                 "--queues {} runs one thread per queue; it does not combine with --sim-mode stepped",
@@ -387,14 +403,24 @@ impl PortConfig {
         }
         Ok(())
     }
+
+    /// The limits of the queues and rings alone (what an AF_XDP port
+    /// uses; the simulator's options do not apply to it).
+    pub fn validate_queues(&self) -> Result<(), String> {
+        if !(1..=8).contains(&self.queues) {
+            return Err(format!("--queues {} must be 1..=8", self.queues));
+        }
+        self.rx.validate()
+    }
 }
 
 /// One queue pair with its pools: moves to the thread that polls it.
 pub struct Queue {
     pub rx: RxQueue,
     pub tx: Option<TxQueue>,
-    /// Recovery and the watchdog, see [`Queue::check`].
-    pub watch: QueueWatch,
+    /// Recovery and the watchdog, see [`Queue::check`] (igb queues; an
+    /// AF_XDP queue has no device to recover: `None`).
+    pub watch: Option<QueueWatch>,
 }
 
 impl Queue {
@@ -407,7 +433,7 @@ impl Queue {
         self.rx.new_batch(capacity)
     }
 
-    /// Harvests up to `budget` frames into `batch` (see [`RxRing::poll`]).
+    /// Harvests up to `budget` frames into `batch` (see `RxRing::poll`).
     #[inline]
     pub fn poll(&mut self, batch: &mut RxBatch, budget: usize) -> usize {
         self.rx.poll(batch, budget)
@@ -423,7 +449,7 @@ impl Queue {
     /// the rings after a device reset (bringing the device up if this queue
     /// is the first to notice) and resets a stalled device.
     pub fn check(&mut self, now: Instant) -> Health {
-        self.watch.check(&mut self.rx, self.tx.as_mut(), now)
+        self.rx.check(self.watch.as_mut(), self.tx.as_mut(), now)
     }
 }
 
@@ -456,8 +482,10 @@ pub struct PcapInfo {
 
 /// An open NIC. See the module documentation.
 pub struct Port {
-    ctl: Arc<DeviceCtl>,
-    dev: Arc<dyn Device>,
+    /// The igb device (simulator, VFIO); `None` for AF_XDP.
+    ctl: Option<Arc<DeviceCtl>>,
+    dev: Option<Arc<dyn Device>>,
+    xdp: Option<XdpPort>,
     nic: Option<Arc<SimNic>>,
     run: SimRun,
     sim_core: Option<usize>,
@@ -466,6 +494,18 @@ pub struct Port {
     has_tx: bool,
     wire: WireParts,
     stopped: bool,
+}
+
+/// The AF_XDP side of a port: the program, its map and link, and the
+/// sockets to steer to on [`Port::start`].
+struct XdpPort {
+    attach: xdp::XdpAttach,
+    iface: xdp::Interface,
+    first: u32,
+    bind: BindMode,
+    /// (queue, socket descriptor), noted at open: the queues may have
+    /// moved to their threads by the time the port starts.
+    sockets: Vec<(u32, i32)>,
 }
 
 /// What [`Port::shutdown`] found.
@@ -481,6 +521,8 @@ pub struct PortReport {
     pub injected: Option<hw_sim::HookStats>,
     /// Problems while stopping (a queue that did not stop in time).
     pub errors: Vec<String>,
+    /// AF_XDP: how the program was attached and the sockets bound.
+    pub xdp_mode: Option<(AttachMode, BindMode)>,
 }
 
 /// One queue at shutdown: its counters and the audit of its pools.
@@ -498,6 +540,8 @@ pub struct QueueReport {
     pub leaked_tx_buffers: usize,
     pub restarts: u64,
     pub stalls: u64,
+    /// AF_XDP queues: the socket's counters at shutdown.
+    pub xdp: Option<xdp::XdpQueueStats>,
 }
 
 impl PortReport {
@@ -524,17 +568,110 @@ impl Port {
     /// Opens the NIC `spec` names and builds its queues. Receive and
     /// transmit stay off until [`Port::start`].
     pub fn open(spec: &DeviceSpec, cfg: &PortConfig) -> Result<Port, PortError> {
-        cfg.validate().map_err(PortError::Config)?;
         match spec {
             DeviceSpec::Sim(w) => {
+                cfg.validate().map_err(PortError::Config)?;
                 let (wire, parts) = open_wire(w, &cfg.sim)?;
                 Port::open_sim(wire, parts, cfg)
             }
             DeviceSpec::Vfio(addr) => {
+                cfg.validate().map_err(PortError::Config)?;
                 let dev: Arc<dyn Device> = VfioNic::open(addr)?;
                 Port::build(dev, None, None, WireParts::default(), cfg)
             }
+            DeviceSpec::Xdp { ifname, queue } => {
+                // The simulator's options do not apply.
+                cfg.validate_queues().map_err(PortError::Config)?;
+                Port::open_xdp(ifname, *queue, cfg)
+            }
         }
+    }
+
+    /// Opens `cfg.queues` AF_XDP sockets on `ifname` from queue `first`,
+    /// each with its own page pool as UMEM (TX buffers are pages of the
+    /// same pool), then attaches the redirect program. The sockets are
+    /// bound first, so a queue another process serves is refused with
+    /// [`xdp::XdpError::QueueBusy`] before anything is attached.
+    fn open_xdp(ifname: &str, first: u32, cfg: &PortConfig) -> Result<Port, PortError> {
+        let iface = xdp::Interface::lookup(ifname)?;
+        iface.check_queues(first, cfg.queues)?;
+        let r = &cfg.rx;
+        if let Some(mtu) = iface.mtu() {
+            if mtu as usize + 14 > r.payload_buf {
+                return Err(PortError::Config(format!(
+                    "{ifname} has MTU {mtu}: its frames ({} bytes) do not fit one --payload-buf {} buffer, and AF_XDP multi-buffer is not supported here",
+                    mtu + 14,
+                    r.payload_buf
+                )));
+            }
+        }
+        // The kernel maps the UMEM itself: no IOMMU mapping of ours.
+        let space = driver::DmaSpace::new(Arc::new(driver::dma::NoIommu));
+        let mut queues = Vec::with_capacity(cfg.queues as usize);
+        let mut bind = BindMode::ZeroCopy;
+        let mut sockets = Vec::new();
+        for q in first..first + cfg.queues {
+            let tx_bufs = cfg.tx.map_or(0, |t| t.bufs);
+            let pages = PagePool::new(
+                &space,
+                PagePoolConfig {
+                    buffers: r.pages + tx_bufs,
+                    buf_len: r.payload_buf,
+                    headroom: r.headroom,
+                    ..PagePoolConfig::default()
+                },
+            )?;
+            // Never used (no header split); the queue keeps the same pools
+            // as an igb queue.
+            let hdrs = HeaderPool::new(
+                &space,
+                HeaderPoolConfig {
+                    strategy: r.hdr_pool,
+                    buffers: 64,
+                    slot: r.hdr_buf,
+                    ..HeaderPoolConfig::default()
+                },
+            )?;
+            let xcfg = xdp::XskConfig {
+                ifname: ifname.into(),
+                ifindex: iface.index,
+                queue: q,
+                rx_ring: r.ring_size as u32,
+                tx_ring: cfg.tx.map_or(0, |t| t.ring_size as u32),
+                tx_bufs,
+                busy_poll_us: cfg.xdp_busy_poll_us,
+            };
+            let (rx, tx, mode) = xdp::open(&xcfg, pages, hdrs)?;
+            if mode == BindMode::Copy {
+                bind = BindMode::Copy;
+            }
+            sockets.push((q, rx.socket_fd()));
+            queues.push(Queue {
+                rx: RxQueue::Xdp(rx),
+                tx: tx.map(TxQueue::Xdp),
+                watch: None,
+            });
+        }
+        let attach = xdp::XdpAttach::attach(&iface, first + cfg.queues)?;
+        Ok(Port {
+            ctl: None,
+            dev: None,
+            xdp: Some(XdpPort {
+                attach,
+                iface,
+                first,
+                bind,
+                sockets,
+            }),
+            nic: None,
+            run: SimRun::Stopped,
+            sim_core: None,
+            sim_mode: cfg.sim.mode,
+            queues,
+            has_tx: cfg.tx.is_some(),
+            wire: WireParts::default(),
+            stopped: false,
+        })
     }
 
     /// Opens a simulated NIC on `wire` (e.g. the far end of a pair).
@@ -588,8 +725,9 @@ impl Port {
             None => SimRun::Stopped,
         };
         let port = Port {
-            ctl,
-            dev,
+            ctl: Some(ctl),
+            dev: Some(dev),
+            xdp: None,
             nic,
             run,
             sim_core: cfg.sim.core,
@@ -618,9 +756,18 @@ impl Port {
     /// Switches receive (and transmit) on and, in thread mode, starts the
     /// simulator's engine on its own thread.
     pub fn start(&mut self) -> Result<(), PortError> {
-        self.ctl.enable_rx();
-        if self.has_tx {
-            self.ctl.enable_tx();
+        if let Some(ctl) = &self.ctl {
+            ctl.enable_rx();
+            if self.has_tx {
+                ctl.enable_tx();
+            }
+        }
+        if let Some(x) = &self.xdp {
+            // Steer each queue to its socket (the queues may already have
+            // moved to their threads: the descriptors were noted at open).
+            for (q, fd) in &x.sockets {
+                x.attach.insert(*q, *fd)?;
+            }
         }
         if self.sim_mode == SimMode::Thread {
             if let SimRun::Stepped(engine) = std::mem::replace(&mut self.run, SimRun::Stopped) {
@@ -668,13 +815,28 @@ impl Port {
         &self.wire
     }
 
-    /// The device's name (`sim:WIRE` or the PCI address).
+    /// The device's name (`sim:WIRE`, the PCI address, or
+    /// `xdp:IFNAME@QUEUE`).
     pub fn name(&self) -> String {
-        self.dev.name()
+        match (&self.dev, &self.xdp) {
+            (Some(d), _) => d.name(),
+            (None, Some(x)) => format!("xdp:{}@{}", x.iface.name, x.first),
+            (None, None) => String::new(),
+        }
     }
 
     pub fn mac(&self) -> [u8; 6] {
-        self.ctl.with(|igb| igb.mac())
+        match (&self.ctl, &self.xdp) {
+            (Some(c), _) => c.with(|igb| igb.mac()),
+            (None, Some(x)) => x.iface.mac(),
+            (None, None) => [0; 6],
+        }
+    }
+
+    /// AF_XDP: how the program was attached and the sockets bound (copy
+    /// if any queue's socket is in copy mode); `None` for igb.
+    pub fn xdp_mode(&self) -> Option<(AttachMode, BindMode)> {
+        self.xdp.as_ref().map(|x| (x.attach.mode(), x.bind))
     }
 
     pub fn sim_mode(&self) -> Option<SimMode> {
@@ -683,8 +845,13 @@ impl Port {
 
     /// The device, shared with the queues' watches (statistics, recovery
     /// counters).
+    ///
+    /// # Panics
+    /// On an AF_XDP port, which has no igb device (see [`Port::xdp_mode`]).
     pub fn ctl(&self) -> &Arc<DeviceCtl> {
-        &self.ctl
+        self.ctl
+            .as_ref()
+            .expect("an AF_XDP port has no igb device control")
     }
 
     /// Stops the device: the simulator's engine first (no DMA after this),
@@ -699,7 +866,14 @@ impl Port {
             self.run = SimRun::Stepped(Box::new(t.stop()));
         }
         self.run = SimRun::Stopped;
-        self.ctl.disable();
+        if let Some(ctl) = &self.ctl {
+            ctl.disable();
+        }
+        if let Some(x) = &mut self.xdp {
+            // No more frames steered to the sockets: the queues keep what
+            // is in their RX rings for a last harvest.
+            x.attach.detach();
+        }
     }
 
     /// Stops the device (if [`Port::stop`] was not called), then every
@@ -714,16 +888,19 @@ impl Port {
             let mut qr = QueueReport {
                 queue: q.id(),
                 rx: *q.rx.stats(),
-                restarts: q.watch.restarts,
-                stalls: q.watch.stalls,
+                restarts: q.watch.as_ref().map_or(0, |w| w.restarts),
+                stalls: q.watch.as_ref().map_or(0, |w| w.stalls),
+                xdp: q.rx.as_xdp().map(|r| r.xdp_stats()),
                 ..QueueReport::default()
             };
+            // AF_XDP: once both halves have stopped, the socket is closed
+            // and every buffer either half held is back in the pool.
             if let Some(tx) = &mut q.tx {
                 if let Err(e) = tx.stop() {
                     report.errors.push(format!("TX queue {}: {e}", qr.queue));
                 }
                 qr.tx = Some(*tx.stats());
-                qr.leaked_tx_buffers = tx.pool().audit().lent;
+                qr.leaked_tx_buffers = tx.leaked();
             }
             let (pages, hdrs) = q.rx.pools();
             qr.pages = pages.stats();
@@ -734,8 +911,11 @@ impl Port {
             qr.leaked_headers = hdrs.audit().lent;
             report.queues.push(qr);
         }
-        report.hw = self.ctl.with(|igb| igb.read_stats());
-        report.recovery = self.ctl.stats();
+        if let Some(ctl) = &self.ctl {
+            report.hw = ctl.with(|igb| igb.read_stats());
+            report.recovery = ctl.stats();
+        }
+        report.xdp_mode = self.xdp_mode();
         report.sim = self.nic.as_ref().map(|n| n.stats());
         report.injected = self.nic.as_ref().map(|n| n.hook_stats());
         report
@@ -779,7 +959,7 @@ fn build_queue(
             ..HeaderPoolConfig::default()
         },
     )?;
-    let rx = RxRing::new(
+    let rx = RxQueue::Igb(RxRing::new(
         dev.clone(),
         dma,
         RxConfig {
@@ -790,7 +970,7 @@ fn build_queue(
         },
         pages,
         hdrs,
-    )?;
+    )?);
     let tx = match cfg.tx {
         Some(t) => {
             let pool = PagePool::new(
@@ -802,7 +982,7 @@ fn build_queue(
                     ..PagePoolConfig::default()
                 },
             )?;
-            Some(TxRing::new(
+            Some(TxQueue::Igb(TxRing::new(
                 dev.clone(),
                 dma,
                 TxConfig {
@@ -810,14 +990,14 @@ fn build_queue(
                     ring_size: t.ring_size,
                 },
                 pool,
-            )?)
+            )?))
         }
         None => None,
     };
     Ok(Queue {
         rx,
         tx,
-        watch: QueueWatch::new(ctl.clone(), cfg.watch),
+        watch: Some(QueueWatch::new(ctl.clone(), cfg.watch)),
     })
 }
 

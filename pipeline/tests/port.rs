@@ -48,6 +48,20 @@ fn specs_and_configs_are_checked() {
     assert_eq!("sim".parse(), Ok(DeviceSpec::Sim(WireSpec::Gen)));
     assert_eq!("sim:pair".parse(), Ok(DeviceSpec::Sim(WireSpec::Pair)));
     assert_eq!(
+        "xdp:eth0".parse(),
+        Ok(DeviceSpec::Xdp {
+            ifname: "eth0".into(),
+            queue: 0
+        })
+    );
+    assert_eq!(
+        "xdp:veth1@2".parse(),
+        Ok(DeviceSpec::Xdp {
+            ifname: "veth1".into(),
+            queue: 2
+        })
+    );
+    assert_eq!(
         "sim:pcap:x.pcap".parse(),
         Ok(DeviceSpec::Sim(WireSpec::Pcap("x.pcap".into())))
     );
@@ -58,7 +72,10 @@ fn specs_and_configs_are_checked() {
         "sim:tap:",
         "sim:pcap:",
         "vfio:nonsense",
-        "xdp:eth0",
+        // (xdp:eth0 is an AF_XDP device since issue #13.)
+        "xdp:",
+        "xdp:eth0@x",
+        "xdp:a/b",
     ] {
         assert!(bad.parse::<DeviceSpec>().is_err(), "{bad:?} accepted");
     }

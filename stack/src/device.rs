@@ -16,7 +16,8 @@
 use crate::frame::{Frame, PresentStats, Presenter};
 use crate::segstats::SegStats;
 use crossbeam_queue::ArrayQueue;
-use driver::{Buf, BufPool, RxBatch, RxRing, TxBuf, TxRing};
+use driver::{Buf, BufPool, RxBatch, TxBuf};
+use pipeline::{RxQueue, TxQueue};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use std::sync::Arc;
@@ -122,8 +123,8 @@ pub fn checksum_caps() -> ChecksumCapabilities {
     c
 }
 
-struct TxSide<T: BufPool> {
-    ring: TxRing<T>,
+struct TxSide {
+    ring: TxQueue,
     queued: Vec<TxBuf>,
     scratch: Vec<u8>,
     batch: usize,
@@ -145,7 +146,7 @@ enum TxDrop {
     TooLong,
 }
 
-impl<T: BufPool> TxSide<T> {
+impl TxSide {
     /// Posts what is queued and reclaims completed descriptors. Admission
     /// ([`TxSide::reserve`], `build`) keeps the queued buffers within the
     /// ring's free slots, so everything fits unless the ring was stopped.
@@ -299,11 +300,11 @@ impl<T: BufPool> TxSide<T> {
 pub type Capture = Box<dyn FnMut(&[u8]) + Send>;
 
 /// One RX/TX queue pair as a smoltcp device.
-pub struct QueueDevice<P: BufPool, H: BufPool, T: BufPool> {
-    rx: RxRing<P, H>,
+pub struct QueueDevice {
+    rx: RxQueue,
     batch: RxBatch,
     presenter: Presenter,
-    tx: TxSide<T>,
+    tx: TxSide,
     cfg: DeviceConfig,
     capture: Option<(Capture, Vec<u8>)>,
     arp: Option<ArpRole>,
@@ -323,8 +324,8 @@ pub struct ArpStats {
     pub received: u64,
 }
 
-impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
-    pub fn new(mut rx: RxRing<P, H>, tx: TxRing<T>, cfg: DeviceConfig) -> Self {
+impl QueueDevice {
+    pub fn new(mut rx: RxQueue, tx: TxQueue, cfg: DeviceConfig) -> Self {
         let headroom = rx.pools().0.headroom();
         let batch = rx.new_batch(cfg.rx_batch.max(1));
         QueueDevice {
@@ -358,15 +359,13 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
     /// The health check of the queue pair (see `driver::recovery`): call it
     /// every few dozen polling rounds. Without a watch: always `Ok`.
     pub fn check(&mut self, now: std::time::Instant) -> driver::Health {
-        match &mut self.watch {
-            Some(w) => w.check(&mut self.rx, Some(&mut self.tx.ring), now),
-            None => driver::Health::Ok,
-        }
+        self.rx
+            .check(self.watch.as_mut(), Some(&mut self.tx.ring), now)
     }
 
     /// Takes the rings (and the watch) back, every buffer the device layer
     /// held returned to its pool; the rings keep running.
-    pub fn into_parts(mut self) -> (RxRing<P, H>, TxRing<T>, Option<driver::QueueWatch>) {
+    pub fn into_parts(mut self) -> (RxQueue, TxQueue, Option<driver::QueueWatch>) {
         let (pages, hdrs) = self.rx.pools();
         self.presenter.release_all(pages, hdrs);
         self.rx.recycle(&mut self.batch);
@@ -457,13 +456,13 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
     pub fn tx_stats(&self) -> &TxSideStats {
         &self.tx.stats
     }
-    pub fn rx_ring(&self) -> &RxRing<P, H> {
+    pub fn rx_ring(&self) -> &RxQueue {
         &self.rx
     }
-    pub fn rx_ring_mut(&mut self) -> &mut RxRing<P, H> {
+    pub fn rx_ring_mut(&mut self) -> &mut RxQueue {
         &mut self.rx
     }
-    pub fn tx_ring(&self) -> &TxRing<T> {
+    pub fn tx_ring(&self) -> &TxQueue {
         &self.tx.ring
     }
 
@@ -489,7 +488,7 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
     /// Stops both rings and returns every buffer to its pool; the rings are
     /// handed back for auditing, with the first error stopping them gave
     /// (a queue that did not confirm it stopped).
-    pub fn shutdown(mut self) -> (RxRing<P, H>, TxRing<T>, Option<driver::IgbError>) {
+    pub fn shutdown(mut self) -> (RxQueue, TxQueue, Option<driver::IgbError>) {
         let (pages, hdrs) = self.rx.pools();
         self.presenter.release_all(pages, hdrs);
         self.rx.recycle(&mut self.batch);
@@ -503,13 +502,13 @@ impl<P: BufPool, H: BufPool, T: BufPool> QueueDevice<P, H, T> {
 }
 
 /// A received frame lent to smoltcp.
-pub struct RxToken<'a, P: BufPool, H: BufPool> {
+pub struct RxToken<'a> {
     frame: Option<Frame>,
-    rx: &'a mut RxRing<P, H>,
+    rx: &'a mut RxQueue,
     presenter: &'a mut Presenter,
 }
 
-impl<P: BufPool, H: BufPool> phy::RxToken for RxToken<'_, P, H> {
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F>(mut self, f: F) -> R
     where
         F: FnOnce(&[u8]) -> R,
@@ -522,7 +521,7 @@ impl<P: BufPool, H: BufPool> phy::RxToken for RxToken<'_, P, H> {
     }
 }
 
-impl<P: BufPool, H: BufPool> Drop for RxToken<'_, P, H> {
+impl Drop for RxToken<'_> {
     fn drop(&mut self) {
         // A token smoltcp did not consume still gives its buffer back.
         if let Some(frame) = self.frame.take() {
@@ -536,12 +535,12 @@ impl<P: BufPool, H: BufPool> Drop for RxToken<'_, P, H> {
 /// a buffer and a descriptor slot reserved for its frame; one handed out
 /// with a received frame takes them when it is consumed (a reply), if
 /// there are any.
-pub struct TxToken<'a, T: BufPool> {
-    tx: &'a mut TxSide<T>,
+pub struct TxToken<'a> {
+    tx: &'a mut TxSide,
     reserved: Option<Buf>,
 }
 
-impl<T: BufPool> phy::TxToken for TxToken<'_, T> {
+impl phy::TxToken for TxToken<'_> {
     fn consume<R, F>(mut self, len: usize, f: F) -> R
     where
         F: FnOnce(&mut [u8]) -> R,
@@ -551,7 +550,7 @@ impl<T: BufPool> phy::TxToken for TxToken<'_, T> {
     }
 }
 
-impl<T: BufPool> Drop for TxToken<'_, T> {
+impl Drop for TxToken<'_> {
     fn drop(&mut self) {
         // Not consumed: the reserved buffer goes back.
         if let Some(b) = self.reserved.take() {
@@ -560,13 +559,13 @@ impl<T: BufPool> Drop for TxToken<'_, T> {
     }
 }
 
-impl<P: BufPool, H: BufPool, T: BufPool> phy::Device for QueueDevice<P, H, T> {
+impl phy::Device for QueueDevice {
     type RxToken<'a>
-        = RxToken<'a, P, H>
+        = RxToken<'a>
     where
         Self: 'a;
     type TxToken<'a>
-        = TxToken<'a, T>
+        = TxToken<'a>
     where
         Self: 'a;
 

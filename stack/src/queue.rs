@@ -3,10 +3,9 @@
 //! far end of the pair wire.
 
 use crate::device::{DeviceConfig, QueueDevice};
-use pipeline::PagePool;
 
-/// A port's queue pair as a smoltcp device.
-pub type PortDevice = QueueDevice<PagePool, pipeline::HeaderPool, PagePool>;
+/// A port's queue pair as a smoltcp device (igb or AF_XDP rings).
+pub type PortDevice = QueueDevice;
 
 /// Makes a port's queue (which needs a TX ring: `PortConfig::tx`) a
 /// smoltcp device; recovery comes along ([`QueueDevice::check`]).
@@ -16,7 +15,9 @@ pub fn from_port(q: pipeline::Queue, cfg: DeviceConfig) -> Result<PortDevice, St
         .tx
         .ok_or_else(|| format!("queue {id} has no TX ring: open the port with PortConfig::tx"))?;
     let mut dev = QueueDevice::new(q.rx, tx, cfg);
-    dev.set_watch(q.watch);
+    if let Some(w) = q.watch {
+        dev.set_watch(w);
+    }
     Ok(dev)
 }
 
@@ -27,7 +28,7 @@ pub fn into_port(dev: PortDevice) -> Option<pipeline::Queue> {
     Some(pipeline::Queue {
         rx,
         tx: Some(tx),
-        watch: watch?,
+        watch,
     })
 }
 

@@ -20,8 +20,10 @@ use std::str::FromStr;
     about = "Receive sink for the igb userspace driver: drains an RX queue and reports the cost per packet"
 )]
 pub struct Args {
-    /// NIC to drive: `sim` (the software igb model) or `vfio:PCI_ADDRESS`
-    /// (an 82576 / I350 bound to vfio-pci, e.g. vfio:0000:03:00.0).
+    /// NIC to drive: `sim` (the software igb model), `vfio:PCI_ADDRESS`
+    /// (an 82576 / I350 bound to vfio-pci, e.g. vfio:0000:03:00.0) or
+    /// `xdp:IFNAME[@QUEUE]` (any Linux interface through AF_XDP, from
+    /// queue QUEUE, default 0; --queues N takes N consecutive queues).
     #[arg(long, default_value = "sim")]
     pub device: DeviceSpec,
     /// Frame source of the simulator: `gen` (built-in generator),
@@ -114,6 +116,10 @@ pub struct Args {
     /// shared.
     #[arg(long, default_value_t = 1)]
     pub queues: u32,
+    /// AF_XDP (`--device xdp:`): busy-poll the device from the RX thread,
+    /// USECS per empty poll (SO_BUSY_POLL with SO_PREFER_BUSY_POLL).
+    #[arg(long, value_name = "USECS")]
+    pub busy_poll: Option<u32>,
     /// Write every received frame (as reassembled from its buffers) to this
     /// pcap file.
     #[arg(long, value_name = "FILE")]
@@ -249,9 +255,10 @@ impl Args {
         let m = Args::command().try_get_matches_from(argv)?;
         let mut a = Args::from_arg_matches(&m)?;
         let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
-        if a.copies == Copies::Zero {
-            // Whole pages for the payload: with header split a 4 KiB MSS
-            // lands page-aligned, one chunk per page.
+        // Whole pages for the payload: with header split a 4 KiB MSS lands
+        // page-aligned, one chunk per page. (AF_XDP keeps its 256 bytes of
+        // headroom and does no header split: its chunks are not aligned.)
+        if a.copies == Copies::Zero && !matches!(a.device, DeviceSpec::Xdp(_)) {
             if !given("payload_buf") {
                 a.payload_buf = 4096;
             }
@@ -270,13 +277,45 @@ impl Args {
 
     /// Checks that clap's per-value parsing cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if let DeviceSpec::Vfio(addr) = &self.device {
+        let real = match &self.device {
+            DeviceSpec::Sim => None,
+            DeviceSpec::Vfio(addr) => Some(format!("vfio:{addr}")),
+            DeviceSpec::Xdp(t) => Some(format!("xdp:{t}")),
+        };
+        if let Some(dev) = real {
             if !self.sim_options_given.is_empty() {
                 let n = self.sim_options_given.len();
                 return Err(format!(
-                    "{} {} for the simulator only; with --device vfio:{addr} the frames come from the NIC's port",
+                    "{} {} for the simulator only; with --device {dev} the frames come from the NIC's port",
                     self.sim_options_given.join(", "),
                     if n == 1 { "is" } else { "are" }
+                ));
+            }
+        }
+        if self.busy_poll.is_some() && !matches!(self.device, DeviceSpec::Xdp(_)) {
+            return Err("--busy-poll is for --device xdp:IFNAME".into());
+        }
+        if self.busy_poll == Some(0) {
+            return Err("--busy-poll must be at least 1 microsecond".into());
+        }
+        if let DeviceSpec::Xdp(t) = &self.device {
+            if self.wb_log.is_some() {
+                return Err(format!(
+                    "--wb-log records igb write-backs; --device xdp:{t} has none"
+                ));
+            }
+            if self.headroom < 256 {
+                return Err(format!(
+                    "--headroom {} must be at least 256 with --device xdp: (the kernel places frames 256 bytes into each page)",
+                    self.headroom
+                ));
+            }
+            if self.mode == Mode::Tcp && self.mtu + 14 > self.payload_buf {
+                return Err(format!(
+                    "--mtu {}: frames of {} bytes do not fit one --payload-buf {} buffer, and AF_XDP multi-buffer is not supported",
+                    self.mtu,
+                    self.mtu + 14,
+                    self.payload_buf
                 ));
             }
         }
@@ -498,6 +537,7 @@ impl Args {
                 hdr_slots,
             },
             tx: tcp.then(TxQueueConfig::default),
+            xdp_busy_poll_us: self.busy_poll,
             sim: SimOptions {
                 mode: self.sim_mode(),
                 core: self.sim_core,
@@ -523,6 +563,10 @@ impl Args {
         match &self.device {
             DeviceSpec::Sim => pipeline::DeviceSpec::Sim(self.wire.clone()),
             DeviceSpec::Vfio(a) => pipeline::DeviceSpec::Vfio(a.clone()),
+            DeviceSpec::Xdp(t) => pipeline::DeviceSpec::Xdp {
+                ifname: t.ifname.clone(),
+                queue: t.queue,
+            },
         }
     }
 
@@ -594,6 +638,7 @@ impl FromStr for Cores {
 pub enum DeviceSpec {
     Sim,
     Vfio(String),
+    Xdp(xdp::XdpTarget),
 }
 
 impl FromStr for DeviceSpec {
@@ -609,7 +654,12 @@ impl FromStr for DeviceSpec {
                 .map_err(|e: driver::vfio::VfioError| e.to_string())?;
             return Ok(DeviceSpec::Vfio(addr.to_string()));
         }
-        Err(format!("unknown device {s:?}: use sim or vfio:PCI_ADDRESS"))
+        if let Some(t) = s.strip_prefix("xdp:") {
+            return Ok(DeviceSpec::Xdp(t.parse()?));
+        }
+        Err(format!(
+            "unknown device {s:?}: use sim, vfio:PCI_ADDRESS or xdp:IFNAME[@QUEUE]"
+        ))
     }
 }
 
@@ -752,6 +802,47 @@ mod tests {
         assert!("vfio:0000:03:00.8".parse::<DeviceSpec>().is_err());
         assert!("vfio:03:00.0".parse::<DeviceSpec>().is_err());
         assert!("vfio:zz".parse::<DeviceSpec>().is_err());
+    }
+
+    #[test]
+    fn xdp_devices() {
+        let t = |name: &str, queue| {
+            DeviceSpec::Xdp(xdp::XdpTarget {
+                ifname: name.into(),
+                queue,
+            })
+        };
+        assert_eq!("xdp:veth0".parse::<DeviceSpec>(), Ok(t("veth0", 0)));
+        assert_eq!("xdp:eth1@3".parse::<DeviceSpec>(), Ok(t("eth1", 3)));
+        for bad in ["xdp:", "xdp:eth0@", "xdp:eth0@q", "xdp:a/b"] {
+            assert!(bad.parse::<DeviceSpec>().is_err(), "{bad:?}");
+        }
+        let check = |argv: &[&str]| {
+            Args::parse_checked_from(std::iter::once("rxsink").chain(argv.iter().copied()))
+                .map_err(|e| e.to_string())
+                .and_then(|a| a.validate().map(|_| a))
+        };
+        assert!(check(&["--device", "xdp:veth0", "--mode", "tcp", "--queues", "2"]).is_ok());
+        for (argv, want) in [
+            (
+                &["--device", "xdp:veth0", "--frame-size", "64"][..],
+                "for the simulator only; with --device xdp:veth0@0",
+            ),
+            (&["--device", "xdp:veth0", "--wb-log", "x"], "has none"),
+            (&["--busy-poll", "50"], "--busy-poll is for"),
+            (&["--device", "xdp:veth0", "--busy-poll", "0"], "at least 1"),
+            (
+                &["--device", "xdp:veth0", "--headroom", "0"],
+                "at least 256",
+            ),
+            (
+                &["--device", "xdp:veth0", "--mode", "tcp", "--mtu", "9000"],
+                "multi-buffer is not supported",
+            ),
+        ] {
+            let e = check(argv).err().unwrap_or_default();
+            assert!(e.contains(want), "{argv:?}: {e:?} lacks {want:?}");
+        }
     }
 
     #[test]

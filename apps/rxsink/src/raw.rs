@@ -157,11 +157,14 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     drop(queues[0].rx.set_wb_observer(None)); // flushes --wb-log
     let (name, sim_mode, wire_stats) = describe(&port);
     let report = port.shutdown(queues);
+    let (xdp_mode, xdp_counters) = summary::xdp(&report);
     report_errors(&report);
     let q = &report.queues[0];
     let st = q.rx;
     let summary = summary::Raw {
         device: name,
+        xdp_mode,
+        xdp: xdp_counters,
         wire: sim_mode.as_ref().map(|_| args.wire.to_string()),
         mode: args.mode.to_string(),
         header_split: args.header_split.to_string(),
@@ -269,6 +272,7 @@ fn run_multi(
     }
     let (name, _, wire_stats) = describe(&port);
     let report = port.shutdown(queues);
+    let (xdp_mode, xdp_counters) = summary::xdp(&report);
     report_errors(&report);
     let (mut packets, mut bytes, mut drops_total) = (0u64, 0u64, 0u64);
     let per_queue: Vec<_> = report
@@ -296,6 +300,8 @@ fn run_multi(
         .collect();
     let summary = summary::RawMulti {
         device: name,
+        xdp_mode,
+        xdp: xdp_counters,
         wire: report.sim.map(|_| args.wire.to_string()),
         mode: args.mode.to_string(),
         header_split: args.header_split.to_string(),
@@ -363,7 +369,7 @@ fn rx_loop(
             break;
         }
         if now >= next_report && !args.quiet {
-            let st = q.rx.stats();
+            let st = *q.rx.stats();
             let secs = (now - last.0).as_secs_f64();
             let (dp, db) = (st.packets - last.1, st.bytes - last.2);
             eprintln!(
@@ -377,7 +383,11 @@ fn rx_loop(
                 port.sim().map_or(String::new(), |n| format!(
                     " missed {}",
                     n.stats().rx_missed
-                ))
+                )) + &q.rx.as_xdp().map_or(String::new(), |x| {
+                    // The kernel's drops for the socket (one getsockopt).
+                    let k = x.xdp_stats().kernel;
+                    format!(" xdp_dropped {}", k.rx_dropped + k.rx_ring_full)
+                })
             );
             last = (now, st.packets, st.bytes);
             next_report = now + Duration::from_secs(1);

@@ -26,6 +26,57 @@ impl From<&PortReport> for Hw {
     }
 }
 
+/// `xdp_mode`: `attach` is `native` or `generic`, `bind` is `zerocopy` or
+/// `copy`.
+#[derive(Serialize)]
+pub struct XdpMode {
+    pub attach: &'static str,
+    pub bind: &'static str,
+}
+
+/// `xdp`: the AF_XDP counters, over every queue. `kernel_*` are the
+/// kernel's (`XDP_STATISTICS`); `misplaced` are frames the kernel put
+/// elsewhere than the posted buffer's first byte (dropped); wake-ups are
+/// the system calls need_wakeup asked for.
+#[derive(Serialize, Default)]
+pub struct XdpCounters {
+    pub kernel_rx_dropped: u64,
+    pub kernel_rx_invalid_descs: u64,
+    pub kernel_tx_invalid_descs: u64,
+    pub kernel_rx_ring_full: u64,
+    pub kernel_rx_fill_ring_empty_descs: u64,
+    pub kernel_tx_ring_empty_descs: u64,
+    pub misplaced: u64,
+    pub unknown_addr: u64,
+    pub rx_wakeups: u64,
+}
+
+/// The AF_XDP mode and counters of a run, if it ran on AF_XDP.
+pub fn xdp(r: &PortReport) -> (Option<XdpMode>, Option<XdpCounters>) {
+    let Some((attach, bind)) = r.xdp_mode else {
+        return (None, None);
+    };
+    let mut c = XdpCounters::default();
+    for q in r.queues.iter().filter_map(|q| q.xdp.as_ref()) {
+        c.kernel_rx_dropped += q.kernel.rx_dropped;
+        c.kernel_rx_invalid_descs += q.kernel.rx_invalid_descs;
+        c.kernel_tx_invalid_descs += q.kernel.tx_invalid_descs;
+        c.kernel_rx_ring_full += q.kernel.rx_ring_full;
+        c.kernel_rx_fill_ring_empty_descs += q.kernel.rx_fill_ring_empty_descs;
+        c.kernel_tx_ring_empty_descs += q.kernel.tx_ring_empty_descs;
+        c.misplaced += q.misplaced;
+        c.unknown_addr += q.unknown_addr;
+        c.rx_wakeups += q.rx_wakeups;
+    }
+    (
+        Some(XdpMode {
+            attach: attach.name(),
+            bind: bind.name(),
+        }),
+        Some(c),
+    )
+}
+
 /// `--pcap-out`: frames written and write errors.
 #[derive(Serialize)]
 pub struct PcapOut {
@@ -87,6 +138,13 @@ pub struct RecycleBatch {
 #[derive(Serialize)]
 pub struct Raw {
     pub device: String,
+    /// AF_XDP (`--device xdp:IFNAME`): how the program was attached and
+    /// the sockets bound; absent for other devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp_mode: Option<XdpMode>,
+    /// AF_XDP: the sockets' counters, added over the queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpCounters>,
     pub wire: Option<String>,
     pub mode: String,
     pub header_split: String,
@@ -153,6 +211,13 @@ pub struct DropsTotal {
 #[derive(Serialize)]
 pub struct RawMulti {
     pub device: String,
+    /// AF_XDP (`--device xdp:IFNAME`): how the program was attached and
+    /// the sockets bound; absent for other devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp_mode: Option<XdpMode>,
+    /// AF_XDP: the sockets' counters, added over the queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpCounters>,
     pub wire: Option<String>,
     pub mode: String,
     pub header_split: String,
@@ -368,6 +433,13 @@ pub struct Memory {
 #[derive(Serialize)]
 pub struct TcpRun {
     pub device: String,
+    /// AF_XDP (`--device xdp:IFNAME`): how the program was attached and
+    /// the sockets bound; absent for other devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp_mode: Option<XdpMode>,
+    /// AF_XDP: the sockets' counters, added over the queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpCounters>,
     pub wire: Option<String>,
     pub mode: &'static str,
     pub ip: String,

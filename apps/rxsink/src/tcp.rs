@@ -615,6 +615,7 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     });
     let (name, sim_mode, wire_stats) = describe(&port);
     let report = port.shutdown(back);
+    let (xdp_mode, xdp_counters) = summary::xdp(&report);
     report_errors(&report);
     let mut all_rx = driver::RxStats::default();
     let mut per_queue_out = Vec::new();
@@ -687,6 +688,8 @@ pub fn run(args: &Args) -> Result<serde_json::Value, RunError> {
     let iperf3 = server.lock().map(|s| s.stats()).ok();
     let summary = summary::TcpRun {
         device: name,
+        xdp_mode,
+        xdp: xdp_counters,
         wire: sim_mode.as_ref().map(|_| args.wire.to_string()),
         mode: "tcp",
         ip: ip.to_string(),
