@@ -381,8 +381,13 @@ impl ZcSink {
         self.q.engine().stats()
     }
 
+    /// Connections the peer may still send on: accepted, its FIN not yet
+    /// received. (A connection waiting for the ACK of our FIN is done for
+    /// the application; a peer that stops once its own FIN is acknowledged,
+    /// as the pair wire's sender does, never sends that ACK, and the
+    /// engine gives up on it after its retransmissions.)
     pub fn open_connections(&self) -> usize {
-        self.q.engine().open_connections()
+        self.conns.values().filter(|c| !c.fin).count()
     }
 
     /// Frames the queue has taken off its RX ring (progress, for stop
