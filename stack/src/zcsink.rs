@@ -92,6 +92,40 @@ struct Conn {
     closing: bool,
 }
 
+/// The sink's connections, by the engine's slot (a lookup per chunk is an
+/// index and a generation compare, not a hash).
+#[derive(Default)]
+struct ConnTable(Vec<Option<(ConnId, Conn)>>);
+
+impl ConnTable {
+    fn insert(&mut self, id: ConnId, c: Conn) {
+        let slot = id.slot() as usize;
+        if self.0.len() <= slot {
+            self.0.resize_with(slot + 1, || None);
+        }
+        self.0[slot] = Some((id, c));
+    }
+    fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        match self.0.get_mut(id.slot() as usize) {
+            Some(Some((i, c))) if *i == id => Some(c),
+            _ => None,
+        }
+    }
+    fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let e = self.0.get_mut(id.slot() as usize)?;
+        match e {
+            Some((i, _)) if *i == id => e.take().map(|(_, c)| c),
+            _ => None,
+        }
+    }
+    fn values(&self) -> impl Iterator<Item = &Conn> {
+        self.0.iter().flatten().map(|(_, c)| c)
+    }
+    fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut Conn)> {
+        self.0.iter_mut().flatten().map(|(i, c)| (*i, c))
+    }
+}
+
 /// The way to the application thread.
 struct ToApp {
     queue: Arc<ArrayQueue<AppChunk>>,
@@ -105,7 +139,7 @@ pub struct ZcSink {
     port: u16,
     iperf3_port: Option<u16>,
     consumer: Consumer,
-    conns: HashMap<ConnId, Conn>,
+    conns: ConnTable,
     server: SharedIperf3,
     next_id: iperf3::ConnId,
     stats: TcpStats,
@@ -175,7 +209,7 @@ impl ZcSink {
             port: cfg.port,
             iperf3_port: cfg.iperf3_port,
             consumer: cfg.consumer,
-            conns: HashMap::new(),
+            conns: ConnTable::default(),
             server,
             next_id: cfg.id_base.wrapping_add(1),
             stats: TcpStats::default(),
@@ -245,7 +279,7 @@ impl ZcSink {
             }
             ZcEvent::Data { conn, chunk } => self.data(conn, chunk, now),
             ZcEvent::Eof { conn } => {
-                let Some(c) = self.conns.get_mut(&conn) else {
+                let Some(c) = self.conns.get_mut(conn) else {
                     return;
                 };
                 c.fin = true;
@@ -258,7 +292,7 @@ impl ZcSink {
                 }
             }
             ZcEvent::Closed { conn, reset } => {
-                let Some(c) = self.conns.remove(&conn) else {
+                let Some(c) = self.conns.remove(conn) else {
                     return;
                 };
                 self.stats.closed += 1;
@@ -274,7 +308,7 @@ impl ZcSink {
 
     fn data(&mut self, conn: ConnId, chunk: ZcChunk, now: Instant) {
         let len = chunk.len() as u64;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             // Data of a connection never reported accepted: the engine
             // reports in order, so this cannot happen; the page goes back.
             self.ret.give_back(chunk);
@@ -337,7 +371,7 @@ impl ZcSink {
             self.next_iperf3_tick = now + IPERF3_TICK;
         }
         let engine = self.q.engine_mut();
-        for (&conn, c) in self.conns.iter_mut() {
+        for (conn, c) in self.conns.iter_mut() {
             if c.service != Service::Iperf3 {
                 continue;
             }
@@ -354,7 +388,7 @@ impl ZcSink {
         let conns = &self.conns;
         let closes = server.take_closes_if(|id| conns.values().any(|c| c.id == id));
         for id in closes {
-            if let Some((&conn, c)) = self.conns.iter_mut().find(|(_, c)| c.id == id) {
+            if let Some((conn, c)) = self.conns.iter_mut().find(|(_, c)| c.id == id) {
                 if !c.closing {
                     c.closing = true;
                     engine.close(conn);
