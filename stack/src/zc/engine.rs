@@ -437,9 +437,17 @@ impl ZcStack {
         let Some(c) = self.conn(conn) else {
             return;
         };
-        let (seq, ack) = (c.snd_nxt, c.ack_seq());
-        self.reset_conn(conn.slot, seq, ack);
-        self.stats.resets_sent += 1;
+        let o = Out {
+            dst_mac: c.remote_mac,
+            dst_ip: c.remote_ip,
+            src_port: c.local_port,
+            dst_port: c.remote_port,
+            seq: c.snd_nxt,
+            ack: c.ack_seq(),
+            flags: F::RST | F::ACK,
+            ..Out::default()
+        };
+        self.queue_rst(&o);
         closed(&mut self.events, &mut self.stats, conn, true);
         self.free_slot(conn.slot);
     }
@@ -1299,27 +1307,6 @@ impl ZcStack {
         }
     }
 
-    /// A RST for connection `slot`.
-    fn reset_conn(&mut self, slot: u32, seq: u32, _ack: u32) {
-        let Some(c) = self.slots[slot as usize].as_ref() else {
-            return;
-        };
-        let o = Out {
-            dst_mac: c.remote_mac,
-            dst_ip: c.remote_ip,
-            src_port: c.local_port,
-            dst_port: c.remote_port,
-            seq,
-            ack: c.ack_seq(),
-            flags: F::RST | F::ACK,
-            ..Out::default()
-        };
-        let mut f = self.spare.pop().unwrap_or_default();
-        self.ip_ident = self.ip_ident.wrapping_add(1);
-        wire::build(&mut f, self.cfg.mac, self.cfg.ip, self.ip_ident, &o);
-        self.queue_segment(f);
-    }
-
     /// A RST answering segment `h` that has no connection.
     fn send_rst_to(&mut self, h: &Headers, seq: u32, ack: u32, with_ack: bool) {
         let o = Out {
@@ -1332,9 +1319,14 @@ impl ZcStack {
             flags: F::RST | if with_ack { F::ACK } else { 0 },
             ..Out::default()
         };
+        self.queue_rst(&o);
+    }
+
+    /// Queues the RST `o` describes (counted in `resets_sent`).
+    fn queue_rst(&mut self, o: &Out) {
         let mut f = self.spare.pop().unwrap_or_default();
         self.ip_ident = self.ip_ident.wrapping_add(1);
-        wire::build(&mut f, self.cfg.mac, self.cfg.ip, self.ip_ident, &o);
+        wire::build(&mut f, self.cfg.mac, self.cfg.ip, self.ip_ident, o);
         self.stats.resets_sent += 1;
         self.queue_segment(f);
     }
