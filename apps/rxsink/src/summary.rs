@@ -341,8 +341,12 @@ pub struct ZcTotals {
     /// of order at once.
     pub held_bytes_max: u64,
     /// Return calls (batches), pages and bytes returned, and the locks the
-    /// returning threads took.
+    /// returning threads took. `return_short_calls` of the calls carried
+    /// fewer than `recycle_batch` chunks (`return_short_chunks` in all): an
+    /// application idle for 100 us, or finishing, returns what it holds.
     pub return_calls: u64,
+    pub return_short_calls: u64,
+    pub return_short_chunks: u64,
     pub returned_pages: u64,
     pub returned_bytes: u64,
     pub return_locks: u64,
@@ -370,6 +374,8 @@ impl ZcTotals {
         self.retransmitted_segments_seen += e.retransmitted_segments_seen;
         self.window_closed += e.window_closed;
         self.return_calls += r.calls;
+        self.return_short_calls += r.short_calls;
+        self.return_short_chunks += r.short_chunks;
         self.returned_pages += r.pages;
         self.returned_bytes += r.bytes;
         self.return_locks += r.locks;

@@ -223,6 +223,11 @@ pub enum ReturnMode {
 pub struct ReturnStats {
     /// Batches handed back (flushes).
     pub calls: u64,
+    /// Of those, the batches handed back short of `batch` chunks (an idle
+    /// or final flush), and the chunks they carried. Every other call
+    /// carried exactly `batch` chunks.
+    pub short_calls: u64,
+    pub short_chunks: u64,
     /// Pages returned (copies count as none).
     pub pages: u64,
     /// Payload bytes returned (pages and copies).
@@ -234,6 +239,8 @@ pub struct ReturnStats {
 impl std::ops::AddAssign for ReturnStats {
     fn add_assign(&mut self, o: ReturnStats) {
         self.calls += o.calls;
+        self.short_calls += o.short_calls;
+        self.short_chunks += o.short_chunks;
         self.pages += o.pages;
         self.bytes += o.bytes;
         self.locks += o.locks;
@@ -296,6 +303,10 @@ impl ZcReturner {
             return;
         }
         self.stats.calls += 1;
+        if self.queued < self.batch {
+            self.stats.short_calls += 1;
+            self.stats.short_chunks += self.queued as u64;
+        }
         self.stats.pages += self.pages.len() as u64;
         match self.mode {
             ReturnMode::Ring => {

@@ -979,6 +979,7 @@ fn locked_returns_take_one_lock_per_batch() {
     h.connect(&mut c);
     let mut r = h.zc.returner(ReturnMode::Locked, 512);
     let mut off = 0u32;
+    let mut given = 0u64;
     for _ in 0..3 {
         for _ in 0..256 {
             h.feed(c.frame(F::ACK, off, 0, &[7; 100]));
@@ -987,6 +988,7 @@ fn locked_returns_take_one_lock_per_batch() {
         for e in h.events() {
             if let ZcEvent::Data { chunk, .. } = e {
                 r.give_back(chunk);
+                given += 1;
             }
         }
         let pool = &mut h.pool;
@@ -994,9 +996,16 @@ fn locked_returns_take_one_lock_per_batch() {
     }
     let st = r.stats();
     assert_eq!(
-        (st.calls, st.locks, st.pages),
-        (1, 1, 512),
+        (st.calls, st.short_calls, st.locks, st.pages),
+        (1, 0, 1, 512),
         "one lock per 512 pages"
+    );
+    r.flush();
+    let st = r.stats();
+    assert_eq!(
+        (st.calls, st.short_calls, st.short_chunks, st.locks),
+        (2, 1, given - 512, 2),
+        "the rest in one short call"
     );
     drop(r);
     let pool = &mut h.pool;
