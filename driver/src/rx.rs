@@ -431,6 +431,37 @@ impl RxBatch {
         });
     }
 
+    /// Appends one frame held in several buffers, in order, each segment
+    /// `len` bytes at the start of its buffer (clipped to its capacity):
+    /// the shape of an igb jumbo frame over several descriptors without
+    /// header split. No header slot, checksum verdicts [`Csum::None`]. For
+    /// rings that are not igb descriptor rings (AF_XDP multi-buffer).
+    /// Returns the frame's length.
+    pub fn push_frame_segs(&mut self, segs: impl IntoIterator<Item = (Buf, u16)>) -> u32 {
+        let seg_start = self.segs.len() as u32;
+        let mut len = 0u32;
+        for (buf, n) in segs {
+            let n = n.min(buf.capacity() as u16);
+            len += n as u32;
+            self.segs.push(Seg { buf, len: n });
+        }
+        let seg_count = (self.segs.len() as u32 - seg_start) as u16;
+        if seg_count == 0 {
+            return 0;
+        }
+        self.pkts.push(RxPacket {
+            hdr: NO_HDR,
+            len,
+            seg_start,
+            seg_count,
+            hdr_len: 0,
+            info: RxWbInfo(0),
+            rss: 0,
+            status: RxWbStatus(0),
+        });
+        len
+    }
+
     /// Returns every buffer through the foreign path (any thread).
     pub fn give_back(&mut self) {
         let Some((pages, hdrs)) = &self.returners else {

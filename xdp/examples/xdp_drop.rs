@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let secs: f64 = secs.parse()?;
     let iface = xdp::Interface::lookup(ifname)?;
-    let prog = xdp::XdpProgram::load_insns(&xdp::prog::drop_program(), "xdp_drop")?;
+    let prog = xdp::XdpProgram::load_insns(&xdp::prog::drop_program(), "xdp_drop", 0)?;
     let link = xdp::XdpLink::attach(&prog, &iface.name, iface.index)?;
     println!("xdp_drop: attached to {ifname} ({})", link.mode().name());
     std::thread::sleep(Duration::from_secs_f64(secs));

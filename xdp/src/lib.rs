@@ -8,6 +8,8 @@
 //! - [`prog`]: the redirect program (its instruction listing is its
 //!   source), the XSKMAP, the BPF link that attaches it.
 //! - [`ring`]: the mapped producer/consumer rings.
+//! - [`chain`]: multi-buffer frames: RX descriptors chained with
+//!   `XDP_PKT_CONTD` assembled into one frame of several segments.
 //! - [`socket`]: one socket per queue: UMEM registration, rings, bind
 //!   (zero-copy, else copy; need_wakeup), the receive and transmit halves.
 //!
@@ -22,13 +24,15 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chain;
 pub mod prog;
 pub mod ring;
 pub mod socket;
 pub mod sys;
 
+pub use chain::{Chain, Step};
 pub use prog::{AttachMode, XdpLink, XdpProgram, XskMap};
-pub use socket::{open, BindMode, XdpQueueStats, XdpRx, XdpTx, XskConfig, CHUNK};
+pub use socket::{open, BindMode, XdpQueueStats, XdpRx, XdpTx, XskConfig, CHUNK, MAX_TX_DESCS};
 
 use std::path::PathBuf;
 
@@ -51,6 +55,11 @@ pub enum XdpError {
     AlreadyAttached(String),
     #[error("{ifname} queue {queue} is already in use by another AF_XDP socket (another rxsink?)")]
     QueueBusy { ifname: String, queue: u32 },
+    /// The kernel (or the driver, for a zero-copy bind) refused
+    /// multi-buffer AF_XDP: the program's `BPF_F_XDP_HAS_FRAGS` (kernel
+    /// 5.18) or the bind's `XDP_USE_SG` (kernel 6.6).
+    #[error("the kernel refused multi-buffer AF_XDP ({0})")]
+    NoMultiBuffer(String),
     #[error("{what}: {err}")]
     Sys {
         what: String,
@@ -78,7 +87,10 @@ impl XdpError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            XdpError::Config(_) | XdpError::NoInterface(_) | XdpError::NoQueue { .. }
+            XdpError::Config(_)
+                | XdpError::NoInterface(_)
+                | XdpError::NoQueue { .. }
+                | XdpError::NoMultiBuffer(_)
         )
     }
 }
@@ -194,21 +206,29 @@ pub struct XdpAttach {
     _prog: XdpProgram,
     link: Option<XdpLink>,
     mode: AttachMode,
+    frags: bool,
 }
 
 impl XdpAttach {
-    /// Creates the map for queues `0..queues_end`, loads the program and
-    /// attaches it to `iface` (native, else generic).
-    pub fn attach(iface: &Interface, queues_end: u32) -> Result<XdpAttach, XdpError> {
+    /// Creates the map for queues `0..queues_end`, loads the program (a
+    /// multi-buffer one with `frags`) and attaches it to `iface` (native,
+    /// else generic).
+    pub fn attach(iface: &Interface, queues_end: u32, frags: bool) -> Result<XdpAttach, XdpError> {
         let map = XskMap::new(queues_end.max(1))?;
-        let prog = XdpProgram::load(&map)?;
+        let prog = XdpProgram::load(&map, frags)?;
         let link = XdpLink::attach(&prog, &iface.name, iface.index)?;
         Ok(XdpAttach {
             mode: link.mode(),
             map,
             _prog: prog,
             link: Some(link),
+            frags,
         })
+    }
+
+    /// Whether the program was loaded for multi-buffer frames.
+    pub fn frags(&self) -> bool {
+        self.frags
     }
 
     /// Steers `queue` to the socket `fd`.

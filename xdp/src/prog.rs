@@ -155,18 +155,35 @@ pub struct XdpProgram {
 }
 
 impl XdpProgram {
-    /// Loads [`redirect_program`] for `map`. The verifier's message is in
-    /// the error when it refuses.
-    pub fn load(map: &XskMap) -> Result<XdpProgram, XdpError> {
-        XdpProgram::load_insns(&redirect_program(map.fd()), "rxsink_xsk")
+    /// Loads [`redirect_program`] for `map`; with `frags` as a
+    /// multi-buffer program (`BPF_F_XDP_HAS_FRAGS`, libbpf's `xdp.frags`:
+    /// the redirect never reads the frame, so it is the same program
+    /// either way). The verifier's message is in the error when it
+    /// refuses; a kernel without multi-buffer XDP (before 5.18) refuses
+    /// the flag with EINVAL, reported as [`XdpError::NoMultiBuffer`].
+    pub fn load(map: &XskMap, frags: bool) -> Result<XdpProgram, XdpError> {
+        let insns = redirect_program(map.fd());
+        if !frags {
+            return XdpProgram::load_insns(&insns, "rxsink_xsk", 0);
+        }
+        XdpProgram::load_insns(&insns, "rxsink_xsk", sys::BPF_F_XDP_HAS_FRAGS).map_err(
+            |e| match e {
+                XdpError::Sys { what, err } if err.raw_os_error() == Some(libc::EINVAL) => {
+                    XdpError::NoMultiBuffer(format!("{what} with BPF_F_XDP_HAS_FRAGS: {err}"))
+                }
+                e => e,
+            },
+        )
     }
 
     /// Loads any XDP program given as instruction words (see [`insn`]),
-    /// named `name` (at most 15 bytes are kept).
-    pub fn load_insns(insns: &[u64], name: &str) -> Result<XdpProgram, XdpError> {
+    /// named `name` (at most 15 bytes are kept), with `BPF_PROG_LOAD`'s
+    /// `prog_flags` (0, or [`sys::BPF_F_XDP_HAS_FRAGS`]).
+    pub fn load_insns(insns: &[u64], name: &str, flags: u32) -> Result<XdpProgram, XdpError> {
         let mut log = Vec::with_capacity(64 * 1024);
         let fd = sys::prog_load(
             sys::BPF_PROG_TYPE_XDP,
+            flags,
             insns,
             c"Dual MIT/GPL",
             name,
@@ -281,7 +298,8 @@ mod tests {
             return;
         }
         let map = XskMap::new(4).expect("XSKMAP");
-        XdpProgram::load(&map).expect("the verifier accepts the redirect program");
-        XdpProgram::load_insns(&drop_program(), "drop").expect("and the drop program");
+        XdpProgram::load(&map, false).expect("the verifier accepts the redirect program");
+        XdpProgram::load(&map, true).expect("and its multi-buffer (xdp.frags) version");
+        XdpProgram::load_insns(&drop_program(), "drop", 0).expect("and the drop program");
     }
 }

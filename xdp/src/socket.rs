@@ -17,7 +17,18 @@
 //! once both halves are gone, closes (after which the kernel no longer
 //! touches the UMEM) and only then returns the parked buffers to the pool.
 //! TX buffers are pages of the same pool, set aside at open.
+//!
+//! Multi-buffer (`XDP_USE_SG`, [`XskConfig::multi_buffer`]): a frame larger
+//! than one UMEM frame comes as a run of RX descriptors chained with
+//! `XDP_PKT_CONTD`, every one placed like a single frame (at its posted
+//! buffer's first byte, up to the chunk's end); [`Chain`] assembles the run
+//! into one frame of several segments. The pool's buffers must then end at
+//! their chunk's end (`buf_len + headroom == CHUNK`), since the kernel
+//! fills each descriptor's frame up to the chunk's end before it starts
+//! the next. On TX a frame of several buffers goes out as several
+//! descriptors chained the same way.
 
+use crate::chain::{Chain, Step};
 use crate::ring::Ring;
 use crate::sys::{self, XdpDesc};
 use crate::XdpError;
@@ -28,6 +39,17 @@ use std::time::{Duration, Instant};
 
 /// UMEM chunk size: one page per frame.
 pub const CHUNK: usize = 4096;
+
+/// Descriptors one transmitted frame may take with multi-buffer: the
+/// kernel's copy-mode TX builds an skb of a linear part and at most
+/// `MAX_SKB_FRAGS` - 1 page fragments before it refuses a frame
+/// (`-EOVERFLOW`), with `MAX_SKB_FRAGS` 17 by default.
+pub const MAX_TX_DESCS: usize = 17;
+
+/// The largest frame a multi-buffer RX run may assemble: an IP packet of
+/// the largest total length (65535; generic XDP can see GRO's packets)
+/// behind an Ethernet header with a VLAN tag. A longer run is dropped.
+const MAX_RX_FRAME: usize = 65_535 + 18;
 
 /// How the socket was bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +84,11 @@ pub struct XskConfig {
     /// poll then drives the device's NAPI from our thread (`recvfrom`).
     /// `None`: the kernel's softirq does the receive work.
     pub busy_poll_us: Option<u32>,
+    /// Bind with `XDP_USE_SG`: frames larger than one buffer arrive, and
+    /// may be sent, as chains of descriptors. Needs the pool's buffers to
+    /// end at their chunk's end; a kernel that refuses it is
+    /// [`XdpError::NoMultiBuffer`].
+    pub multi_buffer: bool,
 }
 
 /// Counters of the AF_XDP path that the igb counters do not have.
@@ -70,8 +97,11 @@ pub struct XdpQueueStats {
     /// RX descriptors whose address was not the posted buffer's first
     /// byte: dropped (also counted as `rx_error` drops).
     pub misplaced: u64,
-    /// RX descriptors naming a chunk we had not posted: ignored.
+    /// RX descriptors naming a chunk we had not posted: ignored (a frame
+    /// of several descriptors with one is dropped, as `rx_error`).
     pub unknown_addr: u64,
+    /// Frames received in several descriptors (multi-buffer), delivered.
+    pub rx_multi_buffer: u64,
     /// Wake-ups of the kernel for the fill ring, and busy-poll rounds
     /// (`recvfrom`).
     pub rx_wakeups: u64,
@@ -139,6 +169,14 @@ pub fn open<P: PageArea, H: BufPool>(
             sys::XDP_PACKET_HEADROOM
         )));
     }
+    if cfg.multi_buffer && pages.buf_len() + headroom != CHUNK {
+        // The kernel fills a descriptor up to the chunk's end before it
+        // chains the next: a shorter buffer would overflow.
+        return Err(XdpError::Config(format!(
+            "multi-buffer AF_XDP needs buffers that end at their page's end: {} B after {headroom} B of headroom is not {CHUNK}",
+            pages.buf_len()
+        )));
+    }
     let (area, area_len) = pages.area();
     let base = area.as_ptr() as usize;
     let chunks = area_len / CHUNK;
@@ -184,9 +222,10 @@ pub fn open<P: PageArea, H: BufPool>(
     } else {
         None
     };
+    let sg = if cfg.multi_buffer { sys::XDP_USE_SG } else { 0 };
     let mut addr = sys::SockaddrXdp {
         family: sys::AF_XDP as u16,
-        flags: sys::XDP_ZEROCOPY | sys::XDP_USE_NEED_WAKEUP,
+        flags: sys::XDP_ZEROCOPY | sys::XDP_USE_NEED_WAKEUP | sg,
         ifindex: cfg.ifindex,
         queue_id: cfg.queue,
         shared_umem_fd: 0,
@@ -197,6 +236,10 @@ pub fn open<P: PageArea, H: BufPool>(
             queue: cfg.queue,
         },
         Some(libc::EPERM | libc::EACCES) => XdpError::Permission(format!("bind(AF_XDP): {e}")),
+        // Before 6.6 the flag is unknown (EINVAL); a driver may refuse it.
+        Some(libc::EINVAL | libc::EOPNOTSUPP) if cfg.multi_buffer => {
+            XdpError::NoMultiBuffer(format!("bind with XDP_USE_SG: {e}"))
+        }
         _ => XdpError::sys(&format!("bind to {} queue {}", cfg.ifname, cfg.queue), e),
     };
     // EBUSY: another socket holds the queue, or held it until just now
@@ -204,13 +247,13 @@ pub fn open<P: PageArea, H: BufPool>(
     // work, so a restarted rxsink may find it taken for a moment).
     let deadline = Instant::now() + BUSY_WAIT;
     let mode = loop {
-        addr.flags = sys::XDP_ZEROCOPY | sys::XDP_USE_NEED_WAKEUP;
+        addr.flags = sys::XDP_ZEROCOPY | sys::XDP_USE_NEED_WAKEUP | sg;
         let e = match sys::xsk_bind(raw, &addr) {
             Ok(()) => break BindMode::ZeroCopy,
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => e,
             Err(e) => {
                 tracing::debug!("zero-copy bind on {}: {e}; trying copy mode", cfg.ifname);
-                addr.flags = sys::XDP_COPY | sys::XDP_USE_NEED_WAKEUP;
+                addr.flags = sys::XDP_COPY | sys::XDP_USE_NEED_WAKEUP | sg;
                 match sys::xsk_bind(raw, &addr) {
                     Ok(()) => break BindMode::Copy,
                     Err(e) => e,
@@ -261,8 +304,14 @@ pub fn open<P: PageArea, H: BufPool>(
         queue: cfg.queue,
         stats: TxStats::default(),
         wakeups: 0,
+        multi_buffer: cfg.multi_buffer,
         stopped: false,
     });
+    let rx_max_descs = if cfg.multi_buffer {
+        MAX_RX_FRAME.div_ceil(pages.buf_len().max(1))
+    } else {
+        1
+    };
     let mut rxh = XdpRx {
         sock: Some(sock),
         fill: Some(fill),
@@ -279,6 +328,7 @@ pub fn open<P: PageArea, H: BufPool>(
         stats: RxStats::default(),
         xstats: XdpQueueStats::default(),
         busy_poll: cfg.busy_poll_us.is_some(),
+        chain: Chain::new(rx_max_descs),
         stopped: false,
     };
     rxh.refill();
@@ -308,6 +358,9 @@ pub struct XdpRx<P: PageArea, H: BufPool> {
     xstats: XdpQueueStats,
     /// Drive the NAPI with `recvfrom` when a poll finds nothing.
     busy_poll: bool,
+    /// The multi-buffer frame being assembled (frames of one descriptor
+    /// without multi-buffer: a chained one is dropped).
+    chain: Chain<Buf>,
     stopped: bool,
 }
 
@@ -332,39 +385,74 @@ impl<P: PageArea, H: BufPool> XdpRx<P, H> {
         )
     }
 
-    /// Moves up to `budget` received frames into `batch`, then refills the
-    /// fill ring. Returns the frames delivered.
+    /// Moves up to `budget` received descriptors into `batch` as frames
+    /// (a multi-buffer frame's descriptors as one frame of several
+    /// segments; a frame whose run continues past this poll is finished by
+    /// the next), then refills the fill ring. Returns the frames delivered.
     pub fn poll(&mut self, batch: &mut RxBatch, budget: usize) -> usize {
         let Some(rx) = self.rx.as_mut() else {
             return 0;
         };
         let n = rx.ready().min(budget as u32);
         let mut delivered = 0;
+        let spares = &mut self.spares;
         for i in 0..n {
             let d = rx.read(i);
             self.stats.descriptors += 1;
+            let contd = d.options & sys::XDP_PKT_CONTD != 0;
             let chunk = (d.addr as usize) / CHUNK;
-            let Some(buf) = self.posted.get_mut(chunk).and_then(Option::take) else {
-                self.xstats.unknown_addr += 1;
-                continue;
+            let buf = self.posted.get_mut(chunk).and_then(Option::take);
+            let fault = match &buf {
+                None => {
+                    self.xstats.unknown_addr += 1;
+                    if !contd && !self.chain.is_open() {
+                        // A lone descriptor naming nothing of ours: ignored.
+                        continue;
+                    }
+                    None
+                }
+                Some(buf) => {
+                    self.n_posted -= 1;
+                    if d.addr as usize != buf.as_ptr() as usize - self.base {
+                        self.xstats.misplaced += 1;
+                        Some(driver::DropReason::RxError)
+                    } else if d.len as usize > buf.capacity() {
+                        Some(driver::DropReason::PktLenOverflow)
+                    } else if d.len == 0 {
+                        Some(driver::DropReason::ZeroLength)
+                    } else {
+                        None
+                    }
+                }
             };
-            self.n_posted -= 1;
-            let expect = buf.as_ptr() as usize - self.base;
-            if d.addr as usize != expect {
-                self.xstats.misplaced += 1;
-                self.stats.drops[driver::DropReason::RxError as usize] += 1;
-                self.spares.push(buf);
-            } else if d.len as usize > buf.capacity() {
-                self.stats.drops[driver::DropReason::PktLenOverflow as usize] += 1;
-                self.spares.push(buf);
-            } else if d.len == 0 {
-                self.stats.drops[driver::DropReason::ZeroLength as usize] += 1;
-                self.spares.push(buf);
-            } else {
-                self.stats.packets += 1;
-                self.stats.bytes += d.len as u64;
-                batch.push_frame(buf, d.len as u16);
-                delivered += 1;
+            if !contd && !self.chain.is_open() {
+                // A frame in one descriptor: the common case.
+                let Some(buf) = buf else { continue };
+                match fault {
+                    Some(reason) => {
+                        self.stats.drops[reason as usize] += 1;
+                        spares.push(buf);
+                    }
+                    None => {
+                        self.stats.packets += 1;
+                        self.stats.bytes += d.len as u64;
+                        batch.push_frame(buf, d.len as u16);
+                        delivered += 1;
+                    }
+                }
+                continue;
+            }
+            let part = buf.map(|b| (b, d.len as u16));
+            match self.chain.push(part, fault, contd, &mut |b| spares.push(b)) {
+                Step::More => {}
+                Step::Dropped(reason) => self.stats.drops[reason as usize] += 1,
+                Step::Frame => {
+                    let len = batch.push_frame_segs(self.chain.drain());
+                    self.stats.packets += 1;
+                    self.stats.bytes += len as u64;
+                    self.xstats.rx_multi_buffer += 1;
+                    delivered += 1;
+                }
             }
         }
         if n > 0 {
@@ -499,6 +587,11 @@ impl<P: PageArea, H: BufPool> XdpRx<P, H> {
         self.stopped = true;
         self.rx = None;
         self.fill = None;
+        // A multi-buffer frame whose run never ended: lost, counted.
+        let pages = &mut self.pages;
+        if self.chain.abort(&mut |b| pages.recycle(b)) {
+            self.stats.drops[driver::DropReason::NoEop as usize] += 1;
+        }
         for b in self.spares.drain(..) {
             self.pages.recycle(b);
         }
@@ -543,6 +636,8 @@ pub struct XdpTx {
     queue: u32,
     stats: TxStats,
     wakeups: u64,
+    /// Frames of several buffers go out as chained descriptors.
+    multi_buffer: bool,
     stopped: bool,
 }
 
@@ -592,57 +687,66 @@ impl XdpTx {
     }
 
     /// Posts whole frames from the front of `bufs` while they fit, then
-    /// kicks the kernel if it asked. Frames of several buffers are refused
-    /// (counted in `invalid`: no multi-buffer AF_XDP); posted and refused
-    /// buffers are removed from `bufs`. Returns the frames posted.
+    /// kicks the kernel if it asked. A frame of several buffers goes out
+    /// as that many descriptors chained with `XDP_PKT_CONTD` when the
+    /// socket is multi-buffer (at most [`MAX_TX_DESCS`]), and is refused
+    /// otherwise (counted in `invalid`, as is a frame with a buffer that
+    /// is not ours, empty or overlong); posted and refused buffers are
+    /// removed from `bufs`. Returns the frames posted.
     pub fn send(&mut self, bufs: &mut Vec<TxBuf>) -> usize {
         let Some(tx) = self.tx.as_mut() else {
             return 0;
         };
         let room = tx.free();
         let mut n = 0u32;
+        let mut frames = 0;
         let mut it = std::mem::take(bufs).into_iter();
         let frame = &mut self.scratch;
+        let max_descs = if self.multi_buffer { MAX_TX_DESCS } else { 1 };
         while let Some(b) = it.next() {
             let eop = b.eop;
             frame.push(b);
             if !eop {
                 continue;
             }
-            if frame.len() > 1 {
-                // No multi-buffer AF_XDP: the whole frame is refused.
+            let (base, len) = (self.base, self.area_len);
+            let valid = frame.len() <= max_descs
+                && frame.iter().all(|b| {
+                    b.len > 0
+                        && b.len as usize <= b.buf.capacity()
+                        && locate(base, len, &b.buf).is_some()
+                });
+            if !valid {
                 self.stats.invalid += 1;
                 self.free.extend(frame.drain(..).map(|b| b.buf));
                 continue;
             }
-            if n >= room {
+            if n + frame.len() as u32 > room {
                 bufs.append(frame);
                 bufs.extend(it.by_ref());
                 break;
             }
-            let Some(b) = frame.pop() else { continue };
-            match locate(self.base, self.area_len, &b.buf) {
-                Some((chunk, off)) if b.len > 0 && b.len as usize <= b.buf.capacity() => {
-                    tx.write(
-                        n,
-                        XdpDesc {
-                            addr: off,
-                            len: b.len as u32,
-                            options: 0,
-                        },
-                    );
-                    n += 1;
-                    self.stats.packets += 1;
-                    self.stats.bytes += b.len as u64;
-                    self.stats.descriptors += 1;
-                    self.in_flight[chunk] = Some(b.buf);
-                    self.n_in_flight += 1;
-                }
-                _ => {
-                    self.stats.invalid += 1;
-                    self.free.push(b.buf);
-                }
+            let last = frame.len() - 1;
+            for (i, b) in frame.drain(..).enumerate() {
+                let Some((chunk, off)) = locate(base, len, &b.buf) else {
+                    continue; // checked above
+                };
+                tx.write(
+                    n,
+                    XdpDesc {
+                        addr: off,
+                        len: b.len as u32,
+                        options: if i < last { sys::XDP_PKT_CONTD } else { 0 },
+                    },
+                );
+                n += 1;
+                self.stats.bytes += b.len as u64;
+                self.stats.descriptors += 1;
+                self.in_flight[chunk] = Some(b.buf);
+                self.n_in_flight += 1;
             }
+            self.stats.packets += 1;
+            frames += 1;
         }
         // A last frame without EOP stays with the caller.
         bufs.append(frame);
@@ -650,7 +754,7 @@ impl XdpTx {
             tx.submit(n);
         }
         self.kick();
-        n as usize
+        frames
     }
 
     /// Asks the kernel to transmit when it wants to be asked.

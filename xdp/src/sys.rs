@@ -36,6 +36,15 @@ pub const XDP_ZEROCOPY: u16 = 1 << 2;
 /// ring's flags when it needs a system call to make progress
 /// (`XDP_USE_NEED_WAKEUP`).
 pub const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
+/// `sockaddr_xdp.sxdp_flags`: multi-buffer (`XDP_USE_SG`, kernel 6.6):
+/// a frame larger than one chunk comes in, and may be sent as, several
+/// descriptors chained with [`XDP_PKT_CONTD`]. Older kernels refuse the
+/// bind (EINVAL), as does a zero-copy driver without multi-buffer
+/// support (EOPNOTSUPP).
+pub const XDP_USE_SG: u16 = 1 << 4;
+/// `xdp_desc.options`: the frame continues in the next descriptor
+/// (`XDP_PKT_CONTD`); the last descriptor of a frame has it clear.
+pub const XDP_PKT_CONTD: u32 = 1 << 0;
 /// A ring's flags word: wake the kernel up (`XDP_RING_NEED_WAKEUP`).
 pub const XDP_RING_NEED_WAKEUP: u32 = 1 << 0;
 
@@ -137,6 +146,11 @@ pub const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 pub const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type`: `BPF_XDP`.
 pub const BPF_XDP: u32 = 37;
+/// `BPF_PROG_LOAD` `prog_flags`: the program handles multi-buffer
+/// frames (`BPF_F_XDP_HAS_FRAGS`, kernel 5.18; the `xdp.frags` section
+/// of libbpf). Without it a driver or the generic path must linearise,
+/// or refuse, frames larger than a page.
+pub const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
 /// `BPF_ANY` for map updates.
 pub const BPF_ANY: u64 = 0;
 
@@ -267,6 +281,7 @@ pub fn map_update_u32(map: RawFd, key: u32, value: u32) -> io::Result<()> {
 /// verifier's log in `log` (left empty when the load succeeds).
 pub fn prog_load(
     prog_type: u32,
+    prog_flags: u32,
     insns: &[u64],
     license: &std::ffi::CStr,
     name: &str,
@@ -284,6 +299,7 @@ pub fn prog_load(
         log_level: if log.capacity() > 0 { 1 } else { 0 },
         log_size: log.capacity() as u32,
         log_buf: log.as_mut_ptr() as u64,
+        prog_flags,
         prog_name,
         ..Default::default()
     };
@@ -500,6 +516,7 @@ mod tests {
         assert_eq!(offset_of!(BpfProgLoadAttr, insns), 8);
         assert_eq!(offset_of!(BpfProgLoadAttr, license), 16);
         assert_eq!(offset_of!(BpfProgLoadAttr, log_buf), 32);
+        assert_eq!(offset_of!(BpfProgLoadAttr, prog_flags), 44);
         assert_eq!(offset_of!(BpfProgLoadAttr, prog_name), 48);
         assert_eq!(offset_of!(BpfProgLoadAttr, prog_ifindex), 64);
         assert_eq!(offset_of!(BpfProgLoadAttr, expected_attach_type), 68);
