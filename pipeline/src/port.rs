@@ -59,6 +59,13 @@ pub use xdp::{AttachMode, BindMode};
 /// Frames each direction of the pair wire holds.
 const PAIR_CAPACITY: usize = 4096;
 
+/// Ethernet header bytes on top of the MTU.
+const ETH_HDR: usize = 14;
+
+/// AF_XDP multi-buffer: the largest payload buffer (1 KiB steps) that
+/// leaves the kernel's 256 bytes of headroom in a 4 KiB page.
+const MB_BUF_MAX: usize = 3072;
+
 /// Why a port could not be opened or run.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
@@ -372,6 +379,11 @@ pub struct PortConfig {
     /// microseconds per empty poll (`SO_BUSY_POLL`, `SO_PREFER_BUSY_POLL`);
     /// `None`: the kernel's softirq receives. Ignored by other backends.
     pub xdp_busy_poll_us: Option<u32>,
+    /// AF_XDP: the largest MTU the application expects (rxsink's `--mtu`
+    /// in tcp mode). Multi-buffer is on when it, or the interface's MTU,
+    /// makes frames larger than one `payload_buf` buffer. Ignored by other
+    /// backends.
+    pub xdp_mtu: Option<u32>,
 }
 
 impl Default for PortConfig {
@@ -384,6 +396,7 @@ impl Default for PortConfig {
             watch: WatchConfig::default(),
             sim: SimOptions::default(),
             xdp_busy_poll_us: None,
+            xdp_mtu: None,
         }
     }
 }
@@ -503,6 +516,9 @@ struct XdpPort {
     iface: xdp::Interface,
     first: u32,
     bind: BindMode,
+    /// Multi-buffer: frames of several descriptors (`XDP_USE_SG`, the
+    /// program loaded as `xdp.frags`).
+    multi_buffer: bool,
     /// (queue, socket descriptor), noted at open: the queues may have
     /// moved to their threads by the time the port starts.
     sockets: Vec<(u32, i32)>,
@@ -523,6 +539,8 @@ pub struct PortReport {
     pub errors: Vec<String>,
     /// AF_XDP: how the program was attached and the sockets bound.
     pub xdp_mode: Option<(AttachMode, BindMode)>,
+    /// AF_XDP: whether multi-buffer was on (see [`Port::xdp_multi_buffer`]).
+    pub xdp_multi_buffer: Option<bool>,
 }
 
 /// One queue at shutdown: its counters and the audit of its pools.
@@ -592,19 +610,40 @@ impl Port {
     /// same pool), then attaches the redirect program. The sockets are
     /// bound first, so a queue another process serves is refused with
     /// [`xdp::XdpError::QueueBusy`] before anything is attached.
+    ///
+    /// Multi-buffer is on when the interface's MTU (or `cfg.xdp_mtu`)
+    /// makes frames larger than one `payload_buf` buffer: the sockets are
+    /// bound with `XDP_USE_SG`, the program is loaded as `xdp.frags`, and
+    /// the pool's buffers are made to end at their page's end (the kernel
+    /// fills each descriptor's frame up to the chunk's end): `payload_buf`
+    /// (at most 3072) after 4096 - `payload_buf` bytes of headroom. A
+    /// kernel that refuses it is a configuration error naming the MTU that
+    /// fits without it.
     fn open_xdp(ifname: &str, first: u32, cfg: &PortConfig) -> Result<Port, PortError> {
         let iface = xdp::Interface::lookup(ifname)?;
         iface.check_queues(first, cfg.queues)?;
         let r = &cfg.rx;
-        if let Some(mtu) = iface.mtu() {
-            if mtu as usize + 14 > r.payload_buf {
-                return Err(PortError::Config(format!(
-                    "{ifname} has MTU {mtu}: its frames ({} bytes) do not fit one --payload-buf {} buffer, and AF_XDP multi-buffer is not supported here",
-                    mtu + 14,
-                    r.payload_buf
-                )));
-            }
+        let mtu = iface.mtu().max(cfg.xdp_mtu).unwrap_or(1500);
+        let multi_buffer = mtu as usize + ETH_HDR > r.payload_buf;
+        let (buf_len, headroom) = if multi_buffer {
+            let buf_len = r.payload_buf.min(MB_BUF_MAX);
+            (buf_len, xdp::CHUNK - buf_len)
+        } else {
+            (r.payload_buf, r.headroom)
+        };
+        let refused = |e: xdp::XdpError| {
+            match e {
+            xdp::XdpError::NoMultiBuffer(why) => PortError::Config(format!(
+                "{ifname}: MTU {mtu} makes frames of {} bytes, more than one --payload-buf {} buffer, which needs multi-buffer AF_XDP, and {why}; \
+                 use MTU {} or less (`ip link set dev {ifname} mtu {}`) or a kernel of 6.6 or later",
+                mtu as usize + ETH_HDR,
+                r.payload_buf,
+                r.payload_buf - ETH_HDR,
+                r.payload_buf - ETH_HDR,
+            )),
+            e => PortError::Xdp(e),
         }
+        };
         // The kernel maps the UMEM itself: no IOMMU mapping of ours.
         let space = driver::DmaSpace::new(Arc::new(driver::dma::NoIommu));
         let mut queues = Vec::with_capacity(cfg.queues as usize);
@@ -616,8 +655,8 @@ impl Port {
                 &space,
                 PagePoolConfig {
                     buffers: r.pages + tx_bufs,
-                    buf_len: r.payload_buf,
-                    headroom: r.headroom,
+                    buf_len,
+                    headroom,
                     ..PagePoolConfig::default()
                 },
             )?;
@@ -640,8 +679,9 @@ impl Port {
                 tx_ring: cfg.tx.map_or(0, |t| t.ring_size as u32),
                 tx_bufs,
                 busy_poll_us: cfg.xdp_busy_poll_us,
+                multi_buffer,
             };
-            let (rx, tx, mode) = xdp::open(&xcfg, pages, hdrs)?;
+            let (rx, tx, mode) = xdp::open(&xcfg, pages, hdrs).map_err(refused)?;
             if mode == BindMode::Copy {
                 bind = BindMode::Copy;
             }
@@ -652,7 +692,8 @@ impl Port {
                 watch: None,
             });
         }
-        let attach = xdp::XdpAttach::attach(&iface, first + cfg.queues)?;
+        let attach =
+            xdp::XdpAttach::attach(&iface, first + cfg.queues, multi_buffer).map_err(refused)?;
         Ok(Port {
             ctl: None,
             dev: None,
@@ -661,6 +702,7 @@ impl Port {
                 iface,
                 first,
                 bind,
+                multi_buffer,
                 sockets,
             }),
             nic: None,
@@ -839,6 +881,12 @@ impl Port {
         self.xdp.as_ref().map(|x| (x.attach.mode(), x.bind))
     }
 
+    /// AF_XDP: whether frames larger than one buffer are received (and
+    /// sent) as several descriptors (multi-buffer); `None` for igb.
+    pub fn xdp_multi_buffer(&self) -> Option<bool> {
+        self.xdp.as_ref().map(|x| x.multi_buffer)
+    }
+
     pub fn sim_mode(&self) -> Option<SimMode> {
         self.nic.as_ref().map(|_| self.sim_mode)
     }
@@ -916,6 +964,7 @@ impl Port {
             report.recovery = ctl.stats();
         }
         report.xdp_mode = self.xdp_mode();
+        report.xdp_multi_buffer = self.xdp_multi_buffer();
         report.sim = self.nic.as_ref().map(|n| n.stats());
         report.injected = self.nic.as_ref().map(|n| n.hook_stats());
         report

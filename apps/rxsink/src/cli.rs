@@ -310,14 +310,6 @@ impl Args {
                     self.headroom
                 ));
             }
-            if self.mode == Mode::Tcp && self.mtu + 14 > self.payload_buf {
-                return Err(format!(
-                    "--mtu {}: frames of {} bytes do not fit one --payload-buf {} buffer, and AF_XDP multi-buffer is not supported",
-                    self.mtu,
-                    self.mtu + 14,
-                    self.payload_buf
-                ));
-            }
         }
         self.port_config().validate()?;
         if self.batch == 0 || self.batch > self.ring_size {
@@ -538,6 +530,9 @@ impl Args {
             },
             tx: tcp.then(TxQueueConfig::default),
             xdp_busy_poll_us: self.busy_poll,
+            // The stack's MTU: frames that large need AF_XDP multi-buffer
+            // when they do not fit one buffer.
+            xdp_mtu: tcp.then_some(self.mtu as u32),
             sim: SimOptions {
                 mode: self.sim_mode(),
                 core: self.sim_core,
@@ -823,6 +818,11 @@ mod tests {
                 .and_then(|a| a.validate().map(|_| a))
         };
         assert!(check(&["--device", "xdp:veth0", "--mode", "tcp", "--queues", "2"]).is_ok());
+        // Jumbo frames: multi-buffer AF_XDP, chosen at open.
+        let a = check(&["--device", "xdp:veth0", "--mode", "tcp", "--mtu", "9000"]).unwrap();
+        assert_eq!(a.port_config().xdp_mtu, Some(9000));
+        let a = check(&["--device", "xdp:veth0", "--mode", "drop"]).unwrap();
+        assert_eq!(a.port_config().xdp_mtu, None, "the interface's MTU decides");
         for (argv, want) in [
             (
                 &["--device", "xdp:veth0", "--frame-size", "64"][..],
@@ -834,10 +834,6 @@ mod tests {
             (
                 &["--device", "xdp:veth0", "--headroom", "0"],
                 "at least 256",
-            ),
-            (
-                &["--device", "xdp:veth0", "--mode", "tcp", "--mtu", "9000"],
-                "multi-buffer is not supported",
             ),
         ] {
             let e = check(argv).err().unwrap_or_default();

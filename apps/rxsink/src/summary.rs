@@ -27,11 +27,13 @@ impl From<&PortReport> for Hw {
 }
 
 /// `xdp_mode`: `attach` is `native` or `generic`, `bind` is `zerocopy` or
-/// `copy`.
+/// `copy`; `multi_buffer`: frames larger than one buffer come (and go) as
+/// several descriptors (`XDP_USE_SG`, the program loaded as `xdp.frags`).
 #[derive(Serialize)]
 pub struct XdpMode {
     pub attach: &'static str,
     pub bind: &'static str,
+    pub multi_buffer: bool,
 }
 
 /// `xdp`: the AF_XDP counters, over every queue. `kernel_*` are the
@@ -49,6 +51,8 @@ pub struct XdpCounters {
     pub misplaced: u64,
     pub unknown_addr: u64,
     pub rx_wakeups: u64,
+    /// Frames received in several descriptors (multi-buffer).
+    pub rx_multi_buffer: u64,
 }
 
 /// The AF_XDP mode and counters of a run, if it ran on AF_XDP.
@@ -67,11 +71,13 @@ pub fn xdp(r: &PortReport) -> (Option<XdpMode>, Option<XdpCounters>) {
         c.misplaced += q.misplaced;
         c.unknown_addr += q.unknown_addr;
         c.rx_wakeups += q.rx_wakeups;
+        c.rx_multi_buffer += q.rx_multi_buffer;
     }
     (
         Some(XdpMode {
             attach: attach.name(),
             bind: bind.name(),
+            multi_buffer: r.xdp_multi_buffer.unwrap_or(false),
         }),
         Some(c),
     )
