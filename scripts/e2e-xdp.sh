@@ -7,6 +7,11 @@
 #   - the kernel's TCP into --mode tcp, through smoltcp and through the
 #     zero-copy engine (--copies 0): ping, 64 MiB of the pattern verified
 #     byte for byte, iperf3 -c -P 4 with exact byte counts;
+#   - multi-buffer at MTU 9000 (frames of up to three descriptors): raw
+#     frames of 60..9014 bytes counted exactly (and byte for byte in the
+#     --pcap-out), ping -s 8000 (echo replies sent as chained TX
+#     descriptors) and 64 MiB of kernel TCP verified, through smoltcp and
+#     the zero-copy engine; a bridge at MTU 9000 in generic mode;
 #   - --queues 2 on a two-queue veth: raw frames counted exactly over both;
 #   - generic (SKB) mode where the driver has no native XDP (a bridge);
 #   - SIGTERM mid-run (clean stop, exit 0) and SIGKILL (the kernel closes
@@ -139,7 +144,9 @@ start_rx() {
 }
 
 # wait_rx LABEL: waits (bounded, 30 s) for rxsink to end by itself, checks
-# exit 0, no leak, and that the program is gone.
+# exit 0, no leak, multi-buffer as $MB says (off below one buffer's MTU),
+# and that the program is gone.
+MB=False
 wait_rx() {
     local rc=0 waited=0
     while kill -0 "$rx_pid" 2>/dev/null && [ $waited -lt 300 ]; do sleep 0.1; waited=$((waited+1)); done
@@ -152,7 +159,7 @@ wait_rx() {
     if [ $rc -eq 0 ] && [ -s "$rx_out" ]; then
         ok "$1: rxsink exit 0"
         check "$1: no leaked pages/headers/tx buffers, xdp_mode reported" "$rx_out" \
-            "s['leaked_pages']==0 and s['leaked_headers']==0 and s.get('leaked_tx_buffers',0)==0 and s['xdp_mode']['attach'] in ('native','generic') and s['xdp_mode']['bind'] in ('zerocopy','copy')"
+            "s['leaked_pages']==0 and s['leaked_headers']==0 and s.get('leaked_tx_buffers',0)==0 and s['xdp_mode']['attach'] in ('native','generic') and s['xdp_mode']['bind'] in ('zerocopy','copy') and s['xdp_mode']['multi_buffer']==$MB"
     else
         bad "$1: rxsink exit status $rc"; cat "$rx_out"; fail_log
     fi
@@ -299,6 +306,103 @@ for zc in "" " --copies 0"; do
     fi
 done
 
+# Multi-buffer: both ends at MTU 9000, so frames take up to three 3 KiB
+# buffers (the kernel chains their descriptors with XDP_PKT_CONTD; the
+# program is loaded as xdp.frags, the sockets bound with XDP_USE_SG).
+ip link set "$VA" mtu 9000
+ip -n "$NS" link set "$VB" mtu 9000
+MB=True
+# Raw frames of LENS bytes in turn (one, two and three buffers, and each
+# boundary), frame i carrying i; paced at 4 a millisecond.
+RAWJ='
+import socket, sys, time
+ifname, dst, n = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", "")), int(sys.argv[3])
+lens = [int(x) for x in sys.argv[4].split(",")]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+src = s.getsockname()[4]
+for i in range(n):
+    length = lens[i % len(lens)]
+    body = i.to_bytes(4, "big") * ((length - 14) // 4 + 1)
+    s.send(dst + src + b"\x88\xb5" + body[: length - 14])
+    if i % 4 == 3:
+        time.sleep(0.001)
+print(n)
+'
+NJ=3000
+LENS=60,1514,3072,3073,6144,6145,9014
+read -r JBYTES JMULTI < <(python3 -c '
+import sys
+n, lens = int(sys.argv[1]), [int(x) for x in sys.argv[2].split(",")]
+ls = [lens[i % len(lens)] for i in range(n)]
+print(sum(ls), sum(1 for l in ls if l > 3072))' $NJ $LENS)
+for mode in drop read; do
+    label="MTU 9000, $mode mode, $NJ raw frames of $LENS bytes"
+    extra=()
+    [ "$mode" = read ] && extra=(--pcap-out "$TMP/jumbo.pcap")
+    start_rx "$label" --mode "$mode" --ring-size 4096 --duration 6 "${extra[@]}" || continue
+    sent=$(nsx timeout 60 python3 -c "$RAWJ" "$VB" "$MAC" $NJ $LENS 2>"$TMP/send.err") || sent=0
+    [ "$sent" = "$NJ" ] && ok "$label: the peer sent $NJ frames" || bad "$label: sender: $sent $(cat "$TMP/send.err")"
+    wait_rx "$label"
+    check "$label: counted exactly: packets == $NJ, bytes == $JBYTES, $JMULTI of them in several descriptors, no drop" "$rx_out" \
+        "s['packets']==$NJ and s['bytes']==$JBYTES and s['xdp']['rx_multi_buffer']==$JMULTI and sum(s['drops'].values())==0 and s['xdp']['misplaced']==0 and s['xdp']['kernel_rx_dropped']==0"
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("     info: xdp_mode", s["xdp_mode"], "xdp", s["xdp"])' "$rx_out"
+    if [ "$mode" = read ]; then
+        python3 - "$TMP/jumbo.pcap" $NJ $LENS <<'EOF2' && ok "$label: the pcap's frames are the sent bytes" || bad "$label: pcap content"
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+n, lens = int(sys.argv[2]), [int(x) for x in sys.argv[3].split(",")]
+off, i = 24, 0
+while off < len(data):
+    _, _, incl, _ = struct.unpack_from("<IIII", data, off)
+    frame = data[off + 16: off + 16 + incl]
+    length = lens[i % len(lens)]
+    body = i.to_bytes(4, "big") * ((length - 14) // 4 + 1)
+    assert len(frame) == length and frame[12:14] == b"\x88\xb5", (i, len(frame))
+    assert frame[14:] == body[: length - 14], i
+    off += 16 + incl
+    i += 1
+assert i == n, i
+EOF2
+    fi
+done
+
+# The kernel's TCP at MTU 9000 (MSS 8960: three descriptors a segment),
+# both stacks; ping -s 8000: the echo replies are frames of three TX
+# buffers, sent as chained descriptors.
+for zc in "" " --copies 0"; do
+    read -r -a ZC <<<"$zc"
+    label="MTU 9000, tcp mode$zc, ping -s 8000 + kernel TCP sender"
+    if start_rx "$label" "${TCP_ARGS[@]}" --mtu 9000 "${ZC[@]}" --verify --until-closed 1; then
+        if nsx timeout 20 ping -n -q -c 3 -s 8000 -M do -W 2 $OUR >"$TMP/ping.out" 2>&1; then
+            ok "$label: ping -c 3 -s 8000 $OUR: $(grep -o '[0-9]* received' "$TMP/ping.out")"
+        else
+            bad "$label: ping -c 3 -s 8000 $OUR"; cat "$TMP/ping.out"
+        fi
+        if nsx timeout 60 python3 -c "$SENDER" $OUR $PORT $MB64 2>"$TMP/send.err"; then
+            ok "$label: kernel sender wrote 64 MiB, shut down, got our FIN"
+        else
+            bad "$label: kernel sender"; cat "$TMP/send.err"
+        fi
+        wait_rx "$label"
+        check "$label: 64 MiB verified byte for byte, no mismatch, no abort; jumbo frames in and out" "$rx_out" \
+            "s['tcp']['verified']==$MB64 and s['tcp']['bytes']==$MB64 and s['tcp']['mismatches']==0 and s['tcp']['connections']==1 and s['tcp']['aborted']==0 and s['xdp']['rx_multi_buffer']>=$MB64//8960 and s['xdp']['kernel_tx_invalid_descs']==0"
+        python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("     info: xdp", s["xdp"])' "$rx_out"
+        if [ -n "$zc" ]; then
+            check "$label: the engine handed out UMEM pages and got every one back; echo replies sent" "$rx_out" \
+                "s['zc'] is not None and s['zc']['bytes']>0 and s['zc']['returned_bytes']==s['zc']['bytes'] and sum(q['icmp_echo_replies'] for q in s['zc']['per_queue'])>=1"
+        else
+            # (smoltcp drops a reply whose peer it has not resolved yet:
+            # the peer's ARP entry outlives the earlier runs, ours not.)
+            check "$label: the echo replies went out as frames of several TX buffers" "$rx_out" \
+                "sum(q['tx']['multi_buffer'] for q in s['per_queue'])>=1"
+        fi
+    fi
+done
+ip link set "$VA" mtu 1500
+ip -n "$NS" link set "$VB" mtu 1500
+MB=False
+
 # Two queues: a two-queue veth pair, one socket and one thread per queue,
 # the raw frames counted exactly over both (which queue they reach is the
 # peer kernel's choice: here usually all one). (Not TCP: on veth a frame's RX
@@ -341,7 +445,18 @@ if ip link add "$VBR" type bridge 2>/dev/null; then
     timeout -s INT 30 "$BIN" --device "xdp:$VBR" --duration 1 --json --quiet >"$TMP/br.json" 2>"$TMP/br.err" || rc=$?
     if [ $rc -eq 0 ]; then
         check "$label: attached in generic mode, copy bind, nothing leaked" "$TMP/br.json" \
-            "s['xdp_mode']=={'attach': 'generic', 'bind': 'copy'} and s['leaked_pages']==0"
+            "s['xdp_mode']=={'attach': 'generic', 'bind': 'copy', 'multi_buffer': False} and s['leaked_pages']==0"
+    else
+        bad "$label: rxsink exit $rc: $(cat "$TMP/br.err")"
+    fi
+    has_program "$VBR" && bad "$label: program left on $VBR" || ok "$label: no XDP program left on $VBR"
+    label="a bridge at MTU 9000: multi-buffer in generic mode"
+    rc=0
+    ip link set "$VBR" mtu 9000
+    timeout -s INT 30 "$BIN" --device "xdp:$VBR" --duration 1 --json --quiet >"$TMP/br.json" 2>"$TMP/br.err" || rc=$?
+    if [ $rc -eq 0 ]; then
+        check "$label: generic, copy, multi-buffer, nothing leaked" "$TMP/br.json" \
+            "s['xdp_mode']=={'attach': 'generic', 'bind': 'copy', 'multi_buffer': True} and s['leaked_pages']==0"
     else
         bad "$label: rxsink exit $rc: $(cat "$TMP/br.err")"
     fi
