@@ -171,3 +171,116 @@ fn frames_cross_a_veth_pair_between_two_xdp_ports() {
         "both programs detached"
     );
 }
+
+/// Multi-buffer: both ends at MTU 9000, frames of 60..=9014 bytes built
+/// in as many TX buffers as they need go out as chained descriptors and
+/// arrive byte for byte as frames of several segments; both audits 0.
+#[test]
+fn jumbo_frames_cross_a_veth_pair_as_chained_descriptors() {
+    let name = "jumbo_frames_cross_a_veth_pair_as_chained_descriptors";
+    if !is_root() {
+        skip(&format!("{name}: needs root (AF_XDP, BPF)"));
+        return;
+    }
+    let Some((_veth, a, b)) = Veth::new("j") else {
+        skip(&format!("{name}: cannot create a veth pair (ip(8))"));
+        return;
+    };
+    assert!(ip(&["link", "set", &a, "mtu", "9000"]) && ip(&["link", "set", &b, "mtu", "9000"]));
+    let cfg = PortConfig {
+        tx: Some(TxQueueConfig::default()),
+        ..PortConfig::default()
+    };
+    let spec = |n: &str| -> DeviceSpec { format!("xdp:{n}").parse().unwrap() };
+    let mut rx_port = Port::open(&spec(&a), &cfg).expect("open the receiving end");
+    let mut tx_port = Port::open(&spec(&b), &cfg).expect("open the sending end");
+    assert_eq!(
+        rx_port.xdp_multi_buffer(),
+        Some(true),
+        "MTU 9000: multi-buffer"
+    );
+    assert_eq!(tx_port.xdp_multi_buffer(), Some(true));
+    let mut rxq = rx_port.take_queues();
+    let mut txq = tx_port.take_queues();
+    rx_port.start().unwrap();
+    tx_port.start().unwrap();
+
+    let (dst, src) = (rx_port.mac(), tx_port.mac());
+    let lens = [60usize, 3072, 3073, 6144, 6145, 9014, 1514, 8000];
+    let frame = |i: usize| -> Vec<u8> {
+        let len = lens[i % lens.len()];
+        let mut f = Vec::with_capacity(len);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x88, 0xb5]);
+        f.extend((0..len - 14).map(|k| (i * 7 + k) as u8));
+        f
+    };
+    let n = 200;
+    let tx = txq[0].tx.as_mut().expect("a TX queue");
+    let blen = tx.buf_len();
+    let (mut got, mut sent, mut descs) = (Vec::<Vec<u8>>::new(), 0, 0u64);
+    let mut segs_seen = 0usize;
+    let mut batch = rxq[0].new_batch(32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < n && Instant::now() < deadline {
+        let f = frame(sent);
+        let need = f.len().div_ceil(blen);
+        if sent < n && tx.free_slots() >= need {
+            let mut q = Vec::new();
+            for (k, piece) in f.chunks(blen).enumerate() {
+                let Some(mut buf) = tx.alloc() else { break };
+                buf.as_mut_slice(piece.len()).copy_from_slice(piece);
+                q.push(driver::TxBuf {
+                    buf,
+                    len: piece.len() as u16,
+                    eop: k + 1 == need,
+                });
+            }
+            if q.len() == need {
+                assert_eq!(tx.send(&mut q), 1, "frame {sent} of {need} buffers posted");
+                sent += 1;
+                descs += need as u64;
+            } else {
+                for b in q {
+                    tx.free(b.buf);
+                }
+            }
+        }
+        tx.clean();
+        rxq[0].poll(&mut batch, 32);
+        for p in batch.iter() {
+            segs_seen += p.segments().len();
+            got.push(p.to_vec());
+        }
+        rxq[0].recycle(&mut batch);
+    }
+    assert_eq!(got.len(), n, "every frame arrived");
+    for (i, f) in got.iter().enumerate() {
+        assert!(
+            *f == frame(i),
+            "frame {i} ({} bytes) arrived byte for byte, in order",
+            f.len()
+        );
+    }
+    assert_eq!(segs_seen as u64, descs, "one segment per descriptor sent");
+    drop(batch);
+    let r = rx_port.shutdown(rxq);
+    let t = tx_port.shutdown(txq);
+    assert_eq!(r.leaked(), 0, "every page of the receiving port came back");
+    assert_eq!(t.leaked(), 0, "every page of the sending port came back");
+    let multi = (0..n).filter(|&i| frame(i).len() > blen).count() as u64;
+    let x = r.queues[0].xdp.unwrap();
+    assert_eq!((x.rx_multi_buffer, x.misplaced), (multi, 0));
+    assert_eq!(r.queues[0].rx.drops_total(), 0);
+    let ts = t.queues[0].tx.unwrap();
+    assert_eq!(
+        (ts.packets, ts.descriptors, ts.invalid),
+        (n as u64, descs, 0)
+    );
+    assert_eq!(r.xdp_multi_buffer, Some(true));
+    assert!(
+        !has_program(&a) && !has_program(&b),
+        "both programs detached"
+    );
+}
