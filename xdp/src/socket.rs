@@ -40,10 +40,10 @@ use std::time::{Duration, Instant};
 /// UMEM chunk size: one page per frame.
 pub const CHUNK: usize = 4096;
 
-/// Descriptors one transmitted frame may take with multi-buffer: the
-/// kernel's copy-mode TX builds an skb of a linear part and at most
-/// `MAX_SKB_FRAGS` - 1 page fragments before it refuses a frame
-/// (`-EOVERFLOW`), with `MAX_SKB_FRAGS` 17 by default.
+/// Descriptors one transmitted frame may take with multi-buffer. The
+/// kernel takes at most `MAX_SKB_FRAGS` + 1 (18 with the default
+/// `CONFIG_MAX_SKB_FRAGS` of 17) and counts a longer frame invalid; 17
+/// stays within that, and is already 51 KiB of 3 KiB buffers.
 pub const MAX_TX_DESCS: usize = 17;
 
 /// The largest frame a multi-buffer RX run may assemble: an IP packet of
