@@ -493,6 +493,19 @@ pub struct PcapInfo {
     pub checksums_fixed: Option<u64>,
 }
 
+/// The one line for a kernel that refuses multi-buffer AF_XDP at an MTU
+/// whose frames need it: what was refused, and the MTU that fits one
+/// buffer.
+fn no_multi_buffer(ifname: &str, mtu: u32, payload_buf: usize, why: &str) -> String {
+    let fits = payload_buf.saturating_sub(ETH_HDR);
+    format!(
+        "{ifname}: MTU {mtu} makes frames of {} bytes, more than one --payload-buf {payload_buf} buffer, \
+         so they need multi-buffer AF_XDP, and the kernel refused it ({why}); \
+         use MTU {fits} or less (`ip link set dev {ifname} mtu {fits}`, and --mtu) or kernel 6.6 or later",
+        mtu as usize + ETH_HDR
+    )
+}
+
 /// An open NIC. See the module documentation.
 pub struct Port {
     /// The igb device (simulator, VFIO); `None` for AF_XDP.
@@ -631,18 +644,11 @@ impl Port {
         } else {
             (r.payload_buf, r.headroom)
         };
-        let refused = |e: xdp::XdpError| {
-            match e {
-            xdp::XdpError::NoMultiBuffer(why) => PortError::Config(format!(
-                "{ifname}: MTU {mtu} makes frames of {} bytes, more than one --payload-buf {} buffer, which needs multi-buffer AF_XDP, and {why}; \
-                 use MTU {} or less (`ip link set dev {ifname} mtu {}`) or a kernel of 6.6 or later",
-                mtu as usize + ETH_HDR,
-                r.payload_buf,
-                r.payload_buf - ETH_HDR,
-                r.payload_buf - ETH_HDR,
-            )),
+        let refused = |e: xdp::XdpError| match e {
+            xdp::XdpError::NoMultiBuffer(why) => {
+                PortError::Config(no_multi_buffer(ifname, mtu, r.payload_buf, &why))
+            }
             e => PortError::Xdp(e),
-        }
         };
         // The kernel maps the UMEM itself: no IOMMU mapping of ours.
         let space = driver::DmaSpace::new(Arc::new(driver::dma::NoIommu));
@@ -1099,4 +1105,29 @@ pub fn open_wire(
         .map_err(|e| PortError::Config(format!("--faults: {e}")))?;
     parts.faults = Some(fw.stats());
     Ok((Box::new(fw), parts))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A kernel without multi-buffer AF_XDP (before 6.6) gets one line
+    /// naming what it refused and the MTU that fits one buffer.
+    #[test]
+    fn a_refused_multi_buffer_names_the_mtu_that_fits() {
+        let m = super::no_multi_buffer(
+            "veth0",
+            9000,
+            3072,
+            "bind with XDP_USE_SG: Invalid argument (os error 22)",
+        );
+        assert!(!m.contains('\n'), "{m}");
+        for want in [
+            "MTU 9000 makes frames of 9014 bytes",
+            "--payload-buf 3072",
+            "XDP_USE_SG: Invalid argument",
+            "use MTU 3058 or less",
+            "ip link set dev veth0 mtu 3058",
+        ] {
+            assert!(m.contains(want), "{m:?} lacks {want:?}");
+        }
+    }
 }

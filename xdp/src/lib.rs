@@ -58,7 +58,7 @@ pub enum XdpError {
     /// The kernel (or the driver, for a zero-copy bind) refused
     /// multi-buffer AF_XDP: the program's `BPF_F_XDP_HAS_FRAGS` (kernel
     /// 5.18) or the bind's `XDP_USE_SG` (kernel 6.6).
-    #[error("the kernel refused multi-buffer AF_XDP ({0})")]
+    #[error("the kernel refused multi-buffer AF_XDP: {0}")]
     NoMultiBuffer(String),
     #[error("{what}: {err}")]
     Sys {
@@ -284,6 +284,9 @@ mod tests {
     fn lookups_of_missing_things_are_usage_errors() {
         assert!(!XdpError::AlreadyAttached("x".into()).is_usage());
         assert!(!XdpError::Permission("x".into()).is_usage());
+        let e = XdpError::NoMultiBuffer("bind with XDP_USE_SG: Invalid argument".into());
+        assert!(e.is_usage(), "exit 2, as for an MTU that does not fit");
+        assert!(e.to_string().contains("refused multi-buffer AF_XDP"), "{e}");
         let e = Interface::lookup("no-such-if0").unwrap_err();
         assert!(e.is_usage());
         assert!(e.to_string().contains("no network interface"), "{e}");
