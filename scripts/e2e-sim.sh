@@ -113,6 +113,13 @@ timeout 300 $BIN --mode tcp --wire pair --verify --pair-bytes 4000000 \
     --faults drop=1,dup=0.5,reorder=8,corrupt=0.5,seed=7 --json --quiet >"$out"
 check "tcp over pair with drop 1%, dup 0.5%, reorder 8, corrupt 0.5%: 4 MB verified" "$out" \
     "s['tcp']['verified']==4000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and s['wire_stats']['faults']['to_nic']['corrupted']>0 and s['wire_stats']['faults']['to_nic']['dropped']>0 and $tcp_clean"
+# Receive-side discards by reason, totals and per connection: the sender
+# keeps to the window and the sink reads at once, so nothing arrives with
+# the window closed or beyond it; the loss, duplicates and reordering show.
+# (Holes enough to overflow smoltcp's assembler take seconds of RTOs each
+# here; stack/tests/tcp_faults.rs counts those on a virtual clock.)
+check "tcp over pair with faults: discards counted by reason, none for the window" "$out" \
+    "all(c[k]==0 for c in [s['tcp']['segments']]+s['tcp']['segments_per_conn'] for k in ('InOverWindowSegs','TcpExtTCPZeroWindowDrop')) and s['tcp']['segments']['TcpExtTCPOFODrop']==sum(c['TcpExtTCPOFODrop'] for c in s['tcp']['segments_per_conn']) and s['tcp']['segments']['InRetransSegs']>0 and s['tcp']['segments']['TcpExtTCPOFOQueue']>0"
 
 # The device resets itself after every 200 MB received: the driver notices
 # (the queue is gone), brings it up again, TCP retransmits.

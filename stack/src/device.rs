@@ -220,6 +220,9 @@ impl TxSide {
                     self.scratch.clear();
                     self.scratch.resize(len, 0);
                     let r = f(&mut self.scratch);
+                    if let Some(s) = &mut self.segs {
+                        s.built_not_sent(&self.scratch);
+                    }
                     self.drop_frame(reason);
                     return r;
                 }
@@ -254,6 +257,10 @@ impl TxSide {
         self.scratch.clear();
         self.scratch.resize(len, 0);
         let r = f(&mut self.scratch);
+        if let Some(s) = &mut self.segs {
+            // Counted sent below, or dropped: smoltcp's state follows it either way.
+            s.built_not_sent(&self.scratch);
+        }
         let need = len.div_ceil(blen.max(1));
         // One slot always stays empty: free + in flight is the most a frame can take.
         if need > self.ring.free_slots() + self.ring.in_flight() {

@@ -194,3 +194,33 @@ fn lossy_link_without_receive_checksum_offload() {
     assert!(r.to_sink.corrupted > 0, "{r:#?}");
     assert!(p.bad_checksum + p.malformed > 0, "{r:#?}");
 }
+
+/// Heavy loss opens more holes in a window than smoltcp's assembler holds
+/// ranges for: the sink counts the segments it had to discard
+/// (`TcpExtTCPOFODrop`), and the sender's retransmissions still deliver
+/// every byte. The sender respects the window, so nothing arrives beyond it.
+#[test]
+fn heavy_loss_overflows_the_assembler_and_is_counted() {
+    let t = Transfer {
+        sink_buf: 4 << 20,
+        send_buf: 4 << 20,
+        ..transfer_of(1, 8 << 20)
+    };
+    let cfg = FaultConfig {
+        drop: 5.0,
+        dup: 0.0,
+        reorder: 0,
+        corrupt: 0.0,
+        rate_mbps: None,
+        seed: 0x0F0D,
+    };
+    let r = run(NicSetup::default(), NicSetup::default(), t, cfg, true);
+    check(&r.out, t.conns, t.bytes);
+    let rx = r.out.sink_segs;
+    assert!(rx.TcpExtTCPOFODrop > 0, "{r:#?}");
+    assert_eq!(
+        (rx.InOverWindowSegs, rx.TcpExtTCPZeroWindowDrop),
+        (0, 0),
+        "{r:#?}"
+    );
+}

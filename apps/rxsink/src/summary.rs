@@ -465,6 +465,11 @@ pub struct TcpRun {
     pub ring_size: usize,
     pub packets: u64,
     pub bytes: u64,
+    /// From the start to the first queue's receive loop: opening the
+    /// stacks, populating their socket memory. Not in `seconds`.
+    pub setup_seconds: f64,
+    /// From the first queue's receive loop starting to the last one
+    /// ending (the stop); `gbps` is over it.
     pub seconds: f64,
     pub gbps: f64,
     pub rx_thread_cpu_seconds: f64,

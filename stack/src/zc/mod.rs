@@ -337,6 +337,7 @@ impl ZcStats {
     /// ([`crate::segstats`]), under the same nstat names, so `tcp.segments`
     /// means the same for both stacks. The engine knows them first hand;
     /// `TcpExtTCPTimeouts` is its retransmission timeouts, not an estimate.
+    /// The receive-side discard counters stay 0 (see the engine's own).
     pub fn seg_counters(&self) -> crate::segstats::SegCounters {
         crate::segstats::SegCounters {
             TcpInSegs: self.tcp_segments,
@@ -347,6 +348,11 @@ impl ZcStats {
             TcpExtTCPToZeroWindowAdv: self.window_closed,
             TcpRetransSegs: self.retransmits_sent,
             TcpExtTCPTimeouts: self.rto_timeouts,
+            // The discard counters model smoltcp's receive path; the
+            // engine's own discards are its `out_of_window` and friends.
+            TcpExtTCPZeroWindowDrop: 0,
+            InOverWindowSegs: 0,
+            TcpExtTCPOFODrop: 0,
         }
     }
 
