@@ -768,11 +768,12 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         // No frame being assembled or discarded: the fast path may run.
         let mut idle = self.cur.descs == 0 && !self.cur.discarding;
         while completed + run < budget && clean != fill {
-            let status = self.ring.slot(clean).status_acquire();
+            let slot = self.ring.slot(clean);
+            let status = slot.status_acquire();
             if status & 1 == 0 {
                 break;
             }
-            let wb = self.ring.slot(clean).read_rx_wb(status);
+            let wb = slot.read_rx_wb(status);
             if self.wb_observer.is_some() {
                 self.observe(clean, wb);
             }
@@ -1065,9 +1066,11 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         let (ha, hb) = self.posted_hdrs.slices_from(old);
         let mut i = start;
         if self.split != SplitMode::Off && (pa.len(), pb.len()) == (ha.len(), hb.len()) {
-            for (p, h) in pa.iter().zip(ha).chain(pb.iter().zip(hb)) {
-                ring.slot(i).write_rx_read(p.iova(), h.iova());
-                i = (i + 1) & mask;
+            for (ps, hs) in [(pa, ha), (pb, hb)] {
+                for (p, h) in ps.iter().zip(hs) {
+                    ring.slot(i).write_rx_read(p.iova(), h.iova());
+                    i = (i + 1) & mask;
+                }
             }
         } else {
             for p in pa.iter().chain(pb) {
