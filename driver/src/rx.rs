@@ -754,20 +754,28 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     /// and rings the doorbell once. Returns the number of frames delivered
     /// (dropped frames count against the budget but are not returned).
     pub fn poll(&mut self, batch: &mut RxBatch, budget: usize) -> usize {
-        // Frames finished and delivered by the slow path, descriptors it
-        // took; the fast path's count is `fast`, its bytes `fast_bytes`.
+        // Frames finished and delivered, descriptors taken by the slow
+        // path; the fast path's frames are `fast`, their bytes `fast_bytes`.
         let (mut completed, mut delivered, mut slow_descs) = (0, 0, 0);
         let (mut fast, mut fast_bytes) = (0, 0);
-        // Fast-path frames whose buffers are still at the front of the
-        // posted queues: their records are in the batch already, their
-        // buffers follow in bulk when the run ends.
-        let mut run = 0;
         let with_hdr = self.split != SplitMode::Off;
         let (mask, fill) = (self.ring.mask, self.next_fill);
         let mut clean = self.next_clean;
         // No frame being assembled or discarded: the fast path may run.
         let mut idle = self.cur.descs == 0 && !self.cur.discarding;
-        while completed + run < budget && clean != fill {
+        loop {
+            if idle {
+                let (next, n, bytes) = self.fast_run(batch, clean, budget - completed);
+                self.take_run(batch, n);
+                clean = next;
+                fast += n;
+                completed += n;
+                fast_bytes += bytes;
+            }
+            // The slow path: one descriptor the fast path did not take.
+            if completed >= budget || clean == fill {
+                break;
+            }
             let slot = self.ring.slot(clean);
             let status = slot.status_acquire();
             if status & 1 == 0 {
@@ -777,29 +785,6 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             if self.wb_observer.is_some() {
                 self.observe(clean, wb);
             }
-            if idle {
-                if let Some((hdr_len, pkt_len)) = self.fast_lens(&wb) {
-                    // Its buffers will be the next of the batch's lists.
-                    let seg = (batch.segs.len() + run) as u32;
-                    let hdr = if with_hdr {
-                        (batch.hdrs.len() + run) as u32
-                    } else {
-                        NO_HDR
-                    };
-                    let len = hdr_len + pkt_len;
-                    batch
-                        .pkts
-                        .push(RxPacket::new(hdr, hdr_len as u16, (seg, 1, 0), len, &wb));
-                    clean = (clean + 1) & mask;
-                    run += 1;
-                    fast_bytes += len as u64;
-                    continue;
-                }
-            }
-            // A frame starts or goes on here: the run before it first.
-            fast += run;
-            completed += run;
-            self.take_run(batch, std::mem::take(&mut run));
             let Some(page) = self.posted_pages.pop_front() else {
                 // Unreachable by construction: every slot in
                 // [next_clean, next_fill) is posted.
@@ -823,14 +808,67 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
                 }
             }
         }
-        fast += run;
-        self.take_run(batch, run);
         self.next_clean = clean;
         self.stats.descriptors += (fast + slow_descs) as u64;
         self.stats.packets += fast as u64;
         self.stats.bytes += fast_bytes;
         self.refill();
         delivered + fast
+    }
+
+    /// The fast path: from descriptor `clean` on, up to `max` completed
+    /// descriptors that each hold a whole, clean frame (see
+    /// [`fast_lens`]), stopping at the first that does not. Writes
+    /// their records into `batch`; their buffers stay at the front of the
+    /// posted queues for [`Self::take_run`]. Returns the next descriptor to
+    /// clean, the frames and their bytes. The ring's parameters are copied
+    /// into locals first: each descriptor's acquire load would otherwise
+    /// make the compiler read them again.
+    #[inline(always)]
+    fn fast_run(
+        &mut self,
+        batch: &mut RxBatch,
+        mut clean: usize,
+        max: usize,
+    ) -> (usize, usize, u64) {
+        let (mask, fill) = (self.ring.mask, self.next_fill);
+        let (split_sel, pkt_buf, (hdr_min, hdr_span)) =
+            (self.split_sel, self.pkt_buf as u32, self.fast_hdr);
+        let observing = self.wb_observer.is_some();
+        // Each frame's buffers will be the next of the batch's lists; a
+        // ring that does not split gives no header slots.
+        let mut seg = batch.segs.len() as u32;
+        let (mut hdr, hdr_step) = if self.split != SplitMode::Off {
+            (batch.hdrs.len() as u32, 1)
+        } else {
+            (NO_HDR, 0)
+        };
+        let (mut n, mut bytes) = (0, 0);
+        while n < max && clean != fill {
+            let slot = self.ring.slot(clean);
+            let status = slot.status_acquire();
+            if status & 1 == 0 {
+                break;
+            }
+            let wb = slot.read_rx_wb(status);
+            let Some((hdr_len, pkt_len)) = fast_lens(&wb, split_sel, pkt_buf, (hdr_min, hdr_span))
+            else {
+                break;
+            };
+            if observing {
+                self.observe(clean, wb);
+            }
+            let len = hdr_len + pkt_len;
+            batch
+                .pkts
+                .push(RxPacket::new(hdr, hdr_len as u16, (seg, 1, 0), len, &wb));
+            seg += 1;
+            hdr += hdr_step;
+            clean = (clean + 1) & mask;
+            n += 1;
+            bytes += len as u64;
+        }
+        (clean, n, bytes)
     }
 
     /// Moves the buffers of a run of `run` fast-path frames from the front
@@ -854,32 +892,6 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         if let Some(obs) = self.wb_observer.as_mut() {
             obs(i as u32, &wb);
         }
-    }
-
-    /// Header and payload bytes of a frame the fast path hands out as it
-    /// is: wholly in one descriptor, no error, overflow or HBO bit, a
-    /// payload that fits, and header bytes exactly when the ring splits
-    /// (so its header slot and payload page both go to the batch). `None`
-    /// sends the descriptor to [`Self::consume`], which validates it field
-    /// by field. Only for a descriptor that starts a frame.
-    #[inline(always)]
-    fn fast_lens(&self, wb: &RxWriteBack) -> Option<(u32, u32)> {
-        // DD and EOP set; RXE, IPE, TCPE, frame errors and HBO clear.
-        const MUST: u32 = 0b11;
-        const MASK: u32 = 0xFF80_0000 | MUST;
-        let hdr_len = if wb.info.0 & self.split_sel != 0 {
-            wb.info.hdr_len()
-        } else {
-            0
-        };
-        let pkt_len = wb.len.pkt_len();
-        // Each length in its range in one comparison: payload
-        // 1..=pkt_buf, header `fast_hdr.0 ..= fast_hdr.0 + fast_hdr.1 - 1`.
-        let (hdr_min, hdr_span) = self.fast_hdr;
-        let ok = wb.status.0 & MASK == MUST
-            && pkt_len.wrapping_sub(1) < self.pkt_buf as u32
-            && hdr_len.wrapping_sub(hdr_min) < hdr_span;
-        ok.then_some((hdr_len, pkt_len))
     }
 
     /// Takes one completed descriptor into the frame being assembled.
@@ -1246,4 +1258,35 @@ enum Outcome {
     More,
     Dropped,
     Delivered,
+}
+
+/// Header and payload bytes of a frame the fast path hands out as it is:
+/// wholly in one descriptor, no error, overflow or HBO bit, a payload of
+/// 1..=`pkt_buf` bytes, and header bytes exactly when the ring splits
+/// (`hdr_min ..= hdr_min + hdr_span - 1`: 1..=header buffer, or only 0),
+/// so its header slot and payload page both go to the batch. `split_sel`
+/// is [`RxRing`]'s: the dword 0 bits that make HDR_LEN count. `None` sends
+/// the descriptor to [`RxRing::consume`], which validates it field by
+/// field. Only for a descriptor that starts a frame.
+#[inline(always)]
+fn fast_lens(
+    wb: &RxWriteBack,
+    split_sel: u32,
+    pkt_buf: u32,
+    (hdr_min, hdr_span): (u32, u32),
+) -> Option<(u32, u32)> {
+    // DD and EOP set; RXE, IPE, TCPE, frame errors and HBO clear.
+    const MUST: u32 = 0b11;
+    const MASK: u32 = 0xFF80_0000 | MUST;
+    let hdr_len = if wb.info.0 & split_sel != 0 {
+        wb.info.hdr_len()
+    } else {
+        0
+    };
+    let pkt_len = wb.len.pkt_len();
+    // Each length in its range in one comparison.
+    let ok = wb.status.0 & MASK == MUST
+        && pkt_len.wrapping_sub(1) < pkt_buf
+        && hdr_len.wrapping_sub(hdr_min) < hdr_span;
+    ok.then_some((hdr_len, pkt_len))
 }
