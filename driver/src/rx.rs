@@ -1033,7 +1033,9 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     /// tail once. Buffers come in bulk, one call per pool (spares first):
     /// payload pages, then as many header slots; a page left without a
     /// header goes back. Each descriptor is then written once, both
-    /// addresses.
+    /// addresses. Never inlined: one call per poll, and profilers see it
+    /// (`scripts/bench-rx.sh --callgrind` counts it).
+    #[inline(never)]
     fn refill(&mut self) {
         if self.stopped {
             return;
