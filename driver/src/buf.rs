@@ -11,6 +11,7 @@
 //! [`Buf::with_headroom`]) are safe and bounded; nothing outside the pools
 //! and the DMA modules needs a raw pointer.
 
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -159,6 +160,191 @@ impl Buf {
     }
 }
 
+/// A first-in first-out queue of [`Buf`]s with a fixed capacity that
+/// moves runs of them to and from a `Vec` in bulk (one copy per contiguous
+/// piece instead of one move per buffer): the RX ring keeps the buffers
+/// posted in its descriptors here, in ring order.
+///
+/// Buffers are moved, never duplicated: each one is in the queue, or
+/// wherever it was moved to, exactly once.
+pub struct BufQueue {
+    /// Slots `head .. head + len` (modulo the capacity) hold buffers.
+    slots: Box<[MaybeUninit<Buf>]>,
+    head: usize,
+    len: usize,
+}
+
+impl BufQueue {
+    /// An empty queue for up to `cap` buffers.
+    pub fn with_capacity(cap: usize) -> BufQueue {
+        BufQueue {
+            slots: (0..cap).map(|_| MaybeUninit::uninit()).collect(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Slot of the `k`-th buffer from the front (`k <= capacity`).
+    #[inline(always)]
+    fn slot(&self, k: usize) -> usize {
+        let i = self.head + k;
+        if i >= self.slots.len() {
+            i - self.slots.len()
+        } else {
+            i
+        }
+    }
+
+    /// Appends `b`, or hands it back when the queue is full.
+    #[inline]
+    pub fn push_back(&mut self, b: Buf) -> Result<(), Buf> {
+        if self.len == self.slots.len() {
+            return Err(b);
+        }
+        let i = self.slot(self.len);
+        self.slots[i].write(b);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Takes the first buffer.
+    #[inline]
+    pub fn pop_front(&mut self) -> Option<Buf> {
+        if self.len == 0 {
+            return None;
+        }
+        // SAFETY: with `len > 0`, the slot at `head` holds a buffer; moving
+        // it out and then dropping it from the range (head advances) keeps
+        // every buffer in exactly one place.
+        let b = unsafe { self.slots[self.head].assume_init_read() };
+        self.head = self.slot(1);
+        self.len -= 1;
+        Some(b)
+    }
+
+    /// Takes the last buffer.
+    #[inline]
+    pub fn pop_back(&mut self) -> Option<Buf> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        let i = self.slot(self.len);
+        // SAFETY: slot `i` held the last buffer of the range, which no
+        // longer covers it (len decreased): the buffer moves out once.
+        Some(unsafe { self.slots[i].assume_init_read() })
+    }
+
+    /// The `k`-th buffer from the front.
+    #[inline]
+    pub fn get(&self, k: usize) -> Option<&Buf> {
+        if k >= self.len {
+            return None;
+        }
+        // SAFETY: `k < len`, so the slot holds a buffer.
+        Some(unsafe { self.slots[self.slot(k)].assume_init_ref() })
+    }
+
+    /// The buffers from the `k`-th to the last, as at most two slices in
+    /// queue order.
+    pub fn slices_from(&self, k: usize) -> (&[Buf], &[Buf]) {
+        let k = k.min(self.len);
+        let (start, n) = (self.slot(k), self.len - k);
+        let first = n.min(self.slots.len() - start);
+        let (a, b) = (&self.slots[start..start + first], &self.slots[..n - first]);
+        // SAFETY: the two ranges are the slots of the `k`-th to last
+        // buffer, all initialised; `MaybeUninit<Buf>` has `Buf`'s layout.
+        unsafe {
+            (
+                std::slice::from_raw_parts(a.as_ptr().cast::<Buf>(), a.len()),
+                std::slice::from_raw_parts(b.as_ptr().cast::<Buf>(), b.len()),
+            )
+        }
+    }
+
+    /// Moves the first `n` buffers (all when fewer) to the end of `dst`,
+    /// in order. Returns how many.
+    #[inline]
+    pub fn move_front_to(&mut self, n: usize, dst: &mut Vec<Buf>) -> usize {
+        let n = n.min(self.len);
+        dst.reserve(n);
+        let first = n.min(self.slots.len() - self.head);
+        let pieces = [(self.head, first), (0, n - first)];
+        for (from, count) in pieces {
+            if count == 0 {
+                continue;
+            }
+            let src = &self.slots[from..from + count];
+            // SAFETY: `src` is `count` initialised slots (the front of the
+            // queue's range), `dst` has room for `n >= count` more after
+            // the reserve, and the regions are distinct allocations. The
+            // copies become `dst`'s elements (set_len) and leave the queue's
+            // range below (head, len), so each buffer stays in one place.
+            unsafe {
+                let end = dst.as_mut_ptr().add(dst.len());
+                std::ptr::copy_nonoverlapping(src.as_ptr().cast::<Buf>(), end, count);
+                dst.set_len(dst.len() + count);
+            }
+        }
+        self.head = self.slot(n);
+        self.len -= n;
+        n
+    }
+
+    /// Moves the buffers `src[from..]` (none when `from` is past the end)
+    /// to the back of the queue, in order, as many as fit; returns how
+    /// many moved (they leave `src` from its end: what did not fit stays).
+    #[inline]
+    pub fn append_from(&mut self, src: &mut Vec<Buf>, from: usize) -> usize {
+        let from = from.min(src.len());
+        let n = (src.len() - from).min(self.slots.len() - self.len);
+        let end = self.slot(self.len);
+        let first = n.min(self.slots.len() - end);
+        let base = src.len() - n;
+        for (to, off, count) in [(end, 0, first), (0, first, n - first)] {
+            if count == 0 {
+                continue;
+            }
+            let dst = &mut self.slots[to..to + count];
+            // SAFETY: `src[base + off ..][..count]` are initialised buffers
+            // that leave `src` by the set_len below; `dst` is `count` free
+            // slots just past the queue's range (n fits the free room),
+            // which the range grows to cover (len += n).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src.as_ptr().add(base + off),
+                    dst.as_mut_ptr().cast::<Buf>(),
+                    count,
+                );
+            }
+        }
+        // SAFETY: the last `n` elements were moved out above; shrinking the
+        // length forgets them without dropping.
+        unsafe { src.set_len(base) };
+        self.len += n;
+        n
+    }
+}
+
+impl Drop for BufQueue {
+    fn drop(&mut self) {
+        // A buffer has no destructor (it goes back to its pool by hand):
+        // dropping what is left only forgets the handles, as dropping a
+        // `Vec<Buf>` would.
+        while self.pop_front().is_some() {}
+    }
+}
+
 /// A pool of equal-sized DMA buffers, used by its owner thread.
 pub trait BufPool: Send {
     /// Bytes the device may write per buffer ([`Buf::capacity`]).
@@ -278,5 +464,48 @@ mod tests {
         }
         // The handle is gone: `mem` is ours again.
         assert_eq!(mem[14..17], [0xaa, 0xbb, 0xcc]);
+    }
+
+    /// Handles numbered by `idx` over one shared byte (only the numbers
+    /// are looked at; no bytes are read or written through them).
+    fn bufs(mem: &mut [u8; 1], idx: std::ops::Range<u32>) -> Vec<Buf> {
+        let ptr = NonNull::new(mem.as_mut_ptr()).unwrap();
+        // SAFETY: zero-length buffers with no headroom: they cover no
+        // bytes, so they cannot overlap.
+        idx.map(|i| unsafe { Buf::from_raw_parts(i, i as u64, ptr, 0, 0) })
+            .collect()
+    }
+
+    fn ids(v: &[Buf]) -> Vec<u32> {
+        v.iter().map(Buf::idx).collect()
+    }
+
+    #[test]
+    fn buf_queue_moves_runs_in_order_across_the_wrap() {
+        let mut mem = [0u8; 1];
+        let mut q = BufQueue::with_capacity(5);
+        let mut src = bufs(&mut mem, 0..4);
+        assert_eq!(q.append_from(&mut src, 1), 3, "src[1..]");
+        assert_eq!(ids(&src), [0]);
+        let mut out = Vec::new();
+        assert_eq!(q.move_front_to(2, &mut out), 2);
+        assert_eq!(ids(&out), [1, 2]);
+        // Head at 2, one queued: the next four wrap around the end.
+        let mut more = bufs(&mut mem, 10..16);
+        assert_eq!(q.append_from(&mut more, 0), 4, "as many as fit");
+        assert_eq!(ids(&more), [10, 11], "what did not fit stays");
+        assert_eq!(q.len(), 5);
+        assert!(q.push_back(more.pop().unwrap()).is_err(), "full");
+        let (a, b) = q.slices_from(1);
+        assert_eq!((ids(a), ids(b)), (vec![12, 13], vec![14, 15]));
+        assert_eq!(q.get(0).map(Buf::idx), Some(3));
+        assert_eq!(q.pop_back().map(|b| b.idx()), Some(15));
+        assert_eq!(q.pop_front().map(|b| b.idx()), Some(3));
+        assert_eq!(q.move_front_to(usize::MAX, &mut out), 3);
+        assert_eq!(ids(&out), [1, 2, 12, 13, 14]);
+        assert!(q.is_empty() && q.pop_front().is_none() && q.get(0).is_none());
+        q.push_back(src.pop().unwrap()).unwrap();
+        // Dropping a non-empty queue forgets its handles (no destructor).
+        drop(q);
     }
 }

@@ -20,13 +20,18 @@
 //! impossible ones are dropped, counted by [`DropReason`], and their buffers
 //! recycled.
 //!
-//! Buffers make the shortest trip the owner thread allows: refill takes
-//! them in bulk ([`BufPool::alloc_bulk`]), and [`RxRing::recycle`] keeps a
-//! batch's buffers as the ring's spares for the next refill (page reuse, as
-//! Linux igb does), handing the pools only what exceeds a ring's worth. A
-//! batch that goes anywhere else returns its buffers to the pools.
+//! Buffers make the shortest trip the owner thread allows, and in runs,
+//! not one by one: the buffers posted in descriptors wait in ring order in
+//! two [`BufQueue`]s (payload pages, header slots); a poll writes the
+//! record of each clean one-descriptor frame (the fast path) and then moves
+//! the run's buffers from the front of the queues to the batch in one copy
+//! per queue. Refill takes buffers in bulk ([`BufPool::alloc_bulk`]) and
+//! writes each descriptor once, and [`RxRing::recycle`] keeps a batch's
+//! buffers as the ring's spares for the next refill (page reuse, as Linux
+//! igb does), handing the pools only what exceeds a ring's worth. A batch
+//! that goes anywhere else returns its buffers to the pools.
 
-use crate::buf::{Buf, BufPool, BufReturn};
+use crate::buf::{Buf, BufPool, BufQueue, BufReturn};
 use crate::desc::{DescSlot, RxWbInfo, RxWbStatus, RxWriteBack};
 use crate::device::Device;
 use crate::dma::DmaSpace;
@@ -193,6 +198,9 @@ pub struct RxPacket {
     seg_start: u32,
     seg_count: u16,
     hdr_len: u16,
+    /// Where the segment lengths of a frame of several segments start in
+    /// the batch's `seg_lens` (a single segment holds `len - hdr_len`).
+    lens_start: u32,
     info: RxWbInfo,
     rss: u32,
     status: RxWbStatus,
@@ -204,8 +212,7 @@ impl RxPacket {
     fn new(
         hdr: u32,
         hdr_len: u16,
-        seg_start: u32,
-        seg_count: u16,
+        (seg_start, seg_count, lens_start): (u32, u16, u32),
         len: u32,
         wb: &RxWriteBack,
     ) -> Self {
@@ -215,6 +222,7 @@ impl RxPacket {
             seg_start,
             seg_count,
             hdr_len,
+            lens_start,
             info: wb.info,
             rss: wb.rss,
             status: wb.status,
@@ -293,11 +301,19 @@ const NO_HDR: u32 = u32::MAX;
 /// A batch of received frames. Reused across polls: [`RxRing::poll`]
 /// appends, [`RxRing::recycle`] returns every buffer and empties it.
 ///
+/// The payload buffers are kept in arrival order as bare handles, apart
+/// from the records and from their lengths, so the ring moves a run of
+/// them in and out in bulk: a one-segment frame's segment holds
+/// `len - hdr_len` bytes, and only frames of several segments list their
+/// segment lengths (in `seg_lens`).
+///
 /// Dropping a non-empty batch (any thread) returns its buffers through the
 /// pools' foreign return path, so no page is ever lost.
 pub struct RxBatch {
     pkts: Vec<RxPacket>,
-    segs: Vec<Seg>,
+    segs: Vec<Buf>,
+    /// Segment lengths of the frames of more than one segment.
+    seg_lens: Vec<u16>,
     /// Header slots of the packets that have one, in packet order: kept
     /// apart from the records so the ring takes them all back at once.
     hdrs: Vec<Buf>,
@@ -313,29 +329,34 @@ impl RxBatch {
         self.pkts.is_empty()
     }
     pub fn get(&self, i: usize) -> Option<PacketRef<'_>> {
-        self.pkts.get(i).map(|p| PacketRef {
-            pkt: p,
-            segs: &self.segs,
-            hdrs: &self.hdrs,
-        })
+        self.pkts.get(i).map(|p| self.view(p))
     }
     pub fn iter(&self) -> impl ExactSizeIterator<Item = PacketRef<'_>> + '_ {
-        self.pkts.iter().map(|p| PacketRef {
-            pkt: p,
+        self.pkts.iter().map(|p| self.view(p))
+    }
+
+    fn view<'a>(&'a self, pkt: &'a RxPacket) -> PacketRef<'a> {
+        PacketRef {
+            pkt,
             segs: &self.segs,
+            seg_lens: &self.seg_lens,
             hdrs: &self.hdrs,
-        })
+        }
+    }
+
+    /// Empties the batch's lists (their buffers already moved out).
+    fn clear(&mut self) {
+        self.pkts.clear();
+        self.seg_lens.clear();
     }
 
     /// Moves every buffer out, header slots to `hdr` and payload buffers to
     /// `page`, and empties the batch: the application-thread return path
     /// (e.g. into a batching returner).
-    pub fn drain_bufs(&mut self, mut hdr: impl FnMut(Buf), mut page: impl FnMut(Buf)) {
-        self.pkts.clear();
-        self.hdrs.drain(..).for_each(&mut hdr);
-        for s in self.segs.drain(..) {
-            page(s.buf);
-        }
+    pub fn drain_bufs(&mut self, hdr: impl FnMut(Buf), page: impl FnMut(Buf)) {
+        self.clear();
+        self.hdrs.drain(..).for_each(hdr);
+        self.segs.drain(..).for_each(page);
     }
 
     /// Moves every packet out, one call of `f` per packet in arrival order,
@@ -371,15 +392,17 @@ impl RxBatch {
             scratch.l4_csum = p.l4_csum();
             scratch.rss = p.rss();
             scratch.rss_type = p.rss_type();
-            scratch
-                .segs
-                .extend(segs.by_ref().take(p.seg_count as usize));
+            for (k, buf) in segs.by_ref().take(p.seg_count as usize).enumerate() {
+                let len = seg_len(&p, &self.seg_lens, k);
+                scratch.segs.push(Seg { buf, len });
+            }
             f(&mut scratch);
             leftover_hdrs.extend(scratch.hdr.take());
             leftover_pages.extend(scratch.segs.drain(..).map(|s| s.buf));
         }
         drop(segs);
         drop(hdrs);
+        self.seg_lens.clear();
         if let Some((pages, hdrs)) = &self.returners {
             hdrs.give_back(&mut leftover_hdrs);
             pages.give_back(&mut leftover_pages);
@@ -400,6 +423,7 @@ impl RxBatch {
         RxBatch {
             pkts: Vec::with_capacity(capacity),
             segs: Vec::with_capacity(capacity),
+            seg_lens: Vec::new(),
             hdrs: Vec::new(),
             ring_id,
             returners: Some((pages, hdrs)),
@@ -418,13 +442,14 @@ impl RxBatch {
     pub fn push_frame(&mut self, buf: Buf, len: u16) {
         let len = len.min(buf.capacity() as u16);
         let seg_start = self.segs.len() as u32;
-        self.segs.push(Seg { buf, len });
+        self.segs.push(buf);
         self.pkts.push(RxPacket {
             hdr: NO_HDR,
             len: len as u32,
             seg_start,
             seg_count: 1,
             hdr_len: 0,
+            lens_start: 0,
             info: RxWbInfo(0),
             rss: 0,
             status: RxWbStatus(0),
@@ -439,13 +464,19 @@ impl RxBatch {
     /// Returns the frame's length.
     pub fn push_frame_segs(&mut self, segs: impl IntoIterator<Item = (Buf, u16)>) -> u32 {
         let seg_start = self.segs.len() as u32;
+        let lens_start = self.seg_lens.len() as u32;
         let mut len = 0u32;
         for (buf, n) in segs {
             let n = n.min(buf.capacity() as u16);
             len += n as u32;
-            self.segs.push(Seg { buf, len: n });
+            self.segs.push(buf);
+            self.seg_lens.push(n);
         }
         let seg_count = (self.segs.len() as u32 - seg_start) as u16;
+        if seg_count <= 1 {
+            // One segment: its length is the frame's.
+            self.seg_lens.truncate(lens_start as usize);
+        }
         if seg_count == 0 {
             return 0;
         }
@@ -455,6 +486,7 @@ impl RxBatch {
             seg_start,
             seg_count,
             hdr_len: 0,
+            lens_start,
             info: RxWbInfo(0),
             rss: 0,
             status: RxWbStatus(0),
@@ -468,9 +500,9 @@ impl RxBatch {
             return;
         };
         self.pkts.clear();
-        let mut pv: Vec<Buf> = self.segs.drain(..).map(|s| s.buf).collect();
+        self.seg_lens.clear();
         hdrs.give_back(&mut self.hdrs);
-        pages.give_back(&mut pv);
+        pages.give_back(&mut self.segs);
     }
 }
 
@@ -482,12 +514,27 @@ impl Drop for RxBatch {
     }
 }
 
+/// Length of segment `k` of packet `p`: the frame's payload when it has
+/// one segment, else from the batch's list of segment lengths.
+#[inline]
+fn seg_len(p: &RxPacket, seg_lens: &[u16], k: usize) -> u16 {
+    if p.seg_count == 1 {
+        (p.len - p.hdr_len as u32) as u16
+    } else {
+        seg_lens
+            .get(p.lens_start as usize + k)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 /// A borrowed view of one frame: header bytes (from the header buffer, when
 /// the device split it) followed by payload segments (from payload pages).
 #[derive(Clone, Copy)]
 pub struct PacketRef<'a> {
     pkt: &'a RxPacket,
-    segs: &'a [Seg],
+    segs: &'a [Buf],
+    seg_lens: &'a [u16],
     hdrs: &'a [Buf],
 }
 
@@ -514,15 +561,19 @@ impl<'a> PacketRef<'a> {
     }
     /// Payload segments in order; each lies at the start of a payload buffer.
     pub fn segments(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
-        let s = self.pkt.seg_start as usize;
-        self.segs[s..s + self.pkt.seg_count as usize]
+        let (pkt, lens) = (self.pkt, self.seg_lens);
+        self.segment_bufs()
             .iter()
-            .map(|seg| seg.buf.as_slice(seg.len as usize))
+            .enumerate()
+            .map(move |(k, b)| b.as_slice(seg_len(pkt, lens, k) as usize))
     }
-    /// The payload buffers themselves (index, IOVA), for zero-copy consumers.
-    pub fn segment_bufs(&self) -> &'a [Seg] {
+    /// The payload buffers themselves (index, IOVA), for zero-copy
+    /// consumers; their lengths are those of [`Self::segments`].
+    pub fn segment_bufs(&self) -> &'a [Buf] {
         let s = self.pkt.seg_start as usize;
-        &self.segs[s..s + self.pkt.seg_count as usize]
+        self.segs
+            .get(s..s + self.pkt.seg_count as usize)
+            .unwrap_or(&[])
     }
     /// Copies the whole frame out (tests and slow paths only).
     pub fn to_vec(&self) -> Vec<u8> {
@@ -538,11 +589,11 @@ impl<'a> PacketRef<'a> {
 /// A frame being assembled across descriptors.
 struct Partial {
     descs: usize,
-    /// Index in the batch's segment list where this frame's segments start.
-    seg_start: usize,
     hdr: Option<Buf>,
     hdr_len: u16,
-    segs: Vec<Seg>,
+    /// The frame's payload buffers so far and their lengths.
+    segs: Vec<Buf>,
+    seg_lens: Vec<u16>,
     bad: Option<DropReason>,
     /// Dropping the rest of a runaway frame until its EOP.
     discarding: bool,
@@ -554,14 +605,16 @@ pub struct RxRing<P: BufPool, H: BufPool> {
     ring: DescRing,
     next_clean: usize,
     next_fill: usize,
-    /// Payload buffer and header slot posted in each descriptor (two
-    /// arrays, so refill fills each in one bulk call to its pool).
-    posted_pages: Vec<Option<Buf>>,
-    posted_hdrs: Vec<Option<Buf>>,
+    /// Payload buffers and header slots posted in descriptors
+    /// `[next_clean, next_fill)`, in ring order (the front is
+    /// `next_clean`'s); no header slots with split `off`. Queues, so a
+    /// poll moves a run of them to its batch in bulk and refill appends.
+    posted_pages: BufQueue,
+    posted_hdrs: BufQueue,
     /// Buffers of this ring's own recycled batches, posted again by the
     /// next refill before the pools are asked (page reuse, as Linux igb's
     /// `igb_reuse_rx_page`): at most a ring's worth each.
-    spare_pages: Vec<Seg>,
+    spare_pages: Vec<Buf>,
     spare_hdrs: Vec<Buf>,
     pages: P,
     hdrs: H,
@@ -572,6 +625,9 @@ pub struct RxRing<P: BufPool, H: BufPool> {
     split_sel: u32,
     hdr_buf: usize,
     pkt_buf: usize,
+    /// Header bytes the fast path takes, as (least, how many values):
+    /// 1..=hdr_buf when the ring splits, only 0 when not.
+    fast_hdr: (u32, u32),
     max_descs: usize,
     queue: u32,
     ring_id: u64,
@@ -622,8 +678,8 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             ring,
             next_clean: 0,
             next_fill: 0,
-            posted_pages: (0..n).map(|_| None).collect(),
-            posted_hdrs: (0..n).map(|_| None).collect(),
+            posted_pages: BufQueue::with_capacity(n),
+            posted_hdrs: BufQueue::with_capacity(n),
             spare_pages: Vec::with_capacity(n),
             spare_hdrs: Vec::with_capacity(n),
             pages,
@@ -636,15 +692,20 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             },
             hdr_buf,
             pkt_buf,
+            fast_hdr: if cfg.split == SplitMode::Off {
+                (0, 1)
+            } else {
+                (1, hdr_buf as u32)
+            },
             max_descs,
             queue: cfg.queue,
             ring_id: new_ring_id(),
             cur: Partial {
                 descs: 0,
-                seg_start: 0,
                 hdr: None,
                 hdr_len: 0,
                 segs: Vec::with_capacity(max_descs),
+                seg_lens: Vec::with_capacity(max_descs),
                 bad: None,
                 discarding: false,
             },
@@ -682,6 +743,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         RxBatch {
             pkts: Vec::with_capacity(capacity),
             segs: Vec::with_capacity(capacity * 2),
+            seg_lens: Vec::new(),
             hdrs: Vec::with_capacity(capacity),
             ring_id: self.ring_id,
             returners: Some((self.pages.returner(), self.hdrs.returner())),
@@ -692,54 +754,49 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
     /// and rings the doorbell once. Returns the number of frames delivered
     /// (dropped frames count against the budget but are not returned).
     pub fn poll(&mut self, batch: &mut RxBatch, budget: usize) -> usize {
-        let (mut completed, mut delivered) = (0, 0);
-        // Counters of the fast path, added once at the end.
-        let (mut descs, mut fast, mut fast_bytes) = (0, 0, 0);
-        // Segments of the frame being assembled live at the end of
-        // `batch.segs` during a poll, and in `cur.segs` between polls.
-        self.cur.seg_start = batch.segs.len();
-        if !self.cur.segs.is_empty() {
-            batch.segs.append(&mut self.cur.segs);
-        }
+        // Frames finished and delivered, descriptors taken by the slow
+        // path; the fast path's frames are `fast`, their bytes `fast_bytes`.
+        let (mut completed, mut delivered, mut slow_descs) = (0, 0, 0);
+        let (mut fast, mut fast_bytes) = (0, 0);
+        let with_hdr = self.split != SplitMode::Off;
+        let (mask, fill) = (self.ring.mask, self.next_fill);
+        let mut clean = self.next_clean;
         // No frame being assembled or discarded: the fast path may run.
         let mut idle = self.cur.descs == 0 && !self.cur.discarding;
-        while completed < budget && self.next_clean != self.next_fill {
-            let i = self.next_clean;
-            let status = self.ring.slot(i).status_acquire();
+        loop {
+            if idle {
+                let (next, n, bytes) = self.fast_run(batch, clean, budget - completed);
+                self.take_run(batch, n);
+                clean = next;
+                fast += n;
+                completed += n;
+                fast_bytes += bytes;
+            }
+            // The slow path: one descriptor the fast path did not take.
+            if completed >= budget || clean == fill {
+                break;
+            }
+            let slot = self.ring.slot(clean);
+            let status = slot.status_acquire();
             if status & 1 == 0 {
                 break;
             }
-            let wb = self.ring.slot(i).read_rx_wb(status);
+            let wb = slot.read_rx_wb(status);
             if self.wb_observer.is_some() {
-                self.observe(i, wb);
+                self.observe(clean, wb);
             }
-            let Some(page) = self.posted_pages[i].take() else {
+            let Some(page) = self.posted_pages.pop_front() else {
                 // Unreachable by construction: every slot in
                 // [next_clean, next_fill) is posted.
                 break;
             };
-            let hdr = self.posted_hdrs[i].take();
-            self.next_clean = (i + 1) & self.ring.mask;
-            descs += 1;
-            // Fast path: a whole, clean frame in one descriptor.
-            let (page, hdr) = if idle {
-                match self.try_single(&wb, page, hdr, batch) {
-                    Ok(len) => {
-                        completed += 1;
-                        delivered += 1;
-                        fast += 1;
-                        fast_bytes += len as u64;
-                        continue;
-                    }
-                    Err(bufs) => {
-                        // A frame starts here: its segments from here on.
-                        self.cur.seg_start = batch.segs.len();
-                        bufs
-                    }
-                }
+            let hdr = if with_hdr {
+                self.posted_hdrs.pop_front()
             } else {
-                (page, hdr)
+                None
             };
+            clean = (clean + 1) & mask;
+            slow_descs += 1;
             let outcome = self.consume(wb, page, hdr, batch);
             idle = self.cur.descs == 0 && !self.cur.discarding;
             match outcome {
@@ -751,14 +808,80 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
                 }
             }
         }
-        self.stats.descriptors += descs;
-        self.stats.packets += fast;
+        self.next_clean = clean;
+        self.stats.descriptors += (fast + slow_descs) as u64;
+        self.stats.packets += fast as u64;
         self.stats.bytes += fast_bytes;
-        if self.cur.descs > 0 {
-            self.cur.segs.extend(batch.segs.drain(self.cur.seg_start..));
-        }
         self.refill();
-        delivered
+        delivered + fast
+    }
+
+    /// The fast path: from descriptor `clean` on, up to `max` completed
+    /// descriptors that each hold a whole, clean frame (see
+    /// [`fast_lens`]), stopping at the first that does not. Writes
+    /// their records into `batch`; their buffers stay at the front of the
+    /// posted queues for [`Self::take_run`]. Returns the next descriptor to
+    /// clean, the frames and their bytes. The ring's parameters are copied
+    /// into locals first: each descriptor's acquire load would otherwise
+    /// make the compiler read them again.
+    #[inline(always)]
+    fn fast_run(
+        &mut self,
+        batch: &mut RxBatch,
+        mut clean: usize,
+        max: usize,
+    ) -> (usize, usize, u64) {
+        let (mask, fill) = (self.ring.mask, self.next_fill);
+        let (split_sel, pkt_buf, (hdr_min, hdr_span)) =
+            (self.split_sel, self.pkt_buf as u32, self.fast_hdr);
+        let observing = self.wb_observer.is_some();
+        // Each frame's buffers will be the next of the batch's lists; a
+        // ring that does not split gives no header slots.
+        let mut seg = batch.segs.len() as u32;
+        let (mut hdr, hdr_step) = if self.split != SplitMode::Off {
+            (batch.hdrs.len() as u32, 1)
+        } else {
+            (NO_HDR, 0)
+        };
+        let (mut n, mut bytes) = (0, 0);
+        while n < max && clean != fill {
+            let slot = self.ring.slot(clean);
+            let status = slot.status_acquire();
+            if status & 1 == 0 {
+                break;
+            }
+            let wb = slot.read_rx_wb(status);
+            let Some((hdr_len, pkt_len)) = fast_lens(&wb, split_sel, pkt_buf, (hdr_min, hdr_span))
+            else {
+                break;
+            };
+            if observing {
+                self.observe(clean, wb);
+            }
+            let len = hdr_len + pkt_len;
+            batch
+                .pkts
+                .push(RxPacket::new(hdr, hdr_len as u16, (seg, 1, 0), len, &wb));
+            seg += 1;
+            hdr += hdr_step;
+            clean = (clean + 1) & mask;
+            n += 1;
+            bytes += len as u64;
+        }
+        (clean, n, bytes)
+    }
+
+    /// Moves the buffers of a run of `run` fast-path frames from the front
+    /// of the posted queues to the batch, in bulk.
+    #[inline(always)]
+    fn take_run(&mut self, batch: &mut RxBatch, run: usize) {
+        if run == 0 {
+            return;
+        }
+        self.posted_pages.move_front_to(run, &mut batch.segs);
+        if self.split != SplitMode::Off {
+            self.posted_hdrs.move_front_to(run, &mut batch.hdrs);
+        }
     }
 
     /// Shows write-back `wb` of descriptor `i` to the observer. Out of line:
@@ -769,70 +892,6 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         if let Some(obs) = self.wb_observer.as_mut() {
             obs(i as u32, &wb);
         }
-    }
-
-    /// Hands out a frame that sits wholly in one descriptor with no error,
-    /// overflow or HBO bit and sane lengths, and returns its length (the
-    /// caller counts it); anything else goes back to the caller for
-    /// [`Self::consume`], which validates it field by field. Only for a
-    /// descriptor that starts a frame (none being assembled or discarded).
-    #[inline(always)]
-    fn try_single(
-        &mut self,
-        wb: &RxWriteBack,
-        page: Buf,
-        hdr: Option<Buf>,
-        batch: &mut RxBatch,
-    ) -> Result<usize, (Buf, Option<Buf>)> {
-        // DD and EOP set; RXE, IPE, TCPE, frame errors and HBO clear.
-        const MUST: u32 = 0b11;
-        const MASK: u32 = 0xFF80_0000 | MUST;
-        let st = wb.status;
-        if st.0 & MASK != MUST {
-            return Err((page, hdr));
-        }
-        let hdr_bytes = if wb.info.0 & self.split_sel != 0 {
-            wb.info.hdr_len() as usize
-        } else {
-            0
-        };
-        let pkt_len = wb.len.pkt_len() as usize;
-        if pkt_len > self.pkt_buf || hdr_bytes > self.hdr_buf || pkt_len + hdr_bytes == 0 {
-            return Err((page, hdr));
-        }
-        let seg_start = batch.segs.len() as u32;
-        let seg_count = if pkt_len > 0 {
-            batch.segs.push(Seg {
-                buf: page,
-                len: pkt_len as u16,
-            });
-            1
-        } else {
-            self.pages.recycle(page);
-            0
-        };
-        let hdr = match hdr {
-            Some(h) if hdr_bytes > 0 => {
-                batch.hdrs.push(h);
-                batch.hdrs.len() as u32 - 1
-            }
-            Some(h) => {
-                self.stats.dummy_headers += 1;
-                self.hdrs.recycle(h);
-                NO_HDR
-            }
-            None => NO_HDR,
-        };
-        let len = hdr_bytes + pkt_len;
-        batch.pkts.push(RxPacket::new(
-            hdr,
-            hdr_bytes as u16,
-            seg_start,
-            seg_count,
-            len as u32,
-            wb,
-        ));
-        Ok(len)
     }
 
     /// Takes one completed descriptor into the frame being assembled.
@@ -893,10 +952,8 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         } else if pkt_len == 0 {
             self.pages.recycle(page);
         } else {
-            batch.segs.push(Seg {
-                buf: page,
-                len: pkt_len as u16,
-            });
+            self.cur.segs.push(page);
+            self.cur.seg_lens.push(pkt_len as u16);
         }
         if st.rxe() || st.frame_err() != 0 {
             self.mark(DropReason::RxError);
@@ -905,7 +962,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         if !st.eop() {
             if self.cur.descs >= self.max_descs {
                 self.mark(DropReason::NoEop);
-                self.drop_current(&mut batch.segs);
+                self.drop_current();
                 self.cur.discarding = true;
                 return Outcome::Dropped;
             }
@@ -917,18 +974,23 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         if st.l4cs() && st.tcpe() {
             self.mark(DropReason::L4Checksum);
         }
-        let segs = &batch.segs[self.cur.seg_start..];
-        let len = self.cur.hdr_len as usize + segs.iter().map(|s| s.len as usize).sum::<usize>();
+        let len = self.cur.hdr_len as usize
+            + self.cur.seg_lens.iter().map(|&n| n as usize).sum::<usize>();
         if len == 0 {
             self.mark(DropReason::ZeroLength);
         }
         if self.cur.bad.is_some() {
-            self.drop_current(&mut batch.segs);
+            self.drop_current();
             return Outcome::Dropped;
         }
-        let seg_start = self.cur.seg_start as u32;
-        let seg_count = segs.len() as u16;
-        self.cur.seg_start = batch.segs.len();
+        let seg_start = batch.segs.len() as u32;
+        let seg_count = self.cur.segs.len() as u16;
+        let lens_start = batch.seg_lens.len() as u32;
+        batch.segs.append(&mut self.cur.segs);
+        if seg_count > 1 {
+            batch.seg_lens.extend_from_slice(&self.cur.seg_lens);
+        }
+        self.cur.seg_lens.clear();
         let hdr = match self.cur.hdr.take() {
             Some(h) => {
                 batch.hdrs.push(h);
@@ -939,8 +1001,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         batch.pkts.push(RxPacket::new(
             hdr,
             self.cur.hdr_len,
-            seg_start,
-            seg_count,
+            (seg_start, seg_count, lens_start),
             len as u32,
             &wb,
         ));
@@ -955,25 +1016,26 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         self.cur.bad.get_or_insert(r);
     }
 
-    /// Drops the frame being assembled: counts it, recycles its buffers
-    /// (its segments are `segs[cur.seg_start..]`).
-    fn drop_current(&mut self, segs: &mut Vec<Seg>) {
+    /// Drops the frame being assembled: counts it, recycles its buffers.
+    fn drop_current(&mut self) {
         let reason = self.cur.bad.take().unwrap_or(DropReason::RxError);
         self.stats.drops[reason as usize] += 1;
         if let Some(h) = self.cur.hdr.take() {
             self.hdrs.recycle(h);
         }
-        for s in segs.drain(self.cur.seg_start.min(segs.len())..) {
-            self.pages.recycle(s.buf);
-        }
+        self.pages.recycle_bulk(self.cur.segs.drain(..));
+        self.cur.seg_lens.clear();
         self.cur.descs = 0;
         self.cur.hdr_len = 0;
     }
 
     /// Posts fresh buffers into every empty slot but one, then writes the
-    /// tail once. Buffers come in bulk, one call per pool: payload pages
-    /// first, then as many header slots; a page left without a header goes
-    /// back.
+    /// tail once. Buffers come in bulk, one call per pool (spares first):
+    /// payload pages, then as many header slots; a page left without a
+    /// header goes back. Each descriptor is then written once, both
+    /// addresses. Never inlined: one call per poll, and profilers see it
+    /// (`scripts/bench-rx.sh --callgrind` counts it).
+    #[inline(never)]
     fn refill(&mut self) {
         if self.stopped {
             return;
@@ -985,40 +1047,55 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         if room == 0 {
             return;
         }
-        // Each buffer goes straight into its descriptor: the payload page
-        // with no header address (what split `off` posts), then the header
-        // slot's address over it. Spares first, then the pools.
-        let (ring, posted) = (&self.ring, &mut self.posted_pages);
-        let mut i = start;
-        let mut post = |b: Buf| {
-            ring.slot(i).write_rx_read(b.iova(), 0);
-            posted[i] = Some(b);
-            i = (i + 1) & mask;
-        };
-        let reuse = room.min(self.spare_pages.len());
-        let at = self.spare_pages.len() - reuse;
-        self.spare_pages.drain(at..).for_each(|s| post(s.buf));
-        let mut n = reuse + self.pages.alloc_bulk(room - reuse, post);
+        let old = self.posted_pages.len();
+        // What the spares lack comes from the pool, into the spares; then
+        // `room` of them move to the posted queue in bulk.
+        let spare = &mut self.spare_pages;
+        if let Some(want) = room.checked_sub(spare.len()).filter(|&w| w > 0) {
+            self.pages.alloc_bulk(want, |b| spare.push(b));
+        }
+        let at = spare.len().saturating_sub(room);
+        let mut n = self.posted_pages.append_from(spare, at);
         if self.split != SplitMode::Off {
-            let posted = &mut self.posted_hdrs;
-            let mut i = start;
-            let mut post = |b: Buf| {
-                ring.slot(i).write_rx_hdr(b.iova());
-                posted[i] = Some(b);
-                i = (i + 1) & mask;
-            };
-            let reuse = n.min(self.spare_hdrs.len());
-            let at = self.spare_hdrs.len() - reuse;
-            self.spare_hdrs.drain(at..).for_each(&mut post);
-            let h = reuse + self.hdrs.alloc_bulk(n - reuse, post);
+            let spare = &mut self.spare_hdrs;
+            if let Some(want) = n.checked_sub(spare.len()).filter(|&w| w > 0) {
+                self.hdrs.alloc_bulk(want, |b| spare.push(b));
+            }
+            let at = spare.len().saturating_sub(n);
+            let h = self.posted_hdrs.append_from(spare, at);
             // Pages left without a header slot go back (never posted: the
             // tail stops before them).
-            for k in h..n {
-                if let Some(p) = self.posted_pages[(start + k) & mask].take() {
+            for _ in h..n {
+                if let Some(p) = self.posted_pages.pop_back() {
                     self.pages.recycle(p);
                 }
             }
             n = h;
+        }
+        // Both addresses into each new slot. The two queues move in step
+        // (same pushes and pops), so their pieces pair up; without split
+        // the header address is 0.
+        let ring = &self.ring;
+        let (pa, pb) = self.posted_pages.slices_from(old);
+        let (ha, hb) = self.posted_hdrs.slices_from(old);
+        let mut i = start;
+        if self.split != SplitMode::Off && (pa.len(), pb.len()) == (ha.len(), hb.len()) {
+            for (ps, hs) in [(pa, ha), (pb, hb)] {
+                for (p, h) in ps.iter().zip(hs) {
+                    ring.slot(i).write_rx_read(p.iova(), h.iova());
+                    i = (i + 1) & mask;
+                }
+            }
+        } else {
+            for p in pa.iter().chain(pb) {
+                ring.slot(i).write_rx_read(p.iova(), 0);
+                i = (i + 1) & mask;
+            }
+            let mut i = start;
+            for h in ha.iter().chain(hb) {
+                ring.slot(i).write_rx_hdr(h.iova());
+                i = (i + 1) & mask;
+            }
         }
         if n < room {
             self.stats.refill_short += 1;
@@ -1049,7 +1126,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         }
         // A stopped ring posts nothing more: everything to the pools.
         let cap = if self.stopped { 0 } else { self.ring.mask + 1 };
-        batch.pkts.clear();
+        batch.clear();
         // The usual case, spares used up by the last refill: the batch's
         // lists become the spare lists, no buffer moves.
         if self.spare_hdrs.is_empty() && batch.hdrs.len() <= cap {
@@ -1066,7 +1143,7 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
             let room = cap.saturating_sub(self.spare_pages.len());
             let mut segs = batch.segs.drain(..);
             self.spare_pages.extend(segs.by_ref().take(room));
-            self.pages.recycle_bulk(segs.map(|s| s.buf));
+            self.pages.recycle_bulk(segs);
         }
     }
 
@@ -1150,22 +1227,16 @@ impl<P: BufPool, H: BufPool> RxRing<P, H> {
         }
         self.stopped = true;
         let ok = self.regs().disable(&*self.dev);
-        for (p, h) in self.posted_pages.iter_mut().zip(&mut self.posted_hdrs) {
-            if let Some(p) = p.take() {
-                self.pages.recycle(p);
-            }
-            if let Some(h) = h.take() {
-                self.hdrs.recycle(h);
-            }
-        }
-        self.pages
-            .recycle_bulk(self.spare_pages.drain(..).map(|s| s.buf));
+        let mut bufs = Vec::new();
+        self.posted_pages.move_front_to(usize::MAX, &mut bufs);
+        self.pages.recycle_bulk(bufs.drain(..));
+        self.posted_hdrs.move_front_to(usize::MAX, &mut bufs);
+        self.hdrs.recycle_bulk(bufs.drain(..));
+        self.pages.recycle_bulk(self.spare_pages.drain(..));
         self.hdrs.recycle_bulk(self.spare_hdrs.drain(..));
         self.cur.bad.get_or_insert(DropReason::NoEop);
         if self.cur.descs > 0 {
-            let mut segs = std::mem::take(&mut self.cur.segs);
-            self.cur.seg_start = 0;
-            self.drop_current(&mut segs);
+            self.drop_current();
         }
         self.cur.bad = None;
         self.next_clean = self.next_fill;
@@ -1189,4 +1260,35 @@ enum Outcome {
     More,
     Dropped,
     Delivered,
+}
+
+/// Header and payload bytes of a frame the fast path hands out as it is:
+/// wholly in one descriptor, no error, overflow or HBO bit, a payload of
+/// 1..=`pkt_buf` bytes, and header bytes exactly when the ring splits
+/// (`hdr_min ..= hdr_min + hdr_span - 1`: 1..=header buffer, or only 0),
+/// so its header slot and payload page both go to the batch. `split_sel`
+/// is [`RxRing`]'s: the dword 0 bits that make HDR_LEN count. `None` sends
+/// the descriptor to [`RxRing::consume`], which validates it field by
+/// field. Only for a descriptor that starts a frame.
+#[inline(always)]
+fn fast_lens(
+    wb: &RxWriteBack,
+    split_sel: u32,
+    pkt_buf: u32,
+    (hdr_min, hdr_span): (u32, u32),
+) -> Option<(u32, u32)> {
+    // DD and EOP set; RXE, IPE, TCPE, frame errors and HBO clear.
+    const MUST: u32 = 0b11;
+    const MASK: u32 = 0xFF80_0000 | MUST;
+    let hdr_len = if wb.info.0 & split_sel != 0 {
+        wb.info.hdr_len()
+    } else {
+        0
+    };
+    let pkt_len = wb.len.pkt_len();
+    // Each length in its range in one comparison.
+    let ok = wb.status.0 & MASK == MUST
+        && pkt_len.wrapping_sub(1) < pkt_buf
+        && hdr_len.wrapping_sub(hdr_min) < hdr_span;
+    ok.then_some((hdr_len, pkt_len))
 }
