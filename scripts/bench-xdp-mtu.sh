@@ -41,17 +41,8 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-nsx() { ip netns exec "$NS" "$@"; }
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-nsx sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-ip link add "$VA" numtxqueues 1 numrxqueues 1 type veth peer name "$VB" numtxqueues 1 numrxqueues 1
-sysctl -qw "net.ipv6.conf.$VA.disable_ipv6=1"
-ip link set "$VB" netns "$NS"
-ip -n "$NS" addr add "$PEER/24" dev "$VB"
-nsx ethtool -K "$VB" tx off tso off gso off >/dev/null 2>&1 || true
-ip link set "$VA" up
-ip -n "$NS" link set "$VB" up
+. scripts/xdp-veth.sh
+xdp_veth_up
 
 gbps() { python3 -c 'import json,sys; print("%.3f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e9))' "$1" 2>/dev/null || echo failed; }
 

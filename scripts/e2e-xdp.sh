@@ -74,22 +74,8 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-nsx() { ip netns exec "$NS" "$@"; }
-
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-nsx sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-# One queue each way: every frame the peer sends lands on queue 0.
-ip link add "$VA" numtxqueues 1 numrxqueues 1 type veth peer name "$VB" numtxqueues 1 numrxqueues 1
-sysctl -qw "net.ipv6.conf.$VA.disable_ipv6=1"
-ip link set "$VB" netns "$NS"
-ip -n "$NS" addr add "$PEER/24" dev "$VB"
-# The kernel's side computes every checksum and segments in software: the
-# frames that reach the AF_XDP socket are complete wire frames.
-nsx ethtool -K "$VB" tx off tso off gso off >/dev/null 2>&1 || true
-ip link set "$VA" up
-ip -n "$NS" link set "$VB" up
-MAC=$(cat "/sys/class/net/$VA/address")
+. scripts/xdp-veth.sh
+xdp_veth_up
 
 fail=0; passed=0
 ok() { echo "ok   $1"; passed=$((passed+1)); }

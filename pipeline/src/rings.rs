@@ -251,20 +251,11 @@ mod tests {
     use driver::{BufPool, Csum, DmaSpace, RxBatch};
     use std::sync::Arc;
 
-    /// A ring that is not igb's fills a batch with whole frames (no header
-    /// slot, no checksum verdict); a batch dropped elsewhere sends the
-    /// pages home.
-    #[test]
-    fn frames_pushed_into_a_batch_read_back_and_go_home() {
+    /// A payload pool as `cfg` says and a header pool of 8 slots, with no
+    /// IOMMU.
+    fn pools(cfg: PagePoolConfig) -> (crate::PagePool, crate::HeaderPool) {
         let space = DmaSpace::new(Arc::new(driver::dma::NoIommu));
-        let mut pages = crate::PagePool::new(
-            &space,
-            PagePoolConfig {
-                buffers: 8,
-                ..PagePoolConfig::default()
-            },
-        )
-        .unwrap();
+        let pages = crate::PagePool::new(&space, cfg).unwrap();
         let hdrs = crate::HeaderPool::new(
             &space,
             HeaderPoolConfig {
@@ -273,6 +264,18 @@ mod tests {
             },
         )
         .unwrap();
+        (pages, hdrs)
+    }
+
+    /// A ring that is not igb's fills a batch with whole frames (no header
+    /// slot, no checksum verdict); a batch dropped elsewhere sends the
+    /// pages home.
+    #[test]
+    fn frames_pushed_into_a_batch_read_back_and_go_home() {
+        let (mut pages, hdrs) = pools(PagePoolConfig {
+            buffers: 8,
+            ..PagePoolConfig::default()
+        });
         let id = driver::new_ring_id();
         let mut batch = RxBatch::for_ring(4, id, pages.returner(), hdrs.returner());
         assert_eq!(batch.ring_id(), id);
@@ -306,25 +309,12 @@ mod tests {
     /// stop send every page home and deliver nothing.
     #[test]
     fn chained_descriptors_make_one_multi_segment_frame() {
-        let space = DmaSpace::new(Arc::new(driver::dma::NoIommu));
-        let mut pages = crate::PagePool::new(
-            &space,
-            PagePoolConfig {
-                buffers: 16,
-                buf_len: 3072,
-                headroom: 1024,
-                ..PagePoolConfig::default()
-            },
-        )
-        .unwrap();
-        let hdrs = crate::HeaderPool::new(
-            &space,
-            HeaderPoolConfig {
-                buffers: 8,
-                ..HeaderPoolConfig::default()
-            },
-        )
-        .unwrap();
+        let (mut pages, hdrs) = pools(PagePoolConfig {
+            buffers: 16,
+            buf_len: 3072,
+            headroom: 1024,
+            ..PagePoolConfig::default()
+        });
         let mut batch =
             RxBatch::for_ring(4, driver::new_ring_id(), pages.returner(), hdrs.returner());
         let frame: Vec<u8> = (0..9014u32).map(|i| (i % 251) as u8).collect();

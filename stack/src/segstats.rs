@@ -273,6 +273,26 @@ fn window_scale(mut opts: &[u8]) -> Option<u8> {
     None
 }
 
+impl ConnKey {
+    /// The connection a segment we received belongs to.
+    fn received(s: &Seg) -> ConnKey {
+        ConnKey {
+            local_port: s.dst_port,
+            remote_ip: s.src_ip,
+            remote_port: s.src_port,
+        }
+    }
+
+    /// The connection a segment we sent belongs to.
+    fn sent(s: &Seg) -> ConnKey {
+        ConnKey {
+            local_port: s.src_port,
+            remote_ip: s.dst_ip,
+            remote_port: s.dst_port,
+        }
+    }
+}
+
 /// Parses an Ethernet + IPv4 + TCP frame (no VLAN); `None` for anything
 /// else, fragments and truncated headers. Never panics.
 fn parse(f: &[u8]) -> Option<Seg> {
@@ -358,11 +378,7 @@ impl SegStats {
     /// A frame the device received.
     pub fn rx(&mut self, frame: &[u8]) {
         let Some(s) = parse(frame) else { return };
-        let key = ConnKey {
-            local_port: s.dst_port,
-            remote_ip: s.src_ip,
-            remote_port: s.src_port,
-        };
+        let key = ConnKey::received(&s);
         let mut d = SegCounters {
             TcpInSegs: 1,
             ..SegCounters::default()
@@ -436,11 +452,7 @@ impl SegStats {
     /// A frame the device sent at `now`.
     pub fn tx(&mut self, frame: &[u8], now: Instant) {
         let Some(s) = parse(frame) else { return };
-        let key = ConnKey {
-            local_port: s.src_port,
-            remote_ip: s.dst_ip,
-            remote_port: s.dst_port,
-        };
+        let key = ConnKey::sent(&s);
         let mut d = SegCounters {
             TcpOutSegs: 1,
             ..SegCounters::default()
@@ -478,11 +490,7 @@ impl SegStats {
     /// receive-side model takes it; the counters do not.
     pub fn built_not_sent(&mut self, frame: &[u8]) {
         let Some(s) = parse(frame) else { return };
-        let key = ConnKey {
-            local_port: s.src_port,
-            remote_ip: s.dst_ip,
-            remote_port: s.dst_port,
-        };
+        let key = ConnKey::sent(&s);
         if let Some(c) = self.conn(key) {
             c.accept.built(&s);
         }
