@@ -5,7 +5,7 @@
 //! (0 = the first byte after the SYN) as soon as a segment is accepted, so
 //! the out-of-order queue and the window never deal with wrap-around.
 
-use super::ret::{lock, Body, Shared, CREDIT_BITS, CREDIT_MASK, GEN_MASK};
+use super::ret::{drain_ring, lock, Body, Shared, CREDIT_BITS, CREDIT_MASK, GEN_MASK};
 use super::wire::{self, Headers, Out, Reject};
 use super::{ConnId, ReturnMode, ZcChunk, ZcConfig, ZcEvent, ZcReturner, ZcStats};
 use driver::{Buf, BufReturn, Csum, OwnedPacket, Seg};
@@ -229,6 +229,8 @@ pub struct ZcStack {
     spare: Vec<Vec<u8>>,
     stats: ZcStats,
     shared: Arc<Shared>,
+    /// Consumer ends of the returners' refill rings.
+    rings: Vec<rtrb::Consumer<Buf>>,
     /// Pages freed by the engine itself, recycled at the next `reclaim`.
     loose: Vec<Buf>,
     /// Pages out: in the engine's queues, with the application, or
@@ -267,6 +269,7 @@ impl ZcStack {
             spare: Vec::new(),
             stats: ZcStats::default(),
             shared: Shared::new(cfg.max_pages, n),
+            rings: Vec::new(),
             loose: Vec::new(),
             pages_out: 0,
             pool_low: false,
@@ -368,14 +371,17 @@ impl ZcStack {
             recycle(b);
             n += 1;
         }
-        while let Some(b) = self.shared.ring.pop() {
-            recycle(b);
-            n += 1;
+        self.shared.adopt_rings(&mut self.rings);
+        for r in &mut self.rings {
+            n += drain_ring(r, &mut recycle);
         }
-        let locked = std::mem::take(&mut *lock(&self.shared.locked));
-        for b in locked {
-            recycle(b);
-            n += 1;
+        // The list's lock only when something was put on it.
+        if self.shared.take_locked_flag() {
+            let locked = std::mem::take(&mut *lock(&self.shared.locked));
+            for b in locked {
+                recycle(b);
+                n += 1;
+            }
         }
         self.pages_out = self.pages_out.saturating_sub(n);
         self.sync_credits();
@@ -467,7 +473,12 @@ impl ZcStack {
     }
 
     /// Reads what the returners credited to each connection.
+    /// Only after a returner raised the shared flag: a round without
+    /// returns reads no credit word.
     fn sync_credits(&mut self) {
+        if !self.shared.take_credited_flag() {
+            return;
+        }
         for c in self.slots.iter_mut().flatten() {
             let Some(w) = self.shared.credits.get(c.id.slot as usize) else {
                 continue;
@@ -1652,11 +1663,17 @@ struct Took {
 impl Drop for ZcStack {
     fn drop(&mut self) {
         let Some(ret) = self.foreign.take() else {
+            // Pages returned from now on wait in the rings, as they would
+            // have in a shared one.
+            self.shared.park_rings(std::mem::take(&mut self.rings));
             return;
         };
-        self.shared.orphan_all(ret.clone());
+        // What the engine holds and what was returned so far, then the
+        // rings handed over: the returners drain them from now on.
         let mut v = Vec::new();
         self.release_all(|b| v.push(b));
+        self.shared
+            .orphan_all(std::mem::take(&mut self.rings), ret.clone());
         ret.give_back(&mut v);
     }
 }
