@@ -230,7 +230,7 @@ pub struct ZcStack {
     stats: ZcStats,
     shared: Arc<Shared>,
     /// Consumer ends of the returners' refill rings.
-    rings: Vec<rtrb::Consumer<Buf>>,
+    pub(super) rings: Vec<rtrb::Consumer<Buf>>,
     /// Pages freed by the engine itself, recycled at the next `reclaim`.
     loose: Vec<Buf>,
     /// Pages out: in the engine's queues, with the application, or
