@@ -224,6 +224,9 @@ pub struct ZcStack {
     gens: Vec<u32>,
     free: Vec<u32>,
     lookup: HashMap<Key, u32>,
+    /// The last key `lookup` found and its slot: a run of segments of one
+    /// connection hashes once.
+    last_key: Option<(Key, u32)>,
     events: VecDeque<ZcEvent>,
     txq: VecDeque<Vec<u8>>,
     spare: Vec<Vec<u8>>,
@@ -275,6 +278,7 @@ impl ZcStack {
             gens: vec![0; n],
             free: (0..n as u32).rev().collect(),
             lookup: HashMap::new(),
+            last_key: None,
             events: VecDeque::new(),
             txq: VecDeque::new(),
             spare: Vec::new(),
@@ -609,7 +613,15 @@ impl ZcStack {
 
     fn segment(&mut self, h: &Headers, pkt: &mut OwnedPacket, lay: Lay, now: Instant) {
         let key = (h.src_ip, h.src_port, h.dst_port);
-        let Some(&slot) = self.lookup.get(&key) else {
+        let slot = match self.last_key {
+            Some((k, slot)) if k == key => Some(slot),
+            _ => {
+                let slot = self.lookup.get(&key).copied();
+                self.last_key = slot.map(|s| (key, s));
+                slot
+            }
+        };
+        let Some(slot) = slot else {
             self.no_conn(h, now);
             return;
         };
@@ -1373,6 +1385,7 @@ impl ZcStack {
             return;
         };
         self.lookup.remove(&c.key());
+        self.last_key = None;
         for (_, p) in c.ooo {
             if let Body::Page(b) = p.body {
                 self.loose.push(b);
