@@ -5,7 +5,7 @@
 //! (0 = the first byte after the SYN) as soon as a segment is accepted, so
 //! the out-of-order queue and the window never deal with wrap-around.
 
-use super::ret::{drain_ring, lock, Body, Shared, CREDIT_BITS, CREDIT_MASK, GEN_MASK};
+use super::ret::{drain_ring, lock, Body, Refill, Shared, CREDIT_BITS, CREDIT_MASK, GEN_MASK};
 use super::wire::{self, Headers, Out, Reject};
 use super::{ConnId, ReturnMode, ZcChunk, ZcConfig, ZcEvent, ZcReturner, ZcStats};
 use driver::{Buf, BufReturn, Csum, OwnedPacket, Seg};
@@ -233,7 +233,10 @@ pub struct ZcStack {
     stats: ZcStats,
     shared: Arc<Shared>,
     /// Consumer ends of the returners' refill rings.
-    pub(super) rings: Vec<rtrb::Consumer<Buf>>,
+    pub(super) rings: Vec<rtrb::Consumer<Refill>>,
+    /// References to `shared` that came home with pages through the
+    /// rings, handed to new chunks (no reference-count update per chunk).
+    pub(super) spare_refs: Vec<Arc<Shared>>,
     /// Pages freed by the engine itself, recycled at the next `reclaim`.
     loose: Vec<Buf>,
     /// Pages out: in the engine's queues, with the application, or
@@ -285,6 +288,7 @@ impl ZcStack {
             stats: ZcStats::default(),
             shared: Shared::new(cfg.max_pages, n),
             rings: Vec::new(),
+            spare_refs: Vec::new(),
             loose: Vec::new(),
             pages_out: 0,
             pool_low: false,
@@ -394,8 +398,12 @@ impl ZcStack {
             n += 1;
         }
         self.shared.adopt_rings(&mut self.rings);
+        let refs = &mut self.spare_refs;
         for r in &mut self.rings {
-            n += drain_ring(r, &mut recycle);
+            n += drain_ring(r, |(b, a)| {
+                recycle(b);
+                refs.push(a);
+            });
         }
         // The list's lock only when something was put on it.
         if self.shared.take_locked_flag() {
@@ -1103,7 +1111,7 @@ impl ZcStack {
                 c,
                 &mut self.events,
                 &mut self.stats,
-                &self.shared,
+                (&self.shared, &mut self.spare_refs),
                 body,
                 off,
                 len,
@@ -1129,7 +1137,7 @@ impl ZcStack {
                     c,
                     &mut self.events,
                     &mut self.stats,
-                    &self.shared,
+                    (&self.shared, &mut self.spare_refs),
                     p.body,
                     p.off,
                     p.len,
@@ -1519,7 +1527,7 @@ fn deliver(
     c: &mut Conn,
     events: &mut VecDeque<ZcEvent>,
     stats: &mut ZcStats,
-    shared: &Arc<Shared>,
+    (shared, spare): (&Arc<Shared>, &mut Vec<Arc<Shared>>),
     body: Body,
     off: u32,
     len: u32,
@@ -1530,7 +1538,7 @@ fn deliver(
         off,
         len,
         conn: c.id,
-        shared: shared.clone(),
+        shared: Some(spare.pop().unwrap_or_else(|| shared.clone())),
     };
     c.rcv_nxt += len as u64;
     c.delivered += len as u64;
@@ -1723,9 +1731,10 @@ struct Took {
 impl Drop for ZcStack {
     fn drop(&mut self) {
         let Some(ret) = self.foreign.take() else {
-            // Pages returned from now on wait in the rings, as they would
-            // have in a shared one.
-            self.shared.park_rings(std::mem::take(&mut self.rings));
+            // Pages returned from now on wait on the locked list, as they
+            // would have in a shared ring.
+            self.shared
+                .orphan_all(std::mem::take(&mut self.rings), None);
             return;
         };
         // What the engine holds and what was returned so far, then the
@@ -1733,7 +1742,7 @@ impl Drop for ZcStack {
         let mut v = Vec::new();
         self.release_all(|b| v.push(b));
         self.shared
-            .orphan_all(std::mem::take(&mut self.rings), ret.clone());
+            .orphan_all(std::mem::take(&mut self.rings), Some(ret.clone()));
         ret.give_back(&mut v);
     }
 }

@@ -11,7 +11,9 @@
 //!   ([`ZcConfig::max_pages`](super::ZcConfig)), so a push never finds it
 //!   full ([`ReturnMode::Ring`]). A batch is published with one release
 //!   store of the ring's tail, no read-modify-write; the owner drains every
-//!   ring in one pass, one store of each ring's head;
+//!   ring in one pass, one store of each ring's head. Each page travels
+//!   with its chunk's reference to this shared state, which the owner hands
+//!   to a later chunk, so a chunk's trip costs no reference-count update;
 //! - `locked`: a `Mutex<Vec<Buf>>` free list, one lock per returned batch
 //!   ([`ReturnMode::Locked`]), plus a flag that tells the owner whether it
 //!   needs to look (so a round in ring mode takes no lock).
@@ -42,7 +44,7 @@ pub(crate) struct Shared {
     /// Consumer ends of refill rings the engine has not adopted yet
     /// (returners made since its last reclaim) and, once the engine is
     /// gone, of all of them (drained under this lock from then on).
-    rings: Mutex<Vec<Consumer<Buf>>>,
+    rings: Mutex<Vec<Consumer<Refill>>>,
     /// A ring was added to `rings`.
     rings_added: AtomicBool,
     /// Pages a `Ring` push could not place (only if the bound was broken),
@@ -58,9 +60,14 @@ pub(crate) struct Shared {
     credited: AtomicBool,
     /// Set when the engine is gone: where pages go from then on (the page
     /// pool's foreign return path), so a chunk outliving the engine still
-    /// gets home.
-    pub(crate) orphan: OnceLock<Arc<dyn BufReturn>>,
+    /// gets home; `None` when it had none (they stay on `locked`).
+    pub(crate) orphan: OnceLock<Option<Arc<dyn BufReturn>>>,
 }
+
+/// What a refill ring carries: a page, and the chunk's reference to the
+/// shared state, which the engine reuses for a later chunk (so a chunk
+/// costs no reference-count update on either side).
+pub(crate) type Refill = (Buf, Arc<Shared>);
 
 impl Shared {
     pub(crate) fn new(pages: usize, slots: usize) -> Arc<Shared> {
@@ -78,7 +85,7 @@ impl Shared {
 
     /// A new refill ring: its producer end for a returner; its consumer
     /// end waits in `rings` for the engine.
-    fn new_ring(&self) -> Producer<Buf> {
+    fn new_ring(&self) -> Producer<Refill> {
         let (p, c) = RingBuffer::new(self.ring_size);
         lock(&self.rings).push(c);
         self.rings_added.store(true, Ordering::Release);
@@ -87,7 +94,7 @@ impl Shared {
 
     /// Owner side: moves the consumer ends of new rings into `into`, and
     /// drops those whose returner is gone and that are empty.
-    pub(crate) fn adopt_rings(&self, into: &mut Vec<Consumer<Buf>>) {
+    pub(crate) fn adopt_rings(&self, into: &mut Vec<Consumer<Refill>>) {
         if !self.rings_added.load(Ordering::Relaxed) {
             return;
         }
@@ -155,43 +162,47 @@ impl Shared {
     fn after_push(&self) {
         fence(Ordering::SeqCst);
         if let Some(r) = self.orphan.get() {
-            self.drain_orphaned(r.as_ref());
+            self.drain_orphaned(r.as_deref());
         }
     }
 
     /// Once the engine is gone: every ring (under the `rings` lock: there
-    /// is more than one consumer now) and the list go to `r`.
-    fn drain_orphaned(&self, r: &dyn BufReturn) {
+    /// is more than one consumer now) and the list go to `r`; without one
+    /// the rings' pages join the list (where they stay, as documented for
+    /// an engine without a foreign return), so no ring keeps a reference
+    /// to the shared state alive.
+    fn drain_orphaned(&self, r: Option<&dyn BufReturn>) {
         let mut v: Vec<Buf> = Vec::new();
         for c in lock(&self.rings).iter_mut() {
-            drain_ring(c, |b| v.push(b));
+            drain_ring(c, |(b, _)| v.push(b));
         }
-        v.append(&mut lock(&self.locked));
-        r.give_back(&mut v);
-    }
-
-    /// The engine is going away without a return path: its ring ends stay
-    /// with the returners (the pages in them are lost to the pool, as
-    /// documented for an engine without a foreign return).
-    pub(crate) fn park_rings(&self, rings: Vec<Consumer<Buf>>) {
-        lock(&self.rings).extend(rings);
+        let mut list = lock(&self.locked);
+        match r {
+            Some(r) => {
+                v.append(&mut list);
+                drop(list);
+                r.give_back(&mut v);
+            }
+            None => list.append(&mut v),
+        }
     }
 
     /// The engine is going away with its ring ends `rings`: from now on
-    /// pages go to `ret`; the ones already returned go there now.
-    pub(crate) fn orphan_all(&self, rings: Vec<Consumer<Buf>>, ret: Arc<dyn BufReturn>) {
+    /// pages go to `ret` (or stay on the list without one); the ones
+    /// already returned go there now.
+    pub(crate) fn orphan_all(&self, rings: Vec<Consumer<Refill>>, ret: Option<Arc<dyn BufReturn>>) {
         lock(&self.rings).extend(rings);
         let _ = self.orphan.set(ret);
         fence(Ordering::SeqCst);
         if let Some(r) = self.orphan.get() {
-            self.drain_orphaned(r.as_ref());
+            self.drain_orphaned(r.as_deref());
         }
     }
 }
 
 /// Takes every page in `ring` (one load of its tail, one store of its
 /// head); returns how many.
-pub(crate) fn drain_ring(ring: &mut Consumer<Buf>, mut f: impl FnMut(Buf)) -> usize {
+pub(crate) fn drain_ring(ring: &mut Consumer<Refill>, mut f: impl FnMut(Refill)) -> usize {
     let n = ring.slots();
     if n == 0 {
         return 0;
@@ -234,7 +245,8 @@ pub struct ZcChunk {
     pub(crate) off: u32,
     pub(crate) len: u32,
     pub(crate) conn: ConnId,
-    pub(crate) shared: Arc<Shared>,
+    /// `None` only once a returner took it.
+    pub(crate) shared: Option<Arc<Shared>>,
 }
 
 impl ZcChunk {
@@ -289,10 +301,13 @@ impl Drop for ZcChunk {
         if matches!(self.body, Body::Gone) {
             return;
         }
-        self.shared.credit(self.conn, self.len as u64);
-        self.shared.credited_done();
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        shared.credit(self.conn, self.len as u64);
+        shared.credited_done();
         if let Some(b) = self.take_page() {
-            self.shared.put_page(b);
+            shared.put_page(b);
         }
     }
 }
@@ -359,9 +374,11 @@ pub struct ZcReturner {
     shared: Arc<Shared>,
     mode: ReturnMode,
     /// The producer end of this returner's refill ring (`Ring` mode).
-    ring: Option<Producer<Buf>>,
+    ring: Option<Producer<Refill>>,
     batch: usize,
-    pages: Vec<Buf>,
+    /// Pages of this batch, each with its chunk's reference (`Locked`
+    /// mode drops those at the flush).
+    pages: Vec<Refill>,
     /// Bytes per connection in this batch, runs merged.
     credits: Vec<(ConnId, u64)>,
     queued: usize,
@@ -388,8 +405,9 @@ impl ZcReturner {
     pub fn give_back(&mut self, mut chunk: ZcChunk) {
         let conn = chunk.conn;
         let len = chunk.len as u64;
-        if let Some(b) = chunk.take_page() {
-            self.pages.push(b);
+        let shared = chunk.shared.take();
+        if let (Some(b), Some(a)) = (chunk.take_page(), shared) {
+            self.pages.push((b, a));
         }
         chunk.body = Body::Gone;
         match self.credits.iter_mut().find(|(c, _)| *c == conn) {
@@ -427,16 +445,17 @@ impl ZcReturner {
                     // Cannot happen while the engine keeps its bound;
                     // counted as a lock if it does.
                     self.stats.locks += 1;
-                    self.shared.put_locked(&mut self.pages);
+                    let mut rest = self.pages.drain(..).map(|(b, _)| b).collect();
+                    self.shared.put_locked(&mut rest);
                 }
                 self.shared.after_push();
             }
             None => {
                 self.stats.locks += 1;
                 let mut list = lock(&self.shared.locked);
-                list.append(&mut self.pages);
+                list.extend(self.pages.drain(..).map(|(b, _)| b));
                 self.shared.locked_queued.store(true, Ordering::Release);
-                if let Some(r) = self.shared.orphan.get() {
+                if let Some(Some(r)) = self.shared.orphan.get() {
                     r.give_back(&mut list);
                 }
             }
