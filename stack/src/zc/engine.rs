@@ -548,10 +548,28 @@ impl ZcStack {
             Some(h) => (pkt.hdr_len as usize).min(h.capacity()),
             None => 0,
         };
-        let mut buf = [0u8; HEADERS_MAX];
-        let n = gather(pkt, in_hdr, &mut buf);
-        let hb = &buf[..n];
-        let h = match wire::parse(hb, pkt.len as usize, self.cfg.mac, self.cfg.ip) {
+        // With header split the device put every header in the slot: read
+        // them there (what gathering would copy first anyway); anything
+        // else (headers across slot and page, ARP, ICMP, errors) is parsed
+        // again from the gathered copy.
+        let slot = match &pkt.hdr {
+            Some(hd) if in_hdr > 0 => hd.as_slice(in_hdr),
+            _ => &[][..],
+        };
+        let mut buf: [u8; HEADERS_MAX];
+        let (hb, parsed) = match wire::parse(slot, pkt.len as usize, self.cfg.mac, self.cfg.ip) {
+            Ok(h) if h.hdr_len <= slot.len() => (slot, Ok(h)),
+            _ => {
+                buf = [0u8; HEADERS_MAX];
+                let n = gather(pkt, in_hdr, &mut buf);
+                let hb = &buf[..n];
+                (
+                    hb,
+                    wire::parse(hb, pkt.len as usize, self.cfg.mac, self.cfg.ip),
+                )
+            }
+        };
+        let h = match parsed {
             Ok(h) => h,
             Err(Reject::Arp) => {
                 let mut out = self.spare.pop().unwrap_or_default();
