@@ -176,6 +176,11 @@ impl Conn {
     /// out-of-order queue, those holding the latest arrivals first
     /// (RFC 2018 4), then the others from the left. Returns how many.
     fn sack_blocks(&self, out: &mut [(u64, u64); 4]) -> usize {
+        if self.ooo.is_empty() {
+            // The common case: no hole, no block (whatever `recent` still
+            // remembers).
+            return 0;
+        }
         let mut n = 0;
         let mut add = |r: (u64, u64), n: &mut usize| {
             if *n < out.len() && !out[..*n].contains(&r) {
