@@ -754,6 +754,7 @@ impl PagePool {
     /// reading as little shared state as it can: the owner's cache first,
     /// then the ring's length (loads), and only then the spill list (its
     /// lock). For a per-round low-water check.
+    #[inline]
     pub fn free_at_least(&self, n: usize) -> bool {
         if n > self.geom.total as usize {
             return false;

@@ -94,10 +94,16 @@ impl Shared {
 
     /// Owner side: moves the consumer ends of new rings into `into`, and
     /// drops those whose returner is gone and that are empty.
+    #[inline]
     pub(crate) fn adopt_rings(&self, into: &mut Vec<Consumer<Refill>>) {
-        if !self.rings_added.load(Ordering::Relaxed) {
-            return;
+        // Acquire: the ring pushed before the flag is on the list we take.
+        if self.rings_added.load(Ordering::Acquire) {
+            self.adopt_new_rings(into);
         }
+    }
+
+    #[cold]
+    fn adopt_new_rings(&self, into: &mut Vec<Consumer<Refill>>) {
         self.rings_added.store(false, Ordering::Relaxed);
         into.append(&mut lock(&self.rings));
         into.retain(|c| !(c.is_abandoned() && c.is_empty()));
@@ -105,6 +111,7 @@ impl Shared {
 
     /// Owner side: whether the locked list may hold pages (clears the
     /// flag: take the list after a true).
+    #[inline]
     pub(crate) fn take_locked_flag(&self) -> bool {
         self.locked_queued.load(Ordering::Relaxed)
             && self.locked_queued.swap(false, Ordering::Acquire)
@@ -112,6 +119,7 @@ impl Shared {
 
     /// Owner side: whether a credit word may have grown (clears the flag:
     /// read the words after a true).
+    #[inline]
     pub(crate) fn take_credited_flag(&self) -> bool {
         self.credited.load(Ordering::Relaxed) && self.credited.swap(false, Ordering::Acquire)
     }
