@@ -1023,7 +1023,10 @@ impl ZcStack {
             left -= n;
         }
         let mut skip = lay.first_off;
-        for seg in std::mem::take(&mut pkt.segs) {
+        // Drained, not consumed: the vector (the caller's, reused for every
+        // packet of a batch) keeps its allocation.
+        let mut segs = std::mem::take(&mut pkt.segs);
+        for seg in segs.drain(..) {
             let slen = seg.len as usize;
             if left == 0 || skip >= slen {
                 skip = skip.saturating_sub(slen);
@@ -1037,6 +1040,8 @@ impl ZcStack {
             self.piece(slot, src, soff, &mut pkt.segs, &mut took);
             soff += len as i64;
         }
+        segs.append(&mut pkt.segs);
+        pkt.segs = segs;
         let Some(c) = self.slots[slot].as_mut() else {
             return;
         };
