@@ -256,9 +256,9 @@ pub struct ZcStack {
     now: Instant,
     /// When [`ZcStack::poll`] next looks at the timers: no later than the
     /// earliest deadline of any connection. Deadlines are set at least
-    /// `min_delay` after the time they are set at, so `rx` pulls this to
-    /// its time + `min_delay` (and `output`, which `send` and `close` call,
-    /// to the timer it sets); the timers are not scanned every round.
+    /// `min_delay` after the time they are set at, so each entry point
+    /// that may set one pulls this to its time + `min_delay`; the timers
+    /// are not scanned every round.
     scan_at: Instant,
     /// The shortest delay a deadline is set with.
     min_delay: Duration,
@@ -1312,6 +1312,8 @@ impl ZcStack {
     /// retransmission, a zero-window probe).
     fn output(&mut self, slot: u32, now: Instant, mut force: bool) {
         let slot = slot as usize;
+        // `send` and `close` come here: it may set a retransmission timer.
+        self.scan_at = self.scan_at.min(now + self.min_delay);
         loop {
             let Some(c) = self.slots[slot].as_mut() else {
                 return;
@@ -1340,8 +1342,6 @@ impl ZcStack {
                     if c.rto_at.is_none() {
                         // Zero window: the timer probes.
                         c.rto_at = Some(now + c.rto);
-                        // `send` and `close` come here, not only `rx`.
-                        self.scan_at = self.scan_at.min(now + c.rto);
                     }
                     return;
                 }
@@ -1360,8 +1360,6 @@ impl ZcStack {
                 }
                 if c.rto_at.is_none() {
                     c.rto_at = Some(now + c.rto);
-                    // `send` and `close` come here, not only `rx`.
-                    self.scan_at = self.scan_at.min(now + c.rto);
                 }
                 let last = c.sent == c.snd_buf.len();
                 self.stats.data_segments_sent += 1;
@@ -1385,8 +1383,6 @@ impl ZcStack {
                 };
                 if c.rto_at.is_none() {
                     c.rto_at = Some(now + c.rto);
-                    // `send` and `close` come here, not only `rx`.
-                    self.scan_at = self.scan_at.min(now + c.rto);
                 }
                 self.emit(slot, seq, F::FIN | F::ACK, None, now);
             }
