@@ -254,17 +254,6 @@ pub struct ZcStack {
     scratch: Vec<u8>,
     /// The latest time `rx` or `poll` was given.
     now: Instant,
-    /// When [`ZcStack::poll`] next looks at the timers: no later than the
-    /// earliest deadline of any connection. Deadlines are set at least
-    /// `min_delay` after the time they are set at, so each entry point
-    /// that may set one pulls this to its time + `min_delay`; the timers
-    /// are not scanned every round.
-    scan_at: Instant,
-    /// The shortest delay a deadline is set with.
-    min_delay: Duration,
-    /// Windows may have opened (returns reached a connection, or data
-    /// moved a left edge): `poll` checks for window updates.
-    window_check: bool,
     /// Where pages go once the engine is dropped (see
     /// [`ZcStack::set_foreign_return`]).
     foreign: Option<Arc<dyn BufReturn>>,
@@ -302,13 +291,6 @@ impl ZcStack {
             ip_ident: 0,
             scratch: Vec::new(),
             now: Instant::now(),
-            scan_at: Instant::now(),
-            min_delay: cfg
-                .delayed_ack
-                .min(cfg.time_wait)
-                .min(RTO_MIN)
-                .min(FIN_WAIT2_TIMEOUT),
-            window_check: false,
             foreign: None,
             cfg,
         })
@@ -525,7 +507,6 @@ impl ZcStack {
             let delta = (cur.wrapping_sub(c.credit_seen)) & CREDIT_MASK;
             c.credit_seen = cur & CREDIT_MASK;
             c.returned = (c.returned + delta).min(c.delivered);
-            self.window_check |= delta != 0;
         }
     }
 
@@ -538,9 +519,6 @@ impl ZcStack {
     pub fn rx(&mut self, pkt: &mut OwnedPacket, now: Instant) {
         self.stats.rx_frames += 1;
         self.now = self.now.max(now);
-        // A segment may set a deadline and move a window's left edge.
-        self.scan_at = self.scan_at.min(now + self.min_delay);
-        self.window_check = true;
         if pkt.segs.iter().any(|s| s.len as usize > s.buf.capacity()) {
             self.stats.malformed += 1;
             return;
@@ -1312,8 +1290,6 @@ impl ZcStack {
     /// retransmission, a zero-window probe).
     fn output(&mut self, slot: u32, now: Instant, mut force: bool) {
         let slot = slot as usize;
-        // `send` and `close` come here: it may set a retransmission timer.
-        self.scan_at = self.scan_at.min(now + self.min_delay);
         loop {
             let Some(c) = self.slots[slot].as_mut() else {
                 return;
@@ -1440,11 +1416,6 @@ impl ZcStack {
     pub fn poll(&mut self, now: Instant) {
         self.now = self.now.max(now);
         self.sync_credits();
-        let timers = now >= self.scan_at;
-        if !timers && !self.window_check {
-            return;
-        }
-        self.window_check = false;
         let mss = self.mss as u64;
         let rcv_buf = self.cfg.rcv_buf as u64;
         for slot in 0..self.slots.len() {
@@ -1452,21 +1423,18 @@ impl ZcStack {
                 continue;
             };
             let id = c.id;
-            if !timers {
-                // No deadline is due before `scan_at`.
-            } else if c.linger_at.is_some_and(|t| now >= t) {
+            if c.linger_at.is_some_and(|t| now >= t) {
                 if c.state == State::FinWait2 {
                     closed(&mut self.events, &mut self.stats, id, false);
                 }
                 self.free_slot(id.slot);
                 continue;
-            } else if c.rto_at.is_some_and(|t| now >= t) {
-                // Its window is looked at next round.
-                self.window_check = true;
+            }
+            if c.rto_at.is_some_and(|t| now >= t) {
                 self.on_rto(slot, now);
                 continue;
-            } else if c.ack_due.is_some_and(|t| now >= t) {
-                self.window_check = true;
+            }
+            if c.ack_due.is_some_and(|t| now >= t) {
                 self.stats.delayed_acks += 1;
                 c.ack_now = true;
                 self.flush_ack(slot, now);
@@ -1495,21 +1463,6 @@ impl ZcStack {
                 }
             }
         }
-        if timers {
-            self.scan_at = self.next_deadline(now);
-        }
-    }
-
-    /// The earliest deadline of any connection, or `now + min_delay` (no
-    /// deadline set later can come sooner).
-    fn next_deadline(&self, now: Instant) -> Instant {
-        let mut t = now + self.min_delay;
-        for c in self.slots.iter().flatten() {
-            for d in [c.linger_at, c.rto_at, c.ack_due].into_iter().flatten() {
-                t = t.min(d);
-            }
-        }
-        t
     }
 
     fn on_rto(&mut self, slot: usize, now: Instant) {
