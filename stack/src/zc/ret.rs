@@ -384,9 +384,11 @@ pub struct ZcReturner {
     /// The producer end of this returner's refill ring (`Ring` mode).
     ring: Option<Producer<Refill>>,
     batch: usize,
-    /// Pages of this batch, each with its chunk's reference (`Locked`
-    /// mode drops those at the flush).
+    /// Pages of this batch, each with its chunk's reference in `Ring`
+    /// mode (`Locked` mode drops the reference at once, as the chunk
+    /// would, not under the list's lock).
     pages: Vec<Refill>,
+    locked_pages: Vec<Buf>,
     /// Bytes per connection in this batch, runs merged.
     credits: Vec<(ConnId, u64)>,
     queued: usize,
@@ -403,6 +405,7 @@ impl ZcReturner {
             ring,
             batch,
             pages: Vec::with_capacity(batch),
+            locked_pages: Vec::new(),
             credits: Vec::new(),
             queued: 0,
             stats: ReturnStats::default(),
@@ -414,8 +417,11 @@ impl ZcReturner {
         let conn = chunk.conn;
         let len = chunk.len as u64;
         let shared = chunk.shared.take();
-        if let (Some(b), Some(a)) = (chunk.take_page(), shared) {
-            self.pages.push((b, a));
+        if let Some(b) = chunk.take_page() {
+            match (self.ring.is_some(), shared) {
+                (true, Some(a)) => self.pages.push((b, a)),
+                _ => self.locked_pages.push(b),
+            }
         }
         chunk.body = Body::Gone;
         match self.credits.iter_mut().find(|(c, _)| *c == conn) {
@@ -439,7 +445,7 @@ impl ZcReturner {
             self.stats.short_calls += 1;
             self.stats.short_chunks += self.queued as u64;
         }
-        self.stats.pages += self.pages.len() as u64;
+        self.stats.pages += (self.pages.len() + self.locked_pages.len()) as u64;
         match &mut self.ring {
             Some(ring) => {
                 // One release store of the tail for the whole batch.
@@ -453,15 +459,16 @@ impl ZcReturner {
                     // Cannot happen while the engine keeps its bound;
                     // counted as a lock if it does.
                     self.stats.locks += 1;
-                    let mut rest = self.pages.drain(..).map(|(b, _)| b).collect();
-                    self.shared.put_locked(&mut rest);
+                    self.locked_pages
+                        .extend(self.pages.drain(..).map(|(b, _)| b));
+                    self.shared.put_locked(&mut self.locked_pages);
                 }
                 self.shared.after_push();
             }
             None => {
                 self.stats.locks += 1;
                 let mut list = lock(&self.shared.locked);
-                list.extend(self.pages.drain(..).map(|(b, _)| b));
+                list.append(&mut self.locked_pages);
                 self.shared.locked_queued.store(true, Ordering::Release);
                 if let Some(Some(r)) = self.shared.orphan.get() {
                     r.give_back(&mut list);
