@@ -750,6 +750,23 @@ impl PagePool {
         self.shared.spill.stats()
     }
 
+    /// Whether at least `n` buffers are free (`buffers() - lent() >= n`),
+    /// reading as little shared state as it can: the owner's cache first,
+    /// then the ring's length (loads), and only then the spill list (its
+    /// lock). For a per-round low-water check.
+    #[inline]
+    pub fn free_at_least(&self, n: usize) -> bool {
+        if n > self.geom.total as usize {
+            return false;
+        }
+        let cached = self.cache.len();
+        if cached >= n {
+            return true;
+        }
+        let ring = cached + self.shared.ring.len();
+        ring >= n || ring + self.shared.spilled() >= n
+    }
+
     /// Buffers currently lent out. Exact when no foreign return is in flight.
     pub fn lent(&self) -> usize {
         (self.geom.total as usize).saturating_sub(self.cache.len() + self.shared.shared_free())

@@ -866,3 +866,28 @@ fn bulk_alloc_and_recycle_match_one_call_per_page() {
         assert_eq!((bulk.audit().lent, one.audit().lent), (0, 0));
     }
 }
+
+/// `free_at_least` agrees with `buffers() - lent()` wherever the free
+/// buffers are: the owner's cache, the ring, the spill list.
+#[test]
+fn free_at_least_matches_lent() {
+    let mut pool = pages(300, false);
+    let check = |pool: &PagePool| {
+        let free = pool.buffers() - pool.lent();
+        for n in [0, 1, free.saturating_sub(1), free, free + 1, 300, 301] {
+            assert_eq!(pool.free_at_least(n), free >= n, "n {n}, free {free}");
+        }
+    };
+    check(&pool);
+    let mut held = drain_all(&mut pool);
+    check(&pool);
+    // Owner recycles fill the cache, then overflow into the ring.
+    for b in held.drain(..200) {
+        pool.recycle(b);
+    }
+    check(&pool);
+    // Foreign returns land in the ring or the spill list.
+    let ret = pool.returner();
+    ret.give_back(&mut held);
+    check(&pool);
+}

@@ -5,7 +5,7 @@
 //! (0 = the first byte after the SYN) as soon as a segment is accepted, so
 //! the out-of-order queue and the window never deal with wrap-around.
 
-use super::ret::{lock, Body, Shared, CREDIT_BITS, CREDIT_MASK, GEN_MASK};
+use super::ret::{drain_ring, lock, Body, Refill, Shared, CREDIT_BITS, CREDIT_MASK, GEN_MASK};
 use super::wire::{self, Headers, Out, Reject};
 use super::{ConnId, ReturnMode, ZcChunk, ZcConfig, ZcEvent, ZcReturner, ZcStats};
 use driver::{Buf, BufReturn, Csum, OwnedPacket, Seg};
@@ -176,6 +176,11 @@ impl Conn {
     /// out-of-order queue, those holding the latest arrivals first
     /// (RFC 2018 4), then the others from the left. Returns how many.
     fn sack_blocks(&self, out: &mut [(u64, u64); 4]) -> usize {
+        if self.ooo.is_empty() {
+            // The common case: no hole, no block (whatever `recent` still
+            // remembers).
+            return 0;
+        }
         let mut n = 0;
         let mut add = |r: (u64, u64), n: &mut usize| {
             if *n < out.len() && !out[..*n].contains(&r) {
@@ -224,11 +229,19 @@ pub struct ZcStack {
     gens: Vec<u32>,
     free: Vec<u32>,
     lookup: HashMap<Key, u32>,
+    /// The last key `lookup` found and its slot: a run of segments of one
+    /// connection hashes once.
+    last_key: Option<(Key, u32)>,
     events: VecDeque<ZcEvent>,
     txq: VecDeque<Vec<u8>>,
     spare: Vec<Vec<u8>>,
     stats: ZcStats,
     shared: Arc<Shared>,
+    /// Consumer ends of the returners' refill rings.
+    pub(super) rings: Vec<rtrb::Consumer<Refill>>,
+    /// References to `shared` that came home with pages through the
+    /// rings, handed to new chunks (no reference-count update per chunk).
+    pub(super) spare_refs: Vec<Arc<Shared>>,
     /// Pages freed by the engine itself, recycled at the next `reclaim`.
     loose: Vec<Buf>,
     /// Pages out: in the engine's queues, with the application, or
@@ -262,11 +275,14 @@ impl ZcStack {
             gens: vec![0; n],
             free: (0..n as u32).rev().collect(),
             lookup: HashMap::new(),
+            last_key: None,
             events: VecDeque::new(),
             txq: VecDeque::new(),
             spare: Vec::new(),
             stats: ZcStats::default(),
             shared: Shared::new(cfg.max_pages, n),
+            rings: Vec::new(),
+            spare_refs: Vec::new(),
             loose: Vec::new(),
             pages_out: 0,
             pool_low: false,
@@ -368,14 +384,21 @@ impl ZcStack {
             recycle(b);
             n += 1;
         }
-        while let Some(b) = self.shared.ring.pop() {
-            recycle(b);
-            n += 1;
+        self.shared.adopt_rings(&mut self.rings);
+        let refs = &mut self.spare_refs;
+        for r in &mut self.rings {
+            n += drain_ring(r, |(b, a)| {
+                recycle(b);
+                refs.push(a);
+            });
         }
-        let locked = std::mem::take(&mut *lock(&self.shared.locked));
-        for b in locked {
-            recycle(b);
-            n += 1;
+        // The list's lock only when something was put on it.
+        if self.shared.take_locked_flag() {
+            let locked = std::mem::take(&mut *lock(&self.shared.locked));
+            for b in locked {
+                recycle(b);
+                n += 1;
+            }
         }
         self.pages_out = self.pages_out.saturating_sub(n);
         self.sync_credits();
@@ -467,7 +490,12 @@ impl ZcStack {
     }
 
     /// Reads what the returners credited to each connection.
+    /// Only after a returner raised the shared flag: a round without
+    /// returns reads no credit word.
     fn sync_credits(&mut self) {
+        if !self.shared.take_credited_flag() {
+            return;
+        }
         for c in self.slots.iter_mut().flatten() {
             let Some(w) = self.shared.credits.get(c.id.slot as usize) else {
                 continue;
@@ -503,10 +531,28 @@ impl ZcStack {
             Some(h) => (pkt.hdr_len as usize).min(h.capacity()),
             None => 0,
         };
-        let mut buf = [0u8; HEADERS_MAX];
-        let n = gather(pkt, in_hdr, &mut buf);
-        let hb = &buf[..n];
-        let h = match wire::parse(hb, pkt.len as usize, self.cfg.mac, self.cfg.ip) {
+        // With header split the device put every header in the slot: read
+        // them there (what gathering would copy first anyway); anything
+        // else (headers across slot and page, ARP, ICMP, errors) is parsed
+        // again from the gathered copy.
+        let slot = match &pkt.hdr {
+            Some(hd) if in_hdr > 0 => hd.as_slice(in_hdr),
+            _ => &[][..],
+        };
+        let mut buf: [u8; HEADERS_MAX];
+        let (hb, parsed) = match wire::parse(slot, pkt.len as usize, self.cfg.mac, self.cfg.ip) {
+            Ok(h) if h.hdr_len <= slot.len() => (slot, Ok(h)),
+            _ => {
+                buf = [0u8; HEADERS_MAX];
+                let n = gather(pkt, in_hdr, &mut buf);
+                let hb = &buf[..n];
+                (
+                    hb,
+                    wire::parse(hb, pkt.len as usize, self.cfg.mac, self.cfg.ip),
+                )
+            }
+        };
+        let h = match parsed {
             Ok(h) => h,
             Err(Reject::Arp) => {
                 let mut out = self.spare.pop().unwrap_or_default();
@@ -576,7 +622,15 @@ impl ZcStack {
 
     fn segment(&mut self, h: &Headers, pkt: &mut OwnedPacket, lay: Lay, now: Instant) {
         let key = (h.src_ip, h.src_port, h.dst_port);
-        let Some(&slot) = self.lookup.get(&key) else {
+        let slot = match self.last_key {
+            Some((k, slot)) if k == key => Some(slot),
+            _ => {
+                let slot = self.lookup.get(&key).copied();
+                self.last_key = slot.map(|s| (key, s));
+                slot
+            }
+        };
+        let Some(slot) = slot else {
             self.no_conn(h, now);
             return;
         };
@@ -947,7 +1001,10 @@ impl ZcStack {
             left -= n;
         }
         let mut skip = lay.first_off;
-        for seg in std::mem::take(&mut pkt.segs) {
+        // Drained, not consumed: the vector (the caller's, reused for every
+        // packet of a batch) keeps its allocation.
+        let mut segs = std::mem::take(&mut pkt.segs);
+        for seg in segs.drain(..) {
             let slen = seg.len as usize;
             if left == 0 || skip >= slen {
                 skip = skip.saturating_sub(slen);
@@ -961,6 +1018,8 @@ impl ZcStack {
             self.piece(slot, src, soff, &mut pkt.segs, &mut took);
             soff += len as i64;
         }
+        segs.append(&mut pkt.segs);
+        pkt.segs = segs;
         let Some(c) = self.slots[slot].as_mut() else {
             return;
         };
@@ -1058,7 +1117,7 @@ impl ZcStack {
                 c,
                 &mut self.events,
                 &mut self.stats,
-                &self.shared,
+                (&self.shared, &mut self.spare_refs),
                 body,
                 off,
                 len,
@@ -1084,7 +1143,7 @@ impl ZcStack {
                     c,
                     &mut self.events,
                     &mut self.stats,
-                    &self.shared,
+                    (&self.shared, &mut self.spare_refs),
                     p.body,
                     p.off,
                     p.len,
@@ -1338,6 +1397,7 @@ impl ZcStack {
             return;
         };
         self.lookup.remove(&c.key());
+        self.last_key = None;
         for (_, p) in c.ooo {
             if let Body::Page(b) = p.body {
                 self.loose.push(b);
@@ -1448,7 +1508,7 @@ fn deliver(
     c: &mut Conn,
     events: &mut VecDeque<ZcEvent>,
     stats: &mut ZcStats,
-    shared: &Arc<Shared>,
+    (shared, spare): (&Arc<Shared>, &mut Vec<Arc<Shared>>),
     body: Body,
     off: u32,
     len: u32,
@@ -1459,7 +1519,7 @@ fn deliver(
         off,
         len,
         conn: c.id,
-        shared: shared.clone(),
+        shared: Some(spare.pop().unwrap_or_else(|| shared.clone())),
     };
     c.rcv_nxt += len as u64;
     c.delivered += len as u64;
@@ -1652,11 +1712,18 @@ struct Took {
 impl Drop for ZcStack {
     fn drop(&mut self) {
         let Some(ret) = self.foreign.take() else {
+            // Pages returned from now on wait on the locked list, as they
+            // would have in a shared ring.
+            self.shared
+                .orphan_all(std::mem::take(&mut self.rings), None);
             return;
         };
-        self.shared.orphan_all(ret.clone());
+        // What the engine holds and what was returned so far, then the
+        // rings handed over: the returners drain them from now on.
         let mut v = Vec::new();
         self.release_all(|b| v.push(b));
+        self.shared
+            .orphan_all(std::mem::take(&mut self.rings), Some(ret.clone()));
         ret.give_back(&mut v);
     }
 }

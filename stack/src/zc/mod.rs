@@ -92,15 +92,18 @@
 //! [`ZcStack::returner`] hands out a [`ZcReturner`] (`Send`) for the
 //! application's thread, in one of two modes ([`ReturnMode`]):
 //!
-//! - `Ring` (zcrx): each page is pushed into a lock-free refill ring sized
-//!   for every page the engine may have out; the application takes no lock.
+//! - `Ring` (zcrx): each returner has its own single-producer refill ring
+//!   sized for every page the engine may have out; a batch is published
+//!   with one release store, and the application takes no lock.
 //! - `Locked` (devmem `SO_DEVMEM_DONTNEED`): a batch of up to `batch`
 //!   chunks goes onto a free list under one lock per call.
 //!
-//! Either way the owner drains the returns in [`ZcStack::reclaim`] and
-//! recycles the pages on its fast path; the returned byte counts reach the
-//! connection through a per-slot atomic checked against the connection's
-//! generation. A chunk dropped without `give_back` returns itself.
+//! Either way the owner drains the returns in [`ZcStack::reclaim`] (every
+//! ring in one pass; the locked list only when a flag says it holds pages)
+//! and recycles the pages on its fast path; the returned byte counts reach
+//! the connection through a per-slot atomic checked against the
+//! connection's generation. A chunk dropped without `give_back` returns
+//! itself (through the locked list: it may be dropped on any thread).
 //!
 //! # Not supported
 //!

@@ -86,8 +86,7 @@ impl ZcQueue {
         let n = self.q.rx.poll(&mut self.batch, self.budget);
         self.stats.rx_frames += n as u64;
         let (pages, hdrs_pool) = self.q.rx.pools();
-        let free = pages.buffers().saturating_sub(pages.lent());
-        let low = free < self.low_water;
+        let low = !pages.free_at_least(self.low_water);
         self.stats.pool_low_rounds += low as u64;
         self.zc.set_pool_low(low);
         let zc = &mut self.zc;

@@ -6,22 +6,29 @@
 //! connection's window). Pages go through one of two containers, drained by
 //! the owner in [`ZcStack::reclaim`](super::ZcStack::reclaim):
 //!
-//! - `ring`: a lock-free `ArrayQueue<Buf>` sized to hold every page the
-//!   engine may have out at once ([`ZcConfig::max_pages`](super::ZcConfig)),
-//!   so a push never finds it full ([`ReturnMode::Ring`]);
+//! - `ring`: a single-producer single-consumer refill ring per returner
+//!   (`rtrb`), sized to hold every page the engine may have out at once
+//!   ([`ZcConfig::max_pages`](super::ZcConfig)), so a push never finds it
+//!   full ([`ReturnMode::Ring`]). A batch is published with one release
+//!   store of the ring's tail, no read-modify-write; the owner drains every
+//!   ring in one pass, one store of each ring's head. Each page travels
+//!   with its chunk's reference to this shared state, which the owner hands
+//!   to a later chunk, so a chunk's trip costs no reference-count update;
 //! - `locked`: a `Mutex<Vec<Buf>>` free list, one lock per returned batch
-//!   ([`ReturnMode::Locked`]).
+//!   ([`ReturnMode::Locked`]), plus a flag that tells the owner whether it
+//!   needs to look (so a round in ring mode takes no lock).
 //!
 //! Bytes go through one `AtomicU64` per connection slot: the generation of
 //! the slot's connection in the top 24 bits, the bytes returned so far
 //! (wrapping at 2^40) in the rest. A returner adds with a compare-exchange
 //! that fails when the generation moved on (the connection is gone, its
-//! slot reused), so a late return never opens a stranger's window.
+//! slot reused), so a late return never opens a stranger's window; then it
+//! raises `credited`, so the owner reads the words only after a return.
 
 use super::ConnId;
-use crossbeam_queue::ArrayQueue;
 use driver::{Buf, BufReturn};
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use rtrb::{Consumer, Producer, RingBuffer};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Bits of a credit word that count bytes.
@@ -32,30 +39,94 @@ pub(crate) const GEN_MASK: u32 = (1 << (64 - CREDIT_BITS)) - 1;
 
 /// What the engine and every returner share.
 pub(crate) struct Shared {
-    pub(crate) ring: ArrayQueue<Buf>,
-    /// Pages a `Ring` push could not place (only if the bound was broken)
-    /// and pages of the `Locked` mode.
+    /// Slots of each refill ring: every page the engine may have out.
+    ring_size: usize,
+    /// Consumer ends of refill rings the engine has not adopted yet
+    /// (returners made since its last reclaim) and, once the engine is
+    /// gone, of all of them (drained under this lock from then on).
+    rings: Mutex<Vec<Consumer<Refill>>>,
+    /// A ring was added to `rings`.
+    rings_added: AtomicBool,
+    /// Pages a `Ring` push could not place (only if the bound was broken),
+    /// pages of the `Locked` mode and of chunks dropped unreturned.
     pub(crate) locked: Mutex<Vec<Buf>>,
+    /// Set after pages went onto `locked`; the owner clears it before it
+    /// takes the list.
+    locked_queued: AtomicBool,
     /// Per connection slot: generation << 40 | returned bytes (mod 2^40).
     pub(crate) credits: Box<[AtomicU64]>,
+    /// Set after a credit word grew; the owner clears it before it reads
+    /// them.
+    credited: AtomicBool,
     /// Set when the engine is gone: where pages go from then on (the page
     /// pool's foreign return path), so a chunk outliving the engine still
-    /// gets home.
-    pub(crate) orphan: OnceLock<Arc<dyn BufReturn>>,
+    /// gets home; `None` when it had none (they stay on `locked`).
+    pub(crate) orphan: OnceLock<Option<Arc<dyn BufReturn>>>,
 }
+
+/// What a refill ring carries: a page, and the chunk's reference to the
+/// shared state, which the engine reuses for a later chunk (so a chunk
+/// costs no reference-count update on either side).
+pub(crate) type Refill = (Buf, Arc<Shared>);
 
 impl Shared {
     pub(crate) fn new(pages: usize, slots: usize) -> Arc<Shared> {
         Arc::new(Shared {
-            ring: ArrayQueue::new(pages.max(1)),
+            ring_size: pages.max(1),
+            rings: Mutex::new(Vec::new()),
+            rings_added: AtomicBool::new(false),
             locked: Mutex::new(Vec::new()),
+            locked_queued: AtomicBool::new(false),
             credits: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            credited: AtomicBool::new(false),
             orphan: OnceLock::new(),
         })
     }
 
+    /// A new refill ring: its producer end for a returner; its consumer
+    /// end waits in `rings` for the engine.
+    fn new_ring(&self) -> Producer<Refill> {
+        let (p, c) = RingBuffer::new(self.ring_size);
+        lock(&self.rings).push(c);
+        self.rings_added.store(true, Ordering::Release);
+        p
+    }
+
+    /// Owner side: moves the consumer ends of new rings into `into`, and
+    /// drops those whose returner is gone and that are empty.
+    #[inline]
+    pub(crate) fn adopt_rings(&self, into: &mut Vec<Consumer<Refill>>) {
+        // Acquire: the ring pushed before the flag is on the list we take.
+        if self.rings_added.load(Ordering::Acquire) {
+            self.adopt_new_rings(into);
+        }
+    }
+
+    #[cold]
+    fn adopt_new_rings(&self, into: &mut Vec<Consumer<Refill>>) {
+        self.rings_added.store(false, Ordering::Relaxed);
+        into.append(&mut lock(&self.rings));
+        into.retain(|c| !(c.is_abandoned() && c.is_empty()));
+    }
+
+    /// Owner side: whether the locked list may hold pages (clears the
+    /// flag: take the list after a true).
+    #[inline]
+    pub(crate) fn take_locked_flag(&self) -> bool {
+        self.locked_queued.load(Ordering::Relaxed)
+            && self.locked_queued.swap(false, Ordering::Acquire)
+    }
+
+    /// Owner side: whether a credit word may have grown (clears the flag:
+    /// read the words after a true).
+    #[inline]
+    pub(crate) fn take_credited_flag(&self) -> bool {
+        self.credited.load(Ordering::Relaxed) && self.credited.swap(false, Ordering::Acquire)
+    }
+
     /// Adds `bytes` to `conn`'s returned count unless its slot moved on.
-    pub(crate) fn credit(&self, conn: ConnId, bytes: u64) {
+    /// Raise `credited` after (see [`Shared::credited_done`]).
+    fn credit(&self, conn: ConnId, bytes: u64) {
         let Some(c) = self.credits.get(conn.slot as usize) else {
             return;
         };
@@ -73,37 +144,85 @@ impl Shared {
         }
     }
 
-    /// Puts one page back without a batch (a chunk dropped unreturned).
-    fn put_page(&self, buf: Buf) {
-        if let Err(b) = self.ring.push(buf) {
-            lock(&self.locked).push(b);
-        }
-        self.after_ring_push();
+    /// After credits: tells the owner to read the words.
+    fn credited_done(&self) {
+        self.credited.store(true, Ordering::Release);
     }
 
-    /// After pages went into the ring: if the engine is gone, nobody
-    /// drains it but us. The fence pairs with the one in
+    /// Puts pages on the locked list (one lock) and tells the owner.
+    fn put_locked(&self, bufs: &mut Vec<Buf>) {
+        let mut list = lock(&self.locked);
+        list.append(bufs);
+        self.locked_queued.store(true, Ordering::Release);
+    }
+
+    /// Puts one page back without a batch (a chunk dropped unreturned:
+    /// any thread, so not through a ring, which has one producer).
+    fn put_page(&self, buf: Buf) {
+        self.put_locked(&mut vec![buf]);
+        self.after_push();
+    }
+
+    /// After pages went into a ring or the list: if the engine is gone,
+    /// nobody drains them but us. The fence pairs with the one in
     /// [`Shared::orphan_all`]: either the engine's final drain sees our
     /// pages, or we see its return path.
-    fn after_ring_push(&self) {
+    fn after_push(&self) {
         fence(Ordering::SeqCst);
         if let Some(r) = self.orphan.get() {
-            let mut v: Vec<Buf> = std::iter::from_fn(|| self.ring.pop()).collect();
-            v.append(&mut lock(&self.locked));
-            r.give_back(&mut v);
+            self.drain_orphaned(r.as_deref());
         }
     }
 
-    /// The engine is going away: from now on pages go to `ret`; the ones
+    /// Once the engine is gone: every ring (under the `rings` lock: there
+    /// is more than one consumer now) and the list go to `r`; without one
+    /// the rings' pages join the list (where they stay, as documented for
+    /// an engine without a foreign return), so no ring keeps a reference
+    /// to the shared state alive.
+    fn drain_orphaned(&self, r: Option<&dyn BufReturn>) {
+        let mut v: Vec<Buf> = Vec::new();
+        for c in lock(&self.rings).iter_mut() {
+            drain_ring(c, |(b, _)| v.push(b));
+        }
+        let mut list = lock(&self.locked);
+        match r {
+            Some(r) => {
+                v.append(&mut list);
+                drop(list);
+                r.give_back(&mut v);
+            }
+            None => list.append(&mut v),
+        }
+    }
+
+    /// The engine is going away with its ring ends `rings`: from now on
+    /// pages go to `ret` (or stay on the list without one); the ones
     /// already returned go there now.
-    pub(crate) fn orphan_all(&self, ret: Arc<dyn BufReturn>) {
+    pub(crate) fn orphan_all(&self, rings: Vec<Consumer<Refill>>, ret: Option<Arc<dyn BufReturn>>) {
+        lock(&self.rings).extend(rings);
         let _ = self.orphan.set(ret);
         fence(Ordering::SeqCst);
         if let Some(r) = self.orphan.get() {
-            let mut v: Vec<Buf> = std::iter::from_fn(|| self.ring.pop()).collect();
-            v.append(&mut lock(&self.locked));
-            r.give_back(&mut v);
+            self.drain_orphaned(r.as_deref());
         }
+    }
+}
+
+/// Takes every page in `ring` (one load of its tail, one store of its
+/// head); returns how many.
+pub(crate) fn drain_ring(ring: &mut Consumer<Refill>, mut f: impl FnMut(Refill)) -> usize {
+    let n = ring.slots();
+    if n == 0 {
+        return 0;
+    }
+    match ring.read_chunk(n) {
+        Ok(chunk) => {
+            for b in chunk {
+                f(b);
+            }
+            n
+        }
+        Err(_) => 0,
     }
 }
 
@@ -134,7 +253,8 @@ pub struct ZcChunk {
     pub(crate) off: u32,
     pub(crate) len: u32,
     pub(crate) conn: ConnId,
-    pub(crate) shared: Arc<Shared>,
+    /// `None` only once a returner took it.
+    pub(crate) shared: Option<Arc<Shared>>,
 }
 
 impl ZcChunk {
@@ -189,9 +309,13 @@ impl Drop for ZcChunk {
         if matches!(self.body, Body::Gone) {
             return;
         }
-        self.shared.credit(self.conn, self.len as u64);
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        shared.credit(self.conn, self.len as u64);
+        shared.credited_done();
         if let Some(b) = self.take_page() {
-            self.shared.put_page(b);
+            shared.put_page(b);
         }
     }
 }
@@ -210,8 +334,9 @@ impl std::fmt::Debug for ZcChunk {
 /// How a [`ZcReturner`] hands pages back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReturnMode {
-    /// zcrx style: each page pushed into a lock-free refill ring that the
-    /// owner drains; the application never takes a lock.
+    /// zcrx style: each batch of pages pushed into the returner's own
+    /// lock-free refill ring (one release store per batch) that the owner
+    /// drains; the application never takes a lock.
     Ring,
     /// devmem style: up to `batch` pages appended to a free list under one
     /// lock per call (`SO_DEVMEM_DONTNEED`).
@@ -256,8 +381,14 @@ pub const MAX_RETURN_BATCH: usize = 1024;
 pub struct ZcReturner {
     shared: Arc<Shared>,
     mode: ReturnMode,
+    /// The producer end of this returner's refill ring (`Ring` mode).
+    ring: Option<Producer<Refill>>,
     batch: usize,
-    pages: Vec<Buf>,
+    /// Pages of this batch, each with its chunk's reference in `Ring`
+    /// mode (`Locked` mode drops the reference at once, as the chunk
+    /// would, not under the list's lock).
+    pages: Vec<Refill>,
+    locked_pages: Vec<Buf>,
     /// Bytes per connection in this batch, runs merged.
     credits: Vec<(ConnId, u64)>,
     queued: usize,
@@ -267,11 +398,14 @@ pub struct ZcReturner {
 impl ZcReturner {
     pub(crate) fn new(shared: Arc<Shared>, mode: ReturnMode, batch: usize) -> ZcReturner {
         let batch = batch.clamp(1, MAX_RETURN_BATCH);
+        let ring = (mode == ReturnMode::Ring).then(|| shared.new_ring());
         ZcReturner {
             shared,
             mode,
+            ring,
             batch,
             pages: Vec::with_capacity(batch),
+            locked_pages: Vec::new(),
             credits: Vec::new(),
             queued: 0,
             stats: ReturnStats::default(),
@@ -282,8 +416,12 @@ impl ZcReturner {
     pub fn give_back(&mut self, mut chunk: ZcChunk) {
         let conn = chunk.conn;
         let len = chunk.len as u64;
+        let shared = chunk.shared.take();
         if let Some(b) = chunk.take_page() {
-            self.pages.push(b);
+            match (self.ring.is_some(), shared) {
+                (true, Some(a)) => self.pages.push((b, a)),
+                _ => self.locked_pages.push(b),
+            }
         }
         chunk.body = Body::Gone;
         match self.credits.iter_mut().find(|(c, _)| *c == conn) {
@@ -307,24 +445,32 @@ impl ZcReturner {
             self.stats.short_calls += 1;
             self.stats.short_chunks += self.queued as u64;
         }
-        self.stats.pages += self.pages.len() as u64;
-        match self.mode {
-            ReturnMode::Ring => {
-                for b in self.pages.drain(..) {
-                    if let Err(b) = self.shared.ring.push(b) {
-                        // Cannot happen while the engine keeps its bound;
-                        // counted as a lock if it does.
-                        self.stats.locks += 1;
-                        lock(&self.shared.locked).push(b);
+        self.stats.pages += (self.pages.len() + self.locked_pages.len()) as u64;
+        match &mut self.ring {
+            Some(ring) => {
+                // One release store of the tail for the whole batch.
+                let n = self.pages.len().min(ring.slots());
+                if n > 0 {
+                    if let Ok(chunk) = ring.write_chunk_uninit(n) {
+                        chunk.fill_from_iter(self.pages.drain(..n));
                     }
                 }
-                self.shared.after_ring_push();
+                if !self.pages.is_empty() {
+                    // Cannot happen while the engine keeps its bound;
+                    // counted as a lock if it does.
+                    self.stats.locks += 1;
+                    self.locked_pages
+                        .extend(self.pages.drain(..).map(|(b, _)| b));
+                    self.shared.put_locked(&mut self.locked_pages);
+                }
+                self.shared.after_push();
             }
-            ReturnMode::Locked => {
+            None => {
                 self.stats.locks += 1;
                 let mut list = lock(&self.shared.locked);
-                list.append(&mut self.pages);
-                if let Some(r) = self.shared.orphan.get() {
+                list.append(&mut self.locked_pages);
+                self.shared.locked_queued.store(true, Ordering::Release);
+                if let Some(Some(r)) = self.shared.orphan.get() {
                     r.give_back(&mut list);
                 }
             }
@@ -334,6 +480,7 @@ impl ZcReturner {
         for (conn, n) in self.credits.drain(..) {
             self.shared.credit(conn, n);
         }
+        self.shared.credited_done();
         self.queued = 0;
     }
 

@@ -1147,3 +1147,117 @@ proptest! {
         h.finish();
     }
 }
+
+/// A refill ring that is full (only if the engine's page bound were
+/// broken) never loses a page: the rest of the batch goes onto the locked
+/// list, counted as a lock, and the owner finds it through the flag.
+#[test]
+fn a_full_refill_ring_falls_back_to_the_locked_list() {
+    use super::ret::{drain_ring, lock, Body, Shared};
+    let mut pool = pool(8);
+    let shared = Shared::new(1, 1); // rings of one page
+    let mut r = ZcReturner::new(shared.clone(), ReturnMode::Ring, 4);
+    let conn = ConnId { slot: 0, gen: 0 };
+    for _ in 0..3 {
+        let b = pool.alloc().unwrap();
+        r.give_back(ZcChunk {
+            body: Body::Page(b),
+            off: 0,
+            len: 10,
+            conn,
+            shared: Some(shared.clone()),
+        });
+    }
+    r.flush();
+    assert_eq!((r.stats().pages, r.stats().locks), (3, 1));
+    let mut rings = Vec::new();
+    shared.adopt_rings(&mut rings);
+    assert_eq!(rings.len(), 1);
+    let n: usize = rings
+        .iter_mut()
+        .map(|c| drain_ring(c, |(b, _)| pool.recycle(b)))
+        .sum();
+    assert_eq!(n, 1, "the ring held one");
+    assert!(shared.take_locked_flag());
+    assert!(!shared.take_locked_flag(), "taking clears it");
+    let list = std::mem::take(&mut *lock(&shared.locked));
+    assert_eq!(list.len(), 2, "the rest on the list");
+    list.into_iter().for_each(|b| pool.recycle(b));
+    assert!(shared.take_credited_flag());
+    assert_eq!(
+        shared.credits[0].load(std::sync::atomic::Ordering::Relaxed),
+        30
+    );
+    assert_eq!(pool.audit().lent, 0);
+}
+
+/// Every returner has its own ring; one reclaim drains them all, and a
+/// ring whose returner is gone is dropped once empty.
+#[test]
+fn one_reclaim_drains_every_returners_ring() {
+    let mut h = Harness::new(Harness::cfg());
+    let mut c = Client::new(40000);
+    let conn = h.connect(&mut c);
+    for i in 0..6u32 {
+        h.feed(c.frame(F::ACK, i * 100, 0, &[5; 100]));
+    }
+    let mut rs: Vec<ZcReturner> = (0..3)
+        .map(|_| h.zc.returner(ReturnMode::Ring, 64))
+        .collect();
+    let mut k = 0;
+    for e in h.events() {
+        if let ZcEvent::Data { chunk, .. } = e {
+            rs[k % 3].give_back(chunk);
+            k += 1;
+        }
+    }
+    assert_eq!(k, 6);
+    rs.iter_mut().for_each(|r| r.flush());
+    assert_eq!(h.zc.pages_out(), 6);
+    let pool = &mut h.pool;
+    h.zc.reclaim(|b| pool.recycle(b));
+    assert_eq!(h.zc.pages_out(), 0, "every ring drained in one pass");
+    assert_eq!(h.zc.held_bytes(conn), Some(0));
+    assert_eq!(h.zc.rings.len(), 3);
+    assert!(rs.iter().all(|r| r.stats().locks == 0));
+    drop(rs);
+    // Adopting a new ring prunes the abandoned, empty ones.
+    let _r = h.zc.returner(ReturnMode::Ring, 1);
+    let pool = &mut h.pool;
+    h.zc.reclaim(|b| pool.recycle(b));
+    assert_eq!(h.zc.rings.len(), 1);
+    h.finish();
+}
+
+/// A chunk's reference to the shared state comes home with its page
+/// through the refill ring and goes to a later chunk: no reference-count
+/// update per chunk once the first round trip is done.
+#[test]
+fn chunk_references_come_home_through_the_ring() {
+    let mut h = Harness::new(Harness::cfg());
+    let mut c = Client::new(40000);
+    h.connect(&mut c);
+    let mut r = h.zc.returner(ReturnMode::Ring, 1);
+    h.feed(c.frame(F::ACK, 0, 0, &[5; 100]));
+    for e in h.events() {
+        if let ZcEvent::Data { chunk, .. } = e {
+            r.give_back(chunk);
+        }
+    }
+    assert!(h.zc.spare_refs.is_empty());
+    let pool = &mut h.pool;
+    h.zc.reclaim(|b| pool.recycle(b));
+    assert_eq!(h.zc.spare_refs.len(), 1, "the reference came home");
+    h.feed(c.frame(F::ACK, 100, 0, &[5; 100]));
+    assert!(h.zc.spare_refs.is_empty(), "and went to the next chunk");
+    for e in h.events() {
+        if let ZcEvent::Data { chunk, .. } = e {
+            r.give_back(chunk);
+        }
+    }
+    let pool = &mut h.pool;
+    h.zc.reclaim(|b| pool.recycle(b));
+    assert_eq!(h.zc.spare_refs.len(), 1);
+    drop(r);
+    h.finish();
+}
