@@ -122,20 +122,23 @@ check "tcp over pair with faults: discards counted by reason, none for the windo
     "all(c[k]==0 for c in [s['tcp']['segments']]+s['tcp']['segments_per_conn'] for k in ('InOverWindowSegs','TcpExtTCPZeroWindowDrop')) and s['tcp']['segments']['TcpExtTCPOFODrop']==sum(c['TcpExtTCPOFODrop'] for c in s['tcp']['segments_per_conn']) and s['tcp']['segments']['InRetransSegs']>0 and s['tcp']['segments']['TcpExtTCPOFOQueue']>0"
 
 # The device resets itself after every 200 MB received: the driver notices
-# (the queue is gone), brings it up again, TCP retransmits.
+# (the queue is gone), brings it up again, TCP retransmits. The schedule
+# counts the bytes the device received, retransmissions included, so a
+# loaded machine (more retransmissions) may see a third reset: every reset
+# injected must be noticed, at least two.
 out=$TMP/tcp-reset.json
 timeout 120 $BIN --mode tcp --wire pair --verify --pair-bytes 500000000 --sim-reset-every 200000000 \
     --json --quiet >"$out"
-check "two device resets during a transfer: noticed, recovered, 500 MB verified" "$out" \
-    "s['device_resets']==2 and s['per_queue'][0]['rx_restarts']==s['device_resets'] and s['tcp']['verified']==500000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and $tcp_clean"
+check "every device reset (two or more) during a transfer noticed, recovered, 500 MB verified" "$out" \
+    "s['sim_faults_injected']['resets']>=2 and s['device_resets']==s['sim_faults_injected']['resets'] and s['per_queue'][0]['rx_restarts']==s['device_resets'] and s['tcp']['verified']==500000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and $tcp_clean"
 
 # The same with two queues (RSS): the first queue to notice brings the
 # device up, the other restarts its rings when it sees the new generation.
 out=$TMP/tcp-reset-q2.json
 timeout 300 $BIN --mode tcp --wire pair --verify --queues 2 --pair-bytes 100000000 --sim-reset-every 40000000 \
     --json --quiet >"$out"
-check "--queues 2: two device resets during a transfer, every queue restarted, 100 MB verified" "$out" \
-    "s['device_resets']==2 and s['sim_faults_injected']['resets']==2 and all(q['rx_restarts']==2 for q in s['per_queue']) and s['tcp']['verified']==100000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and $tcp_clean"
+check "--queues 2: every device reset (two or more) during a transfer, every queue restarted each time, 100 MB verified" "$out" \
+    "s['sim_faults_injected']['resets']>=2 and s['device_resets']==s['sim_faults_injected']['resets'] and all(q['rx_restarts']==s['device_resets'] for q in s['per_queue']) and s['tcp']['verified']==100000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and $tcp_clean"
 
 # A queue's DMA engine stalls (the model stops writing descriptors on it
 # and drops its frames): the watchdog sees the head stand still with frames
@@ -144,8 +147,8 @@ for q in 1 2; do
     out=$TMP/tcp-stall-q$q.json
     timeout 300 $BIN --mode tcp --wire pair --verify --queues $q --pair-bytes 100000000 --sim-stall-every 40000000 \
         --json --quiet >"$out"
-    check "--queues $q: two stalled DMA engines detected (queue_stalls), recovered by resets, 100 MB verified" "$out" \
-        "s['queue_stalls']==2 and s['sim_faults_injected']['stalls']==2 and s['device_resets']==2 and s['tcp']['verified']==100000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and $tcp_clean"
+    check "--queues $q: every stalled DMA engine (two or more) detected (queue_stalls), recovered by a reset each, 100 MB verified" "$out" \
+        "s['sim_faults_injected']['stalls']>=2 and s['queue_stalls']==s['sim_faults_injected']['stalls'] and s['device_resets']==s['queue_stalls'] and s['tcp']['verified']==100000000 and s['tcp']['mismatches']==0 and s['peer']['finished']==1 and $tcp_clean"
 done
 
 # The copy ladder on the same traffic: two copies (recv into the
@@ -213,8 +216,8 @@ check "--copies 0 --queues 2: 4 x 20 MB verified over two engines" "$out" \
     "s['tcp']['verified']==80000000 and len(s['zc']['per_queue'])==2 and all(q['bytes']>0 for q in s['zc']['per_queue']) and $tcp_clean"
 out=$TMP/zc-reset.json
 timeout 120 $BIN --mode tcp --wire pair --verify --copies 0 --pair-bytes 250000000 --sim-reset-every 100000000 --json --quiet >"$out"
-check "--copies 0: two device resets during a transfer, 250 MB verified" "$out" \
-    "s['device_resets']==2 and s['tcp']['verified']==250000000 and s['peer']['finished']==1 and $tcp_clean"
+check "--copies 0: every device reset (two or more) noticed during a transfer, 250 MB verified" "$out" \
+    "s['sim_faults_injected']['resets']>=2 and s['device_resets']==s['sim_faults_injected']['resets'] and s['tcp']['verified']==250000000 and s['peer']['finished']==1 and $tcp_clean"
 
 # pcap round trip: replaying a capture written by --pcap-out gives the
 # same frames, byte for byte.
