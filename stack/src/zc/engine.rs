@@ -84,6 +84,9 @@ struct Conn {
     /// The credit word's byte count last seen.
     credit_seen: u64,
     ack_now: bool,
+    /// In `round_acks`: the end of the round sends an ACK if one is
+    /// still owed then (two full segments unacknowledged).
+    ack_round: bool,
     ack_due: Option<Instant>,
     /// Full-sized segments received since our last ACK.
     full_unacked: usize,
@@ -252,6 +255,8 @@ pub struct ZcStack {
     start: Instant,
     ip_ident: u16,
     scratch: Vec<u8>,
+    /// Slots owed an ACK at the end of the round (`ZcConfig::ack_per_round`).
+    round_acks: Vec<u32>,
     /// The latest time `rx` or `poll` was given.
     now: Instant,
     /// Where pages go once the engine is dropped (see
@@ -290,6 +295,7 @@ impl ZcStack {
             start: Instant::now(),
             ip_ident: 0,
             scratch: Vec::new(),
+            round_acks: Vec::new(),
             now: Instant::now(),
             foreign: None,
             cfg,
@@ -745,6 +751,7 @@ impl ZcStack {
             returned: 0,
             credit_seen: 0,
             ack_now: false,
+            ack_round: false,
             ack_due: None,
             full_unacked: 0,
             ws_rcv,
@@ -1045,7 +1052,12 @@ impl ZcStack {
             let full = self.mss - if c.ts_ok { 12 } else { 0 };
             c.full_unacked += h.payload_len / full;
             if c.full_unacked >= 2 {
-                c.ack_now = true;
+                if !self.cfg.ack_per_round {
+                    c.ack_now = true;
+                } else if !c.ack_round {
+                    c.ack_round = true;
+                    self.round_acks.push(slot as u32);
+                }
             } else if c.ack_due.is_none() {
                 c.ack_due = Some(now + self.cfg.delayed_ack);
             }
@@ -1415,6 +1427,18 @@ impl ZcStack {
     /// window updates after returns, the end of TIME-WAIT.
     pub fn poll(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        // The ACKs the round's in-order data called for, one per
+        // connection (unless another ACK since covered it).
+        while let Some(slot) = self.round_acks.pop() {
+            let slot = slot as usize;
+            if let Some(c) = self.slots[slot].as_mut() {
+                c.ack_round = false;
+                if c.full_unacked >= 2 {
+                    c.ack_now = true;
+                    self.flush_ack(slot, now);
+                }
+            }
+        }
         self.sync_credits();
         let mss = self.mss as u64;
         let rcv_buf = self.cfg.rcv_buf as u64;

@@ -49,6 +49,10 @@
 //! - ACKs per RFC 5681 / 9293: at least every second full-sized segment,
 //!   at once for out-of-order data, for a segment that fills a gap, for a
 //!   FIN and for duplicates; otherwise after [`ZcConfig::delayed_ack`].
+//!   With [`ZcConfig::ack_per_round`] (the default) the ACK for in-order
+//!   data waits for the end of the receive round ([`ZcStack::poll`]), so
+//!   one ACK covers every in-order segment of a connection in that round,
+//!   as Linux ACKs once per GRO packet; the others still go at once.
 //! - An out-of-order queue of page references, bounded by the window, with
 //!   up to 4 SACK blocks (3 with timestamps), the most recent first.
 //! - Duplicates and overlaps are trimmed by moving a chunk's offset and
@@ -149,6 +153,14 @@ pub struct ZcConfig {
     pub snd_buf: usize,
     /// Longest delay of an ACK for in-order data.
     pub delayed_ack: Duration,
+    /// The ACK that every second full-sized in-order segment calls for is
+    /// sent at the end of the receive round (the next [`ZcStack::poll`]),
+    /// one per connection covering all its in-order segments of the round
+    /// (a stretch ACK, as Linux sends one per GRO packet), instead of at
+    /// once. For callers that poll once per received batch, as
+    /// [`ZcQueue`] does; a caller that feeds frames without polling after
+    /// each batch wants `false`.
+    pub ack_per_round: bool,
     /// Reply to ARP requests for `ip` (set it on one queue only when
     /// several share the address: RSS sends ARP to queue 0).
     pub answer_arp: bool,
@@ -171,6 +183,7 @@ impl Default for ZcConfig {
             rcv_buf: 1 << 20,
             snd_buf: 64 << 10,
             delayed_ack: Duration::from_millis(1),
+            ack_per_round: true,
             answer_arp: true,
             max_pages: 16384,
             time_wait: Duration::from_secs(1),

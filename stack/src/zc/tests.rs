@@ -179,6 +179,9 @@ impl Harness {
             mac: OUR_MAC,
             ip: OUR_IP,
             listen: vec![PORT],
+            // The harness feeds frames one at a time and polls when a test
+            // says so: ACKs as each segment asks.
+            ack_per_round: false,
             ..ZcConfig::default()
         }
     }
@@ -290,6 +293,63 @@ fn handshake_with_options() {
     let mut c2 = Client::new(40001);
     h.connect(&mut c2);
     assert_ne!(c.our_isn, c2.our_isn);
+    h.finish();
+}
+
+/// `ack_per_round`: a round of in-order segments gets one ACK, at the end
+/// of the round (`poll`), covering all of them; out-of-order data is still
+/// acknowledged at once, and a round with a single segment waits for the
+/// delayed-ACK timer as before.
+#[test]
+fn in_order_data_of_one_round_gets_one_ack_at_its_end() {
+    let mut h = Harness::new(ZcConfig {
+        ack_per_round: true,
+        ..Harness::cfg()
+    });
+    let mut c = Client::new(40000);
+    h.connect(&mut c);
+    let d = pattern(0, 20 * 1460);
+    for k in 0..8 {
+        h.feed(c.frame(
+            F::ACK,
+            k * 1460,
+            0,
+            &d[k as usize * 1460..(k as usize + 1) * 1460],
+        ));
+    }
+    assert!(h.sent().is_empty(), "nothing before the round ends");
+    h.zc.poll(h.now);
+    let a = h.sent();
+    assert_eq!(a.len(), 1, "one ACK for the round");
+    assert_eq!(a[0].ack, c.isn.wrapping_add(1 + 8 * 1460));
+    h.zc.poll(h.now);
+    assert!(h.sent().is_empty(), "owed once");
+    // Out of order (segment 9 before 8): at once, with a SACK block.
+    h.feed(c.frame(F::ACK, 9 * 1460, 0, &d[9 * 1460..10 * 1460]));
+    let a = h.sent();
+    assert_eq!(a.len(), 1, "out-of-order data is acknowledged at once");
+    assert_eq!(a[0].ack, c.isn.wrapping_add(1 + 8 * 1460));
+    // The gap filled: at once too; the round then owes nothing.
+    h.feed(c.frame(F::ACK, 8 * 1460, 0, &d[8 * 1460..9 * 1460]));
+    assert_eq!(h.sent().len(), 1);
+    h.zc.poll(h.now);
+    assert!(h.sent().is_empty());
+    // One segment in a round: the delayed-ACK timer.
+    h.feed(c.frame(F::ACK, 10 * 1460, 0, &d[10 * 1460..11 * 1460]));
+    h.zc.poll(h.now);
+    assert!(h.sent().is_empty(), "one segment waits");
+    h.now += Duration::from_millis(1);
+    h.zc.poll(h.now);
+    assert_eq!(h.sent().len(), 1);
+    let mut r = h.zc.returner(ReturnMode::Locked, 512);
+    for e in h.events() {
+        if let ZcEvent::Data { chunk, .. } = e {
+            r.give_back(chunk);
+        }
+    }
+    drop(r);
+    let pool = &mut h.pool;
+    h.zc.reclaim(|b| pool.recycle(b));
     h.finish();
 }
 
