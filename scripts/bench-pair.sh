@@ -25,16 +25,24 @@ bytes_of() {
     *) echo "$1" ;;
   esac
 }
-echo "# $BIN --mode tcp --wire pair --mtu 1500 --core 1 --pair-bytes $BYTES --tcp-buf SIZE; $REPEATS runs"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+echo "# $BIN --mode tcp --wire pair --mtu 1500 --core 1 --pair-bytes $BYTES --tcp-buf SIZE; $REPEATS runs each, the windows interleaved"
+echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+# Interleaved (every window once per repeat), so drift on a shared
+# machine hits every window alike.
+for _ in $(seq "$REPEATS"); do
+  for size in "${SIZES[@]}"; do
+    timeout 300 taskset -c 0 "$BIN" --mode tcp --wire pair --mtu 1500 --core 1 \
+      --pair-bytes "$BYTES" --tcp-buf "$(bytes_of "$size")" --json --quiet >>"$TMP/$size.json"
+  done
+done
+echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf "%-10s %10s %10s %10s %12s %10s %10s\n" tcp-buf "Gbit/s min" "Gbit/s med" "Gbit/s max" "peer drops" "peer busy" "retrans"
 for size in "${SIZES[@]}"; do
-  buf=$(bytes_of "$size")
-  for _ in $(seq "$REPEATS"); do
-    timeout 300 taskset -c 0 "$BIN" --mode tcp --wire pair --mtu 1500 --core 1 \
-      --pair-bytes "$BYTES" --tcp-buf "$buf" --json --quiet
-  done | python3 -c '
+  python3 -c '
 import json, sys, statistics as st
-dec = json.JSONDecoder(); text = sys.stdin.read(); runs = []; i = 0
+dec = json.JSONDecoder(); text = open(sys.argv[3]).read(); runs = []; i = 0
 while i < len(text):
     if text[i].isspace(): i += 1; continue
     obj, i = dec.raw_decode(text, i); runs.append(obj)
@@ -48,5 +56,5 @@ drops = sum(t["dropped"] for t in tx)
 busy = st.median(t["busy"] for t in tx)
 retrans = sum(r["peer"]["segments"]["TcpRetransSegs"] for r in runs)
 print(f"{size:<10} {min(g):10.2f} {st.median(g):10.2f} {max(g):10.2f} {drops:12d} {busy:10.0f} {retrans:10d}")
-' "$size" "$BYTES"
+' "$size" "$BYTES" "$TMP/$size.json"
 done
