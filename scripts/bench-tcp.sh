@@ -16,27 +16,15 @@ cd "$(dirname "$0")/.."
 T=${1:-${T:-5}}
 R=${2:-${R:-3}}
 
-if [ "$(id -u)" -ne 0 ] || [ ! -c /dev/net/tun ]; then
-    echo "skip: needs root and /dev/net/tun" >&2
-    exit 77
-fi
-need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v iperf3 >/dev/null || need+=(iperf3)
-command -v python3 >/dev/null || need+=(python3)
-command -v taskset >/dev/null || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    apt-get install -y -q "${need[@]}" >/dev/null
-fi
+. scripts/lib.sh
+need_root /dev/net/tun
+install_missing ip=iproute2 iperf3=iperf3 python3=python3 taskset=util-linux
 if [ "$(nproc)" -lt 2 ]; then
     echo "bench-tcp: needs at least 2 cores for the pinning used here" >&2
     exit 77
 fi
 
-cargo build --release -p rxsink --locked -q
-BIN=$PWD/target/release/rxsink
+build_rxsink
 TMP=$(mktemp -d)
 NSA=rxbench-a-$$; NSB=rxbench-b-$$; NST=rxbench-t-$$
 pids=()     # background processes still running: iperf3 -s, rxsink

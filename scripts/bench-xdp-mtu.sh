@@ -18,15 +18,12 @@ cd "$(dirname "$0")/.."
 D=${1:-3}
 R=${2:-1}
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "skip: needs root"
-    exit 77
-fi
+. scripts/lib.sh
+need_root
 for t in ip iperf3 python3 ethtool; do
     command -v $t >/dev/null || { echo "needs $t"; exit 1; }
 done
-cargo build --release -p rxsink -q
-BIN=$PWD/target/release/rxsink
+build_rxsink
 
 ID=$$
 NS=rxmtu-$ID

@@ -25,15 +25,11 @@ cd "$(dirname "$0")/.."
 D=${1:-4}
 R=${2:-3}
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "skip: needs root"
-    exit 77
-fi
+. scripts/lib.sh
+need_root
+install_missing ip=iproute2 iperf3=iperf3 python3=python3 ethtool=ethtool
+# The peers compared against: a note when they cannot be installed.
 need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v iperf3 >/dev/null || need+=(iperf3)
-command -v python3 >/dev/null || need+=(python3)
-command -v ethtool >/dev/null || need+=(ethtool)
 command -v xdp-bench >/dev/null || need+=(xdp-tools)
 command -v dpdk-testpmd >/dev/null || need+=(dpdk-dev librte-net-af-xdp23)
 if [ ${#need[@]} -gt 0 ]; then
@@ -42,10 +38,9 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -q "${need[@]}" >/dev/null || echo "note: could not install ${need[*]}"
 fi
 
-cargo build --release -p rxsink -q
+build_rxsink
 cargo build --release -p pipeline --example xdp_tx -q
 cargo build --release -p xdp --example xdp_drop -q
-BIN=$PWD/target/release/rxsink
 GEN=$PWD/target/release/examples/xdp_tx
 DROP=$PWD/target/release/examples/xdp_drop
 

@@ -12,26 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ] || [ ! -c /dev/net/tun ]; then
-    echo "skip: needs root and /dev/net/tun"
-    exit 77
-fi
-
-# Tools, installed non-interactively when missing.
-need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v ping >/dev/null || need+=(iputils-ping)
-command -v iperf3 >/dev/null || need+=(iperf3)
-command -v python3 >/dev/null || need+=(python3)
-command -v timeout >/dev/null || need+=(coreutils)
-if [ ${#need[@]} -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    apt-get install -y -q "${need[@]}" >/dev/null
-fi
-
-cargo build --release -p rxsink --locked -q
-BIN=$PWD/target/release/rxsink
+. scripts/lib.sh
+need_root /dev/net/tun
+install_missing ip=iproute2 ping=iputils-ping iperf3=iperf3 python3=python3 timeout=coreutils
+build_rxsink
 
 NS=rxtap-$$-$RANDOM
 TAP=rxt0

@@ -28,26 +28,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "skip: needs root"
-    exit 77
-fi
-
-need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v ping >/dev/null || need+=(iputils-ping)
-command -v iperf3 >/dev/null || need+=(iperf3)
-command -v python3 >/dev/null || need+=(python3)
-command -v ethtool >/dev/null || need+=(ethtool)
-command -v timeout >/dev/null || need+=(coreutils)
-if [ ${#need[@]} -gt 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    apt-get install -y -q "${need[@]}" >/dev/null
-fi
-
-cargo build --release -p rxsink --locked -q
-BIN=$PWD/target/release/rxsink
+. scripts/lib.sh
+need_root
+install_missing ip=iproute2 ping=iputils-ping iperf3=iperf3 python3=python3 ethtool=ethtool timeout=coreutils
+build_rxsink
 
 ID=$$
 NS=rxns-$ID
@@ -247,6 +231,22 @@ while s.recv(65536):
 s.close()
 '
 MB64=$((64 << 20))
+# ping_and_send LABEL [PING OPTIONS]: three pings of our address from the
+# peer, then the kernel's sender writes 64 MiB to the sink, shuts down and
+# waits for our FIN.
+ping_and_send() {
+    local label=$1; shift
+    if nsx timeout 20 ping -n -q -c 3 "$@" -W 2 $OUR >"$TMP/ping.out" 2>&1; then
+        ok "$label: ping -c 3 $* $OUR: $(grep -o '[0-9]* received' "$TMP/ping.out")"
+    else
+        bad "$label: ping -c 3 $* $OUR"; cat "$TMP/ping.out"
+    fi
+    if nsx timeout 60 python3 -c "$SENDER" $OUR $PORT $MB64 2>"$TMP/send.err"; then
+        ok "$label: kernel sender wrote 64 MiB, shut down, got our FIN"
+    else
+        bad "$label: kernel sender"; cat "$TMP/send.err"
+    fi
+}
 TCP_ARGS=(--mode tcp --ip "$OUR/24" --port $PORT --iperf3-port $IPERF_PORT)
 # Both TCP stacks on AF_XDP queues: smoltcp (copies once) and the
 # zero-copy engine (--copies 0: the chunks are the UMEM's pages).
@@ -254,16 +254,7 @@ for zc in "" " --copies 0"; do
     read -r -a ZC <<<"$zc"
     label="tcp mode$zc, ping + kernel TCP sender"
     if start_rx "$label" "${TCP_ARGS[@]}" "${ZC[@]}" --verify --until-closed 1; then
-        if nsx timeout 20 ping -n -q -c 3 -W 2 $OUR >"$TMP/ping.out" 2>&1; then
-            ok "$label: ping -c 3 $OUR: $(grep -o '[0-9]* received' "$TMP/ping.out")"
-        else
-            bad "$label: ping -c 3 $OUR"; cat "$TMP/ping.out"
-        fi
-        if nsx timeout 60 python3 -c "$SENDER" $OUR $PORT $MB64 2>"$TMP/send.err"; then
-            ok "$label: kernel sender wrote 64 MiB, shut down, got our FIN"
-        else
-            bad "$label: kernel sender"; cat "$TMP/send.err"
-        fi
+        ping_and_send "$label"
         wait_rx "$label"
         check "$label: 64 MiB verified byte for byte, no mismatch, no abort" "$rx_out" \
             "s['tcp']['verified']==$MB64 and s['tcp']['bytes']==$MB64 and s['tcp']['mismatches']==0 and s['tcp']['connections']==1 and s['tcp']['aborted']==0"
@@ -360,16 +351,7 @@ for zc in "" " --copies 0"; do
     read -r -a ZC <<<"$zc"
     label="MTU 9000, tcp mode$zc, ping -s 8000 + kernel TCP sender"
     if start_rx "$label" "${TCP_ARGS[@]}" --mtu 9000 "${ZC[@]}" --verify --until-closed 1; then
-        if nsx timeout 20 ping -n -q -c 3 -s 8000 -M do -W 2 $OUR >"$TMP/ping.out" 2>&1; then
-            ok "$label: ping -c 3 -s 8000 $OUR: $(grep -o '[0-9]* received' "$TMP/ping.out")"
-        else
-            bad "$label: ping -c 3 -s 8000 $OUR"; cat "$TMP/ping.out"
-        fi
-        if nsx timeout 60 python3 -c "$SENDER" $OUR $PORT $MB64 2>"$TMP/send.err"; then
-            ok "$label: kernel sender wrote 64 MiB, shut down, got our FIN"
-        else
-            bad "$label: kernel sender"; cat "$TMP/send.err"
-        fi
+        ping_and_send "$label" -s 8000 -M do
         wait_rx "$label"
         check "$label: 64 MiB verified byte for byte, no mismatch, no abort; jumbo frames in and out" "$rx_out" \
             "s['tcp']['verified']==$MB64 and s['tcp']['bytes']==$MB64 and s['tcp']['mismatches']==0 and s['tcp']['connections']==1 and s['tcp']['aborted']==0 and s['xdp']['rx_multi_buffer']>=$MB64//8960 and s['xdp']['kernel_tx_invalid_descs']==0"

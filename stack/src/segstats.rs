@@ -818,13 +818,14 @@ mod tests {
             ether(EthernetProtocol::Ipv4, &b)
         }
 
-        fn data(seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-            tcp_frame(&TcpRepr {
+        /// The peer's segment from port 5000 to 9000: no flags, no options.
+        fn seg(seq: u32, ack: Option<u32>, payload: &[u8]) -> TcpRepr<'_> {
+            TcpRepr {
                 src_port: 5000,
                 dst_port: 9000,
                 control: TcpControl::None,
                 seq_number: TcpSeqNumber(seq as i32),
-                ack_number: Some(TcpSeqNumber(ack as i32)),
+                ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
                 window_len: 4096,
                 window_scale: None,
                 max_seg_size: None,
@@ -832,7 +833,11 @@ mod tests {
                 sack_ranges: [None; 3],
                 timestamp: None,
                 payload,
-            })
+            }
+        }
+
+        fn data(seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+            tcp_frame(&seg(seq, Some(ack), payload))
         }
 
         /// ACK number and SACK blocks of a TCP frame smoltcp sent.
@@ -882,25 +887,10 @@ mod tests {
             let isn = (seed as u32).wrapping_mul(2_654_435_761);
             dev.rx.push_back(tcp_frame(&TcpRepr {
                 control: TcpControl::Syn,
-                seq_number: TcpSeqNumber(isn as i32),
-                ack_number: None,
                 window_scale: Some(7),
                 max_seg_size: Some(1460),
                 sack_permitted: true,
-                ..TcpRepr {
-                    src_port: 5000,
-                    dst_port: 9000,
-                    control: TcpControl::None,
-                    seq_number: TcpSeqNumber(0),
-                    ack_number: None,
-                    window_len: 4096,
-                    window_scale: None,
-                    max_seg_size: None,
-                    sack_permitted: false,
-                    sack_ranges: [None; 3],
-                    timestamp: None,
-                    payload: &[],
-                }
+                ..seg(isn, None, &[])
             }));
             let mut now = t0;
             let mut poll = |dev: &mut Dev, sockets: &mut SocketSet<'_>, now: &mut Instant| {
