@@ -5,7 +5,8 @@
 # REPEATS runs of BYTES each, plus the most retransmission-free evidence
 # available: the peer device's dropped frames (must be 0), how often its
 # TX ring was full (busy: smoltcp was told to wait, nothing was lost) and
-# the segments the peer sent twice (TcpRetransSegs, summed over the runs).
+# the segments the peer sent twice (TcpRetransSegs, summed over the runs),
+# and the receive path's CPU-s per GB (cpu_seconds_per_gb, median).
 # Everything runs on core 0 (taskset) except the RX thread, which pins
 # itself to core 1 (--core 1), as in bench-tcp.sh.
 # Usage: scripts/bench-pair.sh [REPEATS] [BYTES] [SIZES...]
@@ -38,7 +39,7 @@ for _ in $(seq "$REPEATS"); do
   done
 done
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "%-10s %10s %10s %10s %12s %10s %10s\n" tcp-buf "Gbit/s min" "Gbit/s med" "Gbit/s max" "peer drops" "peer busy" "retrans"
+printf "%-10s %10s %10s %10s %12s %10s %10s %12s\n" tcp-buf "Gbit/s min" "Gbit/s med" "Gbit/s max" "peer drops" "peer busy" "retrans" "CPU-s/GB med"
 for size in "${SIZES[@]}"; do
   python3 -c '
 import json, sys, statistics as st
@@ -55,6 +56,7 @@ tx = [r["peer"]["tx"] for r in runs]
 drops = sum(t["dropped"] for t in tx)
 busy = st.median(t["busy"] for t in tx)
 retrans = sum(r["peer"]["segments"]["TcpRetransSegs"] for r in runs)
-print(f"{size:<10} {min(g):10.2f} {st.median(g):10.2f} {max(g):10.2f} {drops:12d} {busy:10.0f} {retrans:10d}")
+cpu = st.median(r["cpu_seconds_per_gb"] for r in runs)
+print(f"{size:<10} {min(g):10.2f} {st.median(g):10.2f} {max(g):10.2f} {drops:12d} {busy:10.0f} {retrans:10d} {cpu:12.3f}")
 ' "$size" "$BYTES" "$TMP/$size.json"
 done

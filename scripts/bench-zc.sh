@@ -107,7 +107,8 @@ for mtu in mtus:
         for touch in ["none", "read"]:
             rs = runs(f"ladder-{mtu}-{copies}-{touch}")
             row[touch] = {"cpu_s_per_gb": mm([r["cpu_seconds_per_gb"] for r in rs]),
-                          "gbps": mm([r["gbps"] for r in rs])}
+                          "gbps": mm([r["gbps"] for r in rs]),
+                          "segments_sent": mm([r["tcp"]["segments"]["TcpOutSegs"] for r in rs])}
             med[(copies, touch)] = row[touch]["cpu_s_per_gb"]["median"]
             if copies == "0":
                 z = [r["zc"] for r in rs]
@@ -119,6 +120,8 @@ for mtu in mtus:
         cell = lambda t: f"{row[t]['cpu_s_per_gb']['min']:.4f} / {row[t]['cpu_s_per_gb']['median']:.4f}"
         ratio = lambda t: f"{med[('0', t)] / med[('1', t)]:.2f}" if copies == "0" and med[("1", t)] > 0 else ""
         print(f"| {mtu} | {copies} | {cell('none')} | {cell('read')} | {row['none']['gbps']['median']:.2f} | {ratio('none')} | {ratio('read')} |")
+print("\nSegments the receiver sent per run (`tcp.segments.TcpOutSegs`: ACKs and window updates), median, --touch none: " + "; ".join(
+    f"MTU {r['mtu']} copies {r['copies']}: {r['none']['segments_sent']['median']:.0f}" for r in results["ladder"]) + ".")
 zc4k = next(r for r in results["ladder"] if r["mtu"] == 4148 and r["copies"] == "0") if 4148 in mtus else None
 if zc4k:
     print(f"\nAt MTU 4148 with zero copy, {100 * zc4k['none']['page_aligned_share']:.1f}% of the chunks were page-aligned; copy fallback {zc4k['none']['copy_fallback_bytes']} B.")
