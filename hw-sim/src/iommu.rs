@@ -211,20 +211,23 @@ impl DmaBuf<'_> {
         true
     }
 
-    /// Device read: copies `dst.len()` bytes from `offset` bytes in.
-    /// Out-of-range reads are refused (returns false).
+    /// Device read of the whole buffer, appended to `dst` (without zeroing
+    /// the new bytes first, as `resize` and [`read`](Self::read) would).
     #[inline]
-    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
-        if !self.fits(offset, dst.len()) {
-            return false;
+    pub(crate) fn read_append(&self, dst: &mut Vec<u8>) {
+        dst.reserve(self.len);
+        let old = dst.len();
+        // SAFETY: as in `write`: this buffer lies inside a live mapping that
+        // cannot be unmapped while the view lives. The driver hands TX
+        // buffers over with the TDT write (Release, read by the engine with
+        // Acquire) and does not modify them until DD. `reserve` made room for `self.len` more bytes after
+        // `old`, in `dst`'s own allocation, which is not DMA memory; the
+        // copy initialises exactly those bytes before `set_len` exposes
+        // them.
+        unsafe {
+            copy_bytes(self.ptr, dst.as_mut_ptr().add(old), self.len);
+            dst.set_len(old + self.len);
         }
-        // SAFETY: as in `write`: the range is inside a live mapping that
-        // cannot be unmapped while the view lives, and `dst` is engine-owned
-        // memory distinct from any DMA region. The driver hands TX buffers
-        // over with the TDT write (Release, read by the engine with Acquire)
-        // and does not modify them until DD.
-        unsafe { copy_bytes(self.ptr.add(offset), dst.as_mut_ptr(), dst.len()) };
-        true
     }
 }
 
@@ -309,9 +312,9 @@ mod tests {
         let b = v.translate(0x2010, 4, Hint::Header).unwrap();
         assert!(b.write(0, &[1, 2, 3, 4]));
         assert!(!b.write(1, &[1, 2, 3, 4]));
-        let mut out = [0u8; 4];
-        assert!(b.read(0, &mut out));
-        assert_eq!(out, [1, 2, 3, 4]);
+        let mut out = vec![9];
+        b.read_append(&mut out);
+        assert_eq!(out, [9, 1, 2, 3, 4]);
         assert!(v.desc(0x1000).is_some() || (p as usize) & 15 != 0);
         assert!(v.desc(0x1008).is_none() || (p as usize + 8) & 15 == 0);
         drop(v);

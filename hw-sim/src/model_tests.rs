@@ -88,12 +88,11 @@ impl Harness {
     }
 
     fn read(&self, iova: u64, len: usize) -> Vec<u8> {
-        let mut out = vec![0; len];
+        let mut out = Vec::new();
         let v = self.nic.iommu.view();
-        assert!(v
-            .translate(iova, len, Hint::Payload)
+        v.translate(iova, len, Hint::Payload)
             .unwrap()
-            .read(0, &mut out));
+            .read_append(&mut out);
         out
     }
 
@@ -915,14 +914,14 @@ fn threaded_engine_feeds_a_polling_driver() {
                 continue;
             }
             let wb = slot.read_rx_wb(st);
-            let mut data = vec![0; wb.len.pkt_len() as usize];
+            let mut data = Vec::new();
             v.translate(
                 pkts.iova_at(next as usize * 2048),
-                data.len(),
+                wb.len.pkt_len() as usize,
                 Hint::Payload,
             )
             .unwrap()
-            .read(0, &mut data);
+            .read_append(&mut data);
             (wb, data)
         };
         assert!(wb.status.eop());

@@ -103,7 +103,15 @@ impl TxPath {
                             if cmd.eop() {
                                 frames += 1;
                                 Self::transmit(
-                                    nic, view, set, st, wire, rx, &qs.buf, qs.skip, loopback,
+                                    nic,
+                                    view,
+                                    set,
+                                    st,
+                                    wire,
+                                    rx,
+                                    &mut qs.buf,
+                                    qs.skip,
+                                    loopback,
                                 );
                                 qs.clear();
                             }
@@ -146,9 +154,7 @@ impl TxPath {
             qs.skip = true;
             return;
         };
-        let old = qs.buf.len();
-        qs.buf.resize(old + len, 0);
-        src.read(0, &mut qs.buf[old..]);
+        src.read_append(&mut qs.buf);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -159,7 +165,7 @@ impl TxPath {
         st: &mut StepStats,
         wire: &mut dyn Wire,
         rx: &mut RxPath,
-        frame: &[u8],
+        frame: &mut Vec<u8>,
         skip: bool,
         loopback: bool,
     ) {
@@ -177,12 +183,15 @@ impl TxPath {
         } else if !set.link_up {
             st.sim.tx_dropped += 1;
             return;
-        } else {
-            wire.send(frame);
+        }
+        let len = frame.len() as u64;
+        if !loopback {
+            // The wire may take the buffer (and leave another in its place).
+            wire.send_vec(frame);
         }
         st.sim.tx_frames += 1;
-        st.sim.tx_bytes += frame.len() as u64;
+        st.sim.tx_bytes += len;
         st.regs.gptc = st.regs.gptc.saturating_add(1);
-        st.regs.gotc += frame.len() as u64 + 4;
+        st.regs.gotc += len + 4;
     }
 }

@@ -689,6 +689,25 @@ impl<W: Wire> FaultWire<W> {
     }
 }
 
+impl<W: Wire> FaultWire<W> {
+    /// A frame from the NIC when no TX fault needs to hold frames: dropped
+    /// (and counted) or handed to the inner wire by `send`. Returns whether
+    /// it was dealt with this way.
+    fn send_passthrough(&mut self, send: impl FnOnce(&mut W)) -> bool {
+        self.tx.idle = 0;
+        if !self.tx.passthrough() {
+            return false;
+        }
+        self.tx.counters.seen.fetch_add(1, Relaxed);
+        if self.tx.drops() {
+            self.tx.counters.dropped.fetch_add(1, Relaxed);
+        } else {
+            send(&mut self.inner);
+        }
+        true
+    }
+}
+
 impl<W: Wire> Wire for FaultWire<W> {
     fn recv(&mut self) -> Option<&[u8]> {
         // Frames from the NIC held in a partial window while it is quiet.
@@ -731,18 +750,17 @@ impl<W: Wire> Wire for FaultWire<W> {
     }
 
     fn send(&mut self, frame: &[u8]) {
-        self.tx.idle = 0;
-        if self.tx.passthrough() {
-            self.tx.counters.seen.fetch_add(1, Relaxed);
-            if self.tx.drops() {
-                self.tx.counters.dropped.fetch_add(1, Relaxed);
-            } else {
-                self.inner.send(frame);
-            }
-            return;
+        if !self.send_passthrough(|inner| inner.send(frame)) {
+            self.tx.ingest(frame);
+            self.send_ready();
         }
-        self.tx.ingest(frame);
-        self.send_ready();
+    }
+
+    fn send_vec(&mut self, frame: &mut Vec<u8>) {
+        if !self.send_passthrough(|inner| inner.send_vec(frame)) {
+            self.tx.ingest(frame);
+            self.send_ready();
+        }
     }
 
     fn name(&self) -> String {

@@ -1,7 +1,7 @@
 //! Two simulated NICs back to back: [`pair`].
 
-use crossbeam_queue::ArrayQueue;
 use hw_sim::Wire;
+use rtrb::{Consumer, Producer, RingBuffer};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -21,7 +21,9 @@ pub struct LinkCounts {
     pub full_drops: u64,
 }
 
-/// Counters written only by the sending end, on their own cache lines.
+/// Counters of one direction, written only by its sending end (so a
+/// plain load and store, no read-modify-write) and on their own cache
+/// lines, away from the other direction's.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Counters {
@@ -30,30 +32,18 @@ struct Counters {
     full_drops: AtomicU64,
 }
 
-/// One direction of the cable.
-struct Link {
-    frames: ArrayQueue<Vec<u8>>,
-    /// Buffers the receiver is done with, back to the sender.
-    free: ArrayQueue<Vec<u8>>,
-    counters: Counters,
+/// Adds `n` to a counter that only the calling thread writes.
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed) + n, Relaxed);
 }
 
-impl Link {
-    fn new(capacity: usize) -> Link {
-        Link {
-            frames: ArrayQueue::new(capacity),
-            // Every buffer is in `frames`, in `free`, held by the receiver
-            // or by the sender between pop and push.
-            free: ArrayQueue::new(capacity + 2),
-            counters: Counters::default(),
-        }
-    }
-
+impl Counters {
     fn counts(&self) -> LinkCounts {
         LinkCounts {
-            frames: self.counters.frames.load(Relaxed),
-            bytes: self.counters.bytes.load(Relaxed),
-            full_drops: self.counters.full_drops.load(Relaxed),
+            frames: self.frames.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            full_drops: self.full_drops.load(Relaxed),
         }
     }
 }
@@ -62,8 +52,8 @@ impl Link {
 /// see the same counters.
 #[derive(Clone)]
 pub struct PairStats {
-    ab: Arc<Link>,
-    ba: Arc<Link>,
+    ab: Arc<Counters>,
+    ba: Arc<Counters>,
 }
 
 impl fmt::Debug for PairStats {
@@ -90,10 +80,19 @@ impl PairStats {
 /// One end of a [`pair`]: a [`Wire`] whose `send` reaches the other end's
 /// `recv`. `Send`, so it can move to its NIC's engine thread.
 pub struct PairEnd {
-    /// Towards the peer.
-    tx: Arc<Link>,
-    /// From the peer.
-    rx: Arc<Link>,
+    /// Frames towards the peer.
+    tx: Producer<Vec<u8>>,
+    /// Buffers the peer is done with, back for `tx`.
+    tx_free: Consumer<Vec<u8>>,
+    /// Buffers back from the peer (and ones a full queue refused), the
+    /// last one back on top.
+    free: Vec<Vec<u8>>,
+    tx_counts: Arc<Counters>,
+    /// Frames from the peer.
+    rx: Consumer<Vec<u8>>,
+    /// Buffers this end is done with, back to the peer.
+    rx_free: Producer<Vec<u8>>,
+    rx_counts: Arc<Counters>,
     /// The frame last returned by `recv`.
     current: Vec<u8>,
     /// 'a' or 'b'.
@@ -115,11 +114,13 @@ impl fmt::Debug for PairEnd {
 ///
 /// [`pair`] returns two [`PairEnd`]s; what one end [`send`](Wire::send)s,
 /// the other [`recv`](Wire::recv)s. Each direction is a lock-free bounded
-/// queue ([`ArrayQueue`]), so each NIC's engine can run on its own thread.
-/// When a direction's queue is full the frame is dropped and counted, like a
-/// switch with a full buffer. Frame buffers travel back to the sender
-/// through a second queue per direction once the receiver is done with
-/// them, so the steady state allocates nothing.
+/// single-producer single-consumer ring ([`rtrb`]), so each NIC's engine
+/// can run on its own thread and a frame crosses with one store on each
+/// side, no compare-and-swap. When a direction's ring is full the frame is
+/// dropped and counted, like a switch with a full buffer. Frame buffers
+/// travel back to the sender through a second ring per direction once the
+/// receiver is done with them, so the steady state allocates nothing, and
+/// [`Wire::send_vec`] hands a frame over without copying it.
 ///
 /// ```
 /// use wires::pair;
@@ -143,17 +144,33 @@ impl fmt::Debug for PairEnd {
 /// each direction (0 is taken as 1).
 pub fn pair(capacity: usize) -> (PairEnd, PairEnd) {
     let capacity = capacity.max(1);
-    let ab = Arc::new(Link::new(capacity));
-    let ba = Arc::new(Link::new(capacity));
+    let (ab_tx, ab_rx) = RingBuffer::new(capacity);
+    let (ba_tx, ba_rx) = RingBuffer::new(capacity);
+    // Every buffer is in a frame ring, in a free ring, held by the receiver
+    // (`current`) or by the sender (`free`, or between taking and queueing).
+    let (ab_free_tx, ab_free_rx) = RingBuffer::new(capacity + 2);
+    let (ba_free_tx, ba_free_rx) = RingBuffer::new(capacity + 2);
+    let ab = Arc::new(Counters::default());
+    let ba = Arc::new(Counters::default());
     let a = PairEnd {
-        tx: Arc::clone(&ab),
-        rx: Arc::clone(&ba),
+        tx: ab_tx,
+        tx_free: ab_free_rx,
+        free: Vec::new(),
+        tx_counts: Arc::clone(&ab),
+        rx: ba_rx,
+        rx_free: ba_free_tx,
+        rx_counts: Arc::clone(&ba),
         current: Vec::new(),
         side: 'a',
     };
     let b = PairEnd {
-        tx: ba,
-        rx: ab,
+        tx: ba_tx,
+        tx_free: ba_free_rx,
+        free: Vec::new(),
+        tx_counts: ba,
+        rx: ab_rx,
+        rx_free: ab_free_tx,
+        rx_counts: ab,
         current: Vec::new(),
         side: 'b',
     };
@@ -164,9 +181,9 @@ impl PairEnd {
     /// Counters of both directions (the same handle from either end).
     pub fn stats(&self) -> PairStats {
         let (ab, ba) = if self.side == 'a' {
-            (&self.tx, &self.rx)
+            (&self.tx_counts, &self.rx_counts)
         } else {
-            (&self.rx, &self.tx)
+            (&self.rx_counts, &self.tx_counts)
         };
         PairStats {
             ab: Arc::clone(ab),
@@ -176,51 +193,75 @@ impl PairEnd {
 
     /// Frames waiting for this end's `recv`.
     pub fn pending(&self) -> usize {
-        self.rx.frames.len()
+        self.rx.slots()
     }
 
     /// Frames this end sent that the peer has not received yet; a sender
     /// that must not lose frames waits while this equals [`capacity`](Self::capacity).
     pub fn tx_pending(&self) -> usize {
-        self.tx.frames.len()
+        self.capacity() - self.tx.slots()
     }
 
     /// Frames each direction holds at most.
     pub fn capacity(&self) -> usize {
-        self.tx.frames.capacity()
+        self.tx.buffer().capacity()
+    }
+
+    /// An empty buffer for the next frame. Buffers the peer gave back go on
+    /// a stack and the last one back is used first: it is the one this end
+    /// filled most recently, so its lines are the likeliest to still be in
+    /// this core's cache. (Taken in the order they come back, every buffer
+    /// ever in flight would be cycled through, several MiB at a deep queue.)
+    fn take_buf(&mut self) -> Vec<u8> {
+        while let Ok(b) = self.tx_free.pop() {
+            self.free.push(b);
+        }
+        let mut buf = self
+            .free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(NEW_BUF));
+        buf.clear();
+        buf
+    }
+
+    /// Queues `buf` towards the peer, or counts it as a full drop.
+    fn queue(&mut self, buf: Vec<u8>) {
+        let len = buf.len() as u64;
+        let c = &self.tx_counts;
+        match self.tx.push(buf) {
+            Ok(()) => {
+                bump(&c.frames, 1);
+                bump(&c.bytes, len);
+            }
+            Err(rtrb::PushError::Full(buf)) => {
+                bump(&c.full_drops, 1);
+                self.free.push(buf);
+            }
+        }
     }
 }
 
 impl Wire for PairEnd {
     fn recv(&mut self) -> Option<&[u8]> {
-        let next = self.rx.frames.pop()?;
+        let next = self.rx.pop().ok()?;
         let old = std::mem::replace(&mut self.current, next);
         if old.capacity() != 0 {
             // Full only if buffers were lost track of; then let it go.
-            let _ = self.rx.free.push(old);
+            let _ = self.rx_free.push(old);
         }
         Some(&self.current)
     }
 
     fn send(&mut self, frame: &[u8]) {
-        let mut buf = self
-            .tx
-            .free
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(NEW_BUF.max(frame.len())));
-        buf.clear();
+        let mut buf = self.take_buf();
         buf.extend_from_slice(frame);
-        let c = &self.tx.counters;
-        match self.tx.frames.push(buf) {
-            Ok(()) => {
-                c.frames.fetch_add(1, Relaxed);
-                c.bytes.fetch_add(frame.len() as u64, Relaxed);
-            }
-            Err(buf) => {
-                c.full_drops.fetch_add(1, Relaxed);
-                let _ = self.tx.free.push(buf);
-            }
-        }
+        self.queue(buf);
+    }
+
+    fn send_vec(&mut self, frame: &mut Vec<u8>) {
+        let empty = self.take_buf();
+        let full = std::mem::replace(frame, empty);
+        self.queue(full);
     }
 
     fn name(&self) -> String {
@@ -266,6 +307,26 @@ mod tests {
     }
 
     #[test]
+    fn send_vec_hands_the_buffer_over() {
+        let (mut a, mut b) = pair(4);
+        let want = numbered(1, 1514);
+        let mut v = want.clone();
+        let at = v.as_ptr();
+        a.send_vec(&mut v);
+        assert!(v.is_empty(), "the sender gets an empty buffer back");
+        let got = b.recv().unwrap();
+        assert_eq!((got, got.as_ptr()), (&want[..], at), "not copied");
+        // A full queue refuses the frame: counted, its buffer kept for later.
+        let (mut a, _b) = pair(1);
+        a.send_vec(&mut want.clone());
+        let mut v = want.clone();
+        a.send_vec(&mut v);
+        assert_eq!(a.stats().a_to_b().full_drops, 1);
+        a.send(&[5; 60]);
+        assert_eq!(a.stats().a_to_b().full_drops, 2);
+    }
+
+    #[test]
     fn full_queue_drops_and_counts() {
         let (mut a, mut b) = pair(0);
         assert_eq!(a.capacity(), 1);
@@ -303,6 +364,25 @@ mod tests {
         }
         // A handful of buffers circulate; no new ones after warm-up.
         assert!(ptrs.len() <= 4 + 2, "{} distinct buffers", ptrs.len());
+    }
+
+    #[test]
+    fn last_buffer_back_is_reused_first() {
+        let (mut a, mut b) = pair(64);
+        let f = numbered(1, 1514);
+        // A burst puts 32 buffers in circulation.
+        for _ in 0..32 {
+            a.send(&f);
+        }
+        while b.recv().is_some() {}
+        // Then one frame at a time: reused in the order they came back, all
+        // 32 would cycle; last back first, two do (the receiver holds one).
+        let mut ptrs = HashSet::new();
+        for _ in 0..100 {
+            a.send(&f);
+            ptrs.insert(b.recv().unwrap().as_ptr() as usize);
+        }
+        assert_eq!(ptrs.len(), 2);
     }
 
     #[test]

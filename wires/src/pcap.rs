@@ -650,6 +650,14 @@ impl<W: Wire> Wire for CaptureWire<W> {
         self.inner.send(frame);
     }
 
+    fn send_vec(&mut self, frame: &mut Vec<u8>) {
+        if self.sent {
+            Self::record(&mut self.writer, &mut self.write_errors, frame);
+            self.dirty = true;
+        }
+        self.inner.send_vec(frame);
+    }
+
     fn name(&self) -> String {
         format!(
             "capture({}) over {}",

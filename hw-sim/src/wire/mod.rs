@@ -47,6 +47,13 @@ pub trait Wire: Send {
     fn recv(&mut self) -> Option<&[u8]>;
     /// A frame transmitted by the NIC.
     fn send(&mut self, frame: &[u8]);
+    /// A frame transmitted by the NIC, in a buffer the wire may keep: a
+    /// wire that queues frames takes the buffer and leaves one of its own
+    /// (contents unspecified) in its place, so the frame is not copied.
+    /// The default copies, as [`send`](Self::send).
+    fn send_vec(&mut self, frame: &mut Vec<u8>) {
+        self.send(frame)
+    }
     /// Short description for logs ("generator udp 60B x 1 flows", "tap0").
     fn name(&self) -> String;
     /// Whether this wire will never deliver another frame (a replayed
@@ -62,6 +69,9 @@ impl<W: Wire + ?Sized> Wire for Box<W> {
     }
     fn send(&mut self, frame: &[u8]) {
         (**self).send(frame)
+    }
+    fn send_vec(&mut self, frame: &mut Vec<u8>) {
+        (**self).send_vec(frame)
     }
     fn name(&self) -> String {
         (**self).name()
