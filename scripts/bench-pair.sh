@@ -9,6 +9,14 @@
 # and the receive path's CPU-s per GB (cpu_seconds_per_gb, median).
 # Everything runs on core 0 (taskset) except the RX thread, which pins
 # itself to core 1 (--core 1), as in bench-tcp.sh.
+#
+# Host check: this VM's speed drifts (up to 2x for minutes at a time, one
+# vCPU at a time, with no steal time reported), so each round (every window
+# once) starts with a fixed reference job on each core, rxsink's stepped
+# drop loop (64 B frames, batch 32, 2 M packets; see bench-rx.sh), and the
+# per-round table shows its ns per packet next to the round's rates. Core
+# 0 runs the sender, which sets the rate: a slow round with a slow core 0
+# is the host, not the code.
 # Usage: scripts/bench-pair.sh [REPEATS] [BYTES] [SIZES...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,31 +40,43 @@ echo "# $BIN --mode tcp --wire pair --mtu 1500 --core 1 --pair-bytes $BYTES --tc
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Interleaved (every window once per repeat), so drift on a shared
 # machine hits every window alike.
-for _ in $(seq "$REPEATS"); do
+for round in $(seq "$REPEATS"); do
+  for core in 0 1; do
+    timeout 120 "$BIN" --mode drop --frame-size 64 --batch 32 --sim-mode stepped --core $core \
+      --packets 2000000 --json --quiet >"$TMP/check$core.$round.json"
+  done
   for size in "${SIZES[@]}"; do
     timeout 300 taskset -c 0 "$BIN" --mode tcp --wire pair --mtu 1500 --core 1 \
-      --pair-bytes "$BYTES" --tcp-buf "$(bytes_of "$size")" --json --quiet >>"$TMP/$size.json"
+      --pair-bytes "$BYTES" --tcp-buf "$(bytes_of "$size")" --json --quiet >"$TMP/$size.$round.json"
   done
 done
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "%-10s %10s %10s %10s %12s %10s %10s %12s\n" tcp-buf "Gbit/s min" "Gbit/s med" "Gbit/s max" "peer drops" "peer busy" "retrans" "CPU-s/GB med"
-for size in "${SIZES[@]}"; do
-  python3 -c '
+python3 - "$TMP" "$REPEATS" "$BYTES" "${SIZES[@]}" <<'PYEOF'
 import json, sys, statistics as st
-dec = json.JSONDecoder(); text = open(sys.argv[3]).read(); runs = []; i = 0
-while i < len(text):
-    if text[i].isspace(): i += 1; continue
-    obj, i = dec.raw_decode(text, i); runs.append(obj)
-size = sys.argv[1]
-bad = [r for r in runs if r["tcp"]["bytes"] != int(sys.argv[2])]
-if bad:
-    sys.exit(f"{size}: a run did not deliver every byte")
-g = [r["gbps"] for r in runs]
-tx = [r["peer"]["tx"] for r in runs]
-drops = sum(t["dropped"] for t in tx)
-busy = st.median(t["busy"] for t in tx)
-retrans = sum(r["peer"]["segments"]["TcpRetransSegs"] for r in runs)
-cpu = st.median(r["cpu_seconds_per_gb"] for r in runs)
-print(f"{size:<10} {min(g):10.2f} {st.median(g):10.2f} {max(g):10.2f} {drops:12d} {busy:10.0f} {retrans:10d} {cpu:12.3f}")
-' "$size" "$BYTES" "$TMP/$size.json"
-done
+tmp, repeats, want, sizes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+load = lambda name: json.load(open(f"{tmp}/{name}.json"))
+rounds = range(1, repeats + 1)
+runs = {s: [load(f"{s}.{r}") for r in rounds] for s in sizes}
+check = [[load(f"check{c}.{r}")["ns_per_packet"] for r in rounds] for c in (0, 1)]
+print("# per round: host check on core 0 and core 1 (ns/packet, lower is faster), then Gbit/s by window")
+print(f"{'round':<6} {'core 0':>7} {'core 1':>7}" + "".join(f" {s:>8}" for s in sizes))
+for i in range(repeats):
+    print(f"{i + 1:<6} {check[0][i]:7.1f} {check[1][i]:7.1f}" + "".join(f" {runs[s][i]['gbps']:8.2f}" for s in sizes))
+print(f"{'tcp-buf':<10} {'Gbit/s min':>10} {'Gbit/s med':>10} {'Gbit/s max':>10} {'peer drops':>12} {'peer busy':>10} {'retrans':>10} {'CPU-s/GB med':>12}")
+meds = []
+for size in sizes:
+    rs = runs[size]
+    if any(r["tcp"]["bytes"] != want for r in rs):
+        sys.exit(f"{size}: a run did not deliver every byte")
+    g = [r["gbps"] for r in rs]
+    tx = [r["peer"]["tx"] for r in rs]
+    drops = sum(t["dropped"] for t in tx)
+    busy = st.median(t["busy"] for t in tx)
+    retrans = sum(r["peer"]["segments"]["TcpRetransSegs"] for r in rs)
+    cpu = st.median(r["cpu_seconds_per_gb"] for r in rs)
+    meds.append(st.median(g))
+    print(f"{size:<10} {min(g):10.2f} {st.median(g):10.2f} {max(g):10.2f} {drops:12d} {busy:10.0f} {retrans:10d} {cpu:12.3f}")
+print(f"# slowest / fastest window (medians): {max(meds) / min(meds):.2f}x")
+for c in (0, 1):
+    print(f"# host check, core {c}: min {min(check[c]):.1f}, median {st.median(check[c]):.1f}, max {max(check[c]):.1f} ns/packet")
+PYEOF
