@@ -220,10 +220,10 @@ impl DmaBuf<'_> {
         // SAFETY: as in `write`: this buffer lies inside a live mapping that
         // cannot be unmapped while the view lives. The driver hands TX
         // buffers over with the TDT write (Release, read by the engine with
-        // Acquire) and does not modify them until DD. `reserve` made room for `self.len` more bytes after
-        // `old`, in `dst`'s own allocation, which is not DMA memory; the
-        // copy initialises exactly those bytes before `set_len` exposes
-        // them.
+        // Acquire) and does not modify them until DD. `reserve` made room
+        // for `self.len` more bytes after `old`, in `dst`'s own allocation,
+        // which is not DMA memory; the copy initialises exactly those bytes
+        // before `set_len` exposes them.
         unsafe {
             copy_bytes(self.ptr, dst.as_mut_ptr().add(old), self.len);
             dst.set_len(old + self.len);
