@@ -856,6 +856,36 @@ mod tests {
     }
 
     #[test]
+    fn send_vec_passes_through_drops_and_holds() {
+        // No TX fault: the frame reaches the inner wire in its own buffer.
+        let (a, mut b) = crate::pair(8);
+        let mut w = FaultWire::new(a, FaultConfig::default()).unwrap();
+        let mut v = numbered(1);
+        let at = v.as_ptr();
+        w.send_vec(&mut v);
+        let got = b.recv().unwrap();
+        assert_eq!((got, got.as_ptr()), (&numbered(1)[..], at));
+        // Dropped on the way out: counted, nothing arrives.
+        let (a, mut b) = crate::pair(8);
+        let mut w = FaultWire::new(a, cfg("drop=100")).unwrap();
+        w.send_vec(&mut numbered(2));
+        assert!(b.recv().is_none());
+        assert_eq!(w.stats().from_nic().dropped, 1);
+        // A fault that holds frames (reordering) copies them; all arrive.
+        let q = QueueWire::new();
+        let mut w = FaultWire::new(q.clone(), cfg("reorder=4,seed=5")).unwrap();
+        let mut want: Vec<Vec<u8>> = (0..8).map(numbered).collect();
+        for f in &want {
+            w.send_vec(&mut f.clone());
+        }
+        drop(w);
+        let mut sent = q.take_sent();
+        sent.sort();
+        want.sort();
+        assert_eq!(sent, want);
+    }
+
+    #[test]
     fn deterministic_per_seed() {
         let c = cfg("drop=5,dup=5,corrupt=5,reorder=7,seed=99");
         let (a, sa) = run_rx(c.clone(), 5000);
