@@ -10,13 +10,17 @@
 # Everything runs on core 0 (taskset) except the RX thread, which pins
 # itself to core 1 (--core 1), as in bench-tcp.sh.
 #
-# Host check: this VM's speed drifts (up to 2x for minutes at a time, one
-# vCPU at a time, with no steal time reported), so each round (every window
-# once) starts with a fixed reference job on each core, rxsink's stepped
-# drop loop (64 B frames, batch 32, 2 M packets; see bench-rx.sh), and the
-# per-round table shows its ns per packet next to the round's rates. Core
-# 0 runs the sender, which sets the rate: a slow round with a slow core 0
-# is the host, not the code.
+# Host check: this VM's speed drifts (for seconds to minutes at a time,
+# with no steal time reported), so each round (every window once) starts
+# with two checks, printed next to the round's rates:
+#   rtt: the round trip of a cache line between core 0 and core 1
+#        (pipeline's core_rtt example), what every frame of the pair wire
+#        pays to cross from the sender's core to the receiver's. Here it is
+#        60-80 ns normally and 300-350 ns in the host's slow phases, when
+#        every window runs at half speed.
+#   core 0, core 1: rxsink's stepped drop loop on that core (64 B frames,
+#        batch 32, 2 M packets, ns per packet; see bench-rx.sh), the core's
+#        own speed.
 # Usage: scripts/bench-pair.sh [REPEATS] [BYTES] [SIZES...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +30,7 @@ shift $(($# < 2 ? $# : 2))
 SIZES=("$@")
 [ ${#SIZES[@]} -eq 0 ] && SIZES=(256K 1M 4M 16M)
 cargo build --release -p rxsink --locked -q
+cargo build --release -p pipeline --example core_rtt --locked -q
 BIN=target/release/rxsink
 bytes_of() {
   case $1 in
@@ -41,6 +46,7 @@ echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Interleaved (every window once per repeat), so drift on a shared
 # machine hits every window alike.
 for round in $(seq "$REPEATS"); do
+  target/release/examples/core_rtt 0 1 200000 >"$TMP/rtt.$round"
   for core in 0 1; do
     timeout 120 "$BIN" --mode drop --frame-size 64 --batch 32 --sim-mode stepped --core $core \
       --packets 2000000 --json --quiet >"$TMP/check$core.$round.json"
@@ -58,10 +64,11 @@ load = lambda name: json.load(open(f"{tmp}/{name}.json"))
 rounds = range(1, repeats + 1)
 runs = {s: [load(f"{s}.{r}") for r in rounds] for s in sizes}
 check = [[load(f"check{c}.{r}")["ns_per_packet"] for r in rounds] for c in (0, 1)]
-print("# per round: host check on core 0 and core 1 (ns/packet, lower is faster), then Gbit/s by window")
-print(f"{'round':<6} {'core 0':>7} {'core 1':>7}" + "".join(f" {s:>8}" for s in sizes))
+rtt = [float(open(f"{tmp}/rtt.{r}").read()) for r in rounds]
+print("# per round: host checks (rtt: core 0 <-> 1 cache-line round trip, ns; core 0 / core 1: ns/packet), then Gbit/s by window")
+print(f"{'round':<6} {'rtt':>5} {'core 0':>7} {'core 1':>7}" + "".join(f" {s:>8}" for s in sizes))
 for i in range(repeats):
-    print(f"{i + 1:<6} {check[0][i]:7.1f} {check[1][i]:7.1f}" + "".join(f" {runs[s][i]['gbps']:8.2f}" for s in sizes))
+    print(f"{i + 1:<6} {rtt[i]:5.0f} {check[0][i]:7.1f} {check[1][i]:7.1f}" + "".join(f" {runs[s][i]['gbps']:8.2f}" for s in sizes))
 print(f"{'tcp-buf':<10} {'Gbit/s min':>10} {'Gbit/s med':>10} {'Gbit/s max':>10} {'peer drops':>12} {'peer busy':>10} {'retrans':>10} {'CPU-s/GB med':>12}")
 meds = []
 for size in sizes:
@@ -77,6 +84,7 @@ for size in sizes:
     meds.append(st.median(g))
     print(f"{size:<10} {min(g):10.2f} {st.median(g):10.2f} {max(g):10.2f} {drops:12d} {busy:10.0f} {retrans:10d} {cpu:12.3f}")
 print(f"# slowest / fastest window (medians): {max(meds) / min(meds):.2f}x")
+print(f"# host check, rtt: min {min(rtt):.0f}, median {st.median(rtt):.0f}, max {max(rtt):.0f} ns")
 for c in (0, 1):
     print(f"# host check, core {c}: min {min(check[c]):.1f}, median {st.median(check[c]):.1f}, max {max(check[c]):.1f} ns/packet")
 PYEOF
