@@ -174,6 +174,7 @@ impl TxPath {
             st.sim.tx_dropped += 1;
             return;
         }
+        let len = frame.len() as u64;
         if loopback {
             st.sim.loopback_frames += 1;
             if rx.receive(nic, view, set, st, frame, true) == RxOutcome::NoRoom {
@@ -183,9 +184,7 @@ impl TxPath {
         } else if !set.link_up {
             st.sim.tx_dropped += 1;
             return;
-        }
-        let len = frame.len() as u64;
-        if !loopback {
+        } else {
             // The wire may take the buffer (and leave another in its place).
             wire.send_vec(frame);
         }
