@@ -20,9 +20,7 @@ R=${2:-1}
 
 . scripts/lib.sh
 need_root
-for t in ip iperf3 python3 ethtool; do
-    command -v $t >/dev/null || { echo "needs $t"; exit 1; }
-done
+install_missing ip=iproute2 iperf3=iperf3 python3=python3 ethtool=ethtool
 build_rxsink
 
 ID=$$
@@ -33,12 +31,11 @@ OUR=10.94.0.1
 PEER=10.94.0.2
 TMP=$(mktemp -d)
 cleanup() {
-    ip link del "$VA" 2>/dev/null || true
-    ip netns del "$NS" 2>/dev/null || true
+    xdp_veth_down
     rm -rf "$TMP"
 }
-trap cleanup EXIT
 . scripts/xdp-veth.sh
+trap cleanup EXIT
 xdp_veth_up
 
 gbps() { python3 -c 'import json,sys; print("%.3f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"] / 1e9))' "$1" 2>/dev/null || echo failed; }

@@ -55,12 +55,11 @@ gen_pid=
 cleanup() {
     [ -n "$gen_pid" ] && kill -INT "$gen_pid" 2>/dev/null || true
     wait 2>/dev/null || true
-    ip link del "$VA" 2>/dev/null || true
-    ip netns del "$NS" 2>/dev/null || true
+    xdp_veth_down
     rm -rf "$TMP"
 }
-trap cleanup EXIT
 . scripts/xdp-veth.sh
+trap cleanup EXIT
 xdp_veth_up
 RES=$TMP/results
 : >"$RES"

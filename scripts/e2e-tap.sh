@@ -25,12 +25,9 @@ PORT=9000
 IPERF_PORT=5201
 TMP=$(mktemp -d)
 rx_pid=
+. scripts/e2e-kernel.sh
 cleanup() {
-    if [ -n "$rx_pid" ] && kill -0 "$rx_pid" 2>/dev/null; then
-        kill -INT "$rx_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$rx_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$rx_pid" 2>/dev/null || true
-    fi
+    kill_rx
     ip netns del "$NS" 2>/dev/null || true
     rm -rf "$TMP"
 }
@@ -41,25 +38,6 @@ ip -n "$NS" link set lo up
 ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 nsx() { ip netns exec "$NS" "$@"; }
 
-fail=0; passed=0
-ok() { echo "ok   $1"; passed=$((passed+1)); }
-bad() { echo "FAIL $1"; fail=$((fail+1)); }
-
-# check NAME JSON_FILE PYTHON_EXPR: the expression sees the summary as `s`
-# (and, when given, a second JSON file as `c`).
-check() {
-    local name=$1 file=$2 expr=$3 other=${4:-}
-    if python3 -c "
-import json, sys
-s = json.load(open(sys.argv[1]))
-c = json.load(open(sys.argv[2])) if sys.argv[2] else None
-sys.exit(0 if ($expr) else 1)" "$file" "$other" 2>"$TMP/check.err"; then
-        ok "$name"
-    else
-        bad "$name: ($expr) on:"; cat "$file" "$TMP/check.err"; fail_log
-    fi
-}
-fail_log() { [ -s "$TMP/rx.err" ] && { echo "--- rxsink stderr:"; tail -20 "$TMP/rx.err"; }; true; }
 
 # start_rx LABEL MTU UNTIL_CLOSED RXSINK_ARGS...: rxsink in the namespace,
 # its TAP configured on the kernel side. Bounded by timeout (SIGINT at 90 s).
@@ -118,25 +96,6 @@ stop_rx() {
     ip -n "$NS" link del "$TAP" 2>/dev/null || true
 }
 
-# The kernel TCP sender: BYTES of the pattern (byte i = i mod 251), then
-# shutdown(SHUT_WR) and wait for the sink's FIN.
-SENDER='
-import socket, sys
-host, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-chunk = bytes(range(251)) * 4096          # a multiple of 251: stays aligned
-s = socket.create_connection((host, port), timeout=20)
-s.settimeout(20)
-left = total
-while left:
-    n = min(left, len(chunk))
-    s.sendall(chunk[:n])
-    left -= n
-s.shutdown(socket.SHUT_WR)
-while s.recv(65536):
-    pass                                   # b"" = the FIN of the sink
-s.close()
-'
-MB64=$((64 << 20))
 
 # run_config LABEL MTU RXSINK_ARGS...: three rxsink runs in one configuration.
 run_config() {
@@ -146,16 +105,7 @@ run_config() {
     # (a) ping and (b) the kernel TCP sender, 64 MiB verified.
     name="$label, ping + kernel TCP sender"
     if start_rx "$name" "$mtu" 1 --verify "${args[@]}"; then
-        if nsx timeout 20 ping -n -q -c 3 -W 2 $OUR >"$TMP/ping.out" 2>&1; then
-            ok "$label: ping -c 3 $OUR: $(grep -o '[0-9]* received' "$TMP/ping.out")"
-        else
-            bad "$label: ping -c 3 $OUR"; cat "$TMP/ping.out"
-        fi
-        if nsx timeout 60 python3 -c "$SENDER" $OUR $PORT $MB64 2>"$TMP/send.err"; then
-            ok "$label: kernel sender wrote 64 MiB, shut down, got our FIN"
-        else
-            bad "$label: kernel sender"; cat "$TMP/send.err"
-        fi
+        ping_and_send "$label"
         stop_rx
         check "$label: 64 MiB verified byte for byte, no mismatch" "$rx_out" \
             "s['tcp']['verified']==$MB64 and s['tcp']['bytes']==$MB64 and s['tcp']['mismatches']==0 and s['tcp']['connections']==1"

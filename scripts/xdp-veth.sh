@@ -6,8 +6,10 @@
 # $PEER/24. The peer computes every checksum and segments in software, so
 # what reaches the AF_XDP socket are complete wire frames (it sees no
 # offload metadata), and the kernel receiver gets the same wire. Needs NS,
-# VA, VB and PEER; sets MAC ($VA's address). The caller's EXIT trap removes
-# $VA (which takes $VB with it) and $NS.
+# VA, VB and PEER; sets MAC ($VA's address).
+#
+# xdp_veth_down: for the caller's EXIT trap; removes $VA (which takes $VB
+# with it) and $NS, whichever exist.
 nsx() { ip netns exec "$NS" "$@"; }
 xdp_veth_up() {
     ip netns add "$NS"
@@ -21,4 +23,8 @@ xdp_veth_up() {
     ip link set "$VA" up
     ip -n "$NS" link set "$VB" up
     MAC=$(cat "/sys/class/net/$VA/address")
+}
+xdp_veth_down() {
+    ip link del "$VA" 2>/dev/null || true
+    ip netns del "$NS" 2>/dev/null || true
 }
